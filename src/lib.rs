@@ -1,0 +1,17 @@
+//! supermq: an MQTT 3.1 / 3.1.1 / 5.0 broker.
+//!
+//! The crate is laid out the way a message travels:
+//! - [`transport`] accepts TCP, TLS and WebSocket connections and hands each one over as a byte
+//!   stream;
+//! - [`protocol`] turns those bytes into MQTT packets and back (our own strict codec);
+//! - [`broker`] runs the sessions, the subscription index, retained messages and wills;
+//! - [`server`] wires listeners, broker and shutdown together, and [`config`] says how.
+//!
+//! The binary (`src/main.rs`) is a thin command line around [`server::Server`]; integration
+//! tests start the same server in-process.
+
+pub mod broker;
+pub mod config;
+pub mod protocol;
+pub mod server;
+pub mod transport;

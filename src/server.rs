@@ -1,0 +1,1 @@
+//! The server: listeners, broker and shutdown wired together.
