@@ -1,1 +1,93 @@
-fn main() {}
+//! The `supermq` command line: parse arguments, load the configuration, start the server and
+//! run it until ctrl-c or SIGTERM.
+//!
+//! A configuration or start-up problem is printed as one line naming the key, and the process
+//! exits with code 2 (DESIGN.md §1).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use supermq::config;
+use supermq::server::Server;
+
+/// An MQTT 3.1 / 3.1.1 / 5.0 broker that runs alone or as a full-mesh cluster.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// Configuration file (TOML); without it, built-in defaults (MQTT on 0.0.0.0:1883).
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// Exit code for a configuration or start-up error.
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match config::load(args.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("supermq: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    init_logging(&config.log.level);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("supermq: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let server = match Server::bind(&config).await {
+            Ok(server) => server,
+            Err(error) => {
+                eprintln!("supermq: {error}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
+        if !config.cluster.listen.is_empty() || !config.http.listen.is_empty() {
+            tracing::warn!("[cluster] and [http] are not implemented yet; ignoring them");
+        }
+        tracing::info!(node = %config.node.name, version = env!("CARGO_PKG_VERSION"), "supermq started");
+        server.run(shutdown_signal()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// `RUST_LOG` wins over `[log] level` (validated when the configuration was loaded).
+fn init_logging(level: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}
+
+/// Completes on ctrl-c or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

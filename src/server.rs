@@ -1,1 +1,139 @@
 //! The server: listeners, broker and shutdown wired together.
+//!
+//! [`Server::bind`] opens every listener the configuration names (so an address in use or a
+//! bad certificate is reported before anything runs); [`Server::run`] accepts connections
+//! until told to stop, then shuts down gracefully: stop accepting, tell every client (MQTT 5
+//! clients get DISCONNECT 0x8B), and wait a bounded time for connections to close.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::broker::{self, Broker};
+use crate::config::Config;
+use crate::transport::{self, Kind, Listener, TransportError};
+
+/// How long shutdown waits for connections to close.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Why the server could not start. The message names the configuration key.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{key}: {source}")]
+    Transport {
+        key: &'static str,
+        source: TransportError,
+    },
+    #[error("{key}: \"{addr}\" is not an IP:PORT address")]
+    Address { key: &'static str, addr: String },
+}
+
+/// A bound, not yet running, server.
+pub struct Server {
+    broker: Arc<Broker>,
+    listeners: Vec<Listener>,
+}
+
+impl Server {
+    /// Creates the broker and binds every configured listener.
+    pub async fn bind(config: &Config) -> Result<Server, StartError> {
+        let mqtt = &config.mqtt;
+        let wanted = [
+            ("mqtt.tcp", Kind::Tcp, &mqtt.tcp),
+            ("mqtt.tls", Kind::Tls, &mqtt.tls),
+            ("mqtt.ws", Kind::Ws, &mqtt.ws),
+            ("mqtt.wss", Kind::Wss, &mqtt.wss),
+        ];
+        let needs_tls = wanted
+            .iter()
+            .any(|(_, kind, addr)| kind.needs_tls() && !addr.is_empty());
+        let tls = if needs_tls {
+            let tls = &config.tls;
+            let client_ca = (!tls.client_ca.is_empty()).then(|| Path::new(&tls.client_ca));
+            let loaded = transport::load_tls(Path::new(&tls.cert), Path::new(&tls.key), client_ca)
+                .map_err(|source| StartError::Transport { key: "tls", source })?;
+            Some(loaded)
+        } else {
+            None
+        };
+
+        let mut listeners = Vec::new();
+        for (key, kind, addr) in wanted {
+            if addr.is_empty() {
+                continue;
+            }
+            let addr: SocketAddr = addr.parse().map_err(|_| StartError::Address {
+                key,
+                addr: addr.clone(),
+            })?;
+            let tls = tls.clone().filter(|_| kind.needs_tls());
+            let listener = Listener::bind(kind, addr, tls)
+                .await
+                .map_err(|source| StartError::Transport { key, source })?;
+            tracing::info!(%addr, kind = kind.name(), "listening");
+            listeners.push(listener);
+        }
+        Ok(Server {
+            broker: Broker::new(config.limits.clone()),
+            listeners,
+        })
+    }
+
+    /// The broker, for inspecting counters.
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// The bound address of the listener of `kind` (useful when configured with port 0).
+    pub fn local_addr(&self, kind: Kind) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|l| l.kind() == kind)
+            .map(Listener::local_addr)
+    }
+
+    /// Serves until `shutdown` completes, then shuts down gracefully.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let accepting: Vec<_> = self
+            .listeners
+            .into_iter()
+            .map(|listener| tokio::spawn(accept_loop(listener, Arc::clone(&self.broker))))
+            .collect();
+        shutdown.await;
+        tracing::info!("shutting down");
+        for task in &accepting {
+            task.abort();
+        }
+        self.broker.shutdown();
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        while self.broker.connection_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::info!(open = self.broker.connection_count(), "stopped");
+    }
+}
+
+async fn accept_loop(listener: Listener, broker: Arc<Broker>) {
+    let handshake_timeout = Duration::from_secs(broker.limits().connect_timeout_secs);
+    loop {
+        match listener.accept().await {
+            Ok((pending, peer)) => {
+                let broker = Arc::clone(&broker);
+                tokio::spawn(async move {
+                    match tokio::time::timeout(handshake_timeout, pending.handshake()).await {
+                        Ok(Ok(stream)) => broker::serve(broker, stream, peer).await,
+                        Ok(Err(error)) => tracing::info!(%peer, %error, "handshake failed"),
+                        Err(_) => tracing::info!(%peer, "handshake timed out"),
+                    }
+                });
+            }
+            Err(error) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(%error, kind = listener.kind().name(), "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

@@ -98,6 +98,25 @@ impl Packet {
             Packet::Auth(_) => "AUTH",
         }
     }
+
+    /// The packet's properties, for the packet types that have them.
+    pub fn properties_mut(&mut self) -> Option<&mut Properties> {
+        match self {
+            Packet::Connect(p) => Some(&mut p.properties),
+            Packet::ConnAck(p) => Some(&mut p.properties),
+            Packet::Publish(p) => Some(&mut p.properties),
+            Packet::PubAck(p) | Packet::PubRec(p) | Packet::PubRel(p) | Packet::PubComp(p) => {
+                Some(&mut p.properties)
+            }
+            Packet::Subscribe(p) => Some(&mut p.properties),
+            Packet::SubAck(p) => Some(&mut p.properties),
+            Packet::Unsubscribe(p) => Some(&mut p.properties),
+            Packet::UnsubAck(p) => Some(&mut p.properties),
+            Packet::Disconnect(p) => Some(&mut p.properties),
+            Packet::Auth(p) => Some(&mut p.properties),
+            Packet::PingReq | Packet::PingResp => None,
+        }
+    }
 }
 
 /// CONNECT: the first packet a client sends.

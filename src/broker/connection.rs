@@ -1,0 +1,366 @@
+//! One client connection, from the first byte to the close.
+//!
+//! [`serve`] reads CONNECT (within the connect timeout), negotiates, attaches the session, and
+//! then runs two halves side by side in the connection's one task:
+//! - the reader decodes packets and handles them ([`super::inbound`]), under the keep alive;
+//! - the writer sends what the reader and the publishers queued: control packets from the
+//!   [`Outbox`], then session messages, many packets per write.
+//!
+//! Whichever half ends first ends the connection; then the session is detached, and the Will
+//! published if the way it ended calls for it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::protocol::{self, DecodeError, Disconnect, Packet, ProtocolVersion, reason};
+
+use super::connect::{self, Terms};
+use super::inbound::{Client, End};
+use super::outbox::{Close, Outbox};
+use super::session::SessionHandle;
+use super::{Broker, Stats};
+
+/// How long a closing connection may take to write its last packets.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Read buffer growth step: small, so idle connections stay small.
+const READ_CHUNK: usize = 1024;
+
+/// Buffers that grew past this for one large packet are given back once empty.
+const KEEP_BUFFER: usize = 64 * 1024;
+
+/// Serves one client connection over an established byte stream until it closes.
+pub async fn serve<S>(broker: Arc<Broker>, stream: S, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let count = Counted::new(&broker);
+    let (read_half, mut write_half) = tokio::io::split(stream);
+    let mut reader = PacketReader::new(read_half, broker.limits.max_packet_size);
+
+    let connect_timeout = Duration::from_secs(broker.limits.connect_timeout_secs);
+    let connect = match tokio::time::timeout(connect_timeout, reader.next(ProtocolVersion::V311)).await {
+        Ok(Ok(Some(Packet::Connect(connect)))) => *connect,
+        Ok(Err(ReadError::Decode(DecodeError::UnsupportedProtocolLevel(level)))) => {
+            refuse_version(&mut write_half, level, &broker).await;
+            return;
+        }
+        Ok(Ok(Some(other))) => {
+            // MQTT-3.1.0-1: the first packet must be CONNECT.
+            tracing::info!(%peer, packet = other.name(), "first packet is not CONNECT; closing");
+            broker.stats.protocol_errors.inc();
+            return;
+        }
+        Ok(Err(ReadError::Decode(error))) => {
+            tracing::info!(%peer, %error, "malformed CONNECT; closing");
+            broker.stats.protocol_errors.inc();
+            return;
+        }
+        Ok(Ok(None) | Err(ReadError::Io(_))) => return,
+        Err(_) => {
+            tracing::info!(%peer, "no CONNECT within limits.connect_timeout_secs; closing");
+            return;
+        }
+    };
+
+    let version = connect.protocol;
+    let terms = match connect::negotiate(connect, &broker.limits, count.over_limit) {
+        Ok(terms) => terms,
+        Err(refusal) => {
+            tracing::info!(%peer, why = refusal.why, code = refusal.code, "CONNECT refused");
+            broker.stats.connections_refused.inc();
+            let connack = Packet::ConnAck(refusal.connack(version));
+            write_and_close(&mut write_half, &connack, version).await;
+            return;
+        }
+    };
+    let span = tracing::info_span!("client", id = %terms.client_id, %peer);
+    run(&broker, terms, reader, write_half).instrument(span).await;
+}
+
+/// The connected phase: session attached, reader and writer running.
+async fn run<R, W>(broker: &Arc<Broker>, mut terms: Terms, mut reader: PacketReader<R>, writer: W)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let outbox = Arc::new(Outbox::default());
+    let opened = broker.open_session(
+        &terms.client_id,
+        terms.clean_start,
+        terms.session_expiry,
+        Arc::clone(&outbox),
+        terms.send_window,
+    );
+    outbox.send(Packet::ConnAck(terms.connack(opened.present, &broker.limits)));
+    broker.stats.connections_accepted.inc();
+    tracing::debug!(version = ?terms.version, present = opened.present, "connected");
+
+    let will = terms.will.take();
+    let session = Arc::clone(&opened.session);
+    let generation = opened.generation;
+    let version = terms.version;
+    let idle = terms.idle_timeout();
+    let writer_task = Writer {
+        outbox: &outbox,
+        session: &session,
+        generation,
+        version,
+        max_packet_out: terms.max_packet_out,
+        stats: &broker.stats,
+        shutdown: broker.shutdown.subscribe(),
+    }
+    .run(writer);
+    let mut client = Client::new(broker, &terms, opened, &outbox);
+    let reader_task = async {
+        loop {
+            let next = match idle {
+                Some(idle) => match tokio::time::timeout(idle, reader.next(version)).await {
+                    Ok(next) => next,
+                    Err(_) => break client.keep_alive_expired(),
+                },
+                None => reader.next(version).await,
+            };
+            let end = match next {
+                Ok(Some(packet)) => client.handle(packet),
+                Ok(None) => Some(End::Lost),
+                Err(ReadError::Io(error)) => {
+                    tracing::debug!(%error, "read failed");
+                    Some(End::Lost)
+                }
+                Err(ReadError::Decode(error)) => Some(client.malformed(&error)),
+            };
+            if let Some(end) = end {
+                break end;
+            }
+            outbox.wait_for_room().await;
+        }
+    };
+    tokio::pin!(writer_task, reader_task);
+
+    let end = tokio::select! {
+        end = &mut reader_task => {
+            if end != End::Lost {
+                // Let the writer send what is queued (and the DISCONNECT, if any) first.
+                let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, &mut writer_task).await;
+            }
+            end
+        }
+        closed = &mut writer_task => closed,
+    };
+    tracing::debug!(?end, "connection closed");
+    let will = will.filter(|_| end.publishes_will());
+    broker.close_session(&session, generation, will);
+}
+
+/// The writing half of a connection.
+struct Writer<'a> {
+    outbox: &'a Outbox,
+    session: &'a SessionHandle,
+    generation: u64,
+    version: ProtocolVersion,
+    max_packet_out: usize,
+    stats: &'a Stats,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Writer<'_> {
+    /// Writes until the connection is to close; returns how it ended.
+    async fn run<W: AsyncWrite + Unpin>(mut self, mut io: W) -> End {
+        let mut buf = BytesMut::new();
+        let mut control = Vec::new();
+        loop {
+            let close = self.outbox.take(&mut control);
+            for packet in control.drain(..) {
+                encode_control(&packet, self.version, self.max_packet_out, &mut buf);
+            }
+            let more = {
+                let mut session = self.session.lock();
+                if session.is_attached(self.generation) {
+                    session.fill(&mut buf, self.version, self.max_packet_out, self.stats);
+                    session.has_sendable()
+                } else {
+                    false
+                }
+            };
+            if let Some(close) = close {
+                return self.finish(io, buf, close).await;
+            }
+            if !buf.is_empty() {
+                let write = io.write_all(&buf);
+                let written = tokio::select! {
+                    written = write => written,
+                    () = self.outbox.killed() => return End::Lost,
+                    _ = self.shutdown.wait_for(|down| *down) => return End::ShutDown,
+                };
+                if written.is_err() || io.flush().await.is_err() {
+                    return End::Lost;
+                }
+                recycle(&mut buf);
+            }
+            if more {
+                continue;
+            }
+            tokio::select! {
+                () = self.outbox.woken() => {}
+                _ = self.shutdown.wait_for(|down| *down) => {
+                    self.outbox.close(reason::SERVER_SHUTTING_DOWN, "server shutting down");
+                }
+            }
+        }
+    }
+
+    /// Writes the last packets (and a DISCONNECT, for 5.0) and closes the stream.
+    async fn finish<W: AsyncWrite + Unpin>(self, mut io: W, mut buf: BytesMut, close: Close) -> End {
+        let end = match close {
+            Close::Quiet => End::Disconnected { publish_will: false },
+            Close::Disconnect(code, why) => {
+                if self.version.is_v5() {
+                    let mut disconnect = Disconnect::new(code);
+                    disconnect.properties.reason_string = Some(why);
+                    let packet = Packet::Disconnect(disconnect);
+                    encode_control(&packet, self.version, self.max_packet_out, &mut buf);
+                }
+                End::Closed(code)
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
+            io.write_all(&buf).await?;
+            io.shutdown().await
+        })
+        .await;
+        end
+    }
+}
+
+/// Encodes a packet the connection owes the client. If it is larger than the client allows,
+/// the reason string and user properties are dropped, as MQTT-3.1.2-25 allows for them.
+fn encode_control(packet: &Packet, version: ProtocolVersion, max: usize, buf: &mut BytesMut) {
+    let start = buf.len();
+    match protocol::encode(packet, version, buf) {
+        Ok(len) if len <= max => {}
+        Ok(_) => {
+            buf.truncate(start);
+            let mut bare = packet.clone();
+            if let Some(properties) = bare.properties_mut() {
+                properties.reason_string = None;
+                properties.user_properties.clear();
+            }
+            if protocol::encode(&bare, version, buf).is_err() {
+                buf.truncate(start);
+            }
+        }
+        Err(error) => {
+            buf.truncate(start);
+            tracing::warn!(%error, packet = packet.name(), "cannot encode packet");
+        }
+    }
+}
+
+/// Gives a buffer that grew for one large packet back to the allocator.
+fn recycle(buf: &mut BytesMut) {
+    buf.clear();
+    if buf.capacity() > KEEP_BUFFER {
+        *buf = BytesMut::new();
+    }
+}
+
+/// Answers a CONNECT whose protocol level we do not speak (MQTT-3.1.2-2), in the format the
+/// client most likely reads: 5.0 for a newer level, 3.1.1 otherwise.
+async fn refuse_version<W: AsyncWrite + Unpin>(io: &mut W, level: u8, broker: &Broker) {
+    tracing::info!(level, "unsupported protocol level; refusing");
+    broker.stats.connections_refused.inc();
+    let refusal = connect::Refusal {
+        code: reason::UNSUPPORTED_PROTOCOL_VERSION,
+        why: "unsupported protocol version",
+    };
+    let version = if level > 5 {
+        ProtocolVersion::V5
+    } else {
+        ProtocolVersion::V311
+    };
+    write_and_close(io, &Packet::ConnAck(refusal.connack(version)), version).await;
+}
+
+async fn write_and_close<W: AsyncWrite + Unpin>(io: &mut W, packet: &Packet, version: ProtocolVersion) {
+    let mut buf = BytesMut::new();
+    if protocol::encode(packet, version, &mut buf).is_ok() {
+        let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
+            io.write_all(&buf).await?;
+            io.shutdown().await
+        })
+        .await;
+    }
+}
+
+/// Why reading a packet failed.
+enum ReadError {
+    Io(std::io::Error),
+    Decode(DecodeError),
+}
+
+/// Reads whole packets from a byte stream.
+struct PacketReader<R> {
+    io: R,
+    buf: BytesMut,
+    max_packet_size: usize,
+}
+
+impl<R: AsyncRead + Unpin> PacketReader<R> {
+    fn new(io: R, max_packet_size: u32) -> Self {
+        PacketReader {
+            io,
+            buf: BytesMut::new(),
+            max_packet_size: usize::try_from(max_packet_size).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// The next packet, or `None` at the end of the stream. Cancel-safe: bytes read are kept
+    /// in the buffer.
+    async fn next(&mut self, version: ProtocolVersion) -> Result<Option<Packet>, ReadError> {
+        loop {
+            if let Some(packet) =
+                protocol::decode(&mut self.buf, version, self.max_packet_size).map_err(ReadError::Decode)?
+            {
+                if self.buf.is_empty() && self.buf.capacity() > KEEP_BUFFER {
+                    self.buf = BytesMut::new();
+                }
+                return Ok(Some(packet));
+            }
+            self.buf.reserve(READ_CHUNK);
+            if self.io.read_buf(&mut self.buf).await.map_err(ReadError::Io)? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// Counts a connection for `limits.max_connections` while it lives.
+struct Counted<'a> {
+    broker: &'a Broker,
+    over_limit: bool,
+}
+
+impl<'a> Counted<'a> {
+    fn new(broker: &'a Broker) -> Self {
+        use std::sync::atomic::Ordering;
+        let open = broker.connections.fetch_add(1, Ordering::Relaxed) + 1;
+        Counted {
+            broker,
+            over_limit: open > broker.limits.max_connections,
+        }
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering;
+        self.broker.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,413 @@
+//! What the broker does with each packet a connected client sends.
+//!
+//! [`Client`] holds the per-connection state the packets need (topic aliases, the agreed
+//! terms) and turns each packet into session changes, routed messages and answers queued on
+//! the [`Outbox`]. Handling never waits: it locks, changes, unlocks, so the reader can be
+//! cancelled at any await point without losing a half-handled packet.
+
+use std::collections::HashMap;
+use std::sync::{Arc, MutexGuard};
+
+use crate::protocol::{
+    Ack, DecodeError, Packet, ProtocolVersion, Properties, Publish, QoS, SubAck, Subscribe,
+    SubscriptionOptions, UnsubAck, Unsubscribe, reason, topic,
+};
+
+use super::Broker;
+use super::connect::{Terms, within_limits};
+use super::message::{Delivery, Message};
+use super::outbox::Outbox;
+use super::registry::Opened;
+use super::session::{Qos2Receipt, Session, SessionHandle};
+
+/// How a connection ended, which decides whether its Will is published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// The client sent DISCONNECT; 5.0 reason 0x04 asks for the Will all the same.
+    Disconnected { publish_will: bool },
+    /// The stream ended or failed without DISCONNECT.
+    Lost,
+    /// Nothing arrived within 1.5 × keep alive.
+    KeepAlive,
+    /// The broker closed it with this reason code (protocol error, takeover, ...).
+    Closed(u8),
+    /// The broker is shutting down.
+    ShutDown,
+}
+
+impl End {
+    /// The Will is published unless the client disconnected normally (MQTT-3.1.2-8/10) or the
+    /// broker itself is going away.
+    pub fn publishes_will(&self) -> bool {
+        match self {
+            End::Disconnected { publish_will } => *publish_will,
+            End::ShutDown | End::Closed(reason::SERVER_SHUTTING_DOWN) => false,
+            End::Lost | End::KeepAlive | End::Closed(_) => true,
+        }
+    }
+}
+
+/// A connected client, as the reader sees it.
+pub struct Client<'a> {
+    broker: &'a Broker,
+    outbox: &'a Outbox,
+    session: Arc<SessionHandle>,
+    generation: u64,
+    version: ProtocolVersion,
+    problem_info: bool,
+    /// Session expiry from CONNECT; DISCONNECT may change it, but not from 0 (MQTT-3.14.2-2).
+    session_expiry: u32,
+    /// Topic aliases the client set (5.0), alias → topic. Bounded by our Topic Alias Maximum.
+    aliases: HashMap<u16, String>,
+}
+
+impl<'a> Client<'a> {
+    pub fn new(broker: &'a Broker, terms: &Terms, opened: Opened, outbox: &'a Outbox) -> Self {
+        Client {
+            broker,
+            outbox,
+            session: opened.session,
+            generation: opened.generation,
+            version: terms.version,
+            problem_info: terms.problem_info,
+            session_expiry: terms.session_expiry,
+            aliases: HashMap::new(),
+        }
+    }
+
+    /// Handles one packet; returns how the connection ends if it does.
+    pub fn handle(&mut self, packet: Packet) -> Option<End> {
+        match packet {
+            Packet::Publish(publish) => self.publish(publish),
+            Packet::PubAck(ack) => {
+                self.on_session(|s| s.acknowledge(ack.packet_id));
+                None
+            }
+            Packet::PubRec(ack) => self.pubrec(&ack),
+            Packet::PubRel(ack) => {
+                let known = self.on_session(|s| s.release_qos2(ack.packet_id));
+                self.answer_release(Packet::PubComp, ack.packet_id, known)
+            }
+            Packet::PubComp(ack) => {
+                self.on_session(|s| s.completed(ack.packet_id));
+                None
+            }
+            Packet::Subscribe(subscribe) => self.subscribe(subscribe),
+            Packet::Unsubscribe(unsubscribe) => self.unsubscribe(unsubscribe),
+            Packet::PingReq => {
+                self.outbox.send(Packet::PingResp);
+                None
+            }
+            Packet::Disconnect(disconnect) => self.disconnect(&disconnect.properties, disconnect.reason),
+            Packet::Auth(auth) => Some(if auth.properties.authentication_method.is_some() {
+                self.close(reason::BAD_AUTHENTICATION_METHOD, "authentication method not supported")
+            } else {
+                self.close(reason::PROTOCOL_ERROR, "AUTH without an authentication method")
+            }),
+            Packet::Connect(_) => Some(self.close(reason::PROTOCOL_ERROR, "second CONNECT")),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                Some(self.close(reason::PROTOCOL_ERROR, "packet only a server may send"))
+            }
+        }
+    }
+
+    /// The client sent bytes that are not a valid packet.
+    pub fn malformed(&mut self, error: &DecodeError) -> End {
+        self.close(error.reason_code(), error.to_string())
+    }
+
+    /// Nothing arrived within 1.5 × keep alive.
+    pub fn keep_alive_expired(&mut self) -> End {
+        tracing::info!("keep alive timeout; closing");
+        self.outbox.close(reason::KEEP_ALIVE_TIMEOUT, "keep alive timeout");
+        End::KeepAlive
+    }
+
+    /// Ends the connection with a DISCONNECT carrying `code` (5.0) and the reason.
+    fn close(&self, code: u8, why: impl Into<String>) -> End {
+        let why = why.into();
+        tracing::info!(code, why, "closing connection");
+        self.broker.stats.protocol_errors.inc();
+        self.outbox.close(code, why);
+        End::Closed(code)
+    }
+
+    /// Runs `f` on the session if this connection still owns it, then wakes the writer (an
+    /// ack may have opened the in-flight window). Returns `f`'s result, or its default if the
+    /// session was taken over meanwhile (the writer is already closing then).
+    fn on_session<T: Default>(&self, f: impl FnOnce(&mut Session) -> T) -> T {
+        let result = match self.session() {
+            Some(mut session) => f(&mut session),
+            None => T::default(),
+        };
+        self.outbox.wake();
+        result
+    }
+
+    fn session(&self) -> Option<MutexGuard<'_, Session>> {
+        let session = self.session.lock();
+        session.is_attached(self.generation).then_some(session)
+    }
+
+    fn v5(&self) -> bool {
+        self.version.is_v5()
+    }
+
+    /// An ack with a reason code and, where the client wants them, a reason string.
+    fn ack(&self, packet_id: u16, code: u8, why: Option<&str>) -> Ack {
+        let mut ack = Ack::new(packet_id);
+        if self.v5() {
+            ack.reason = code;
+            if self.problem_info {
+                ack.properties.reason_string = why.map(str::to_string);
+            }
+        }
+        ack
+    }
+
+    fn publish(&mut self, mut publish: Publish) -> Option<End> {
+        self.broker.stats.messages_received.inc();
+        if let Some(end) = self.resolve_alias(&mut publish) {
+            return Some(end);
+        }
+        if !within_limits(&publish.topic, &self.broker.limits) {
+            return self.refuse_publish(
+                &publish,
+                reason::TOPIC_NAME_INVALID,
+                "topic exceeds limits.max_topic_length or limits.max_topic_levels",
+            );
+        }
+        if publish.topic.starts_with("$SYS") {
+            return self.refuse_publish(&publish, reason::NOT_AUTHORIZED, "clients may not publish to $SYS");
+        }
+        let packet_id = publish.packet_id;
+        match publish.qos {
+            QoS::AtMostOnce => {
+                self.route(publish);
+            }
+            QoS::AtLeastOnce => {
+                let matched = self.route(publish);
+                let ack = self.delivered_ack(packet_id, matched);
+                self.outbox.send(Packet::PubAck(ack));
+            }
+            QoS::ExactlyOnce => {
+                let limit = usize::from(self.broker.limits.max_inflight);
+                let receipt = self.session().map(|mut s| s.receive_qos2(packet_id, limit));
+                match receipt {
+                    None => return Some(End::Closed(reason::SESSION_TAKEN_OVER)),
+                    Some(Qos2Receipt::OverLimit) => {
+                        return Some(self.close(
+                            reason::RECEIVE_MAXIMUM_EXCEEDED,
+                            "more QoS 2 messages in flight than Receive Maximum",
+                        ));
+                    }
+                    Some(Qos2Receipt::Duplicate) => {
+                        self.outbox.send(Packet::PubRec(Ack::new(packet_id)));
+                    }
+                    Some(Qos2Receipt::New) => {
+                        let matched = self.route(publish);
+                        let ack = self.delivered_ack(packet_id, matched);
+                        self.outbox.send(Packet::PubRec(ack));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Replaces a 5.0 topic alias by its topic, or records a new alias (§3.3.2.3.4).
+    fn resolve_alias(&mut self, publish: &mut Publish) -> Option<End> {
+        let Some(alias) = publish.properties.topic_alias.take() else {
+            return None;
+        };
+        if alias == 0 || alias > self.broker.limits.max_topic_aliases {
+            return Some(self.close(reason::TOPIC_ALIAS_INVALID, "topic alias out of range"));
+        }
+        if publish.topic.is_empty() {
+            match self.aliases.get(&alias) {
+                Some(topic) => publish.topic.clone_from(topic),
+                None => return Some(self.close(reason::PROTOCOL_ERROR, "unknown topic alias")),
+            }
+        } else {
+            self.aliases.insert(alias, publish.topic.clone());
+        }
+        None
+    }
+
+    /// A PUBLISH the broker will not route. 5.0 clients get a negative ack for QoS 1/2;
+    /// 3.1.1 has none, so a bad topic closes the connection and a forbidden one is acked and
+    /// dropped, as 3.1.1 brokers do for publishes their ACL denies.
+    fn refuse_publish(&self, publish: &Publish, code: u8, why: &str) -> Option<End> {
+        tracing::info!(topic = %publish.topic, why, "publish refused");
+        self.broker.stats.publishes_refused.inc();
+        if !self.v5() && code != reason::NOT_AUTHORIZED {
+            return Some(self.close(code, why));
+        }
+        let ack = self.ack(publish.packet_id, code, Some(why));
+        match publish.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.outbox.send(Packet::PubAck(ack)),
+            QoS::ExactlyOnce => self.outbox.send(Packet::PubRec(ack)),
+        }
+        None
+    }
+
+    /// PUBACK/PUBREC for a routed message: 5.0 says when nobody was subscribed.
+    fn delivered_ack(&self, packet_id: u16, matched: usize) -> Ack {
+        let code = if matched == 0 {
+            reason::NO_MATCHING_SUBSCRIBERS
+        } else {
+            reason::SUCCESS
+        };
+        self.ack(packet_id, code, None)
+    }
+
+    fn route(&self, publish: Publish) -> usize {
+        self.broker.publish(Message::from_publish(publish, self.session.id()))
+    }
+
+    /// PUBREC for a message we sent: release it with PUBREL, or forget it if the 5.0 client
+    /// refused it.
+    fn pubrec(&self, ack: &Ack) -> Option<End> {
+        if self.v5() && ack.reason >= 0x80 {
+            self.on_session(|s| s.refused(ack.packet_id));
+            return None;
+        }
+        let known = self.on_session(|s| s.received(ack.packet_id));
+        self.answer_release(Packet::PubRel, ack.packet_id, known)
+    }
+
+    /// Answers PUBREC with PUBREL or PUBREL with PUBCOMP; an unknown packet id still gets
+    /// its answer, with 0x92 in 5.0, so the client can finish the exchange.
+    fn answer_release(&self, make: fn(Ack) -> Packet, packet_id: u16, known: bool) -> Option<End> {
+        let ack = if known {
+            Ack::new(packet_id)
+        } else {
+            self.ack(packet_id, reason::PACKET_IDENTIFIER_NOT_FOUND, None)
+        };
+        self.outbox.send(make(ack));
+        None
+    }
+
+    fn subscribe(&mut self, subscribe: Subscribe) -> Option<End> {
+        let id = subscribe.properties.subscription_identifiers.first().copied();
+        let mut reasons = Vec::with_capacity(subscribe.filters.len());
+        let mut retained = Vec::new();
+        {
+            let Some(mut session) = self.session() else {
+                return Some(End::Closed(reason::SESSION_TAKEN_OVER));
+            };
+            for (filter, options) in &subscribe.filters {
+                reasons.push(self.subscribe_one(&mut session, filter, *options, id, &mut retained));
+            }
+        }
+        self.outbox.send(Packet::SubAck(SubAck {
+            packet_id: subscribe.packet_id,
+            reasons,
+            properties: Properties::default(),
+        }));
+        // Retained messages go after the SUBACK, which is why they are queued only now.
+        if !retained.is_empty() {
+            if let Some(mut session) = self.session() {
+                for delivery in retained {
+                    session.queue(delivery, &self.broker.stats);
+                }
+            }
+            self.outbox.wake();
+        }
+        None
+    }
+
+    /// Adds one subscription; returns its SUBACK reason code.
+    fn subscribe_one(
+        &self,
+        session: &mut Session,
+        filter: &str,
+        options: SubscriptionOptions,
+        id: Option<u32>,
+        retained: &mut Vec<Delivery>,
+    ) -> u8 {
+        let failure = |code: u8| if self.v5() { code } else { reason::V3_SUBACK_FAILURE };
+        let limits = &self.broker.limits;
+        if filter.starts_with("$share/") {
+            return failure(reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED);
+        }
+        if !topic::valid_filter(filter) || !within_limits(filter, limits) {
+            tracing::info!(filter, "invalid topic filter");
+            return failure(reason::TOPIC_FILTER_INVALID);
+        }
+        let is_new = !session.subscriptions().contains_key(filter);
+        if is_new && session.subscriptions().len() >= limits.max_subscriptions {
+            tracing::info!(filter, "limits.max_subscriptions reached");
+            return failure(reason::QUOTA_EXCEEDED);
+        }
+        session.add_subscription(filter, options, id);
+        self.broker
+            .router_mut()
+            .subscribe(filter, &self.session, options, id);
+        let send_retained = match options.retain_handling {
+            0 => true,
+            1 => is_new,
+            _ => false,
+        };
+        if send_retained {
+            for message in self.broker.retained_store().matching(filter) {
+                retained.push(Delivery {
+                    qos: message.qos.min(options.qos),
+                    // MQTT-3.3.1-9: retained messages sent on subscribe carry RETAIN.
+                    retain: true,
+                    subscription_ids: id.into_iter().collect(),
+                    message,
+                });
+            }
+        }
+        options.qos as u8
+    }
+
+    fn unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Option<End> {
+        let Some(mut session) = self.session() else {
+            return Some(End::Closed(reason::SESSION_TAKEN_OVER));
+        };
+        let mut reasons = Vec::with_capacity(unsubscribe.filters.len());
+        for filter in &unsubscribe.filters {
+            let existed = session.remove_subscription(filter);
+            if existed {
+                self.broker.router_mut().unsubscribe(filter, self.session.id());
+            }
+            reasons.push(if existed {
+                reason::SUCCESS
+            } else {
+                reason::NO_SUBSCRIPTION_EXISTED
+            });
+        }
+        drop(session);
+        self.outbox.send(Packet::UnsubAck(UnsubAck {
+            packet_id: unsubscribe.packet_id,
+            // 3.1.1 UNSUBACK has no payload.
+            reasons: if self.v5() { reasons } else { Vec::new() },
+            properties: Properties::default(),
+        }));
+        None
+    }
+
+    fn disconnect(&mut self, properties: &Properties, code: u8) -> Option<End> {
+        if self.v5()
+            && let Some(expiry) = properties.session_expiry_interval
+        {
+            if self.session_expiry == 0 && expiry != 0 {
+                return Some(self.close(
+                    reason::PROTOCOL_ERROR,
+                    "session expiry set on DISCONNECT after 0 on CONNECT",
+                ));
+            }
+            let expiry = expiry.min(self.broker.limits.max_session_expiry_secs);
+            if let Some(mut session) = self.session() {
+                session.expiry_interval = expiry;
+            }
+        }
+        self.outbox.finish();
+        Some(End::Disconnected {
+            publish_will: self.v5() && code == reason::DISCONNECT_WITH_WILL,
+        })
+    }
+}

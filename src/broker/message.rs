@@ -1,0 +1,114 @@
+//! A publication on its way through the broker.
+//!
+//! A [`Message`] is created once per received PUBLISH (or Will) and shared by every subscriber
+//! it goes to through an `Arc`, so fan-out never copies the payload. What differs per
+//! subscriber (QoS, packet id, RETAIN flag, subscription identifiers) lives in [`Delivery`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::protocol::{Properties, Publish, QoS, Will};
+
+/// One publication, shared between all its deliveries.
+#[derive(Debug)]
+pub struct Message {
+    pub topic: String,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+    /// The publisher's properties that travel with the message (user properties, content
+    /// type, response topic, correlation data, payload format). Topic alias and subscription
+    /// identifiers are per hop and never stored here; message expiry is kept as `expires_at`.
+    pub properties: Properties,
+    /// When the message expires (MQTT 5 Message Expiry Interval), counted from receipt.
+    pub expires_at: Option<Instant>,
+    /// The session that published it, for the no-local option; 0 for the broker itself.
+    pub origin: u64,
+}
+
+impl Message {
+    /// A message from a client's PUBLISH (whose topic alias has already been resolved).
+    pub fn from_publish(publish: Publish, origin: u64) -> Message {
+        let mut properties = publish.properties;
+        let expires_at = take_expiry(&mut properties);
+        properties.topic_alias = None;
+        properties.subscription_identifiers.clear();
+        Message {
+            topic: publish.topic,
+            payload: publish.payload,
+            qos: publish.qos,
+            retain: publish.retain,
+            properties,
+            expires_at,
+            origin,
+        }
+    }
+
+    /// A message from a Will. The will delay is a property of the Will, not of the message.
+    pub fn from_will(will: Will, origin: u64) -> Message {
+        let mut properties = will.properties;
+        let expires_at = take_expiry(&mut properties);
+        properties.will_delay_interval = None;
+        Message {
+            topic: will.topic,
+            payload: will.payload,
+            qos: will.qos,
+            retain: will.retain,
+            properties,
+            expires_at,
+            origin,
+        }
+    }
+
+    /// True once the message's lifetime has run out; expired messages are never delivered.
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// The Message Expiry Interval to send on: what is left of the lifetime, in whole seconds
+    /// rounded up so a message never leaves with 0 (which would mean "no expiry" to no one).
+    pub fn remaining_expiry(&self, now: Instant) -> Option<u32> {
+        self.expires_at.map(|at| {
+            let left = at.saturating_duration_since(now);
+            let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+            u32::try_from(secs.max(1)).unwrap_or(u32::MAX)
+        })
+    }
+}
+
+fn take_expiry(properties: &mut Properties) -> Option<Instant> {
+    properties
+        .message_expiry_interval
+        .take()
+        .map(|secs| Instant::now() + Duration::from_secs(u64::from(secs)))
+}
+
+/// One message on its way to one session, at the QoS and with the flags for that subscriber.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub message: Arc<Message>,
+    pub qos: QoS,
+    pub retain: bool,
+    pub subscription_ids: Vec<u32>,
+}
+
+impl Delivery {
+    /// The PUBLISH packet for this delivery; `packet_id` is 0 for QoS 0.
+    pub fn to_publish(&self, packet_id: u16, dup: bool, now: Instant) -> Publish {
+        let message = &self.message;
+        let mut properties = message.properties.clone();
+        properties.message_expiry_interval = message.remaining_expiry(now);
+        properties.subscription_identifiers = self.subscription_ids.clone();
+        Publish {
+            dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: message.topic.clone(),
+            packet_id,
+            properties,
+            payload: message.payload.clone(),
+        }
+    }
+}

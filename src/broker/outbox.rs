@@ -1,0 +1,112 @@
+//! The hand-off from a connection's reader (and the rest of the broker) to its writer.
+//!
+//! Besides the session's messages, a connection's writer sends packets that answer the client
+//! (CONNACK, PUBACK, SUBACK, ...) and, at the end, a DISCONNECT. Those are put here, and
+//! [`Outbox::wake`] tells the writer there is something to do — the same wake-up that
+//! publishers use when they queue a message for the session. The control queue is bounded
+//! by the reader waiting ([`Outbox::wait_for_room`]) rather than by dropping: an answer the
+//! client is owed is never thrown away.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::Notify;
+
+use crate::protocol::Packet;
+
+/// How many control packets may wait for the writer before the reader stops reading.
+const CONTROL_LIMIT: usize = 1024;
+
+/// Control packets for one connection and the writer's wake-up.
+#[derive(Default)]
+pub struct Outbox {
+    state: Mutex<State>,
+    wake: Notify,
+    room: Notify,
+    kill: Notify,
+}
+
+/// How the writer should end the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Close {
+    /// Send DISCONNECT with this reason code and reason string (5.0 only), then close.
+    Disconnect(u8, String),
+    /// Close after the queued packets without a DISCONNECT: the client sent one.
+    Quiet,
+}
+
+#[derive(Default)]
+struct State {
+    control: VecDeque<Packet>,
+    /// Set when the connection must end; acted on after the control packets already queued.
+    close: Option<Close>,
+}
+
+impl Outbox {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues a packet for the client and wakes the writer.
+    pub fn send(&self, packet: Packet) {
+        self.state().control.push_back(packet);
+        self.wake.notify_one();
+    }
+
+    /// Asks the writer to end the connection with DISCONNECT `reason` once the queued packets
+    /// are out. A writer stuck on a client that does not read is abandoned ([`Outbox::killed`]).
+    /// The first reason wins: a connection closes once, for one reason.
+    pub fn close(&self, reason: u8, why: impl Into<String>) {
+        self.set_close(Close::Disconnect(reason, why.into()));
+        self.kill.notify_one();
+    }
+
+    /// Asks the writer to send what is queued and then close, without a DISCONNECT.
+    pub fn finish(&self) {
+        self.set_close(Close::Quiet);
+    }
+
+    fn set_close(&self, close: Close) {
+        let mut state = self.state();
+        if state.close.is_none() {
+            state.close = Some(close);
+        }
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    /// Completes when [`Outbox::close`] has been called: a write in progress is given up.
+    pub async fn killed(&self) {
+        self.kill.notified().await;
+    }
+
+    /// Wakes the writer: there are session messages to send.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Waits until the writer is woken. A wake-up sent while nobody waits is kept, so none
+    /// is lost between the writer's last check and this call.
+    pub async fn woken(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Moves the queued control packets into `out` (in order) and says if the connection is
+    /// to end after them.
+    pub fn take(&self, out: &mut Vec<Packet>) -> Option<Close> {
+        let mut state = self.state();
+        out.extend(state.control.drain(..));
+        let close = state.close.clone();
+        drop(state);
+        self.room.notify_one();
+        close
+    }
+
+    /// Waits while the control queue is full: a client that floods us with packets while not
+    /// reading our answers is slowed down instead of growing the queue without bound.
+    pub async fn wait_for_room(&self) {
+        while self.state().control.len() >= CONTROL_LIMIT {
+            self.room.notified().await;
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The session table: which client id has which session, and what happens to a session when
+//! connections come and go.
+//!
+//! - CONNECT with an id that has a session: a persistent session is resumed (session present),
+//!   a clean start discards it; a connection still attached to it is told to close with
+//!   "session taken over" (MQTT-3.1.4-3).
+//! - Connection closed: the Will is published now, later (Will Delay Interval) or not at all
+//!   (normal DISCONNECT, or the session resumed before the delay ran out); the session ends
+//!   now (expiry 0) or after its expiry interval unless a connection resumes it first.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::protocol::{Will, reason};
+
+use super::Broker;
+use super::message::Message;
+use super::outbox::Outbox;
+use super::session::SessionHandle;
+
+/// The session a new connection got.
+pub struct Opened {
+    pub session: Arc<SessionHandle>,
+    pub present: bool,
+    pub generation: u64,
+}
+
+impl Broker {
+    /// Finds or creates the session for `client_id` and attaches the connection to it.
+    pub(super) fn open_session(
+        &self,
+        client_id: &str,
+        clean_start: bool,
+        expiry_interval: u32,
+        outbox: Arc<Outbox>,
+        send_window: u16,
+    ) -> Opened {
+        let mut sessions = self.sessions();
+        if let Some(existing) = sessions.get(client_id).cloned() {
+            let mut session = existing.lock();
+            if let Some(old) = session.outbox() {
+                old.close(reason::SESSION_TAKEN_OVER, "another connection took over the session");
+            }
+            if !clean_start {
+                session.expiry_interval = expiry_interval;
+                let generation = session.attach(outbox, send_window);
+                drop(session);
+                return Opened {
+                    session: existing,
+                    present: true,
+                    generation,
+                };
+            }
+            let filters = session.retire();
+            drop(session);
+            let mut router = self.router_mut();
+            for filter in filters {
+                router.unsubscribe(&filter, existing.id());
+            }
+        }
+        let handle = SessionHandle::new(client_id.to_string(), self.limits.max_queued_messages);
+        let generation = {
+            let mut session = handle.lock();
+            session.expiry_interval = expiry_interval;
+            session.attach(outbox, send_window)
+        };
+        sessions.insert(client_id.to_string(), Arc::clone(&handle));
+        Opened {
+            session: handle,
+            present: false,
+            generation,
+        }
+    }
+
+    /// The connection of `generation` has ended. `will` is the Will to publish, if the way
+    /// the connection ended calls for it.
+    pub(super) fn close_session(
+        self: &Arc<Self>,
+        handle: &Arc<SessionHandle>,
+        generation: u64,
+        will: Option<Will>,
+    ) {
+        let mut session = handle.lock();
+        if !session.detach(generation) {
+            // Taken over by a newer connection. Its Will goes out unless the session was
+            // resumed and the Will has a delay, which a resumption cancels (MQTT-3.1.3-9).
+            drop(session);
+            let resumed = self.is_current(handle);
+            if let Some(will) = will
+                && !(resumed && will_delay(&will) > 0)
+            {
+                self.publish_will(will, handle.id());
+            }
+            return;
+        }
+        let expiry = session.expiry_interval;
+        drop(session);
+
+        if let Some(will) = will {
+            let delay = will_delay(&will).min(expiry);
+            if delay == 0 {
+                self.publish_will(will, handle.id());
+            } else {
+                self.after(delay, handle, generation, move |broker, handle| {
+                    broker.publish_will(will, handle.id());
+                });
+            }
+        }
+        match expiry {
+            0 => self.end_session(handle),
+            // 0xFFFFFFFF: the session does not expire (MQTT 5 §3.1.2.11.2).
+            u32::MAX => {}
+            secs => self.after(secs, handle, generation, |broker, handle| {
+                broker.end_session(handle);
+            }),
+        }
+    }
+
+    /// Runs `action` after `secs` seconds if by then no connection has attached to the session
+    /// since `generation` detached.
+    fn after(
+        self: &Arc<Self>,
+        secs: u32,
+        handle: &Arc<SessionHandle>,
+        generation: u64,
+        action: impl FnOnce(&Broker, &Arc<SessionHandle>) + Send + 'static,
+    ) {
+        let broker = Arc::clone(self);
+        let handle = Arc::clone(handle);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(u64::from(secs))).await;
+            let untouched = {
+                let session = handle.lock();
+                session.generation() == generation && session.outbox().is_none()
+            };
+            if untouched && broker.is_current(&handle) {
+                action(&broker, &handle);
+            }
+        });
+    }
+
+    /// True if `handle` is still the session registered for its client id.
+    fn is_current(&self, handle: &Arc<SessionHandle>) -> bool {
+        self.sessions()
+            .get(handle.client_id())
+            .is_some_and(|current| Arc::ptr_eq(current, handle))
+    }
+
+    /// Removes the session and its subscriptions.
+    pub(super) fn end_session(&self, handle: &Arc<SessionHandle>) {
+        let mut sessions = self.sessions();
+        if !sessions
+            .get(handle.client_id())
+            .is_some_and(|current| Arc::ptr_eq(current, handle))
+        {
+            return;
+        }
+        sessions.remove(handle.client_id());
+        let filters = handle.lock().retire();
+        let mut router = self.router_mut();
+        for filter in filters {
+            router.unsubscribe(&filter, handle.id());
+        }
+    }
+
+    fn publish_will(&self, will: Will, origin: u64) {
+        tracing::debug!(topic = %will.topic, "publishing will");
+        self.stats.wills_published.inc();
+        self.publish(Message::from_will(will, origin));
+    }
+}
+
+fn will_delay(will: &Will) -> u32 {
+    will.properties.will_delay_interval.unwrap_or(0)
+}

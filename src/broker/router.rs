@@ -1,0 +1,172 @@
+//! The subscription index: a trie of topic filters, one level per node.
+//!
+//! Matching a topic walks only the branches that can match it (the literal level, `+` and
+//! `#` at each step), so its cost depends on the topic's depth and the matching filters, not on
+//! how many unrelated subscriptions exist. The router is shared behind a read-write lock:
+//! publishes only read it, subscribe and unsubscribe write it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::protocol::{QoS, SubscriptionOptions};
+
+use super::session::SessionHandle;
+
+/// One session's subscription to one filter.
+#[derive(Clone)]
+struct Subscriber {
+    session: Arc<SessionHandle>,
+    options: SubscriptionOptions,
+    subscription_id: Option<u32>,
+}
+
+#[derive(Default)]
+struct Node {
+    children: HashMap<Box<str>, Node>,
+    subscribers: Vec<Subscriber>,
+}
+
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.children.is_empty() && self.subscribers.is_empty()
+    }
+}
+
+/// What one session gets for one message: its subscriptions that match, merged.
+pub struct Match {
+    pub session: Arc<SessionHandle>,
+    /// The highest granted QoS of the matching subscriptions (MQTT-3.3.4-2 / 3.3.4-3).
+    pub qos: QoS,
+    /// Any matching subscription has Retain As Published.
+    pub retain_as_published: bool,
+    /// The identifiers of all matching subscriptions that have one.
+    pub subscription_ids: Vec<u32>,
+}
+
+/// The subscription trie.
+#[derive(Default)]
+pub struct Router {
+    root: Node,
+    count: usize,
+}
+
+impl Router {
+    /// Adds or replaces `session`'s subscription to `filter`. Returns true if it is new.
+    pub fn subscribe(
+        &mut self,
+        filter: &str,
+        session: &Arc<SessionHandle>,
+        options: SubscriptionOptions,
+        subscription_id: Option<u32>,
+    ) -> bool {
+        let mut node = &mut self.root;
+        for level in filter.split('/') {
+            node = node.children.entry(level.into()).or_default();
+        }
+        let subscriber = Subscriber {
+            session: Arc::clone(session),
+            options,
+            subscription_id,
+        };
+        match node
+            .subscribers
+            .iter_mut()
+            .find(|s| s.session.id() == session.id())
+        {
+            Some(existing) => {
+                *existing = subscriber;
+                false
+            }
+            None => {
+                node.subscribers.push(subscriber);
+                self.count += 1;
+                true
+            }
+        }
+    }
+
+    /// Removes `session`'s subscription to `filter`. Returns true if there was one.
+    pub fn unsubscribe(&mut self, filter: &str, session_id: u64) -> bool {
+        let levels: Vec<&str> = filter.split('/').collect();
+        let removed = remove(&mut self.root, &levels, session_id);
+        if removed {
+            self.count -= 1;
+        }
+        removed
+    }
+
+    /// Number of subscriptions in the index.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Every session with a subscription matching `topic`, one entry per session.
+    /// Subscriptions with No Local are skipped for the publishing session `origin`.
+    pub fn matches(&self, topic: &str, origin: u64) -> Vec<Match> {
+        let levels: Vec<&str> = topic.split('/').collect();
+        let mut found: Vec<&Subscriber> = Vec::new();
+        // MQTT-4.7.2-1: a topic starting with '$' is not matched by a leading wildcard.
+        let wildcards_at_root = !topic.starts_with('$');
+        collect(&self.root, &levels, wildcards_at_root, &mut found);
+        found.retain(|s| !(s.options.no_local && s.session.id() == origin));
+        merge(found)
+    }
+}
+
+fn remove(node: &mut Node, levels: &[&str], session_id: u64) -> bool {
+    let Some((first, rest)) = levels.split_first() else {
+        let before = node.subscribers.len();
+        node.subscribers.retain(|s| s.session.id() != session_id);
+        return node.subscribers.len() != before;
+    };
+    let Some(child) = node.children.get_mut(*first) else {
+        return false;
+    };
+    let removed = remove(child, rest, session_id);
+    // Prune empty branches so the trie does not keep the shape of every filter ever used.
+    if child.is_empty() {
+        node.children.remove(*first);
+    }
+    removed
+}
+
+fn collect<'a>(node: &'a Node, levels: &[&str], wildcards: bool, out: &mut Vec<&'a Subscriber>) {
+    if wildcards && let Some(hash) = node.children.get("#") {
+        // '#' matches the parent level too: "a/#" matches "a" (MQTT-4.7.1-2).
+        out.extend(hash.subscribers.iter());
+    }
+    let Some((first, rest)) = levels.split_first() else {
+        out.extend(node.subscribers.iter());
+        return;
+    };
+    if let Some(child) = node.children.get(*first) {
+        collect(child, rest, true, out);
+    }
+    if wildcards && let Some(plus) = node.children.get("+") {
+        collect(plus, rest, true, out);
+    }
+}
+
+/// Merges the subscriptions of each session into one [`Match`], so a client with overlapping
+/// subscriptions gets a message once, at the highest QoS, with all subscription identifiers.
+fn merge(mut found: Vec<&Subscriber>) -> Vec<Match> {
+    found.sort_unstable_by_key(|s| s.session.id());
+    let mut out: Vec<Match> = Vec::with_capacity(found.len());
+    for s in found {
+        let opts = s.options;
+        match out.last_mut() {
+            Some(m) if m.session.id() == s.session.id() => {
+                m.qos = m.qos.max(opts.qos);
+                m.retain_as_published |= opts.retain_as_published;
+                m.subscription_ids.extend(s.subscription_id);
+            }
+            _ => out.push(Match {
+                session: Arc::clone(&s.session),
+                qos: opts.qos,
+                retain_as_published: opts.retain_as_published,
+                subscription_ids: s.subscription_id.into_iter().collect(),
+            }),
+        }
+    }
+    out
+}

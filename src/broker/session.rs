@@ -1,0 +1,356 @@
+//! Session state (MQTT §4.1): what the broker remembers about a client between packets and,
+//! for a persistent session, between connections.
+//!
+//! A session outlives its connections. It holds the client's subscriptions, the messages
+//! waiting for it (bounded), the QoS 1/2 messages sent but not yet acknowledged (the in-flight
+//! window), and the QoS 2 packet ids received but not yet released. Publishers put messages in
+//! through [`SessionHandle::deliver`]; the connection's writer takes them out with
+//! [`Session::fill`], which also assigns packet ids and encodes, under the same short lock.
+//! All state is plain data so that a later issue can persist it.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use bytes::BytesMut;
+
+use crate::protocol::{self, Ack, Packet, ProtocolVersion, QoS, SubscriptionOptions};
+
+use super::message::Delivery;
+use super::outbox::Outbox;
+use super::stats::Stats;
+
+/// Stop filling the write buffer past this many bytes, so one busy session cannot make its
+/// writer's buffer grow without bound; the rest goes out on the next round.
+const FILL_BYTES: usize = 64 * 1024;
+
+/// The shared handle to a session: subscriptions in the router point here.
+pub struct SessionHandle {
+    id: u64,
+    client_id: String,
+    state: Mutex<Session>,
+}
+
+impl SessionHandle {
+    pub fn new(client_id: String, max_queued: usize) -> Arc<SessionHandle> {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        Arc::new(SessionHandle {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            client_id,
+            state: Mutex::new(Session::new(max_queued)),
+        })
+    }
+
+    /// A number unique to this session for the broker's lifetime (0 is never used).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Session> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues a message for the session and wakes its connection, if it has one.
+    pub fn deliver(&self, delivery: Delivery, stats: &Stats) {
+        let mut session = self.lock();
+        let online = session.outbox.is_some();
+        if delivery.qos == QoS::AtMostOnce && !online {
+            // QoS 0 messages are not kept for offline sessions (MQTT-3.1.2-5 makes it optional).
+            return;
+        }
+        if session.pending.len() >= session.max_queued {
+            stats.dropped_queue_full.inc();
+            tracing::debug!(client_id = %self.client_id, "session queue full, message dropped");
+            return;
+        }
+        session.pending.push_back(delivery);
+        if let Some(outbox) = &session.outbox {
+            outbox.wake();
+        }
+    }
+}
+
+/// What an inbound QoS 2 PUBLISH is to the session.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Qos2Receipt {
+    /// First time: deliver it.
+    New,
+    /// A resend before PUBREL: answer PUBREC again, but do not deliver twice (§4.3.3).
+    Duplicate,
+    /// More unreleased QoS 2 messages than the Receive Maximum allows.
+    OverLimit,
+}
+
+/// A QoS 1 or 2 message sent to the client and not yet fully acknowledged.
+struct Inflight {
+    packet_id: u16,
+    delivery: Delivery,
+    /// QoS 2: PUBREC received and PUBREL sent; waiting for PUBCOMP.
+    released: bool,
+}
+
+/// The session's state, behind the handle's lock.
+pub struct Session {
+    /// The connection attached now, if any.
+    outbox: Option<Arc<Outbox>>,
+    /// Counts attachments, so a connection that lost the session to a newer one can tell.
+    generation: u64,
+    /// filter → options and subscription identifier.
+    subscriptions: HashMap<String, (SubscriptionOptions, Option<u32>)>,
+    pending: VecDeque<Delivery>,
+    max_queued: usize,
+    inflight: VecDeque<Inflight>,
+    /// How many QoS 1/2 messages may be in flight to the client (its Receive Maximum).
+    send_window: usize,
+    last_packet_id: u16,
+    /// Inbound QoS 2 packet ids answered with PUBREC and not yet released by PUBREL.
+    inbound_qos2: HashSet<u16>,
+    /// Seconds the session lives after its connection ends (0: ends with it).
+    pub expiry_interval: u32,
+    /// Set on reattachment: the in-flight messages must be sent again first.
+    resend: bool,
+}
+
+impl Session {
+    fn new(max_queued: usize) -> Session {
+        Session {
+            outbox: None,
+            generation: 0,
+            subscriptions: HashMap::new(),
+            pending: VecDeque::new(),
+            max_queued,
+            inflight: VecDeque::new(),
+            send_window: 1,
+            last_packet_id: 0,
+            inbound_qos2: HashSet::new(),
+            expiry_interval: 0,
+            resend: false,
+        }
+    }
+
+    /// Attaches a connection; returns its generation. In-flight messages will be resent
+    /// (with DUP) before anything new, as MQTT-4.4.0-1 requires on a resumed session.
+    pub fn attach(&mut self, outbox: Arc<Outbox>, send_window: u16) -> u64 {
+        self.outbox = Some(outbox);
+        self.send_window = usize::from(send_window.max(1));
+        self.generation += 1;
+        self.resend = !self.inflight.is_empty();
+        self.generation
+    }
+
+    /// Detaches the connection of `generation`, if it is still the attached one.
+    pub fn detach(&mut self, generation: u64) -> bool {
+        if self.generation != generation {
+            return false;
+        }
+        self.outbox = None;
+        // QoS 0 messages are not kept for a session without a connection.
+        self.pending.retain(|d| d.qos != QoS::AtMostOnce);
+        true
+    }
+
+    /// True if the connection of `generation` is still the one attached.
+    pub fn is_attached(&self, generation: u64) -> bool {
+        self.outbox.is_some() && self.generation == generation
+    }
+
+    /// The attached connection's outbox.
+    pub fn outbox(&self) -> Option<&Arc<Outbox>> {
+        self.outbox.as_ref()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn subscriptions(&self) -> &HashMap<String, (SubscriptionOptions, Option<u32>)> {
+        &self.subscriptions
+    }
+
+    /// Records a subscription; returns true if the filter is new for this session.
+    pub fn add_subscription(
+        &mut self,
+        filter: &str,
+        options: SubscriptionOptions,
+        id: Option<u32>,
+    ) -> bool {
+        self.subscriptions
+            .insert(filter.to_string(), (options, id))
+            .is_none()
+    }
+
+    pub fn remove_subscription(&mut self, filter: &str) -> bool {
+        self.subscriptions.remove(filter).is_some()
+    }
+
+    /// Ends the session's life: detaches any connection for good and hands back the
+    /// subscription filters, for removing them from the router.
+    pub fn retire(&mut self) -> Vec<String> {
+        self.outbox = None;
+        self.generation += 1;
+        self.pending.clear();
+        self.subscriptions.drain().map(|(filter, _)| filter).collect()
+    }
+
+    /// Queues retained messages for a new subscription; same limit as any other message.
+    pub fn queue(&mut self, delivery: Delivery, stats: &Stats) {
+        if self.pending.len() >= self.max_queued {
+            stats.dropped_queue_full.inc();
+            return;
+        }
+        self.pending.push_back(delivery);
+    }
+
+    /// Inbound QoS 2: remembers `packet_id` until PUBREL, unless `limit` ids are already
+    /// waiting (the Receive Maximum we announced).
+    pub fn receive_qos2(&mut self, packet_id: u16, limit: usize) -> Qos2Receipt {
+        if self.inbound_qos2.contains(&packet_id) {
+            Qos2Receipt::Duplicate
+        } else if self.inbound_qos2.len() >= limit {
+            Qos2Receipt::OverLimit
+        } else {
+            self.inbound_qos2.insert(packet_id);
+            Qos2Receipt::New
+        }
+    }
+
+    /// Inbound PUBREL: forgets `packet_id`. Returns false if it was unknown.
+    pub fn release_qos2(&mut self, packet_id: u16) -> bool {
+        self.inbound_qos2.remove(&packet_id)
+    }
+
+    /// PUBACK from the client. Returns false for an unknown packet id.
+    pub fn acknowledge(&mut self, packet_id: u16) -> bool {
+        self.remove_inflight(packet_id, |f| f.delivery.qos == QoS::AtLeastOnce)
+    }
+
+    /// PUBREC from the client: the message is now the client's; PUBREL goes out next.
+    pub fn received(&mut self, packet_id: u16) -> bool {
+        match self
+            .inflight
+            .iter_mut()
+            .find(|f| f.packet_id == packet_id && f.delivery.qos == QoS::ExactlyOnce)
+        {
+            Some(flight) => {
+                flight.released = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// PUBREC with an error reason code (5.0): the client refused the message; forget it.
+    pub fn refused(&mut self, packet_id: u16) -> bool {
+        self.remove_inflight(packet_id, |f| !f.released)
+    }
+
+    /// PUBCOMP from the client: the QoS 2 exchange is complete.
+    pub fn completed(&mut self, packet_id: u16) -> bool {
+        self.remove_inflight(packet_id, |f| f.released)
+    }
+
+    fn remove_inflight(&mut self, packet_id: u16, ok: impl Fn(&Inflight) -> bool) -> bool {
+        // Clients acknowledge mostly in order, so the search usually stops at the front.
+        match self
+            .inflight
+            .iter()
+            .position(|f| f.packet_id == packet_id && ok(f))
+        {
+            Some(i) => {
+                self.inflight.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Encodes into `out` what the client should get next: first, after a reattachment, the
+    /// unacknowledged in-flight messages again (PUBLISH with DUP, or PUBREL); then queued
+    /// messages as long as the in-flight window allows. Messages larger than the client's
+    /// Maximum Packet Size, and expired ones, are dropped as MQTT-3.1.2-25 and §3.3.2.3.3 say.
+    pub fn fill(&mut self, out: &mut BytesMut, version: ProtocolVersion, max_size: usize, stats: &Stats) {
+        let now = Instant::now();
+        if std::mem::take(&mut self.resend) {
+            for flight in &self.inflight {
+                let packet = if flight.released {
+                    Packet::PubRel(Ack::new(flight.packet_id))
+                } else {
+                    Packet::Publish(flight.delivery.to_publish(flight.packet_id, true, now))
+                };
+                encode_bounded(&packet, version, max_size, out);
+            }
+        }
+        while out.len() < FILL_BYTES {
+            let Some(front) = self.pending.front() else {
+                break;
+            };
+            if front.qos != QoS::AtMostOnce && self.inflight.len() >= self.send_window {
+                break;
+            }
+            let Some(delivery) = self.pending.pop_front() else {
+                break;
+            };
+            if delivery.message.is_expired(now) {
+                stats.dropped_expired.inc();
+                continue;
+            }
+            let packet_id = match delivery.qos {
+                QoS::AtMostOnce => 0,
+                _ => self.next_packet_id(),
+            };
+            let packet = Packet::Publish(delivery.to_publish(packet_id, false, now));
+            if !encode_bounded(&packet, version, max_size, out) {
+                stats.dropped_too_large.inc();
+                continue;
+            }
+            if packet_id != 0 {
+                self.inflight.push_back(Inflight {
+                    packet_id,
+                    delivery,
+                    released: false,
+                });
+            }
+        }
+    }
+
+    /// True if `fill` would produce something now.
+    pub fn has_sendable(&self) -> bool {
+        self.resend
+            || self.pending.front().is_some_and(|front| {
+                front.qos == QoS::AtMostOnce || self.inflight.len() < self.send_window
+            })
+    }
+
+    /// The next packet id not in flight. The window is far below 65535, so one is free.
+    fn next_packet_id(&mut self) -> u16 {
+        loop {
+            self.last_packet_id = self.last_packet_id.checked_add(1).unwrap_or(1);
+            let id = self.last_packet_id;
+            if !self.inflight.iter().any(|f| f.packet_id == id) {
+                return id;
+            }
+        }
+    }
+}
+
+/// Encodes `packet` unless it would exceed `max_size`; returns whether it was written.
+fn encode_bounded(packet: &Packet, version: ProtocolVersion, max_size: usize, out: &mut BytesMut) -> bool {
+    let start = out.len();
+    match protocol::encode(packet, version, out) {
+        Ok(len) if len <= max_size => true,
+        Ok(_) => {
+            out.truncate(start);
+            false
+        }
+        Err(error) => {
+            out.truncate(start);
+            tracing::warn!(%error, packet = packet.name(), "cannot encode packet");
+            false
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! Counters of what the broker did, and of what it refused or dropped.
+//!
+//! Every dropped message and every refused input increments one of these, next to its log
+//! line, so that an operator can see losses without reading logs; a later issue exposes them
+//! over `$SYS` and Prometheus.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A monotonically increasing count.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The broker's counters.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connections that completed CONNECT.
+    pub connections_accepted: Counter,
+    /// CONNECTs refused (limit, bad client id, unsupported version, ...).
+    pub connections_refused: Counter,
+    /// PUBLISH packets received from clients.
+    pub messages_received: Counter,
+    /// Messages queued to a session (one per subscriber).
+    pub messages_routed: Counter,
+    /// Messages dropped because a session's queue was full.
+    pub dropped_queue_full: Counter,
+    /// Messages dropped because their expiry interval ran out while queued.
+    pub dropped_expired: Counter,
+    /// Messages dropped because they exceed the receiving client's Maximum Packet Size.
+    pub dropped_too_large: Counter,
+    /// PUBLISH packets refused (topic over the limits, `$SYS`, ...).
+    pub publishes_refused: Counter,
+    /// Connections closed for a malformed packet or a protocol error.
+    pub protocol_errors: Counter,
+    /// Wills published.
+    pub wills_published: Counter,
+}
