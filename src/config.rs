@@ -3,11 +3,26 @@
 //! The file is TOML (config/appserver.conf documents every key). Every key has a default, so an
 //! empty file and no file at all are both valid; unknown keys are errors. Each key can be
 //! overridden from the environment as `SUPERMQ_<SECTION>_<KEY>` (DESIGN.md §1).
+//!
+//! [`load`] goes file → environment → validation: the file is parsed into a TOML table whose
+//! sections and keys are checked one by one against the defaults, the `SUPERMQ_*` variables are
+//! laid over it, the result is deserialized into [`Config`] and [`Config::validate`]d. Checking
+//! key by key, rather than letting serde reject the whole document, is what lets every
+//! [`ConfigError`] be one line that names where the value came from (the file or the variable),
+//! the key as `section.key`, and the problem.
 
-use serde::Deserialize;
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::File;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use toml::{Table, Value};
 
 /// The whole configuration, one field per TOML section.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub node: NodeConfig,
@@ -20,7 +35,7 @@ pub struct Config {
 }
 
 /// `[node]`: who this broker is.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeConfig {
     /// Unique in the cluster; defaults to the host name.
@@ -36,7 +51,7 @@ impl Default for NodeConfig {
 }
 
 /// `[mqtt]`: the client listeners. An empty address turns a listener off.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttConfig {
     /// MQTT over TCP.
@@ -61,7 +76,7 @@ impl Default for MqttConfig {
 }
 
 /// `[tls]`: certificate and key for the `tls` and `wss` listeners.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM file with the server certificate chain.
@@ -74,7 +89,7 @@ pub struct TlsConfig {
 
 /// `[limits]`: every bound the broker enforces. What happens when one is reached is written
 /// next to it in config/appserver.conf and the README.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Concurrent client connections; past it CONNECT is refused (3.1.1: 0x03, 5.0: 0x97).
@@ -131,14 +146,14 @@ impl Default for Limits {
 }
 
 /// `[http]`: admin API, metrics and console (a later issue).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     pub listen: String,
 }
 
 /// `[cluster]`: the route layer (a later issue); the cluster is on when `listen` is set.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     pub listen: String,
@@ -159,7 +174,7 @@ impl Default for ClusterConfig {
 }
 
 /// `[log]`: `level` is a tracing filter ("info", "supermq=debug"); `RUST_LOG` wins over it.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     pub level: String,
@@ -180,4 +195,585 @@ fn default_node_name() -> String {
         .filter(|s| !s.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "supermq".to_string())
+}
+
+/// The prefix of the environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "SUPERMQ_";
+
+/// Where a value came from. Every message about a value starts with it, so the operator knows
+/// whether to fix the file or the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The configuration file.
+    File(PathBuf),
+    /// An environment variable, by name.
+    Env(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File(path) => write!(f, "{}", path.display()),
+            Origin::Env(var) => f.write_str(var),
+        }
+    }
+}
+
+/// Why the configuration could not be loaded. `Display` is one line naming the file or the
+/// variable, the key and the problem; the command line prints it and exits with code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML; `text` is the offending line.
+    #[error("{}:{line}:{column}: {message} (invalid TOML in line {text:?})", path.display())]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+        text: String,
+    },
+    /// A section (or top-level key) that supermq does not have.
+    #[error("{}: unknown section \"{section}\" (the sections are {known})", path.display())]
+    UnknownSection {
+        path: PathBuf,
+        section: String,
+        known: String,
+    },
+    /// A key, as `section.key`, that its section does not have.
+    #[error("{}: unknown key \"{key}\" (the keys in [{section}] are {known})", path.display())]
+    UnknownKey {
+        path: PathBuf,
+        section: String,
+        key: String,
+        known: String,
+    },
+    /// A `SUPERMQ_*` environment variable that names no key: most likely a typo, which would
+    /// otherwise leave the setting silently at its default.
+    #[error("{var}: names no configuration key ({hint})")]
+    UnknownEnv { var: String, hint: String },
+    /// A `SUPERMQ_*` environment variable whose value is not UTF-8.
+    #[error("{var}: the value is not valid UTF-8")]
+    EnvNotUnicode { var: String },
+    /// A key's value is unusable: wrong type, out of range, or against a rule. `origin` is where
+    /// the value came from; `None` when it is a built-in default or the config was built in code.
+    #[error("{}{key}: {problem}", OriginPrefix(.origin))]
+    Invalid {
+        origin: Option<Origin>,
+        key: String,
+        problem: String,
+    },
+}
+
+/// Writes `origin: ` before a key, or nothing when the value has no origin to blame.
+struct OriginPrefix<'a>(&'a Option<Origin>);
+
+impl fmt::Display for OriginPrefix<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(origin) => write!(f, "{origin}: "),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Loads the configuration from `path` (or the defaults when there is none), with the process
+/// environment's `SUPERMQ_*` overrides, and validates it.
+pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+    let mut env = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        // Only our own variables matter; any other may hold anything, UTF-8 or not.
+        let name = name.to_string_lossy().into_owned();
+        if !name.starts_with(ENV_PREFIX) {
+            continue;
+        }
+        let value = value
+            .into_string()
+            .map_err(|_| ConfigError::EnvNotUnicode { var: name.clone() })?;
+        env.push((name, value));
+    }
+    load_from(path, env)
+}
+
+/// [`load`] with the environment given explicitly, so tests need not touch the process's.
+/// Variables without the `SUPERMQ_` prefix are ignored.
+pub fn load_from(
+    path: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigError> {
+    let schema = schema();
+    let mut table = Table::new();
+    // Where each `section.key` that is not a default came from, to blame the right place when
+    // validation fails.
+    let mut origins = HashMap::new();
+    if let Some(path) = path {
+        table = read_file(path)?;
+        check_file(path, &schema, &table)?;
+        for (section, keys) in &table {
+            if let Value::Table(keys) = keys {
+                for key in keys.keys() {
+                    origins.insert(format!("{section}.{key}"), Origin::File(path.to_path_buf()));
+                }
+            }
+        }
+    }
+    apply_env(&schema, &mut table, &mut origins, env)?;
+    // Every key was checked on its own above, so this only fails if the checks missed a case;
+    // toml's message then still names the key, on what would be a second line.
+    let config: Config = table.try_into().map_err(|e| ConfigError::Invalid {
+        origin: path.map(|p| Origin::File(p.to_path_buf())),
+        key: "config".to_string(),
+        problem: one_line(&e.to_string()),
+    })?;
+    config.check().map_err(|p| {
+        let origin = origins.get(p.key).cloned();
+        p.into_error(origin)
+    })?;
+    Ok(config)
+}
+
+/// The defaults as a TOML table. It is the list of sections and keys, and of the kind of value
+/// each key takes, read off the types themselves, so checking and overriding cannot drift from
+/// the structs when a key is added.
+fn schema() -> Table {
+    Table::try_from(Config::default()).expect("the default configuration serializes to TOML")
+}
+
+/// Reads and parses the file; a syntax error says where, as a line and a column.
+fn read_file(path: &Path) -> Result<Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    text.parse::<Table>().map_err(|e| {
+        // toml points at the error with a byte span; an operator wants a line and a column.
+        let at = e.span().map_or(0, |span| span.start);
+        let before = text.get(..at).unwrap_or(&text);
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before.get(line_start..).unwrap_or("").chars().count() + 1;
+        ConfigError::Syntax {
+            path: path.to_path_buf(),
+            line: before.matches('\n').count() + 1,
+            column,
+            message: one_line(e.message()),
+            text: text
+                .get(line_start..)
+                .and_then(|rest| rest.lines().next())
+                .unwrap_or("")
+                .trim()
+                .to_string(),
+        }
+    })
+}
+
+/// Checks every section and key of the file against the schema: known, and of the right type.
+fn check_file(path: &Path, schema: &Table, table: &Table) -> Result<(), ConfigError> {
+    for (section, value) in table {
+        let Some(Value::Table(known)) = schema.get(section) else {
+            return Err(ConfigError::UnknownSection {
+                path: path.to_path_buf(),
+                section: section.clone(),
+                known: names(schema),
+            });
+        };
+        let Value::Table(keys) = value else {
+            return Err(ConfigError::Invalid {
+                origin: Some(Origin::File(path.to_path_buf())),
+                key: section.clone(),
+                problem: format!("expected a table ([{section}]), found {}", a(value)),
+            });
+        };
+        for (key, value) in keys {
+            let Some(default) = known.get(key) else {
+                return Err(ConfigError::UnknownKey {
+                    path: path.to_path_buf(),
+                    section: section.clone(),
+                    key: format!("{section}.{key}"),
+                    known: names(known),
+                });
+            };
+            check_value(section, key, default, value).map_err(|problem| ConfigError::Invalid {
+                origin: Some(Origin::File(path.to_path_buf())),
+                key: format!("{section}.{key}"),
+                problem,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Lays the `SUPERMQ_*` variables over the file's table; the environment wins.
+fn apply_env(
+    schema: &Table,
+    table: &mut Table,
+    origins: &mut HashMap<String, Origin>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    let mut vars: Vec<_> = env
+        .into_iter()
+        .filter(|(name, _)| name.starts_with(ENV_PREFIX))
+        .collect();
+    // The environment has no order; sorting makes the first error the same on every start.
+    vars.sort();
+    let mut overrides = Table::new();
+    for (var, raw) in vars {
+        let (section, key, default) = env_key(schema, &var)?;
+        let value = env_value(default, &raw)
+            .and_then(|value| check_value(section, key, default, &value).map(|()| value))
+            .map_err(|problem| ConfigError::Invalid {
+                origin: Some(Origin::Env(var.clone())),
+                key: format!("{section}.{key}"),
+                problem,
+            })?;
+        if let Value::Table(keys) = overrides
+            .entry(section)
+            .or_insert_with(|| Value::Table(Table::new()))
+        {
+            keys.insert(key.to_string(), value);
+        }
+        origins.insert(format!("{section}.{key}"), Origin::Env(var));
+    }
+    for (section, keys) in overrides {
+        match (table.get_mut(&section), keys) {
+            (Some(Value::Table(file_keys)), Value::Table(keys)) => file_keys.extend(keys),
+            // The file has no such section (check_file has made sure that any it has are
+            // tables), so the overrides are the whole section.
+            (_, keys) => {
+                table.insert(section, keys);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Finds the `(section, key, default)` that an environment variable names.
+fn env_key<'s>(schema: &'s Table, var: &str) -> Result<(&'s str, &'s str, &'s Value), ConfigError> {
+    for (section, keys) in schema {
+        if let Value::Table(keys) = keys {
+            for (key, default) in keys {
+                if var == env_name(section, key) {
+                    return Ok((section, key, default));
+                }
+            }
+        }
+    }
+    // Section names have no underscore, so the section is what precedes the first one.
+    let rest = var.get(ENV_PREFIX.len()..).unwrap_or("");
+    let section = rest.split('_').next().unwrap_or("").to_lowercase();
+    let hint = match schema.get(&section) {
+        Some(Value::Table(keys)) => format!(
+            "the keys in [{section}] are {}, as {ENV_PREFIX}{}_<KEY>",
+            names(keys),
+            section.to_uppercase()
+        ),
+        _ => format!(
+            "variables are {ENV_PREFIX}<SECTION>_<KEY>, and the sections are {}",
+            names(schema)
+        ),
+    };
+    Err(ConfigError::UnknownEnv {
+        var: var.to_string(),
+        hint,
+    })
+}
+
+/// The environment variable that overrides `section.key`.
+pub fn env_name(section: &str, key: &str) -> String {
+    format!(
+        "{ENV_PREFIX}{}_{}",
+        section.to_uppercase(),
+        key.to_uppercase()
+    )
+}
+
+/// Turns an environment value into a TOML value of the same kind as the key's default.
+/// Lists are comma-separated, items trimmed, empty items dropped (so "" is the empty list); all
+/// list keys hold strings, and if one ever does not, `check_value` rejects the items by name.
+fn env_value(default: &Value, raw: &str) -> Result<Value, String> {
+    match default {
+        Value::String(_) => Ok(Value::String(raw.to_string())),
+        Value::Integer(_) => raw
+            .trim()
+            .parse()
+            .map(Value::Integer)
+            .map_err(|_| format!("expected an integer, found {raw:?}")),
+        Value::Boolean(_) => match raw.trim() {
+            "true" => Ok(Value::Boolean(true)),
+            "false" => Ok(Value::Boolean(false)),
+            _ => Err(format!("expected true or false, found {raw:?}")),
+        },
+        Value::Array(_) => Ok(Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(|item| Value::String(item.to_string()))
+                .collect(),
+        )),
+        other => Err(format!(
+            "{} keys cannot be set from the environment",
+            other.type_str()
+        )),
+    }
+}
+
+/// Checks one value for `section.key`: of the default's TOML type, and accepted by serde (which
+/// knows what the TOML type cannot say: an integer's range, the type of a list's items).
+/// Returns the problem, without the key.
+fn check_value(section: &str, key: &str, default: &Value, value: &Value) -> Result<(), String> {
+    if value.type_str() != default.type_str() {
+        return Err(format!("expected {}, found {}", a(default), a(value)));
+    }
+    let probe = Table::from_iter([(
+        section.to_string(),
+        Value::Table(Table::from_iter([(key.to_string(), value.clone())])),
+    )]);
+    probe
+        .try_into::<Config>()
+        .map(drop)
+        .map_err(|e| serde_problem(e.message()))
+}
+
+/// serde says an integer is out of its field's range as "invalid value: integer `70000`,
+/// expected u16"; an operator should not need to know what a u16 holds.
+fn serde_problem(message: &str) -> String {
+    let out_of_range = message
+        .strip_prefix("invalid value: integer `")
+        .and_then(|rest| rest.split_once("`, expected "))
+        .and_then(|(found, ty)| {
+            let max = match ty {
+                "u16" => u64::from(u16::MAX),
+                "u32" => u64::from(u32::MAX),
+                "u64" => u64::MAX,
+                "usize" => u64::try_from(usize::MAX).ok()?,
+                _ => return None,
+            };
+            Some(format!("must be between 0 and {max}, found {found}"))
+        });
+    out_of_range.unwrap_or_else(|| one_line(message))
+}
+
+/// "a string", "an integer": the TOML type of a value, for messages.
+fn a(value: &Value) -> String {
+    match value.type_str() {
+        kind @ ("integer" | "array") => format!("an {kind}"),
+        kind => format!("a {kind}"),
+    }
+}
+
+/// The keys of a table, for messages: "tcp, tls, ws, wss".
+fn names(table: &Table) -> String {
+    table
+        .keys()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Error messages are one line (main prints them as such), whatever a library said.
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A rule that a value breaks, before it is known where the value came from.
+struct Problem {
+    key: &'static str,
+    problem: String,
+}
+
+impl Problem {
+    fn new(key: &'static str, problem: String) -> Self {
+        Problem { key, problem }
+    }
+
+    fn into_error(self, origin: Option<Origin>) -> ConfigError {
+        ConfigError::Invalid {
+            origin,
+            key: self.key.to_string(),
+            problem: self.problem,
+        }
+    }
+}
+
+impl Config {
+    /// Checks the rules that the types cannot express: listener addresses, TLS files, limits,
+    /// node name, log filter. [`load`] already does this; call it for a `Config` built in code.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check().map_err(|p| p.into_error(None))
+    }
+
+    fn check(&self) -> Result<(), Problem> {
+        let mqtt = &self.mqtt;
+        let listeners = [
+            ("mqtt.tcp", &mqtt.tcp),
+            ("mqtt.tls", &mqtt.tls),
+            ("mqtt.ws", &mqtt.ws),
+            ("mqtt.wss", &mqtt.wss),
+        ];
+        for (key, addr) in listeners {
+            if !addr.is_empty() {
+                addr.parse::<SocketAddr>().map_err(|e| {
+                    Problem::new(
+                        key,
+                        format!(
+                            "{addr:?} is not an IP address and port like \"0.0.0.0:1883\" ({e})"
+                        ),
+                    )
+                })?;
+            }
+        }
+        if listeners.iter().all(|(_, addr)| addr.is_empty()) {
+            // Blame tcp: it is the only listener on by default, so emptying it is what did this.
+            return Err(Problem::new(
+                "mqtt.tcp",
+                "no listener is set: mqtt.tcp, mqtt.tls, mqtt.ws and mqtt.wss are all empty"
+                    .to_string(),
+            ));
+        }
+        let tls = &self.tls;
+        for (key, addr) in [("mqtt.tls", &mqtt.tls), ("mqtt.wss", &mqtt.wss)] {
+            let missing: Vec<_> = [("tls.cert", &tls.cert), ("tls.key", &tls.key)]
+                .into_iter()
+                .filter(|(_, file)| file.is_empty())
+                .map(|(name, _)| name)
+                .collect();
+            if !addr.is_empty() && !missing.is_empty() {
+                return Err(Problem::new(
+                    key,
+                    format!("needs {} to be set", missing.join(" and ")),
+                ));
+            }
+        }
+        for (key, file) in [
+            ("tls.cert", &tls.cert),
+            ("tls.key", &tls.key),
+            ("tls.client_ca", &tls.client_ca),
+        ] {
+            // Only readability: the transport parses the PEM and reports its own errors.
+            if !file.is_empty() {
+                check_readable(file)
+                    .map_err(|e| Problem::new(key, format!("cannot read {file:?}: {e}")))?;
+            }
+        }
+
+        let l = &self.limits;
+        at_least("limits.max_connections", l.max_connections, 1)?;
+        // 268_435_455 is the largest size MQTT's variable byte integer can express.
+        between("limits.max_packet_size", l.max_packet_size, 16, 268_435_455)?;
+        at_least("limits.connect_timeout_secs", l.connect_timeout_secs, 1)?;
+        at_least("limits.max_inflight", l.max_inflight, 1)?;
+        at_least("limits.max_queued_messages", l.max_queued_messages, 1)?;
+        // Topics are length-prefixed with two bytes on the wire.
+        between("limits.max_topic_length", l.max_topic_length, 1, 65_535)?;
+        at_least("limits.max_topic_levels", l.max_topic_levels, 1)?;
+        at_least("limits.max_subscriptions", l.max_subscriptions, 1)?;
+        if l.max_client_id_length < 23 {
+            return Err(Problem::new(
+                "limits.max_client_id_length",
+                format!(
+                    "must be at least 23, found {}: MQTT servers must accept 23-byte client ids",
+                    l.max_client_id_length
+                ),
+            ));
+        }
+
+        let name = &self.node.name;
+        if name.is_empty() {
+            return Err(Problem::new("node.name", "must not be empty".to_string()));
+        }
+        if name.chars().any(char::is_whitespace) {
+            return Err(Problem::new(
+                "node.name",
+                format!("{name:?} contains whitespace"),
+            ));
+        }
+
+        let level = &self.log.level;
+        if level.trim().is_empty() {
+            return Err(Problem::new(
+                "log.level",
+                "must not be empty (for example \"info\")".to_string(),
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(level).map_err(|e| {
+            Problem::new(
+                "log.level",
+                format!(
+                    "{level:?} is not a tracing filter: {}",
+                    one_line(&e.to_string())
+                ),
+            )
+        })?;
+        Ok(())
+    }
+}
+
+/// Checks `value >= min`.
+fn at_least<T: PartialOrd + fmt::Display>(
+    key: &'static str,
+    value: T,
+    min: T,
+) -> Result<(), Problem> {
+    if value >= min {
+        return Ok(());
+    }
+    Err(Problem::new(
+        key,
+        format!("must be at least {min}, found {value}"),
+    ))
+}
+
+/// Checks `min <= value <= max`.
+fn between<T: PartialOrd + fmt::Display>(
+    key: &'static str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<(), Problem> {
+    if value >= min && value <= max {
+        return Ok(());
+    }
+    Err(Problem::new(
+        key,
+        format!("must be between {min} and {max}, found {value}"),
+    ))
+}
+
+/// Opens the file and reads a byte: a directory opens fine on Unix and fails only on read.
+fn check_readable(path: &str) -> std::io::Result<()> {
+    File::open(path)?.read(&mut [0u8; 1]).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // No key is a boolean yet; these make sure one added later can be set from the environment.
+    #[test]
+    fn env_booleans_and_unsupported_kinds() {
+        let default = Value::Boolean(false);
+        assert_eq!(env_value(&default, " true"), Ok(Value::Boolean(true)));
+        assert_eq!(env_value(&default, "false"), Ok(Value::Boolean(false)));
+        assert_eq!(
+            env_value(&default, "yes"),
+            Err("expected true or false, found \"yes\"".to_string())
+        );
+        assert_eq!(
+            env_value(&Value::Float(1.0), "1.5"),
+            Err("float keys cannot be set from the environment".to_string())
+        );
+    }
+
+    #[test]
+    fn serde_messages_other_than_ranges_pass_through_on_one_line() {
+        assert_eq!(
+            serde_problem("invalid value: integer `-1`, expected usize"),
+            format!("must be between 0 and {}, found -1", usize::MAX)
+        );
+        assert_eq!(serde_problem("something\n  else"), "something else");
+    }
 }
