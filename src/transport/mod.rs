@@ -1,4 +1,102 @@
 //! Listeners: TCP, TLS, WebSocket and secure WebSocket.
 //!
 //! Each listener accepts sockets and turns them into a [`BoxStream`], a plain byte stream, so one
-//! connection handler in the broker serves all four transports.
+//! connection handler in the broker serves all four transports. Accepting is split in two steps
+//! so that a slow or hostile client cannot stall the accept loop:
+//!
+//! 1. [`Listener::accept`] only accepts the TCP socket and returns a [`Pending`] connection;
+//! 2. [`Pending::handshake`] runs the TLS and/or WebSocket handshake. The broker calls it in the
+//!    connection's own task, under the same timeout as the wait for CONNECT.
+//!
+//! - `listener`: binding, accepting, and the per-kind handshake;
+//! - `tls`: loading PEM certificates and keys into a rustls server configuration;
+//! - `websocket`: the HTTP upgrade on `/mqtt` and the adapter from binary frames to bytes.
+
+mod listener;
+mod tls;
+mod websocket;
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+pub use listener::{Listener, Pending};
+pub use tls::load_tls;
+
+/// A connection's byte stream, whatever the transport underneath.
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+/// What the broker's connection handler reads MQTT packets from and writes them to.
+pub type BoxStream = Box<dyn Stream>;
+
+/// The four ways a client can reach the broker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// MQTT over plain TCP.
+    Tcp,
+    /// MQTT over TLS.
+    Tls,
+    /// MQTT over WebSocket, on the path `/mqtt`.
+    Ws,
+    /// MQTT over WebSocket over TLS, on the path `/mqtt`.
+    Wss,
+}
+
+impl Kind {
+    /// The short name used in logs and in the configuration (`[mqtt] tcp`, `tls`, `ws`, `wss`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Tcp => "tcp",
+            Kind::Tls => "tls",
+            Kind::Ws => "ws",
+            Kind::Wss => "wss",
+        }
+    }
+
+    /// Whether listeners of this kind need a TLS configuration.
+    pub fn needs_tls(self) -> bool {
+        matches!(self, Kind::Tls | Kind::Wss)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a listener could not start, a TLS configuration could not load, or a handshake failed.
+///
+/// Each message is one self-contained line (the cause is part of it, not a separate
+/// [`std::error::Error::source`]), ready to print at start-up or to log per connection.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The address could not be bound (in use, not local, no permission…).
+    #[error("cannot listen on {addr} ({kind}): {error}")]
+    Bind {
+        kind: Kind,
+        addr: SocketAddr,
+        error: io::Error,
+    },
+    /// A `tls` or `wss` listener was bound without a TLS configuration.
+    #[error("the {kind} listener on {addr} needs a TLS certificate and key")]
+    TlsConfigMissing { kind: Kind, addr: SocketAddr },
+    /// A certificate, key or CA file is unusable; `problem` says why.
+    #[error("{}: {problem}", path.display())]
+    TlsFile { path: PathBuf, problem: String },
+    /// rustls refused the configuration for a reason that belongs to no single file.
+    #[error("TLS configuration: {0}")]
+    Tls(rustls::Error),
+    /// The client's TLS handshake failed (bad certificate, wrong protocol, timeout on its side…).
+    #[error("TLS handshake failed: {0}")]
+    TlsHandshake(io::Error),
+    /// The client's WebSocket upgrade failed (wrong path, not a WebSocket request…). Boxed
+    /// because tungstenite's error is large and this type travels in every `Result`.
+    #[error("WebSocket handshake failed: {0}")]
+    WebSocketHandshake(Box<tokio_tungstenite::tungstenite::Error>),
+}
