@@ -258,6 +258,32 @@ class MqttClient:
             assert connack.reason == expect, f"CONNACK reason 0x{connack.reason:02x}, expected 0x{expect:02x}"
         return connack
 
+    def try_connect(self, timeout: float = TIMEOUT, **connect) -> Connack | str:
+        """Connects, for tests where failing is a possible outcome. Returns the CONNACK, or a
+        description of how the attempt failed: an exception from connect() (say a TLS
+        handshake error), or the connection closing with no CONNACK."""
+        kwargs = {}
+        if self.version == V5:
+            kwargs["clean_start"] = connect.get("clean_start", True)
+            kwargs["properties"] = connect.get("properties")
+        try:
+            self.client.connect(self.endpoint.host, self.endpoint.port, connect.get("keepalive", 30), **kwargs)
+        except (OSError, ValueError) as error:  # ssl.SSLError, ConnectionError, WebSocket errors
+            return f"connect() failed: {error!r}"
+        self._start_loop()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                return self._connack.get(timeout=0.02)
+            except queue.Empty:
+                pass
+            if self._disconnected.is_set():
+                try:  # a CONNACK may have raced the close
+                    return self._connack.get_nowait()
+                except queue.Empty:
+                    return f"closed without CONNACK (loop error: {self.loop_error!r})"
+        raise AssertionError(f"neither CONNACK nor close within {timeout} s")
+
     def wait_connack(self, timeout: float = TIMEOUT) -> Connack:
         try:
             return self._connack.get(timeout=timeout)
