@@ -205,10 +205,10 @@ class Broker:
         self.clients.append(c)
         return c
 
-    def connected(self, client_id: str = "", version: int = V5, kind: str = "tcp", **connect) -> MqttClient:
+    def connected(self, client_id: str = "", version: int = V5, kind: str = "tcp") -> MqttClient:
         """A client, connected with a clean session."""
         c = self.client(client_id, version, kind)
-        c.connect(**connect)
+        c.connect()
         return c
 
 
