@@ -341,6 +341,12 @@ class MqttClient:
                 pass
             sock.close()
 
+    def freeze(self):
+        """Stops all traffic, PINGREQ included, but keeps the connection open: a client that
+        hangs."""
+        self._stop_loop()
+        self._dropped = True
+
     def close(self):
         """Test teardown: disconnect if still connected, stop the loop."""
         if self._thread is not None and not self._disconnected.is_set() and not self._dropped:

@@ -133,3 +133,33 @@ def test_v5_keep_alive_and_session_expiry_are_capped_in_connack(broker_factory):
     p = c.connect(keepalive=60, properties=connect_props(SessionExpiryInterval=100)).properties
     assert p.ServerKeepAlive == 10
     assert p.SessionExpiryInterval == 5
+
+
+def test_offline_queue_is_bounded_by_max_queued_messages(broker_factory, version):
+    """A persistent session keeps at most max_queued_messages messages while offline; later
+    ones are dropped (the oldest are kept) and the publisher is not affected. QoS 0 messages
+    are not queued for an offline session (MQTT-3.1.2-5 leaves that to the server;
+    config/appserver.conf documents it)."""
+    broker = broker_factory(limits={"max_queued_messages": 3})
+    sub = broker.client("offline", version, clean_session=False)
+    if version == V5:
+        sub.connect(clean_start=False, properties=connect_props(SessionExpiryInterval=60))
+    else:
+        sub.connect()
+    sub.subscribe("q/#", 1)
+    sub.disconnect()
+
+    pub = broker.connected("pub", version)
+    pub.publish("q/zero", b"qos 0", 0)
+    for i in range(6):
+        assert pub.publish("q/t", str(i).encode(), 1) == SUCCESS
+
+    back = broker.client("offline", version, clean_session=False)
+    if version == V5:
+        back.connect(clean_start=False, properties=connect_props(SessionExpiryInterval=60))
+    else:
+        back.connect()
+    # By the CONNACK the queued messages have moved into the in-flight window, so the queue
+    # has room for the fence.
+    pub.publish("q/fence", b"", 1)
+    assert [m.payload for m in back.messages_until("q/fence")] == [b"0", b"1", b"2"]

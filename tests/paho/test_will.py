@@ -31,6 +31,21 @@ def test_will_is_published_when_the_connection_drops(broker, version):
     assert (m.topic, m.payload, m.qos, m.retain) == ("will/dying", b"\x00lost\xff", 1, False)
 
 
+def test_will_is_published_when_keep_alive_expires(broker, version):
+    """A client silent for 1.5 × its keep alive is disconnected by the broker (MQTT-3.1.2-24)
+    and its Will published (MQTT-3.1.2-8). Here keep alive is 1 s."""
+    w = watcher(broker, version)
+    hung = broker.client("hung", version)
+    hung.will_set("will/hung", b"timed out", qos=1)
+    hung.connect(keepalive=1)
+    frozen_at = time.monotonic()
+    hung.freeze()
+    m = w.next_message(timeout=5)
+    elapsed = time.monotonic() - frozen_at
+    assert m.payload == b"timed out"
+    assert elapsed >= 1.0, f"Will published {elapsed:.2f} s after the client went silent"
+
+
 def test_will_is_not_published_after_a_normal_disconnect(broker, version):
     """A normal DISCONNECT discards the Will (3.1.1: MQTT-3.1.2-10; 5: MQTT-3.1.2-10,
     reason 0x00)."""
