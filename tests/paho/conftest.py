@@ -153,8 +153,11 @@ class Broker:
         )
 
     def _wait_listening(self) -> bool:
+        """Waits until one listener accepts TCP connections. The broker binds every listener
+        before it serves any, so one is enough; the plain TCP one is preferred, as probing
+        the others leaves a failed handshake in the log."""
         deadline = time.monotonic() + START_TIMEOUT
-        pending = list(self.ports.values())
+        pending = [self.ports["tcp"] if "tcp" in self.ports else next(iter(self.ports.values()))]
         while pending and time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 return False

@@ -34,6 +34,21 @@ def test_retained_message_is_delivered_on_subscribe_with_retain_flag(broker, ver
     assert [(m.payload, m.retain, m.qos) for m in got] == [(b"alpha", True, 0)]
 
 
+def test_retained_dollar_topics_are_not_sent_to_leading_wildcards(broker, version):
+    """Retained messages on topics starting with `$` are not sent to a `#` or `+/...`
+    subscription, only to one that names the `$` level (MQTT-4.7.2-1)."""
+    pub = broker.connected("pub", version)
+    pub.publish("$internal/x", b"hidden", 1, retain=True)
+    pub.publish("visible/x", b"shown", 1, retain=True)
+    sub = broker.connected("sub", version)
+    sub.subscribe([("#", 1), ("+/x", 1)])
+    got = retained_then_fence(sub, pub)
+    assert {(m.topic, m.payload) for m in got} == {("visible/x", b"shown")}
+    dollar = broker.connected("dollar", version)
+    dollar.subscribe([("$internal/+", 1), ("fence", 2)])
+    assert [(m.topic, m.retain) for m in retained_then_fence(dollar, pub)] == [("$internal/x", True)]
+
+
 def test_retained_message_is_replaced_by_the_next(broker, version):
     """A new retained message on a topic replaces the previous one (MQTT-3.3.1-5)."""
     pub = broker.connected("pub", version)
