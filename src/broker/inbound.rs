@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, MutexGuard};
 
 use crate::protocol::{
-    Ack, DecodeError, Packet, ProtocolVersion, Properties, Publish, QoS, SubAck, Subscribe,
+    Ack, DecodeError, Packet, Properties, ProtocolVersion, Publish, QoS, SubAck, Subscribe,
     SubscriptionOptions, UnsubAck, Unsubscribe, reason, topic,
 };
 
@@ -98,11 +98,19 @@ impl<'a> Client<'a> {
                 self.outbox.send(Packet::PingResp);
                 None
             }
-            Packet::Disconnect(disconnect) => self.disconnect(&disconnect.properties, disconnect.reason),
+            Packet::Disconnect(disconnect) => {
+                self.disconnect(&disconnect.properties, disconnect.reason)
+            }
             Packet::Auth(auth) => Some(if auth.properties.authentication_method.is_some() {
-                self.close(reason::BAD_AUTHENTICATION_METHOD, "authentication method not supported")
+                self.close(
+                    reason::BAD_AUTHENTICATION_METHOD,
+                    "authentication method not supported",
+                )
             } else {
-                self.close(reason::PROTOCOL_ERROR, "AUTH without an authentication method")
+                self.close(
+                    reason::PROTOCOL_ERROR,
+                    "AUTH without an authentication method",
+                )
             }),
             Packet::Connect(_) => Some(self.close(reason::PROTOCOL_ERROR, "second CONNECT")),
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
@@ -119,7 +127,8 @@ impl<'a> Client<'a> {
     /// Nothing arrived within 1.5 × keep alive.
     pub fn keep_alive_expired(&mut self) -> End {
         tracing::info!("keep alive timeout; closing");
-        self.outbox.close(reason::KEEP_ALIVE_TIMEOUT, "keep alive timeout");
+        self.outbox
+            .close(reason::KEEP_ALIVE_TIMEOUT, "keep alive timeout");
         End::KeepAlive
     }
 
@@ -178,7 +187,11 @@ impl<'a> Client<'a> {
             );
         }
         if publish.topic.starts_with("$SYS") {
-            return self.refuse_publish(&publish, reason::NOT_AUTHORIZED, "clients may not publish to $SYS");
+            return self.refuse_publish(
+                &publish,
+                reason::NOT_AUTHORIZED,
+                "clients may not publish to $SYS",
+            );
         }
         let packet_id = publish.packet_id;
         match publish.qos {
@@ -217,9 +230,7 @@ impl<'a> Client<'a> {
 
     /// Replaces a 5.0 topic alias by its topic, or records a new alias (§3.3.2.3.4).
     fn resolve_alias(&mut self, publish: &mut Publish) -> Option<End> {
-        let Some(alias) = publish.properties.topic_alias.take() else {
-            return None;
-        };
+        let alias = publish.properties.topic_alias.take()?;
         if alias == 0 || alias > self.broker.limits.max_topic_aliases {
             return Some(self.close(reason::TOPIC_ALIAS_INVALID, "topic alias out of range"));
         }
@@ -263,7 +274,8 @@ impl<'a> Client<'a> {
     }
 
     fn route(&self, publish: Publish) -> usize {
-        self.broker.publish(Message::from_publish(publish, self.session.id()))
+        self.broker
+            .publish(Message::from_publish(publish, self.session.id()))
     }
 
     /// PUBREC for a message we sent: release it with PUBREL, or forget it if the 5.0 client
@@ -290,7 +302,11 @@ impl<'a> Client<'a> {
     }
 
     fn subscribe(&mut self, subscribe: Subscribe) -> Option<End> {
-        let id = subscribe.properties.subscription_identifiers.first().copied();
+        let id = subscribe
+            .properties
+            .subscription_identifiers
+            .first()
+            .copied();
         let mut reasons = Vec::with_capacity(subscribe.filters.len());
         let mut retained = Vec::new();
         {
@@ -327,7 +343,13 @@ impl<'a> Client<'a> {
         id: Option<u32>,
         retained: &mut Vec<Delivery>,
     ) -> u8 {
-        let failure = |code: u8| if self.v5() { code } else { reason::V3_SUBACK_FAILURE };
+        let failure = |code: u8| {
+            if self.v5() {
+                code
+            } else {
+                reason::V3_SUBACK_FAILURE
+            }
+        };
         let limits = &self.broker.limits;
         if filter.starts_with("$share/") {
             return failure(reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED);
@@ -372,7 +394,9 @@ impl<'a> Client<'a> {
         for filter in &unsubscribe.filters {
             let existed = session.remove_subscription(filter);
             if existed {
-                self.broker.router_mut().unsubscribe(filter, self.session.id());
+                self.broker
+                    .router_mut()
+                    .unsubscribe(filter, self.session.id());
             }
             reasons.push(if existed {
                 reason::SUCCESS
