@@ -150,7 +150,7 @@ pub fn negotiate(connect: Connect, limits: &Limits, over_capacity: bool) -> Resu
         if !topic_acceptable(&will.topic, limits) {
             return refuse(reason::TOPIC_NAME_INVALID, "will topic not valid");
         }
-        if will.topic.starts_with("$SYS") {
+        if is_sys_topic(&will.topic) {
             return refuse(reason::NOT_AUTHORIZED, "clients may not publish to $SYS");
         }
     }
@@ -203,6 +203,11 @@ fn keep_alive(requested: u16, max: u16, v5: bool) -> (u16, bool) {
 /// A topic name the broker accepts: valid, and within the length and level limits.
 pub fn topic_acceptable(name: &str, limits: &Limits) -> bool {
     topic::valid_name(name) && within_limits(name, limits)
+}
+
+/// True for `$SYS` and the topics below it, which only the broker may publish to.
+pub fn is_sys_topic(name: &str) -> bool {
+    name == "$SYS" || name.starts_with("$SYS/")
 }
 
 /// A topic name or filter within `limits.max_topic_length` and `max_topic_levels`.

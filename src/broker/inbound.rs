@@ -14,7 +14,7 @@ use crate::protocol::{
 };
 
 use super::Broker;
-use super::connect::{Terms, within_limits};
+use super::connect::{Terms, is_sys_topic, within_limits};
 use super::message::{Delivery, Message};
 use super::outbox::Outbox;
 use super::registry::Opened;
@@ -186,7 +186,7 @@ impl<'a> Client<'a> {
                 "topic exceeds limits.max_topic_length or limits.max_topic_levels",
             );
         }
-        if publish.topic.starts_with("$SYS") {
+        if is_sys_topic(&publish.topic) {
             return self.refuse_publish(
                 &publish,
                 reason::NOT_AUTHORIZED,
