@@ -295,7 +295,11 @@ impl<'a> Client<'a> {
         let ack = if known {
             Ack::new(packet_id)
         } else {
-            self.ack(packet_id, reason::PACKET_IDENTIFIER_NOT_FOUND, None)
+            self.ack(
+                packet_id,
+                reason::PACKET_IDENTIFIER_NOT_FOUND,
+                Some("unknown packet identifier"),
+            )
         };
         self.outbox.send(make(ack));
         None
@@ -308,19 +312,35 @@ impl<'a> Client<'a> {
             .first()
             .copied();
         let mut reasons = Vec::with_capacity(subscribe.filters.len());
+        let mut refusals = Vec::new();
         let mut retained = Vec::new();
         {
             let Some(mut session) = self.session() else {
                 return Some(End::Closed(reason::SESSION_TAKEN_OVER));
             };
             for (filter, options) in &subscribe.filters {
-                reasons.push(self.subscribe_one(&mut session, filter, *options, id, &mut retained));
+                match self.subscribe_one(&mut session, filter, *options, id, &mut retained) {
+                    Ok(granted) => reasons.push(granted),
+                    Err((code, why)) => {
+                        tracing::info!(filter, why, "subscription refused");
+                        reasons.push(if self.v5() {
+                            code
+                        } else {
+                            reason::V3_SUBACK_FAILURE
+                        });
+                        refusals.push(format!("{filter}: {why}"));
+                    }
+                }
             }
+        }
+        let mut properties = Properties::default();
+        if self.v5() && self.problem_info && !refusals.is_empty() {
+            properties.reason_string = Some(refusals.join("; "));
         }
         self.outbox.send(Packet::SubAck(SubAck {
             packet_id: subscribe.packet_id,
             reasons,
-            properties: Properties::default(),
+            properties,
         }));
         // Retained messages go after the SUBACK, which is why they are queued only now.
         if !retained.is_empty() {
@@ -334,7 +354,7 @@ impl<'a> Client<'a> {
         None
     }
 
-    /// Adds one subscription; returns its SUBACK reason code.
+    /// Adds one subscription; returns the granted QoS, or the 5.0 reason code and why not.
     fn subscribe_one(
         &self,
         session: &mut Session,
@@ -342,26 +362,26 @@ impl<'a> Client<'a> {
         options: SubscriptionOptions,
         id: Option<u32>,
         retained: &mut Vec<Delivery>,
-    ) -> u8 {
-        let failure = |code: u8| {
-            if self.v5() {
-                code
-            } else {
-                reason::V3_SUBACK_FAILURE
-            }
-        };
+    ) -> Result<u8, (u8, &'static str)> {
         let limits = &self.broker.limits;
         if filter.starts_with("$share/") {
-            return failure(reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED);
+            return Err((
+                reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED,
+                "shared subscriptions are not supported yet",
+            ));
         }
-        if !topic::valid_filter(filter) || !within_limits(filter, limits) {
-            tracing::info!(filter, "invalid topic filter");
-            return failure(reason::TOPIC_FILTER_INVALID);
+        if !topic::valid_filter(filter) {
+            return Err((reason::TOPIC_FILTER_INVALID, "invalid topic filter"));
+        }
+        if !within_limits(filter, limits) {
+            return Err((
+                reason::TOPIC_FILTER_INVALID,
+                "filter exceeds limits.max_topic_length or limits.max_topic_levels",
+            ));
         }
         let is_new = !session.subscriptions().contains_key(filter);
         if is_new && session.subscriptions().len() >= limits.max_subscriptions {
-            tracing::info!(filter, "limits.max_subscriptions reached");
-            return failure(reason::QUOTA_EXCEEDED);
+            return Err((reason::QUOTA_EXCEEDED, "limits.max_subscriptions reached"));
         }
         session.add_subscription(filter, options, id);
         self.broker
@@ -383,7 +403,7 @@ impl<'a> Client<'a> {
                 });
             }
         }
-        options.qos as u8
+        Ok(options.qos as u8)
     }
 
     fn unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Option<End> {
