@@ -975,6 +975,127 @@ fn malformed_packets_raise_the_exact_error() {
     }
 }
 
+/// Every place a 5.0 packet has a property block.
+#[rustfmt::skip]
+const PROPERTY_BLOCKS: [&str; 14] = [
+    "CONNECT", "will", "CONNACK", "PUBLISH", "PUBACK", "PUBREC", "PUBREL", "PUBCOMP",
+    "SUBSCRIBE", "SUBACK", "UNSUBSCRIBE", "UNSUBACK", "DISCONNECT", "AUTH",
+];
+
+/// The table of MQTT 5.0 §2.2.2.2: each property and the places that allow it.
+#[rustfmt::skip]
+const PROPERTY_PLACES: [(u8, &str); 27] = [
+    (0x01, "PUBLISH will"),
+    (0x02, "PUBLISH will"),
+    (0x03, "PUBLISH will"),
+    (0x08, "PUBLISH will"),
+    (0x09, "PUBLISH will"),
+    (0x0B, "PUBLISH SUBSCRIBE"),
+    (0x11, "CONNECT CONNACK DISCONNECT"),
+    (0x12, "CONNACK"),
+    (0x13, "CONNACK"),
+    (0x15, "CONNECT CONNACK AUTH"),
+    (0x16, "CONNECT CONNACK AUTH"),
+    (0x17, "CONNECT"),
+    (0x18, "will"),
+    (0x19, "CONNECT"),
+    (0x1A, "CONNACK"),
+    (0x1C, "CONNACK DISCONNECT"),
+    (0x1F, "CONNACK PUBACK PUBREC PUBREL PUBCOMP SUBACK UNSUBACK DISCONNECT AUTH"),
+    (0x21, "CONNECT CONNACK"),
+    (0x22, "CONNECT CONNACK"),
+    (0x23, "PUBLISH"),
+    (0x24, "CONNACK"),
+    (0x25, "CONNACK"),
+    (0x26, "everywhere"),
+    (0x27, "CONNECT CONNACK"),
+    (0x28, "CONNACK"),
+    (0x29, "CONNACK"),
+    (0x2A, "CONNACK"),
+];
+
+/// A valid value for property `id`, by its data type.
+fn property_value(id: u8) -> Vec<u8> {
+    match id {
+        0x01 | 0x17 | 0x19 | 0x24 | 0x25 | 0x28 | 0x29 | 0x2A => raw("01"),
+        0x13 | 0x21 | 0x22 | 0x23 => raw("00 01"),
+        0x02 | 0x11 | 0x18 | 0x27 => raw("00 00 00 01"),
+        0x0B => raw("01"),
+        0x26 => raw("'k 'v"),
+        _ => raw("'a"),
+    }
+}
+
+/// A 5.0 packet whose property block (in `place`) is `properties`.
+fn packet_with_properties(place: &str, properties: &[u8]) -> Vec<u8> {
+    let mut block = vec![properties.len() as u8];
+    block.extend_from_slice(properties);
+    let around = |first: u8, before: &str, after: &str| {
+        let mut body = raw(before);
+        body.extend_from_slice(&block);
+        body.extend_from_slice(&raw(after));
+        with_length(first, &body)
+    };
+    match place {
+        "CONNECT" => around(0x10, "'MQTT 05 02 00 3c", "'c"),
+        "will" => around(0x10, "'MQTT 05 06 00 3c 00 'c", "'w 00 00"),
+        "CONNACK" => around(0x20, "00 00", ""),
+        "PUBLISH" => around(0x30, "'t", ""),
+        "PUBACK" => around(0x40, "00 01 00", ""),
+        "PUBREC" => around(0x50, "00 01 00", ""),
+        "PUBREL" => around(0x62, "00 01 00", ""),
+        "PUBCOMP" => around(0x70, "00 01 00", ""),
+        "SUBSCRIBE" => around(0x82, "00 01", "'t 00"),
+        "SUBACK" => around(0x90, "00 01", "00"),
+        "UNSUBSCRIBE" => around(0xa2, "00 01", "'t"),
+        "UNSUBACK" => around(0xb0, "00 01", "00"),
+        "DISCONNECT" => around(0xe0, "00", ""),
+        "AUTH" => around(0xf0, "00", ""),
+        _ => unreachable!("{place}"),
+    }
+}
+
+#[test]
+fn each_property_is_accepted_exactly_where_the_spec_allows_it() {
+    for place in PROPERTY_BLOCKS {
+        let packet = if place == "will" {
+            "CONNECT will properties"
+        } else {
+            place
+        };
+        for (id, allowed_in) in PROPERTY_PLACES {
+            let mut property = vec![id];
+            property.extend_from_slice(&property_value(id));
+            let result = decode_one(&packet_with_properties(place, &property), V5);
+            if allowed_in == "everywhere" || allowed_in.split(' ').any(|p| p == place) {
+                // Authentication Data alone is refused for another reason.
+                let ok = result.is_ok() || result == Err(DecodeError::AuthDataWithoutMethod);
+                assert!(ok, "{id:#04x} in {place}: {result:?}");
+            } else {
+                assert_eq!(
+                    result,
+                    Err(DecodeError::PropertyNotAllowed { packet, id }),
+                    "{id:#04x} in {place}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn unknown_property_ids_are_refused() {
+    for id in 0..=255u8 {
+        if PROPERTY_PLACES.iter().any(|&(known, _)| known == id) {
+            continue;
+        }
+        let bytes = packet_with_properties("DISCONNECT", &[id, 0, 0, 0, 0]);
+        assert_eq!(
+            decode_one(&bytes, V5),
+            Err(DecodeError::UnknownProperty(id))
+        );
+    }
+}
+
 #[test]
 fn some_rules_differ_between_versions() {
     // 3.1 leaves the flags of PUBREL, SUBSCRIBE and UNSUBSCRIBE unchecked; 3.1.1 does not.
