@@ -59,6 +59,7 @@ pub fn decode(
     Ok(Some(packet))
 }
 
+/// Packet types: the high four bits of the first byte (§2.1.2).
 const CONNECT: u8 = 1;
 const CONNACK: u8 = 2;
 const PUBLISH: u8 = 3;
