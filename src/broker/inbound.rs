@@ -176,6 +176,13 @@ impl<'a> Client<'a> {
 
     fn publish(&mut self, mut publish: Publish) -> Option<End> {
         self.broker.stats.messages_received.inc();
+        if !publish.properties.subscription_identifiers.is_empty() {
+            // MQTT-3.3.4-6: only the server puts subscription identifiers on a PUBLISH.
+            return Some(self.close(
+                reason::PROTOCOL_ERROR,
+                "subscription identifier in a PUBLISH from a client",
+            ));
+        }
         if let Some(end) = self.resolve_alias(&mut publish) {
             return Some(end);
         }
