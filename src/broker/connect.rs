@@ -110,7 +110,10 @@ pub fn negotiate(connect: Connect, limits: &Limits, over_capacity: bool) -> Resu
     let v5 = version.is_v5();
     let props = &connect.properties;
     if over_capacity {
-        return refuse(reason::QUOTA_EXCEEDED, "too many connections (limits.max_connections)");
+        return refuse(
+            reason::QUOTA_EXCEEDED,
+            "too many connections (limits.max_connections)",
+        );
     }
     if props.authentication_method.is_some() {
         return refuse(
@@ -130,7 +133,10 @@ pub fn negotiate(connect: Connect, limits: &Limits, over_capacity: bool) -> Resu
             ProtocolVersion::V5 => true,
         };
         if !allowed {
-            return refuse(reason::CLIENT_IDENTIFIER_NOT_VALID, "empty client identifier");
+            return refuse(
+                reason::CLIENT_IDENTIFIER_NOT_VALID,
+                "empty client identifier",
+            );
         }
         client_id = format!("auto-{:016x}", rand::random::<u64>());
     } else if client_id.len() > limits.max_client_id_length {
@@ -144,12 +150,13 @@ pub fn negotiate(connect: Connect, limits: &Limits, over_capacity: bool) -> Resu
         if !topic_acceptable(&will.topic, limits) {
             return refuse(reason::TOPIC_NAME_INVALID, "will topic not valid");
         }
-        if will.topic.starts_with("$SYS") {
+        if is_sys_topic(&will.topic) {
             return refuse(reason::NOT_AUTHORIZED, "clients may not publish to $SYS");
         }
     }
 
-    let (keep_alive, keep_alive_changed) = keep_alive(connect.keep_alive, limits.max_keep_alive, v5);
+    let (keep_alive, keep_alive_changed) =
+        keep_alive(connect.keep_alive, limits.max_keep_alive, v5);
     let requested_expiry = if v5 {
         props.session_expiry_interval.unwrap_or(0)
     } else if connect.clean_start {
@@ -162,9 +169,9 @@ pub fn negotiate(connect: Connect, limits: &Limits, over_capacity: bool) -> Resu
         .receive_maximum
         .unwrap_or(u16::MAX)
         .min(limits.max_inflight);
-    let max_packet_out = props
-        .maximum_packet_size
-        .map_or(usize::MAX, |size| usize::try_from(size).unwrap_or(usize::MAX));
+    let max_packet_out = props.maximum_packet_size.map_or(usize::MAX, |size| {
+        usize::try_from(size).unwrap_or(usize::MAX)
+    });
 
     Ok(Terms {
         version,
@@ -196,6 +203,11 @@ fn keep_alive(requested: u16, max: u16, v5: bool) -> (u16, bool) {
 /// A topic name the broker accepts: valid, and within the length and level limits.
 pub fn topic_acceptable(name: &str, limits: &Limits) -> bool {
     topic::valid_name(name) && within_limits(name, limits)
+}
+
+/// True for `$SYS` and the topics below it, which only the broker may publish to.
+pub fn is_sys_topic(name: &str) -> bool {
+    name == "$SYS" || name.starts_with("$SYS/")
 }
 
 /// A topic name or filter within `limits.max_topic_length` and `max_topic_levels`.

@@ -45,7 +45,9 @@ where
     let mut reader = PacketReader::new(read_half, broker.limits.max_packet_size);
 
     let connect_timeout = Duration::from_secs(broker.limits.connect_timeout_secs);
-    let connect = match tokio::time::timeout(connect_timeout, reader.next(ProtocolVersion::V311)).await {
+    let connect = match tokio::time::timeout(connect_timeout, reader.next(ProtocolVersion::V311))
+        .await
+    {
         Ok(Ok(Some(Packet::Connect(connect)))) => *connect,
         Ok(Err(ReadError::Decode(DecodeError::UnsupportedProtocolLevel(level)))) => {
             refuse_version(&mut write_half, level, &broker).await;
@@ -81,7 +83,9 @@ where
         }
     };
     let span = tracing::info_span!("client", id = %terms.client_id, %peer);
-    run(&broker, terms, reader, write_half).instrument(span).await;
+    run(&broker, terms, reader, write_half)
+        .instrument(span)
+        .await;
 }
 
 /// The connected phase: session attached, reader and writer running.
@@ -98,7 +102,9 @@ where
         Arc::clone(&outbox),
         terms.send_window,
     );
-    outbox.send(Packet::ConnAck(terms.connack(opened.present, &broker.limits)));
+    outbox.send(Packet::ConnAck(
+        terms.connack(opened.present, &broker.limits),
+    ));
     broker.stats.connections_accepted.inc();
     tracing::debug!(version = ?terms.version, present = opened.present, "connected");
 
@@ -217,9 +223,16 @@ impl Writer<'_> {
     }
 
     /// Writes the last packets (and a DISCONNECT, for 5.0) and closes the stream.
-    async fn finish<W: AsyncWrite + Unpin>(self, mut io: W, mut buf: BytesMut, close: Close) -> End {
+    async fn finish<W: AsyncWrite + Unpin>(
+        self,
+        mut io: W,
+        mut buf: BytesMut,
+        close: Close,
+    ) -> End {
         let end = match close {
-            Close::Quiet => End::Disconnected { publish_will: false },
+            Close::Quiet => End::Disconnected {
+                publish_will: false,
+            },
             Close::Disconnect(code, why) => {
                 if self.version.is_v5() {
                     let mut disconnect = Disconnect::new(code);
@@ -288,7 +301,11 @@ async fn refuse_version<W: AsyncWrite + Unpin>(io: &mut W, level: u8, broker: &B
     write_and_close(io, &Packet::ConnAck(refusal.connack(version)), version).await;
 }
 
-async fn write_and_close<W: AsyncWrite + Unpin>(io: &mut W, packet: &Packet, version: ProtocolVersion) {
+async fn write_and_close<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    packet: &Packet,
+    version: ProtocolVersion,
+) {
     let mut buf = BytesMut::new();
     if protocol::encode(packet, version, &mut buf).is_ok() {
         let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
@@ -325,8 +342,8 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
     /// in the buffer.
     async fn next(&mut self, version: ProtocolVersion) -> Result<Option<Packet>, ReadError> {
         loop {
-            if let Some(packet) =
-                protocol::decode(&mut self.buf, version, self.max_packet_size).map_err(ReadError::Decode)?
+            if let Some(packet) = protocol::decode(&mut self.buf, version, self.max_packet_size)
+                .map_err(ReadError::Decode)?
             {
                 if self.buf.is_empty() && self.buf.capacity() > KEEP_BUFFER {
                     self.buf = BytesMut::new();
@@ -334,7 +351,13 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
                 return Ok(Some(packet));
             }
             self.buf.reserve(READ_CHUNK);
-            if self.io.read_buf(&mut self.buf).await.map_err(ReadError::Io)? == 0 {
+            if self
+                .io
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(ReadError::Io)?
+                == 0
+            {
                 return Ok(None);
             }
         }

@@ -9,12 +9,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, MutexGuard};
 
 use crate::protocol::{
-    Ack, DecodeError, Packet, ProtocolVersion, Properties, Publish, QoS, SubAck, Subscribe,
+    Ack, DecodeError, Packet, Properties, ProtocolVersion, Publish, QoS, SubAck, Subscribe,
     SubscriptionOptions, UnsubAck, Unsubscribe, reason, topic,
 };
 
 use super::Broker;
-use super::connect::{Terms, within_limits};
+use super::connect::{Terms, is_sys_topic, within_limits};
 use super::message::{Delivery, Message};
 use super::outbox::Outbox;
 use super::registry::Opened;
@@ -98,11 +98,19 @@ impl<'a> Client<'a> {
                 self.outbox.send(Packet::PingResp);
                 None
             }
-            Packet::Disconnect(disconnect) => self.disconnect(&disconnect.properties, disconnect.reason),
+            Packet::Disconnect(disconnect) => {
+                self.disconnect(&disconnect.properties, disconnect.reason)
+            }
             Packet::Auth(auth) => Some(if auth.properties.authentication_method.is_some() {
-                self.close(reason::BAD_AUTHENTICATION_METHOD, "authentication method not supported")
+                self.close(
+                    reason::BAD_AUTHENTICATION_METHOD,
+                    "authentication method not supported",
+                )
             } else {
-                self.close(reason::PROTOCOL_ERROR, "AUTH without an authentication method")
+                self.close(
+                    reason::PROTOCOL_ERROR,
+                    "AUTH without an authentication method",
+                )
             }),
             Packet::Connect(_) => Some(self.close(reason::PROTOCOL_ERROR, "second CONNECT")),
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
@@ -119,7 +127,8 @@ impl<'a> Client<'a> {
     /// Nothing arrived within 1.5 × keep alive.
     pub fn keep_alive_expired(&mut self) -> End {
         tracing::info!("keep alive timeout; closing");
-        self.outbox.close(reason::KEEP_ALIVE_TIMEOUT, "keep alive timeout");
+        self.outbox
+            .close(reason::KEEP_ALIVE_TIMEOUT, "keep alive timeout");
         End::KeepAlive
     }
 
@@ -167,6 +176,13 @@ impl<'a> Client<'a> {
 
     fn publish(&mut self, mut publish: Publish) -> Option<End> {
         self.broker.stats.messages_received.inc();
+        if !publish.properties.subscription_identifiers.is_empty() {
+            // MQTT-3.3.4-6: only the server puts subscription identifiers on a PUBLISH.
+            return Some(self.close(
+                reason::PROTOCOL_ERROR,
+                "subscription identifier in a PUBLISH from a client",
+            ));
+        }
         if let Some(end) = self.resolve_alias(&mut publish) {
             return Some(end);
         }
@@ -177,8 +193,12 @@ impl<'a> Client<'a> {
                 "topic exceeds limits.max_topic_length or limits.max_topic_levels",
             );
         }
-        if publish.topic.starts_with("$SYS") {
-            return self.refuse_publish(&publish, reason::NOT_AUTHORIZED, "clients may not publish to $SYS");
+        if is_sys_topic(&publish.topic) {
+            return self.refuse_publish(
+                &publish,
+                reason::NOT_AUTHORIZED,
+                "clients may not publish to $SYS",
+            );
         }
         let packet_id = publish.packet_id;
         match publish.qos {
@@ -217,9 +237,7 @@ impl<'a> Client<'a> {
 
     /// Replaces a 5.0 topic alias by its topic, or records a new alias (§3.3.2.3.4).
     fn resolve_alias(&mut self, publish: &mut Publish) -> Option<End> {
-        let Some(alias) = publish.properties.topic_alias.take() else {
-            return None;
-        };
+        let alias = publish.properties.topic_alias.take()?;
         if alias == 0 || alias > self.broker.limits.max_topic_aliases {
             return Some(self.close(reason::TOPIC_ALIAS_INVALID, "topic alias out of range"));
         }
@@ -263,7 +281,8 @@ impl<'a> Client<'a> {
     }
 
     fn route(&self, publish: Publish) -> usize {
-        self.broker.publish(Message::from_publish(publish, self.session.id()))
+        self.broker
+            .publish(Message::from_publish(publish, self.session.id()))
     }
 
     /// PUBREC for a message we sent: release it with PUBREL, or forget it if the 5.0 client
@@ -283,28 +302,52 @@ impl<'a> Client<'a> {
         let ack = if known {
             Ack::new(packet_id)
         } else {
-            self.ack(packet_id, reason::PACKET_IDENTIFIER_NOT_FOUND, None)
+            self.ack(
+                packet_id,
+                reason::PACKET_IDENTIFIER_NOT_FOUND,
+                Some("unknown packet identifier"),
+            )
         };
         self.outbox.send(make(ack));
         None
     }
 
     fn subscribe(&mut self, subscribe: Subscribe) -> Option<End> {
-        let id = subscribe.properties.subscription_identifiers.first().copied();
+        let id = subscribe
+            .properties
+            .subscription_identifiers
+            .first()
+            .copied();
         let mut reasons = Vec::with_capacity(subscribe.filters.len());
+        let mut refusals = Vec::new();
         let mut retained = Vec::new();
         {
             let Some(mut session) = self.session() else {
                 return Some(End::Closed(reason::SESSION_TAKEN_OVER));
             };
             for (filter, options) in &subscribe.filters {
-                reasons.push(self.subscribe_one(&mut session, filter, *options, id, &mut retained));
+                match self.subscribe_one(&mut session, filter, *options, id, &mut retained) {
+                    Ok(granted) => reasons.push(granted),
+                    Err((code, why)) => {
+                        tracing::info!(filter, why, "subscription refused");
+                        reasons.push(if self.v5() {
+                            code
+                        } else {
+                            reason::V3_SUBACK_FAILURE
+                        });
+                        refusals.push(format!("{filter}: {why}"));
+                    }
+                }
             }
+        }
+        let mut properties = Properties::default();
+        if self.v5() && self.problem_info && !refusals.is_empty() {
+            properties.reason_string = Some(refusals.join("; "));
         }
         self.outbox.send(Packet::SubAck(SubAck {
             packet_id: subscribe.packet_id,
             reasons,
-            properties: Properties::default(),
+            properties,
         }));
         // Retained messages go after the SUBACK, which is why they are queued only now.
         if !retained.is_empty() {
@@ -318,7 +361,7 @@ impl<'a> Client<'a> {
         None
     }
 
-    /// Adds one subscription; returns its SUBACK reason code.
+    /// Adds one subscription; returns the granted QoS, or the 5.0 reason code and why not.
     fn subscribe_one(
         &self,
         session: &mut Session,
@@ -326,20 +369,26 @@ impl<'a> Client<'a> {
         options: SubscriptionOptions,
         id: Option<u32>,
         retained: &mut Vec<Delivery>,
-    ) -> u8 {
-        let failure = |code: u8| if self.v5() { code } else { reason::V3_SUBACK_FAILURE };
+    ) -> Result<u8, (u8, &'static str)> {
         let limits = &self.broker.limits;
         if filter.starts_with("$share/") {
-            return failure(reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED);
+            return Err((
+                reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED,
+                "shared subscriptions are not supported yet",
+            ));
         }
-        if !topic::valid_filter(filter) || !within_limits(filter, limits) {
-            tracing::info!(filter, "invalid topic filter");
-            return failure(reason::TOPIC_FILTER_INVALID);
+        if !topic::valid_filter(filter) {
+            return Err((reason::TOPIC_FILTER_INVALID, "invalid topic filter"));
+        }
+        if !within_limits(filter, limits) {
+            return Err((
+                reason::TOPIC_FILTER_INVALID,
+                "filter exceeds limits.max_topic_length or limits.max_topic_levels",
+            ));
         }
         let is_new = !session.subscriptions().contains_key(filter);
         if is_new && session.subscriptions().len() >= limits.max_subscriptions {
-            tracing::info!(filter, "limits.max_subscriptions reached");
-            return failure(reason::QUOTA_EXCEEDED);
+            return Err((reason::QUOTA_EXCEEDED, "limits.max_subscriptions reached"));
         }
         session.add_subscription(filter, options, id);
         self.broker
@@ -361,7 +410,7 @@ impl<'a> Client<'a> {
                 });
             }
         }
-        options.qos as u8
+        Ok(options.qos as u8)
     }
 
     fn unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Option<End> {
@@ -372,7 +421,9 @@ impl<'a> Client<'a> {
         for filter in &unsubscribe.filters {
             let existed = session.remove_subscription(filter);
             if existed {
-                self.broker.router_mut().unsubscribe(filter, self.session.id());
+                self.broker
+                    .router_mut()
+                    .unsubscribe(filter, self.session.id());
             }
             reasons.push(if existed {
                 reason::SUCCESS

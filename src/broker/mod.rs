@@ -147,7 +147,9 @@ impl Broker {
     }
 
     fn retained_store_mut(&self) -> RwLockWriteGuard<'_, Retained> {
-        self.retained.write().unwrap_or_else(PoisonError::into_inner)
+        self.retained
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn sessions(&self) -> MutexGuard<'_, HashMap<String, Arc<SessionHandle>>> {

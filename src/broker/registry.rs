@@ -39,7 +39,10 @@ impl Broker {
         if let Some(existing) = sessions.get(client_id).cloned() {
             let mut session = existing.lock();
             if let Some(old) = session.outbox() {
-                old.close(reason::SESSION_TAKEN_OVER, "another connection took over the session");
+                old.close(
+                    reason::SESSION_TAKEN_OVER,
+                    "another connection took over the session",
+                );
             }
             if !clean_start {
                 session.expiry_interval = expiry_interval;

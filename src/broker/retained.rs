@@ -79,7 +79,13 @@ impl Retained {
         let now = Instant::now();
         let live = |m: &&Arc<Message>| !m.is_expired(now);
         if !filter.contains(['+', '#']) {
-            return self.messages.get(filter).filter(live).cloned().into_iter().collect();
+            return self
+                .messages
+                .get(filter)
+                .filter(live)
+                .cloned()
+                .into_iter()
+                .collect();
         }
         self.messages
             .values()

@@ -170,3 +170,100 @@ fn merge(mut found: Vec<&Subscriber>) -> Vec<Match> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(qos: QoS) -> SubscriptionOptions {
+        SubscriptionOptions {
+            qos,
+            ..SubscriptionOptions::default()
+        }
+    }
+
+    fn ids(router: &Router, topic: &str) -> Vec<u64> {
+        router
+            .matches(topic, 0)
+            .iter()
+            .map(|m| m.session.id())
+            .collect()
+    }
+
+    #[test]
+    fn wildcards_match_as_the_specification_says() {
+        let mut router = Router::default();
+        let cases = [
+            ("a/b", vec!["a/b"], vec!["a", "a/b/c", "a/c"]),
+            ("a/+", vec!["a/b", "a/"], vec!["a", "a/b/c"]),
+            ("a/#", vec!["a", "a/b", "a/b/c"], vec!["b", "ab"]),
+            ("#", vec!["a", "a/b", "/"], vec!["$SYS/x", "$share"]),
+            ("+/b", vec!["a/b", "/b"], vec!["$SYS/b", "a/b/c"]),
+            ("$SYS/#", vec!["$SYS", "$SYS/x"], vec!["SYS/x"]),
+        ];
+        for (filter, yes, no) in cases {
+            let session = SessionHandle::new(filter.to_string(), 10);
+            router.subscribe(filter, &session, options(QoS::AtMostOnce), None);
+            for topic in yes {
+                assert!(
+                    ids(&router, topic).contains(&session.id()),
+                    "{filter} should match {topic}"
+                );
+            }
+            for topic in no {
+                assert!(
+                    !ids(&router, topic).contains(&session.id()),
+                    "{filter} must not match {topic}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn overlapping_subscriptions_merge_into_one_match_at_the_highest_qos() {
+        let mut router = Router::default();
+        let session = SessionHandle::new("c".to_string(), 10);
+        router.subscribe("a/+", &session, options(QoS::AtMostOnce), Some(1));
+        router.subscribe("a/#", &session, options(QoS::ExactlyOnce), Some(2));
+        router.subscribe("a/b", &session, options(QoS::AtLeastOnce), None);
+        let matches = router.matches("a/b", 0);
+        assert_eq!(matches.len(), 1);
+        assert_eq!(matches[0].qos, QoS::ExactlyOnce);
+        let mut sub_ids = matches[0].subscription_ids.clone();
+        sub_ids.sort_unstable();
+        assert_eq!(sub_ids, vec![1, 2]);
+    }
+
+    #[test]
+    fn no_local_skips_only_the_publishing_session() {
+        let mut router = Router::default();
+        let me = SessionHandle::new("me".to_string(), 10);
+        let other = SessionHandle::new("other".to_string(), 10);
+        let no_local = SubscriptionOptions {
+            no_local: true,
+            ..SubscriptionOptions::default()
+        };
+        router.subscribe("t", &me, no_local, None);
+        router.subscribe("t", &other, no_local, None);
+        let got: Vec<u64> = router
+            .matches("t", me.id())
+            .iter()
+            .map(|m| m.session.id())
+            .collect();
+        assert_eq!(got, vec![other.id()]);
+    }
+
+    #[test]
+    fn unsubscribe_removes_and_prunes() {
+        let mut router = Router::default();
+        let session = SessionHandle::new("c".to_string(), 10);
+        assert!(router.subscribe("a/b/c", &session, options(QoS::AtMostOnce), None));
+        assert!(!router.subscribe("a/b/c", &session, options(QoS::AtLeastOnce), None));
+        assert_eq!(router.len(), 1);
+        assert!(router.unsubscribe("a/b/c", session.id()));
+        assert!(!router.unsubscribe("a/b/c", session.id()));
+        assert_eq!(router.len(), 0);
+        assert!(router.root.is_empty(), "empty branches are pruned");
+        assert!(ids(&router, "a/b/c").is_empty());
+    }
+}

@@ -194,7 +194,10 @@ impl Session {
         self.outbox = None;
         self.generation += 1;
         self.pending.clear();
-        self.subscriptions.drain().map(|(filter, _)| filter).collect()
+        self.subscriptions
+            .drain()
+            .map(|(filter, _)| filter)
+            .collect()
     }
 
     /// Queues retained messages for a new subscription; same limit as any other message.
@@ -273,7 +276,13 @@ impl Session {
     /// unacknowledged in-flight messages again (PUBLISH with DUP, or PUBREL); then queued
     /// messages as long as the in-flight window allows. Messages larger than the client's
     /// Maximum Packet Size, and expired ones, are dropped as MQTT-3.1.2-25 and §3.3.2.3.3 say.
-    pub fn fill(&mut self, out: &mut BytesMut, version: ProtocolVersion, max_size: usize, stats: &Stats) {
+    pub fn fill(
+        &mut self,
+        out: &mut BytesMut,
+        version: ProtocolVersion,
+        max_size: usize,
+        stats: &Stats,
+    ) {
         let now = Instant::now();
         if std::mem::take(&mut self.resend) {
             for flight in &self.inflight {
@@ -339,7 +348,12 @@ impl Session {
 }
 
 /// Encodes `packet` unless it would exceed `max_size`; returns whether it was written.
-fn encode_bounded(packet: &Packet, version: ProtocolVersion, max_size: usize, out: &mut BytesMut) -> bool {
+fn encode_bounded(
+    packet: &Packet,
+    version: ProtocolVersion,
+    max_size: usize,
+    out: &mut BytesMut,
+) -> bool {
     let start = out.len();
     match protocol::encode(packet, version, out) {
         Ok(len) if len <= max_size => true,

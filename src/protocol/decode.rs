@@ -30,6 +30,9 @@ use super::{
 /// `version` is the connection's negotiated version (CONNECT carries its own and ignores it).
 /// A packet larger than `max_packet_size` (fixed header included, as MQTT 5.0 counts it) is an
 /// error as soon as its fixed header is readable.
+///
+/// After an error the buffer is left wherever decoding stopped: the connection cannot be
+/// resynchronised, so the caller answers (see [`DecodeError::reason_code`]) and closes it.
 pub fn decode(
     buf: &mut BytesMut,
     version: ProtocolVersion,
@@ -56,6 +59,7 @@ pub fn decode(
     Ok(Some(packet))
 }
 
+/// Packet types: the high four bits of the first byte (§2.1.2).
 const CONNECT: u8 = 1;
 const CONNACK: u8 = 2;
 const PUBLISH: u8 = 3;
