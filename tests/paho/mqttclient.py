@@ -217,7 +217,10 @@ class MqttClient:
             while not self._stop.is_set():
                 rc = self.client.loop(timeout=0.05)
                 if rc != mqtt.MQTT_ERR_SUCCESS:
-                    break  # connection closed or lost: it stays closed
+                    # Closed or lost: it stays closed. Paho has normally called
+                    # on_disconnect already; make sure waiters see it either way.
+                    self._disconnected.set()
+                    break
         except BaseException as error:  # surfaced by the waits below
             self.loop_error = error
             self._disconnected.set()
