@@ -6,7 +6,7 @@ sessions or limits. The broker's log (stdout and stderr) goes to a file that is 
 any failing test. At teardown the test's clients are closed and the broker gets SIGTERM: it must
 exit with code 0 within a few seconds and must not have panicked, or the test errors.
 
-The binary is $SUPERMQ_BIN, else target/debug/supermq, else target/release/supermq (relative to
+The binary is $BROKER_BIN, else target/debug/supermq, else target/release/supermq (relative to
 the repository root). Build it first: ``cargo build``.
 """
 
@@ -37,7 +37,7 @@ STOP_TIMEOUT = 5.0
 
 
 def broker_binary() -> Path:
-    env = os.environ.get("SUPERMQ_BIN")
+    env = os.environ.get("BROKER_BIN")
     if env:
         path = Path(env)
         if not path.is_absolute():
@@ -54,13 +54,13 @@ def broker_binary() -> Path:
 def supermq_bin() -> Path:
     path = broker_binary()
     if not path.exists():
-        pytest.fail(f"supermq binary not found at {path}: run `cargo build` or set SUPERMQ_BIN", pytrace=False)
+        pytest.fail(f"supermq binary not found at {path}: run `cargo build` or set BROKER_BIN", pytrace=False)
     return path
 
 
 def broker_env(extra: dict | None = None) -> dict:
     """The environment for a broker process: ours without any SUPERMQ_* variable (the broker
-    reads every SUPERMQ_* as a configuration override and refuses unknown ones, SUPERMQ_BIN
+    reads every SUPERMQ_* as a configuration override and refuses unknown ones, BROKER_BIN
     included), plus the test's own overrides."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SUPERMQ_")}
     env.pop("RUST_LOG", None)  # [log] level decides
