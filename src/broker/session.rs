@@ -285,14 +285,20 @@ impl Session {
     ) {
         let now = Instant::now();
         if std::mem::take(&mut self.resend) {
-            for flight in &self.inflight {
+            self.inflight.retain(|flight| {
                 let packet = if flight.released {
                     Packet::PubRel(Ack::new(flight.packet_id))
                 } else {
                     Packet::Publish(flight.delivery.to_publish(flight.packet_id, true, now))
                 };
-                encode_bounded(&packet, version, max_size, out);
-            }
+                let sent = encode_bounded(&packet, version, max_size, out);
+                if !sent {
+                    // MQTT-3.1.2-25: too large for the client's (new) Maximum Packet Size:
+                    // discarded as if delivered, so it does not hold a window slot for ever.
+                    stats.dropped_too_large.inc();
+                }
+                sent
+            });
         }
         while out.len() < FILL_BYTES {
             let Some(front) = self.pending.front() else {
