@@ -345,8 +345,8 @@ async fn without_no_local_the_subscriber_gets_its_own_messages() {
     let broker = TestBroker::start_default().await;
     let mut client = TestClient::v5(broker.addr, "self").await;
     client.subscribe("own", AtLeastOnce).await;
-    client.publish("own", b"mine", AtLeastOnce, false).await;
-    assert_eq!(&client.recv_acked().await.payload[..], b"mine");
+    let own = client.publish_to_self("own", b"mine", AtLeastOnce).await;
+    assert_eq!(&own.payload[..], b"mine");
 }
 
 /// MQTT-3.1.2-24/25: a message larger than the client's Maximum Packet Size is not sent to it
@@ -500,7 +500,9 @@ async fn unacknowledged_message_too_large_for_the_new_connection_is_discarded() 
     let (mut subscriber, _) = TestClient::connect_with(broker.addr, connect.clone()).await;
     subscriber.subscribe("shrink", AtLeastOnce).await;
     let mut publisher = TestClient::v5(broker.addr, "pub").await;
-    publisher.publish("shrink", &[b'x'; 200], AtLeastOnce, false).await;
+    publisher
+        .publish("shrink", &[b'x'; 200], AtLeastOnce, false)
+        .await;
     let big = subscriber.recv_publish().await;
     assert_eq!(big.payload.len(), 200);
     drop(subscriber); // without acknowledging it
@@ -509,7 +511,9 @@ async fn unacknowledged_message_too_large_for_the_new_connection_is_discarded() 
     connect.properties.maximum_packet_size = Some(100);
     let (mut subscriber, connack) = TestClient::connect_with(broker.addr, connect).await;
     assert!(connack.session_present);
-    publisher.publish("shrink", b"small", AtLeastOnce, false).await;
+    publisher
+        .publish("shrink", b"small", AtLeastOnce, false)
+        .await;
     let next = subscriber.recv_acked().await;
     assert_eq!(&next.payload[..], b"small");
     assert_eq!(broker.broker.stats().dropped_too_large.get(), 1);
