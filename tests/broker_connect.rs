@@ -17,10 +17,9 @@ use ProtocolVersion::{V5, V31, V311};
 async fn round_trip(client: &mut TestClient, topic: &str) {
     let suback = client.subscribe(topic, QoS::AtLeastOnce).await;
     assert_eq!(suback.reasons, vec![1]);
-    client
-        .publish(topic, b"ping", QoS::AtLeastOnce, false)
+    let publish = client
+        .publish_to_self(topic, b"ping", QoS::AtLeastOnce)
         .await;
-    let publish = client.recv_acked().await;
     assert_eq!(publish.topic, topic);
     assert_eq!(&publish.payload[..], b"ping");
 }

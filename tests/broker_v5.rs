@@ -345,8 +345,8 @@ async fn without_no_local_the_subscriber_gets_its_own_messages() {
     let broker = TestBroker::start_default().await;
     let mut client = TestClient::v5(broker.addr, "self").await;
     client.subscribe("own", AtLeastOnce).await;
-    client.publish("own", b"mine", AtLeastOnce, false).await;
-    assert_eq!(&client.recv_acked().await.payload[..], b"mine");
+    let own = client.publish_to_self("own", b"mine", AtLeastOnce).await;
+    assert_eq!(&own.payload[..], b"mine");
 }
 
 /// MQTT-3.1.2-24/25: a message larger than the client's Maximum Packet Size is not sent to it

@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_tungstenite::WebSocketStream;
@@ -73,6 +73,8 @@ pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
 pub struct TestBroker {
     pub addr: SocketAddr,
     pub broker: Arc<Broker>,
+    /// Every bound listener, recorded before the server starts running (and is moved).
+    listeners: Vec<(Kind, SocketAddr)>,
     server: Option<Server>,
     stop: Option<oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<()>>,
@@ -88,9 +90,14 @@ impl TestBroker {
         let server = Server::bind(&config).await.expect("server binds");
         let addr = server.local_addr(Kind::Tcp).expect("tcp listener");
         let broker = Arc::clone(server.broker());
+        let listeners = [Kind::Tcp, Kind::Tls, Kind::Ws, Kind::Wss]
+            .into_iter()
+            .filter_map(|kind| server.local_addr(kind).map(|addr| (kind, addr)))
+            .collect();
         let mut test = TestBroker {
             addr,
             broker,
+            listeners,
             server: Some(server),
             stop: None,
             done: None,
@@ -101,7 +108,10 @@ impl TestBroker {
 
     /// The bound address of another listener kind.
     pub fn listener(&self, kind: Kind) -> Option<SocketAddr> {
-        self.server.as_ref().and_then(|s| s.local_addr(kind))
+        self.listeners
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, addr)| *addr)
     }
 
     fn run(&mut self) {
@@ -135,11 +145,17 @@ impl Drop for TestBroker {
     }
 }
 
-/// The byte stream under a [`TestClient`]: plain TCP, TLS, or WebSocket binary frames.
+/// A byte stream a WebSocket can run over: TCP or TLS.
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
+/// The byte stream under a [`TestClient`]: plain TCP, TLS, or WebSocket binary frames (over
+/// TCP or TLS).
 pub enum Io {
     Tcp(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-    Ws(Box<WebSocketStream<TcpStream>>),
+    Ws(Box<WebSocketStream<Box<dyn Stream>>>),
 }
 
 impl Io {
@@ -177,6 +193,17 @@ impl Io {
     }
 }
 
+/// A TLS connection to `addr` for the name `localhost`, trusting the test CA.
+async fn tls_stream(addr: SocketAddr) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let stream = TcpStream::connect(addr).await.expect("tcp connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let name = ServerName::try_from("localhost").expect("server name");
+    tokio::time::timeout(WAIT, tls_connector().connect(name, stream))
+        .await
+        .expect("TLS handshake in time")
+        .expect("TLS handshake")
+}
+
 /// A TLS connector that trusts only the test CA (tests/certs/ca.pem).
 pub fn tls_connector() -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
@@ -209,14 +236,7 @@ impl TestClient {
 
     /// Opens a TLS connection (server name `localhost`, trusting the test CA).
     pub async fn open_tls(addr: SocketAddr, version: ProtocolVersion) -> TestClient {
-        let stream = TcpStream::connect(addr).await.expect("tcp connect");
-        stream.set_nodelay(true).expect("nodelay");
-        let name = ServerName::try_from("localhost").expect("server name");
-        let tls = tokio::time::timeout(WAIT, tls_connector().connect(name, stream))
-            .await
-            .expect("TLS handshake in time")
-            .expect("TLS handshake");
-        TestClient::over(Io::Tls(Box::new(tls)), version)
+        TestClient::over(Io::Tls(Box::new(tls_stream(addr).await)), version)
     }
 
     /// Opens a WebSocket connection on `/mqtt` offering the `mqtt` subprotocol, and checks
@@ -224,7 +244,22 @@ impl TestClient {
     pub async fn open_ws(addr: SocketAddr, version: ProtocolVersion) -> TestClient {
         let stream = TcpStream::connect(addr).await.expect("tcp connect");
         stream.set_nodelay(true).expect("nodelay");
-        let mut request = format!("ws://{addr}/mqtt")
+        TestClient::websocket(Box::new(stream), "ws", addr, version).await
+    }
+
+    /// Opens a secure WebSocket connection (WebSocket over TLS) on `/mqtt`.
+    pub async fn open_wss(addr: SocketAddr, version: ProtocolVersion) -> TestClient {
+        let stream = tls_stream(addr).await;
+        TestClient::websocket(Box::new(stream), "wss", addr, version).await
+    }
+
+    async fn websocket(
+        stream: Box<dyn Stream>,
+        scheme: &str,
+        addr: SocketAddr,
+        version: ProtocolVersion,
+    ) -> TestClient {
+        let mut request = format!("{scheme}://{addr}/mqtt")
             .into_client_request()
             .expect("request");
         request
@@ -445,6 +480,51 @@ impl TestClient {
                 }
             }
         }
+    }
+
+    /// Publishes to a topic this client is subscribed to and completes both exchanges — its
+    /// own as publisher and the broker's delivery back to it — whatever order the broker's
+    /// packets come in (MQTT leaves it open). Returns the delivered PUBLISH.
+    pub async fn publish_to_self(&mut self, topic: &str, payload: &[u8], qos: QoS) -> Publish {
+        const ID: u16 = 4242;
+        let packet_id = if qos == QoS::AtMostOnce { 0 } else { ID };
+        self.send_publish(publish_packet(topic, payload, qos, false, packet_id))
+            .await;
+        let mut sent = qos == QoS::AtMostOnce;
+        let mut delivered: Option<Publish> = None;
+        let mut received = false;
+        while !(sent && received) {
+            match self.recv().await {
+                Packet::PubAck(ack) if ack.packet_id == ID => sent = true,
+                Packet::PubRec(ack) if ack.packet_id == ID => {
+                    self.send(&Packet::PubRel(protocol::Ack::new(ID))).await;
+                }
+                Packet::PubComp(ack) if ack.packet_id == ID => sent = true,
+                Packet::Publish(publish) if delivered.is_none() => {
+                    let id = publish.packet_id;
+                    match publish.qos {
+                        QoS::AtMostOnce => received = true,
+                        QoS::AtLeastOnce => {
+                            self.send(&Packet::PubAck(protocol::Ack::new(id))).await;
+                            received = true;
+                        }
+                        QoS::ExactlyOnce => {
+                            self.send(&Packet::PubRec(protocol::Ack::new(id))).await;
+                        }
+                    }
+                    delivered = Some(publish);
+                }
+                Packet::PubRel(rel)
+                    if delivered.as_ref().map(|p| p.packet_id) == Some(rel.packet_id) =>
+                {
+                    self.send(&Packet::PubComp(protocol::Ack::new(rel.packet_id)))
+                        .await;
+                    received = true;
+                }
+                other => panic!("unexpected {other:?} while publishing to self"),
+            }
+        }
+        delivered.expect("delivered")
     }
 
     /// Sends a PUBLISH as given, without waiting for any answer.
