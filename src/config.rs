@@ -156,7 +156,8 @@ pub struct HttpConfig {
     pub listen: String,
 }
 
-/// `[cluster]`: the route layer (a later issue); the cluster is on when `listen` is set.
+/// `[cluster]`: the route layer ([`crate::cluster`]); the cluster is on when `listen` is set.
+/// What happens when each bound is reached is written in config/appserver.conf and the README.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
@@ -164,6 +165,26 @@ pub struct ClusterConfig {
     pub advertise: String,
     pub routes: Vec<String>,
     pub name: String,
+    /// Shared by every node; a peer that does not present it is refused.
+    pub secret: String,
+    /// Milliseconds between heartbeats on an idle route.
+    pub heartbeat_ms: u64,
+    /// Milliseconds without any frame from a peer after which its route is closed.
+    pub heartbeat_timeout_ms: u64,
+    /// First and largest pause between dials of a lost route, in milliseconds (doubling, with
+    /// jitter).
+    pub redial_min_ms: u64,
+    pub redial_max_ms: u64,
+    /// Failed dials in a row after which a discovered (not configured) peer is given up.
+    pub discovered_redial_attempts: u32,
+    /// Bytes of messages queued for one peer; past it messages for it are dropped and counted.
+    pub route_queue_bytes: usize,
+    /// Peers (routes) one node keeps; past it a new peer is refused.
+    pub max_peers: usize,
+    /// Filters one peer may declare interest in; past it the route is closed.
+    pub max_peer_interest: usize,
+    /// How a consumer group picks its member: "random", "round_robin" or "prefer_local".
+    pub group_strategy: String,
 }
 
 impl Default for ClusterConfig {
@@ -173,6 +194,16 @@ impl Default for ClusterConfig {
             advertise: String::new(),
             routes: Vec::new(),
             name: "supermq".to_string(),
+            secret: String::new(),
+            heartbeat_ms: 1000,
+            heartbeat_timeout_ms: 5000,
+            redial_min_ms: 100,
+            redial_max_ms: 5000,
+            discovered_redial_attempts: 20,
+            route_queue_bytes: 64 * 1024 * 1024,
+            max_peers: 64,
+            max_peer_interest: 1_000_000,
+            group_strategy: "random".to_string(),
         }
     }
 }
@@ -681,6 +712,59 @@ impl Config {
                 format!(
                     "must be at least 23, found {}: MQTT servers must accept 23-byte client ids",
                     l.max_client_id_length
+                ),
+            ));
+        }
+
+        let c = &self.cluster;
+        if !c.listen.is_empty() {
+            c.listen.parse::<SocketAddr>().map_err(|e| {
+                Problem::new(
+                    "cluster.listen",
+                    format!(
+                        "{:?} is not an IP address and port like \"0.0.0.0:9999\" ({e})",
+                        c.listen
+                    ),
+                )
+            })?;
+        }
+        for (key, addr) in std::iter::once(("cluster.advertise", &c.advertise))
+            .chain(c.routes.iter().map(|r| ("cluster.routes", r)))
+        {
+            if !addr.is_empty()
+                && addr
+                    .rsplit_once(':')
+                    .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+            {
+                return Err(Problem::new(
+                    key,
+                    format!("{addr:?} is not a HOST:PORT address"),
+                ));
+            }
+        }
+        if c.name.is_empty() {
+            return Err(Problem::new(
+                "cluster.name",
+                "must not be empty".to_string(),
+            ));
+        }
+        at_least("cluster.heartbeat_ms", c.heartbeat_ms, 10)?;
+        at_least(
+            "cluster.heartbeat_timeout_ms",
+            c.heartbeat_timeout_ms,
+            2 * c.heartbeat_ms,
+        )?;
+        at_least("cluster.redial_min_ms", c.redial_min_ms, 1)?;
+        at_least("cluster.redial_max_ms", c.redial_max_ms, c.redial_min_ms)?;
+        at_least("cluster.route_queue_bytes", c.route_queue_bytes, 1024)?;
+        at_least("cluster.max_peers", c.max_peers, 1)?;
+        at_least("cluster.max_peer_interest", c.max_peer_interest, 1)?;
+        if !["random", "round_robin", "prefer_local"].contains(&c.group_strategy.as_str()) {
+            return Err(Problem::new(
+                "cluster.group_strategy",
+                format!(
+                    "{:?} is not one of \"random\", \"round_robin\", \"prefer_local\"",
+                    c.group_strategy
                 ),
             ));
         }

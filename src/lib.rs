@@ -5,12 +5,14 @@
 //!   stream;
 //! - [`protocol`] turns those bytes into MQTT packets and back (our own strict codec);
 //! - [`broker`] runs the sessions, the subscription index, retained messages and wills;
+//! - [`cluster`] joins brokers into a full mesh over routes;
 //! - [`server`] wires listeners, broker and shutdown together, and [`config`] says how.
 //!
 //! The binary (`src/main.rs`) is a thin command line around [`server::Server`]; integration
 //! tests start the same server in-process.
 
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod protocol;
 pub mod server;

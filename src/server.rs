@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::broker::{self, Broker};
+use crate::cluster::{self, Cluster, ClusterError};
 use crate::config::Config;
 use crate::transport::{self, Kind, Listener, TransportError};
 
@@ -28,12 +29,16 @@ pub enum StartError {
     },
     #[error("{key}: \"{addr}\" is not an IP:PORT address")]
     Address { key: &'static str, addr: String },
+    #[error("{0}")]
+    Cluster(#[from] ClusterError),
 }
 
 /// A bound, not yet running, server.
 pub struct Server {
     broker: Arc<Broker>,
     listeners: Vec<Listener>,
+    /// The route listener, when `cluster.listen` is set.
+    cluster: Option<cluster::Bound>,
 }
 
 impl Server {
@@ -75,9 +80,17 @@ impl Server {
             tracing::info!(%addr, kind = kind.name(), "listening");
             listeners.push(listener);
         }
+        let cluster = if config.cluster.listen.is_empty() {
+            None
+        } else {
+            let bound = cluster::Bound::bind(&config.cluster, &config.node.name).await?;
+            tracing::info!(addr = ?bound.local_addr(), "listening for routes");
+            Some(bound)
+        };
         Ok(Server {
             broker: Broker::new(config.limits.clone()),
             listeners,
+            cluster,
         })
     }
 
@@ -94,8 +107,15 @@ impl Server {
             .map(Listener::local_addr)
     }
 
+    /// The bound route listener's address, when the cluster is on.
+    pub fn cluster_addr(&self) -> Option<SocketAddr> {
+        self.cluster.as_ref().and_then(cluster::Bound::local_addr)
+    }
+
     /// Serves until `shutdown` completes, then shuts down gracefully.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        let _cluster: Option<Arc<Cluster>> =
+            self.cluster.take().map(|bound| bound.start(&self.broker));
         let accepting: Vec<_> = self
             .listeners
             .into_iter()

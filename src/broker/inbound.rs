@@ -438,8 +438,7 @@ impl<'a> Client<'a> {
         }
         session.add_subscription(filter, options, id);
         self.broker
-            .router_mut()
-            .subscribe(filter, &self.session, options, id);
+            .subscribe_filter(filter, &self.session, options, id);
         let send_retained = match options.retain_handling {
             0 => true,
             1 => is_new,
@@ -468,8 +467,7 @@ impl<'a> Client<'a> {
             let existed = session.remove_subscription(filter);
             if existed {
                 self.broker
-                    .router_mut()
-                    .unsubscribe(filter, self.session.id());
+                    .unsubscribe_filters([filter.as_str()], self.session.id());
             }
             reasons.push(if existed {
                 reason::SUCCESS

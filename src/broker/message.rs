@@ -26,6 +26,8 @@ pub struct Message {
     pub expires_at: Option<Instant>,
     /// The session that published it, for the no-local option; 0 for the broker itself.
     pub origin: u64,
+    /// It came from another node over a route: delivered locally, never forwarded again.
+    pub remote: bool,
 }
 
 impl Message {
@@ -43,6 +45,7 @@ impl Message {
             properties,
             expires_at,
             origin,
+            remote: false,
         }
     }
 
@@ -59,6 +62,32 @@ impl Message {
             properties,
             expires_at,
             origin,
+            remote: false,
+        }
+    }
+
+    /// A message forwarded by another node.
+    pub fn from_route(publish: Publish) -> Message {
+        Message {
+            remote: true,
+            ..Message::from_publish(publish, 0)
+        }
+    }
+
+    /// The message as a PUBLISH to forward to another node, at its own QoS (the receiver
+    /// delivers at each subscriber's) with what is left of its lifetime.
+    pub fn to_publish(&self, now: Instant) -> Publish {
+        let mut properties = self.properties.clone();
+        properties.message_expiry_interval = self.remaining_expiry(now);
+        Publish {
+            dup: false,
+            qos: self.qos,
+            retain: self.retain,
+            topic: self.topic.clone(),
+            // Any non-zero id: the codec wants one for QoS 1/2; routes have no acks.
+            packet_id: u16::from(self.qos != QoS::AtMostOnce),
+            properties,
+            payload: self.payload.clone(),
         }
     }
 

@@ -27,16 +27,22 @@ mod stats;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{
+    Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 
 use tokio::sync::watch;
 
+use crate::cluster::{Cluster, GroupRef};
 use crate::config::Limits;
+use crate::protocol::{Publish, SubscriptionOptions, reason};
 
 pub use connection::serve;
 pub use stats::{Counter, Stats};
 
-use message::{Delivery, Message};
+pub use message::Message;
+
+use message::Delivery;
 use retained::{Retained, Stored};
 use router::Router;
 use session::{Offer, SessionHandle};
@@ -47,6 +53,8 @@ struct Routed {
     matched: usize,
     /// Connected sessions whose queue was full, with the delivery still to be made.
     blocked: Vec<(Arc<SessionHandle>, Delivery)>,
+    /// The message, for forwarding to other nodes after local delivery.
+    message: Option<Arc<Message>>,
 }
 
 /// The state shared by every connection of one broker.
@@ -58,6 +66,9 @@ pub struct Broker {
     connections: AtomicUsize,
     shutdown: watch::Sender<bool>,
     stats: Stats,
+    /// Set once when the node is part of a cluster; a standalone broker pays one atomic load
+    /// per publish and subscription change for it.
+    cluster: OnceLock<Arc<Cluster>>,
 }
 
 impl Broker {
@@ -72,6 +83,7 @@ impl Broker {
             connections: AtomicUsize::new(0),
             shutdown: watch::channel(false).0,
             stats: Stats::default(),
+            cluster: OnceLock::new(),
             limits,
         })
     }
@@ -109,10 +121,31 @@ impl Broker {
         self.shutdown.send_replace(true);
     }
 
-    /// Routes a message to every matching session and, if it is retained, stores it.
-    /// Sessions whose queue is full come back in [`Routed::blocked`], for the publisher to
-    /// wait on.
+    /// Makes this broker a cluster node (once; later calls are ignored).
+    pub(crate) fn attach_cluster(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// The cluster this node belongs to, if any.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
+    /// Routes a message to every matching session and, if it is retained, stores it; a
+    /// local message also goes to the nodes with matching interest. Sessions whose queue is
+    /// full come back in [`Routed::blocked`], for the publisher to wait on.
     fn publish(&self, message: Message) -> Routed {
+        let mut routed = self.publish_locally(message);
+        if let Some(cluster) = self.cluster.get()
+            && let Some(message) = &routed.message
+            && !message.remote
+        {
+            routed.matched += cluster.forward(message);
+        }
+        routed
+    }
+
+    fn publish_locally(&self, message: Message) -> Routed {
         let message = Arc::new(message);
         if message.retain {
             self.retain(&message);
@@ -136,6 +169,99 @@ impl Broker {
         Routed {
             matched: matches.len(),
             blocked,
+            message: Some(message),
+        }
+    }
+
+    /// Adds `session`'s subscription to `filter` to the router, telling the cluster when the
+    /// filter gets its first local subscriber. Returns true if the subscription is new.
+    fn subscribe_filter(
+        &self,
+        filter: &str,
+        session: &Arc<SessionHandle>,
+        options: SubscriptionOptions,
+        id: Option<u32>,
+    ) -> bool {
+        let mut router = self.router_mut();
+        let new = router.subscribe(filter, session, options, id);
+        if new
+            && let Some(cluster) = self.cluster.get()
+            && router.filter_count(filter) == 1
+        {
+            cluster.local_interest(filter, true);
+        }
+        new
+    }
+
+    /// Removes `session_id`'s subscriptions to `filters`, telling the cluster about filters
+    /// left without local subscribers.
+    fn unsubscribe_filters<'f>(&self, filters: impl IntoIterator<Item = &'f str>, session_id: u64) {
+        let mut router = self.router_mut();
+        for filter in filters {
+            if router.unsubscribe(filter, session_id)
+                && let Some(cluster) = self.cluster.get()
+                && router.filter_count(filter) == 0
+            {
+                cluster.local_interest(filter, false);
+            }
+        }
+    }
+
+    /// A message another node forwarded: delivered to local subscribers only. There is no
+    /// publisher to slow down, so a full queue drops it (counted in `dropped_queue_full`).
+    pub(crate) fn deliver_from_route(&self, publish: Publish, plain: bool, _groups: &[GroupRef]) {
+        let message = Message::from_route(publish);
+        if !plain {
+            // Only for the retained store: no local plain subscriber wanted it.
+            if message.retain {
+                self.retain(&Arc::new(message));
+            }
+            return;
+        }
+        let routed = self.publish(message);
+        for _ in routed.blocked {
+            self.stats.dropped_queue_full.inc();
+        }
+    }
+
+    /// A retained message a peer holds, sent when the route opened: kept unless this node
+    /// already has one for the topic (which is as new or newer).
+    pub(crate) fn retained_from_route(&self, publish: Publish) {
+        let message = Arc::new(Message::from_route(publish));
+        if !self.retained_store().contains(&message.topic) {
+            self.retain(&message);
+        }
+    }
+
+    /// The retained messages, as PUBLISH packets for a peer that just joined.
+    pub(crate) fn retained_for_peer(&self) -> Vec<Publish> {
+        let now = std::time::Instant::now();
+        self.retained_store()
+            .all()
+            .iter()
+            .filter(|m| !m.is_expired(now))
+            .map(|m| m.to_publish(now))
+            .collect()
+    }
+
+    /// A client with this id connected to `peer`: client ids are unique cluster-wide, so a
+    /// connection here with the same id is closed ("session taken over"). The session itself
+    /// stays here until it expires.
+    pub(crate) fn client_connected_elsewhere(&self, client_id: &str, peer: &str) {
+        let Some(handle) = self.sessions().get(client_id).cloned() else {
+            return;
+        };
+        let session = handle.lock();
+        if let Some(outbox) = session.outbox() {
+            tracing::info!(
+                client_id,
+                peer,
+                "client connected to another node; closing it here"
+            );
+            outbox.close(
+                reason::SESSION_TAKEN_OVER,
+                "the client connected to another node",
+            );
         }
     }
 

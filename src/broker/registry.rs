@@ -35,6 +35,9 @@ impl Broker {
         outbox: Arc<Outbox>,
         send_window: u16,
     ) -> Opened {
+        if let Some(cluster) = self.cluster.get() {
+            cluster.client_connected(client_id);
+        }
         let mut sessions = self.sessions();
         if let Some(existing) = sessions.get(client_id).cloned() {
             let mut session = existing.lock();
@@ -57,10 +60,7 @@ impl Broker {
             let filters = session.retire();
             drop(session);
             existing.notify_room();
-            let mut router = self.router_mut();
-            for filter in filters {
-                router.unsubscribe(&filter, existing.id());
-            }
+            self.unsubscribe_filters(filters.iter().map(String::as_str), existing.id());
         }
         let handle = SessionHandle::new(client_id.to_string(), self.limits.max_queued_messages);
         let generation = {
@@ -165,10 +165,7 @@ impl Broker {
         sessions.remove(handle.client_id());
         let filters = handle.lock().retire();
         handle.notify_room();
-        let mut router = self.router_mut();
-        for filter in filters {
-            router.unsubscribe(&filter, handle.id());
-        }
+        self.unsubscribe_filters(filters.iter().map(String::as_str), handle.id());
     }
 
     fn publish_will(&self, will: Will, origin: u64) {

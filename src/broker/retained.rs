@@ -112,4 +112,14 @@ impl Retained {
     pub fn len(&self) -> usize {
         self.messages.len()
     }
+
+    /// Every retained message, expired or not (for a node joining the cluster).
+    pub fn all(&self) -> Vec<Arc<Message>> {
+        self.messages.values().cloned().collect()
+    }
+
+    /// True if `topic` has a retained message.
+    pub fn contains(&self, topic: &str) -> bool {
+        self.messages.contains_key(topic)
+    }
 }

@@ -95,6 +95,14 @@ impl Router {
         removed
     }
 
+    /// Subscriptions to exactly `filter` (for the cluster's 0 → 1 / 1 → 0 interest changes).
+    pub fn filter_count(&self, filter: &str) -> usize {
+        filter
+            .split('/')
+            .try_fold(&self.root, |node, level| node.children.get(level))
+            .map_or(0, |node| node.subscribers.len())
+    }
+
     /// Number of subscriptions in the index.
     pub fn len(&self) -> usize {
         self.count

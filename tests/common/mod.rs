@@ -31,6 +31,8 @@ use supermq::protocol::{
 use supermq::server::Server;
 use supermq::transport::Kind;
 
+pub mod cluster;
+
 /// How long a test waits for something it expects.
 pub const WAIT: Duration = Duration::from_secs(5);
 /// How long a test waits to be sure something does NOT happen.

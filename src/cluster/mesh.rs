@@ -1,0 +1,269 @@
+//! The mesh: accepting and dialling routes, keeping exactly one per peer, discovery, redial.
+//!
+//! - Seeds (`cluster.routes`) are dialled forever; peers learned by discovery (the peer list
+//!   in a peer's INFO, and PEERS frames sent when a route registers) at most
+//!   `cluster.discovered_redial_attempts` failed times in a row. Pauses double from
+//!   `redial_min_ms` to `redial_max_ms`, with up to 50% jitter so restarted nodes do not
+//!   dial in lockstep. While a route to the node at an address is up, its dial loop idles.
+//! - Two nodes may dial each other at once. Both then hold two connections and keep the one
+//!   dialled by the node with the smaller name (two connections dialled by the same node: the
+//!   newer one, as the older is likely dead). Both sides compute the same answer.
+//! - On registration a route gets the full local interest and the retained messages, and the
+//!   other peers are told its address; on its end, everything learned from it goes with it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncRead;
+use tokio::io::AsyncWrite;
+use tokio::net::{TcpListener, TcpStream};
+
+use super::Cluster;
+use super::frame::{Frame, Info};
+use super::handshake::{self, HandshakeError};
+use super::route::{self, Route};
+
+/// Accepts routes until the process ends.
+pub async fn accept_loop(cluster: Arc<Cluster>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let cluster = Arc::clone(&cluster);
+                tokio::spawn(async move {
+                    let _ = stream.set_nodelay(true);
+                    let (mut reader, mut writer) = stream.into_split();
+                    let mine = cluster.info_now();
+                    let timeout = cluster.timings.heartbeat_timeout;
+                    match handshake::accept(&mut reader, &mut writer, &mine, timeout).await {
+                        Ok(theirs) => {
+                            cluster.run_route(theirs, false, reader, writer).await;
+                        }
+                        Err(HandshakeError::Myself) => {
+                            tracing::debug!(%peer, "route to this node itself closed");
+                        }
+                        Err(error) => {
+                            tracing::warn!(%peer, %error, "route refused");
+                        }
+                    }
+                });
+            }
+            Err(error) => {
+                tracing::warn!(%error, "route accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// What came of one dial.
+enum Dialed {
+    /// A route was up, and has now ended.
+    Ran,
+    /// The address is this node.
+    Myself,
+    Failed(HandshakeError),
+}
+
+impl Cluster {
+    /// Our INFO with the current peer list.
+    fn info_now(&self) -> Info {
+        let mut info = self.info.clone();
+        info.peers = self.routes().iter().map(|r| r.advertise.clone()).collect();
+        info
+    }
+
+    /// Starts a dial loop for `addr` unless one runs already or it is this node.
+    pub(super) fn start_dialing(self: &Arc<Self>, addr: String, seed: bool) {
+        {
+            let mut state = self.state();
+            if addr == self.info.advertise || state.dialing.contains(&addr) {
+                return;
+            }
+            if state.dialing.len() >= self.max_peers {
+                tracing::warn!(%addr, "not dialling: cluster.max_peers addresses already dialled");
+                return;
+            }
+            state.dialing.insert(addr.clone());
+        }
+        tokio::spawn(Arc::clone(self).dial_loop(addr, seed));
+    }
+
+    /// Peer addresses learned from a peer: dial the ones we have no route to.
+    pub(super) fn discover(self: &Arc<Self>, peers: Vec<String>) {
+        for addr in peers {
+            if !self.connected_to(&addr) {
+                self.start_dialing(addr, false);
+            }
+        }
+    }
+
+    /// True if the node last seen at `addr` has a route.
+    fn connected_to(&self, addr: &str) -> bool {
+        let state = self.state();
+        state
+            .names
+            .get(addr)
+            .is_some_and(|name| state.routes.contains_key(name))
+    }
+
+    async fn dial_loop(self: Arc<Self>, addr: String, seed: bool) {
+        let t = &self.timings;
+        let mut pause = t.redial_min;
+        let mut failures = 0u32;
+        loop {
+            while self.connected_to(&addr) {
+                tokio::time::sleep(t.heartbeat).await;
+            }
+            match self.dial(&addr).await {
+                Dialed::Ran => {
+                    failures = 0;
+                    pause = t.redial_min;
+                }
+                Dialed::Myself => {
+                    tracing::info!(%addr, "route address is this node; not dialling it");
+                    self.state().names.insert(addr.clone(), self.node.clone());
+                    break;
+                }
+                Dialed::Failed(error) => {
+                    failures = failures.saturating_add(1);
+                    if failures == 1 || failures.is_power_of_two() {
+                        tracing::warn!(%addr, %error, failures, "cannot establish route");
+                    }
+                    if !seed && failures >= t.discovered_attempts {
+                        tracing::info!(%addr, failures, "giving up on discovered peer (cluster.discovered_redial_attempts)");
+                        break;
+                    }
+                }
+            }
+            let jitter = rand::random_range(0.0..0.5);
+            tokio::time::sleep(pause.mul_f64(1.0 + jitter)).await;
+            pause = (pause * 2).min(t.redial_max);
+        }
+        self.state().dialing.remove(&addr);
+    }
+
+    async fn dial(self: &Arc<Self>, addr: &str) -> Dialed {
+        let connect =
+            tokio::time::timeout(self.timings.heartbeat_timeout, TcpStream::connect(addr));
+        let stream = match connect.await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => return Dialed::Failed(HandshakeError::Frame(error.into())),
+            Err(_) => return Dialed::Failed(HandshakeError::Timeout),
+        };
+        let _ = stream.set_nodelay(true);
+        let (mut reader, mut writer) = stream.into_split();
+        let mine = self.info_now();
+        match handshake::dial(
+            &mut reader,
+            &mut writer,
+            &mine,
+            self.timings.heartbeat_timeout,
+        )
+        .await
+        {
+            Ok(theirs) => {
+                self.state()
+                    .names
+                    .insert(addr.to_string(), theirs.node.clone());
+                self.run_route(theirs, true, reader, writer).await;
+                Dialed::Ran
+            }
+            Err(HandshakeError::Myself) => Dialed::Myself,
+            Err(error) => Dialed::Failed(error),
+        }
+    }
+
+    /// Registers a route whose handshake succeeded, runs it to its end, and unregisters it.
+    pub(super) async fn run_route<R, W>(
+        self: &Arc<Self>,
+        theirs: Info,
+        outbound: bool,
+        reader: R,
+        writer: W,
+    ) where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let route = Route::new(
+            theirs.node.clone(),
+            theirs.advertise.clone(),
+            outbound,
+            self.route_queue_bytes,
+            self.max_interest,
+        );
+        if let Err(why) = self.register(&route) {
+            tracing::info!(peer = %route.peer, why, "route not kept");
+            return;
+        }
+        tracing::info!(peer = %route.peer, advertise = %route.advertise, outbound, "route up");
+        self.discover(theirs.peers);
+        let end = route::run(self, &route, reader, writer).await;
+        self.unregister(&route);
+        tracing::warn!(peer = %route.peer, reason = %end, "route down");
+    }
+
+    fn register(&self, route: &Arc<Route>) -> Result<(), String> {
+        let broker = self.broker.upgrade().ok_or("broker gone")?;
+        let mut state = self.state();
+        match state.routes.get(&route.peer) {
+            Some(existing) => {
+                if !self.keep_new(existing, route) {
+                    return Err("duplicate route; keeping the one dialled by the node with the smaller name".into());
+                }
+                existing.close();
+            }
+            None if state.routes.len() >= self.max_peers => {
+                return Err(format!("cluster.max_peers ({}) reached", self.max_peers));
+            }
+            None => {}
+        }
+        let announce = Frame::Peers(vec![route.advertise.clone()]);
+        for other in state.routes.values().filter(|r| r.peer != route.peer) {
+            other.send_control(&announce);
+        }
+        for filter in &state.local {
+            route.send_control(&Frame::Interest(filter.clone()));
+        }
+        for publish in broker.retained_for_peer() {
+            route.send_control(&Frame::Retained(publish));
+        }
+        state
+            .names
+            .insert(route.advertise.clone(), route.peer.clone());
+        state.routes.insert(route.peer.clone(), Arc::clone(route));
+        self.publish_routes(&state.routes);
+        Ok(())
+    }
+
+    fn unregister(&self, route: &Route) {
+        let mut state = self.state();
+        if state
+            .routes
+            .get(&route.peer)
+            .is_some_and(|r| r.id() == route.id())
+        {
+            state.routes.remove(&route.peer);
+            self.publish_routes(&state.routes);
+        }
+    }
+
+    /// Rebuilds the publish path's route list (under the state lock, so it never goes back).
+    fn publish_routes(&self, routes: &std::collections::HashMap<String, Arc<Route>>) {
+        let list = routes.values().cloned().collect();
+        *self
+            .routes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = list;
+    }
+
+    /// The duplicate rule: keep the connection dialled by the node with the smaller name;
+    /// between two dialled by the same node, the newer.
+    fn keep_new(&self, existing: &Route, new: &Route) -> bool {
+        let winner = self.node.as_str().min(new.peer.as_str());
+        let dialed_by_winner = |r: &Route| {
+            let dialer = if r.outbound { &self.node } else { &r.peer };
+            dialer == winner
+        };
+        !dialed_by_winner(existing) || dialed_by_winner(new)
+    }
+}

@@ -1,0 +1,273 @@
+//! The cluster: a NATS-style full mesh of brokers (DESIGN.md §3).
+//!
+//! Every node keeps one route to every other node ([`route`]), established by a handshake
+//! ([`handshake`]) in our own framing ([`frame`]); [`mesh`] dials seeds and discovered peers,
+//! accepts routes, keeps exactly one per peer and redials lost ones. Over each route a node
+//! declares its local interest (a filter's count going 0 → 1 and 1 → 0, group member counts)
+//! and learns the peer's ([`interest`]).
+//!
+//! The broker holds an optional [`Cluster`]; a standalone broker never touches any of this.
+//! The broker calls in when local interest changes ([`Cluster::local_interest`]), when a local
+//! client publishes ([`Cluster::forward`]) and when a client connects
+//! ([`Cluster::client_connected`]); the routes call back into the broker with what peers send.
+//! A message that came over a route is delivered locally only, never forwarded again, so a
+//! message crosses at most one route.
+//!
+//! Lock order: broker router → cluster state → route queue. The local interest set and the
+//! route table share one lock, so a new route gets the full set and then, in order, every
+//! change after it.
+
+mod frame;
+mod handshake;
+mod interest;
+mod mesh;
+mod route;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::net::TcpListener;
+
+use crate::broker::{Broker, Message};
+use crate::config::ClusterConfig;
+use crate::protocol::Publish;
+
+pub use frame::GroupRef;
+use frame::{Frame, Info};
+use route::Route;
+
+/// Why the cluster could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cluster.listen: \"{addr}\": {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// Heartbeat and redial timings, from the configuration.
+struct Timings {
+    heartbeat: Duration,
+    heartbeat_timeout: Duration,
+    redial_min: Duration,
+    redial_max: Duration,
+    discovered_attempts: u32,
+}
+
+/// What the route table and local interest hold, behind one lock.
+#[derive(Default)]
+struct State {
+    /// One route per peer node name.
+    routes: HashMap<String, Arc<Route>>,
+    /// Filters with at least one local plain subscriber.
+    local: HashSet<String>,
+    /// Addresses dialled or advertised → the node name found there.
+    names: HashMap<String, String>,
+    /// Addresses with a dial loop running.
+    dialing: HashSet<String>,
+}
+
+/// This node's part of the cluster.
+pub struct Cluster {
+    node: String,
+    info: Info,
+    timings: Timings,
+    max_peers: usize,
+    max_interest: usize,
+    route_queue_bytes: usize,
+    /// Largest MQTT packet, which bounds message frames.
+    max_packet: usize,
+    broker: Weak<Broker>,
+    state: Mutex<State>,
+    /// The routes, for the publish path: read-locked per message, rebuilt on (un)registration.
+    routes: RwLock<Vec<Arc<Route>>>,
+}
+
+/// A bound route listener, not yet accepting.
+pub struct Bound {
+    listener: TcpListener,
+    config: ClusterConfig,
+    node: String,
+}
+
+impl Bound {
+    /// Binds `cluster.listen`, so an address in use stops start-up like any other listener.
+    pub async fn bind(config: &ClusterConfig, node: &str) -> Result<Bound, ClusterError> {
+        let listener =
+            TcpListener::bind(&config.listen)
+                .await
+                .map_err(|source| ClusterError::Bind {
+                    addr: config.listen.clone(),
+                    source,
+                })?;
+        Ok(Bound {
+            listener,
+            config: config.clone(),
+            node: node.to_string(),
+        })
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// Attaches the cluster to `broker`, starts accepting routes and dials the seeds.
+    pub fn start(self, broker: &Arc<Broker>) -> Arc<Cluster> {
+        let c = &self.config;
+        let advertise = if c.advertise.is_empty() {
+            self.local_addr()
+                .map_or_else(|| c.listen.clone(), |a| a.to_string())
+        } else {
+            c.advertise.clone()
+        };
+        let cluster = Arc::new(Cluster {
+            info: Info {
+                version: frame::PROTOCOL_VERSION,
+                node: self.node.clone(),
+                cluster: c.name.clone(),
+                advertise,
+                secret: c.secret.clone(),
+                peers: Vec::new(),
+            },
+            node: self.node,
+            timings: Timings {
+                heartbeat: Duration::from_millis(c.heartbeat_ms),
+                heartbeat_timeout: Duration::from_millis(c.heartbeat_timeout_ms),
+                redial_min: Duration::from_millis(c.redial_min_ms),
+                redial_max: Duration::from_millis(c.redial_max_ms),
+                discovered_attempts: c.discovered_redial_attempts,
+            },
+            max_peers: c.max_peers,
+            max_interest: c.max_peer_interest,
+            route_queue_bytes: c.route_queue_bytes,
+            max_packet: broker.limits().max_packet_size as usize,
+            broker: Arc::downgrade(broker),
+            state: Mutex::new(State::default()),
+            routes: RwLock::new(Vec::new()),
+        });
+        broker.attach_cluster(Arc::clone(&cluster));
+        tracing::info!(node = %cluster.node, advertise = %cluster.info.advertise, cluster = %cluster.info.cluster, "cluster on");
+        tokio::spawn(mesh::accept_loop(Arc::clone(&cluster), self.listener));
+        for seed in &c.routes {
+            cluster.start_dialing(seed.clone(), true);
+        }
+        cluster
+    }
+}
+
+impl Cluster {
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Names of the peers with an established route.
+    pub fn peers(&self) -> Vec<String> {
+        let mut peers: Vec<String> = self.state().routes.keys().cloned().collect();
+        peers.sort();
+        peers
+    }
+
+    /// Messages dropped because a route's queue was full, over the live routes.
+    pub fn dropped(&self) -> u64 {
+        self.routes().iter().map(|r| r.dropped()).sum()
+    }
+
+    /// A local filter's subscriber count went 0 → 1 (`present`) or 1 → 0. Called under the
+    /// router's write lock, so changes reach every route in the order they happened.
+    pub(crate) fn local_interest(&self, filter: &str, present: bool) {
+        let mut state = self.state();
+        let changed = if present {
+            state.local.insert(filter.to_string())
+        } else {
+            state.local.remove(filter)
+        };
+        if !changed {
+            return;
+        }
+        let frame = if present {
+            Frame::Interest(filter.to_string())
+        } else {
+            Frame::NoInterest(filter.to_string())
+        };
+        for route in state.routes.values() {
+            route.send_control(&frame);
+        }
+    }
+
+    /// Sends a message published by a local client to every peer with matching interest,
+    /// once per peer however many of its filters match; a retained message goes to every
+    /// peer, so each node's retained store stays complete. Returns the peers with interest.
+    pub(crate) fn forward(&self, message: &Message) -> usize {
+        let routes = self.routes();
+        // Most peers get the same frame: encode once per flavour (with or without delivery).
+        let mut encoded: [Option<Bytes>; 2] = [None, None];
+        let mut interested = 0;
+        for route in routes.iter() {
+            let plain = route.interest().matches(&message.topic);
+            if !plain && !message.retain {
+                continue;
+            }
+            interested += usize::from(plain);
+            let slot = &mut encoded[usize::from(plain)];
+            if slot.is_none() {
+                let frame = Frame::Message {
+                    plain,
+                    groups: Vec::new(),
+                    publish: message.to_publish(Instant::now()),
+                };
+                match frame.encode() {
+                    Ok(bytes) => *slot = Some(bytes),
+                    Err(error) => {
+                        tracing::warn!(%error, topic = %message.topic, "cannot forward message");
+                        return interested;
+                    }
+                }
+            }
+            if let Some(bytes) = slot {
+                route.send_message(bytes.clone());
+            }
+        }
+        interested
+    }
+
+    /// A local client connected: other nodes close their connection with the same id.
+    pub(crate) fn client_connected(&self, client_id: &str) {
+        let frame = Frame::ClientConnected(client_id.to_string());
+        for route in self.routes().iter() {
+            route.send_control(&frame);
+        }
+    }
+
+    /// A message from `peer`: delivered to local subscribers only.
+    fn deliver(&self, publish: Publish, plain: bool, groups: Vec<GroupRef>, peer: &str) {
+        if let Some(broker) = self.broker.upgrade() {
+            tracing::trace!(peer, topic = %publish.topic, "message from peer");
+            broker.deliver_from_route(publish, plain, &groups);
+        }
+    }
+
+    fn store_retained(&self, publish: Publish) {
+        if let Some(broker) = self.broker.upgrade() {
+            broker.retained_from_route(publish);
+        }
+    }
+
+    fn client_elsewhere(&self, client_id: &str, peer: &str) {
+        if let Some(broker) = self.broker.upgrade() {
+            broker.client_connected_elsewhere(client_id, peer);
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn routes(&self) -> RwLockReadGuard<'_, Vec<Arc<Route>>> {
+        self.routes.read().unwrap_or_else(PoisonError::into_inner)
+    }
+}

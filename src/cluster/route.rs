@@ -1,0 +1,249 @@
+//! One route: an established, authenticated connection to one peer node.
+//!
+//! A [`Route`] owns what belongs to that connection and dies with it: the outbound queue,
+//! bounded in bytes for messages, and the interest the peer declared on it. [`run`] drives the
+//! connection with two halves: the writer drains the queue (many frames per system call) and
+//! sends a heartbeat when the route has been idle for `heartbeat_ms`; the reader applies the
+//! peer's frames and closes the route when nothing arrives within `heartbeat_timeout_ms`.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::sync::{Notify, watch};
+
+use super::Cluster;
+use super::frame::{self, Frame, FrameError};
+use super::interest::{Interest, InterestFull};
+
+/// Why a route ended.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteEnd {
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("write failed: {0}")]
+    Write(#[from] std::io::Error),
+    #[error("no frame for {0:?} (cluster.heartbeat_timeout_ms): peer dead or frozen")]
+    Silent(Duration),
+    #[error("{0}")]
+    InterestFull(#[from] InterestFull),
+    #[error("unexpected {0} frame on an established route")]
+    Unexpected(&'static str),
+    #[error("closed by this node")]
+    Closed,
+}
+
+struct Queue {
+    frames: VecDeque<Bytes>,
+    /// Bytes of message frames queued (control frames are not counted against the limit).
+    message_bytes: usize,
+}
+
+/// A route to one peer.
+pub struct Route {
+    id: u64,
+    /// The peer's node name.
+    pub peer: String,
+    /// The address the peer asks to be dialled at.
+    pub advertise: String,
+    /// This node dialled the connection (as opposed to accepting it).
+    pub outbound: bool,
+    queue: Mutex<Queue>,
+    max_bytes: usize,
+    wake: Notify,
+    closed: watch::Sender<bool>,
+    interest: RwLock<Interest>,
+    dropped: AtomicU64,
+}
+
+impl Route {
+    pub fn new(
+        peer: String,
+        advertise: String,
+        outbound: bool,
+        max_bytes: usize,
+        max_interest: usize,
+    ) -> Arc<Route> {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        Arc::new(Route {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            peer,
+            advertise,
+            outbound,
+            queue: Mutex::new(Queue {
+                frames: VecDeque::new(),
+                message_bytes: 0,
+            }),
+            max_bytes,
+            wake: Notify::new(),
+            closed: watch::channel(false).0,
+            interest: RwLock::new(Interest::new(max_interest)),
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    /// Unique per connection, so a replaced route can tell it is no longer the registered one.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Queues a message frame unless the queue already holds `cluster.route_queue_bytes` of
+    /// messages; returns false (and counts it) when it was dropped. Never waits.
+    pub fn send_message(&self, frame: Bytes) -> bool {
+        let mut queue = self.queue();
+        if queue.message_bytes + frame.len() > self.max_bytes {
+            drop(queue);
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                tracing::warn!(peer = %self.peer, dropped, "route queue full (cluster.route_queue_bytes): messages dropped");
+            }
+            return false;
+        }
+        queue.message_bytes += frame.len();
+        queue.frames.push_back(frame);
+        drop(queue);
+        self.wake.notify_one();
+        true
+    }
+
+    /// Queues a control frame (interest, discovery): these are never dropped, as losing one
+    /// would leave the peer with a wrong picture. They are bounded by the interest tables.
+    pub fn send_control(&self, frame: &Frame) {
+        match frame.encode() {
+            Ok(bytes) => {
+                self.queue().frames.push_back(bytes);
+                self.wake.notify_one();
+            }
+            Err(error) => tracing::warn!(%error, "cannot encode a route frame"),
+        }
+    }
+
+    /// Messages dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Ends the route (its tasks stop, its interest goes with it).
+    pub fn close(&self) {
+        self.closed.send_replace(true);
+    }
+
+    pub fn interest(&self) -> RwLockReadGuard<'_, Interest> {
+        self.interest.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn interest_mut(&self) -> RwLockWriteGuard<'_, Interest> {
+        self.interest
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes everything queued, for the writer.
+    fn take(&self) -> VecDeque<Bytes> {
+        let mut queue = self.queue();
+        queue.message_bytes = 0;
+        std::mem::take(&mut queue.frames)
+    }
+}
+
+/// Runs an established, registered route until it ends, and says why.
+pub async fn run<R, W>(cluster: &Arc<Cluster>, route: &Arc<Route>, reader: R, writer: W) -> RouteEnd
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut closed = route.closed.subscribe();
+    tokio::select! {
+        end = read_loop(cluster, route, reader) => end,
+        end = write_loop(cluster, route, writer) => end,
+        _ = closed.wait_for(|c| *c) => RouteEnd::Closed,
+    }
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(
+    cluster: &Arc<Cluster>,
+    route: &Route,
+    reader: R,
+) -> RouteEnd {
+    let mut reader = BufReader::with_capacity(64 * 1024, reader);
+    let timeout = cluster.timings.heartbeat_timeout;
+    loop {
+        let frame =
+            match tokio::time::timeout(timeout, frame::read_frame(&mut reader, cluster.max_packet))
+                .await
+            {
+                Err(_) => return RouteEnd::Silent(timeout),
+                Ok(Err(error)) => return error.into(),
+                Ok(Ok(frame)) => frame,
+            };
+        if let Err(end) = apply(cluster, route, frame) {
+            return end;
+        }
+    }
+}
+
+/// Applies one frame from the peer.
+fn apply(cluster: &Arc<Cluster>, route: &Route, frame: Frame) -> Result<(), RouteEnd> {
+    match frame {
+        Frame::Ping => {}
+        Frame::Interest(filter) => route.interest_mut().add(&filter)?,
+        Frame::NoInterest(filter) => route.interest_mut().remove(&filter),
+        Frame::GroupWeight {
+            group,
+            filter,
+            members,
+        } => route.interest_mut().set_group(&group, &filter, members)?,
+        Frame::Message {
+            plain,
+            groups,
+            publish,
+        } => cluster.deliver(publish, plain, groups, &route.peer),
+        Frame::Retained(publish) => cluster.store_retained(publish),
+        Frame::Peers(peers) => cluster.discover(peers),
+        Frame::ClientConnected(client_id) => cluster.client_elsewhere(&client_id, &route.peer),
+        Frame::Info(_) => return Err(RouteEnd::Unexpected("INFO")),
+        Frame::Refused(_) => return Err(RouteEnd::Unexpected("REFUSED")),
+    }
+    Ok(())
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    cluster: &Cluster,
+    route: &Route,
+    writer: W,
+) -> RouteEnd {
+    let mut writer = BufWriter::with_capacity(64 * 1024, writer);
+    let heartbeat = cluster.timings.heartbeat;
+    let ping = match Frame::Ping.encode() {
+        Ok(ping) => ping,
+        Err(error) => return RouteEnd::Write(std::io::Error::other(error)),
+    };
+    loop {
+        let frames = route.take();
+        if frames.is_empty() {
+            if tokio::time::timeout(heartbeat, route.wake.notified())
+                .await
+                .is_err()
+                && let Err(error) = writer.write_all(&ping).await.and(writer.flush().await)
+            {
+                return error.into();
+            }
+            continue;
+        }
+        for frame in frames {
+            if let Err(error) = writer.write_all(&frame).await {
+                return error.into();
+            }
+        }
+        if let Err(error) = writer.flush().await {
+            return error.into();
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! Multi-process cluster harness: real `supermq` processes on loopback ports, each with its
+//! own configuration file and log, killed when dropped. Logs are printed when a test fails.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use supermq::protocol::{Packet, ProtocolVersion, QoS};
+
+use super::TestClient;
+
+/// A free loopback port (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// One node's identity and ports; `extra` is appended to its `[cluster]` section.
+#[derive(Clone)]
+pub struct NodeSpec {
+    pub name: String,
+    pub mqtt: u16,
+    pub route: u16,
+    pub seeds: Vec<u16>,
+    pub cluster: String,
+    pub secret: String,
+    pub extra: String,
+}
+
+impl NodeSpec {
+    pub fn new(name: &str, seeds: &[u16]) -> NodeSpec {
+        NodeSpec {
+            name: name.to_string(),
+            mqtt: free_port(),
+            route: free_port(),
+            seeds: seeds.to_vec(),
+            cluster: "test".to_string(),
+            secret: "s3cret".to_string(),
+            extra: String::new(),
+        }
+    }
+
+    fn config(&self) -> String {
+        let seeds: Vec<String> = self
+            .seeds
+            .iter()
+            .map(|p| format!("\"127.0.0.1:{p}\""))
+            .collect();
+        format!(
+            "[node]\nname = \"{}\"\n[mqtt]\ntcp = \"127.0.0.1:{}\"\n[log]\nlevel = \"info\"\n\
+             [cluster]\nlisten = \"127.0.0.1:{}\"\nroutes = [{}]\nname = \"{}\"\nsecret = \"{}\"\n\
+             heartbeat_ms = 100\nheartbeat_timeout_ms = 1000\nredial_min_ms = 50\nredial_max_ms = 400\n{}",
+            self.name,
+            self.mqtt,
+            self.route,
+            seeds.join(", "),
+            self.cluster,
+            self.secret,
+            self.extra
+        )
+    }
+}
+
+/// A running node.
+pub struct Node {
+    pub spec: NodeSpec,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Node {
+    /// Starts the node and waits until its MQTT port accepts connections.
+    pub async fn start(spec: NodeSpec) -> Node {
+        let dir = std::env::temp_dir().join(format!(
+            "supermq-cluster-{}-{}",
+            std::process::id(),
+            spec.route
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let conf = dir.join(format!("{}.conf", spec.name));
+        std::fs::write(&conf, spec.config()).expect("write config");
+        let log = dir.join(format!("{}.log", spec.name));
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_supermq"))
+            .arg("-c")
+            .arg(&conf)
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn supermq");
+        let node = Node {
+            spec,
+            child: Some(child),
+            log,
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(node.mqtt()).await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node {} did not start; log:\n{}",
+                node.spec.name,
+                node.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        node
+    }
+
+    pub fn mqtt(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.spec.mqtt))
+    }
+
+    pub fn route_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.spec.route))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: no goodbye to the peers.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A connected MQTT 5 client on this node.
+    pub async fn client(&self, id: &str) -> TestClient {
+        TestClient::connect(self.mqtt(), ProtocolVersion::V5, id, true)
+            .await
+            .0
+    }
+
+    /// Waits until the log contains `text`.
+    pub async fn wait_for_log(&self, text: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !self.log().contains(text) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} never logged {text:?}; log:\n{}",
+                self.spec.name,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("---- log of {} ----\n{}", self.spec.name, self.log());
+        }
+    }
+}
+
+/// Starts node1 and nodes 2..=n seeded with node1 only.
+pub async fn start_cluster(n: usize) -> Vec<Node> {
+    let first = NodeSpec::new("node1", &[]);
+    let seed = first.route;
+    let mut nodes = vec![Node::start(first).await];
+    for i in 2..=n {
+        nodes.push(Node::start(NodeSpec::new(&format!("node{i}"), &[seed])).await);
+    }
+    nodes
+}
+
+/// Waits until a message published on `from` reaches a subscriber on `to`: proves the route
+/// between them is up and `to`'s interest arrived. Polls with QoS 0 publishes.
+pub async fn wait_for_path(from: &Node, to: &Node, within: Duration) {
+    let topic = format!("probe/{}/{}/{}", from.spec.name, to.spec.name, free_port());
+    let mut sub = to.client(&format!("probe-sub-{}", free_port())).await;
+    sub.subscribe(&topic, QoS::AtMostOnce).await;
+    let mut publisher = from.client(&format!("probe-pub-{}", free_port())).await;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        publisher
+            .publish(&topic, b"probe", QoS::AtMostOnce, false)
+            .await;
+        if let Some(Packet::Publish(_)) = sub.recv_within(Duration::from_millis(100)).await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no path from {} to {} within {within:?}",
+            from.spec.name,
+            to.spec.name
+        );
+    }
+}
+
+/// Waits until every ordered pair of nodes has a path.
+pub async fn wait_for_mesh(nodes: &[Node]) {
+    for a in nodes {
+        for b in nodes {
+            if a.spec.name != b.spec.name {
+                wait_for_path(a, b, Duration::from_secs(10)).await;
+            }
+        }
+    }
+}
