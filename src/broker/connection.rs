@@ -150,6 +150,7 @@ where
             if let Some(end) = end {
                 break end;
             }
+            client.settle().await;
             outbox.wait_for_room().await;
         }
     };
@@ -191,15 +192,19 @@ impl Writer<'_> {
             for packet in control.drain(..) {
                 encode_control(&packet, self.version, self.max_packet_out, &mut buf);
             }
-            let more = {
+            let (more, room) = {
                 let mut session = self.session.lock();
                 if session.is_attached(self.generation) {
-                    session.fill(&mut buf, self.version, self.max_packet_out, self.stats);
-                    session.has_sendable()
+                    let room =
+                        session.fill(&mut buf, self.version, self.max_packet_out, self.stats);
+                    (session.has_sendable(), room)
                 } else {
-                    false
+                    (false, false)
                 }
             };
+            if room {
+                self.session.notify_room();
+            }
             if let Some(close) = close {
                 return self.finish(io, buf, close).await;
             }
