@@ -137,10 +137,16 @@ async fn offline_queue_drops_and_counts_messages_past_max_queued_messages() {
     client.expect_nothing().await;
 }
 
-/// The queue limit applies to a connected client too, once its in-flight window is full.
+/// The queue limit applies to a connected client too, once its in-flight window is full:
+/// after holding the publisher back for limits.queue_full_wait_ms (flow control, see
+/// broker_flow.rs) the extra messages are dropped for that subscriber and counted.
 #[tokio::test]
 async fn online_queue_behind_a_full_window_is_bounded_too() {
-    let broker = TestBroker::start(config_with(|limits| limits.max_queued_messages = 2)).await;
+    let broker = TestBroker::start(config_with(|limits| {
+        limits.max_queued_messages = 2;
+        limits.queue_full_wait_ms = 100;
+    }))
+    .await;
     let mut connect = connect_packet(V5, "slow");
     connect.properties.receive_maximum = Some(1);
     let (mut slow, _) = TestClient::connect_with(broker.addr, connect).await;

@@ -1,5 +1,6 @@
 //! Test harness: a real broker in-process on a loopback port, and a raw MQTT client built on
-//! our codec that can send anything, including bytes no well-behaved client would.
+//! our codec that can send anything, including bytes no well-behaved client would. The client
+//! runs over TCP, TLS, WebSocket or secure WebSocket ([`Io`]); `raw_*` build packets by hand.
 //!
 //! Every helper waits with a timeout, so a broker that does not answer fails the test instead
 //! of hanging it.
