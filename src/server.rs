@@ -88,7 +88,10 @@ impl Server {
             Some(bound)
         };
         Ok(Server {
-            broker: Broker::new(config.limits.clone()),
+            broker: Broker::with_group_strategy(
+                config.limits.clone(),
+                &config.cluster.group_strategy,
+            ),
             listeners,
             cluster,
         })

@@ -326,7 +326,8 @@ async fn v5_connack_announces_the_broker_limits() {
     assert_eq!(p.receive_maximum, Some(7));
     assert_eq!(p.maximum_packet_size, Some(4096));
     assert_eq!(p.topic_alias_maximum, Some(5));
-    assert_eq!(p.shared_subscription_available, Some(0));
+    // Absent means available: consumer groups ($share/) are supported.
+    assert_eq!(p.shared_subscription_available, None);
 }
 
 /// limits.connect_timeout_secs: a connection that sends nothing is closed after the timeout,

@@ -1,6 +1,6 @@
 //! Topic names and filters (MQTT 3.1.1 §4.7, MQTT 5.0 §4.7 and §4.8): `+` and `#` matching,
 //! `$` topics kept away from leading wildcards, `$SYS` closed to client publishes, invalid
-//! filters refused per filter in SUBACK, and `$share/` (not yet supported) refused with 0x9E.
+//! filters refused per filter in SUBACK. Consumer groups are in broker_groups.rs.
 //! Topic length, depth and subscription count limits are in broker_limits.rs.
 
 mod common;
@@ -234,21 +234,4 @@ async fn invalid_filter_does_not_affect_the_others_in_the_same_subscribe() {
     let mut publisher = TestClient::v5(broker.addr, "pub").await;
     publisher.publish("ok/2", b"m", ExactlyOnce, false).await;
     assert_eq!(client.recv_acked().await.topic, "ok/2");
-}
-
-/// Shared subscriptions are not supported yet: `$share/...` gets 0x9E in 5.0 (the CONNACK
-/// already said Shared Subscription Available 0) and 0x80 in 3.1.1.
-#[tokio::test]
-async fn shared_subscription_is_refused_with_0x9e() {
-    let broker = TestBroker::start_default().await;
-    let mut v5 = TestClient::v5(broker.addr, "v5").await;
-    let suback = v5.subscribe("$share/group/t", AtLeastOnce).await;
-    assert_eq!(
-        suback.reasons,
-        vec![reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED]
-    );
-    let mut v3 = TestClient::v311(broker.addr, "v3").await;
-    let suback = v3.subscribe("$share/group/t", AtLeastOnce).await;
-    assert_eq!(suback.reasons, vec![0x80]);
-    assert_eq!(broker.broker.subscription_count(), 0);
 }

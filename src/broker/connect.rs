@@ -51,8 +51,6 @@ impl Terms {
             if limits.max_topic_aliases > 0 {
                 properties.topic_alias_maximum = Some(limits.max_topic_aliases);
             }
-            // Consumer groups ($share/) arrive with the cluster; until then say so up front.
-            properties.shared_subscription_available = Some(0);
             if self.assigned_id {
                 properties.assigned_client_identifier = Some(self.client_id.clone());
             }

@@ -16,6 +16,7 @@ use crate::protocol::{
 
 use super::Broker;
 use super::connect::{Terms, is_sys_topic, within_limits};
+use super::groups::{self, Filter, GroupFilterError};
 use super::message::{Delivery, Message};
 use super::outbox::Outbox;
 use super::registry::Opened;
@@ -417,12 +418,29 @@ impl<'a> Client<'a> {
         retained: &mut Vec<Delivery>,
     ) -> Result<u8, (u8, &'static str)> {
         let limits = &self.broker.limits;
-        if filter.starts_with("$share/") {
-            return Err((
-                reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED,
-                "shared subscriptions are not supported yet",
-            ));
-        }
+        let group = match groups::parse(filter) {
+            Ok(Filter::Plain(_)) => false,
+            Ok(Filter::Group { .. }) if options.no_local => {
+                // MQTT-3.8.3-4 forbids it; a failure code is clearer than a dropped option.
+                return Err((
+                    reason::TOPIC_FILTER_INVALID,
+                    "no local is not allowed on a group subscription",
+                ));
+            }
+            Ok(Filter::Group { .. }) => true,
+            Err(GroupFilterError::BadName) => {
+                return Err((
+                    reason::TOPIC_FILTER_INVALID,
+                    "group name must be at least one character without '/', '+' or '#'",
+                ));
+            }
+            Err(GroupFilterError::NoFilter) => {
+                return Err((
+                    reason::TOPIC_FILTER_INVALID,
+                    "a group subscription needs a valid topic filter after the group name",
+                ));
+            }
+        };
         if !topic::valid_filter(filter) {
             return Err((reason::TOPIC_FILTER_INVALID, "invalid topic filter"));
         }
@@ -439,11 +457,13 @@ impl<'a> Client<'a> {
         session.add_subscription(filter, options, id);
         self.broker
             .subscribe_filter(filter, &self.session, options, id);
-        let send_retained = match options.retain_handling {
-            0 => true,
-            1 => is_new,
-            _ => false,
-        };
+        // Group members get no retained messages on subscribe (MQTT 5 §4.8.2).
+        let send_retained = !group
+            && match options.retain_handling {
+                0 => true,
+                1 => is_new,
+                _ => false,
+            };
         if send_retained {
             for message in self.broker.retained_store().matching(filter) {
                 retained.push(Delivery {
@@ -451,6 +471,7 @@ impl<'a> Client<'a> {
                     // MQTT-3.3.1-9: retained messages sent on subscribe carry RETAIN.
                     retain: true,
                     subscription_ids: id.into_iter().collect(),
+                    group: None,
                     message,
                 });
             }

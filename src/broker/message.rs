@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::cluster::GroupRef;
 use crate::protocol::{Properties, Publish, QoS, Will};
 
 /// One publication, shared between all its deliveries.
@@ -26,8 +27,6 @@ pub struct Message {
     pub expires_at: Option<Instant>,
     /// The session that published it, for the no-local option; 0 for the broker itself.
     pub origin: u64,
-    /// It came from another node over a route: delivered locally, never forwarded again.
-    pub remote: bool,
 }
 
 impl Message {
@@ -45,7 +44,6 @@ impl Message {
             properties,
             expires_at,
             origin,
-            remote: false,
         }
     }
 
@@ -62,16 +60,12 @@ impl Message {
             properties,
             expires_at,
             origin,
-            remote: false,
         }
     }
 
-    /// A message forwarded by another node.
+    /// A message forwarded by another node (no local session published it).
     pub fn from_route(publish: Publish) -> Message {
-        Message {
-            remote: true,
-            ..Message::from_publish(publish, 0)
-        }
+        Message::from_publish(publish, 0)
     }
 
     /// The message as a PUBLISH to forward to another node, at its own QoS (the receiver
@@ -121,6 +115,9 @@ pub struct Delivery {
     pub qos: QoS,
     pub retain: bool,
     pub subscription_ids: Vec<u32>,
+    /// The consumer group it was given to, so it can go to another member if this one leaves
+    /// without acknowledging it.
+    pub group: Option<Arc<GroupRef>>,
 }
 
 impl Delivery {

@@ -16,6 +16,7 @@
 
 mod connect;
 mod connection;
+mod groups;
 mod inbound;
 mod message;
 mod outbox;
@@ -38,13 +39,15 @@ use crate::config::Limits;
 use crate::protocol::{Publish, SubscriptionOptions, reason};
 
 pub use connection::serve;
+pub use groups::{Choice, Strategy, choose};
 pub use stats::{Counter, Stats};
 
 pub use message::Message;
 
+use groups::Filter;
 use message::Delivery;
 use retained::{Retained, Stored};
-use router::Router;
+use router::{Group, Match, Router};
 use session::{Offer, SessionHandle};
 
 /// Where a published message went.
@@ -53,8 +56,25 @@ struct Routed {
     matched: usize,
     /// Connected sessions whose queue was full, with the delivery still to be made.
     blocked: Vec<(Arc<SessionHandle>, Delivery)>,
-    /// The message, for forwarding to other nodes after local delivery.
-    message: Option<Arc<Message>>,
+}
+
+/// Tells the cluster how local interest in `filter` stands after a change: a plain filter's
+/// first or last subscriber, or a group's member count.
+fn report_interest(cluster: &Cluster, router: &Router, filter: &str) {
+    let count = router.filter_count(filter);
+    match groups::parse(filter) {
+        Ok(Filter::Group { group, filter }) => cluster.local_group(group, filter, count),
+        _ if count <= 1 => cluster.local_interest(filter, count == 1),
+        _ => {}
+    }
+}
+
+/// The route-level name of a group.
+fn group_ref(group: &Group) -> Arc<GroupRef> {
+    Arc::new(GroupRef {
+        group: group.name.to_string(),
+        filter: group.filter.to_string(),
+    })
 }
 
 /// The state shared by every connection of one broker.
@@ -69,11 +89,19 @@ pub struct Broker {
     /// Set once when the node is part of a cluster; a standalone broker pays one atomic load
     /// per publish and subscription change for it.
     cluster: OnceLock<Arc<Cluster>>,
+    /// How consumer groups pick a member (`cluster.group_strategy`).
+    strategy: Strategy,
 }
 
 impl Broker {
     pub fn new(limits: Limits) -> Arc<Broker> {
+        Broker::with_group_strategy(limits, "random")
+    }
+
+    /// A broker whose consumer groups use the named strategy (`cluster.group_strategy`).
+    pub fn with_group_strategy(limits: Limits, strategy: &str) -> Arc<Broker> {
         Arc::new(Broker {
+            strategy: Strategy::from_name(strategy),
             router: RwLock::new(Router::default()),
             retained: RwLock::new(Retained::new(
                 limits.max_retained_messages,
@@ -131,50 +159,142 @@ impl Broker {
         self.cluster.get()
     }
 
-    /// Routes a message to every matching session and, if it is retained, stores it; a
-    /// local message also goes to the nodes with matching interest. Sessions whose queue is
-    /// full come back in [`Routed::blocked`], for the publisher to wait on.
+    /// Routes a message to every matching session and to one member of each matching
+    /// consumer group and, if it is retained, stores it. A message from a local client also
+    /// goes to the nodes with matching interest, and group members may be chosen there.
+    /// Sessions whose queue is full come back in [`Routed::blocked`], for the publisher to
+    /// wait on.
     fn publish(&self, message: Message) -> Routed {
-        let mut routed = self.publish_locally(message);
-        if let Some(cluster) = self.cluster.get()
-            && let Some(message) = &routed.message
-            && !message.remote
-        {
-            routed.matched += cluster.forward(message);
-        }
-        routed
-    }
-
-    fn publish_locally(&self, message: Message) -> Routed {
         let message = Arc::new(message);
         if message.retain {
             self.retain(&message);
         }
+        let mut routed = Routed {
+            matched: 0,
+            blocked: Vec::new(),
+        };
         let matches = self.router().matches(&message.topic, message.origin);
-        let mut blocked = Vec::new();
-        for m in &matches {
-            let delivery = Delivery {
-                message: Arc::clone(&message),
-                qos: m.qos.min(message.qos),
-                // MQTT-3.3.1-12/13: RETAIN is cleared on normal delivery unless the
-                // subscription asked for Retain As Published.
-                retain: message.retain && m.retain_as_published,
-                subscription_ids: m.subscription_ids.clone(),
-            };
-            self.stats.messages_routed.inc();
-            if let Offer::Full(delivery) = m.session.offer(delivery, &self.stats) {
-                blocked.push((Arc::clone(&m.session), delivery));
+        for m in matches {
+            self.offer(&message, m, None, &mut routed);
+        }
+        match self.cluster.get() {
+            None => self.publish_to_groups(&message, &mut routed),
+            Some(cluster) => {
+                let mut peer_groups = cluster.groups_matching(&message.topic);
+                let local = {
+                    let router = self.router();
+                    let mut local = Vec::new();
+                    for group in router.group_matches(&message.topic) {
+                        let peers = peer_groups.take(&group.name, &group.filter);
+                        let (weights, turn) = (peers.weights(), &group.turn);
+                        match groups::choose(self.strategy, group.len(), weights, turn) {
+                            Choice::Local(i) => local.extend(group.member(i).map(|m| (m, group))),
+                            Choice::Peer(i) => peer_groups.assign(peers, i),
+                            Choice::Nobody => {}
+                        }
+                    }
+                    local
+                        .into_iter()
+                        .map(|(m, g)| (m, group_ref(g)))
+                        .collect::<Vec<_>>()
+                };
+                for (m, key) in local {
+                    self.offer(&message, m, Some(key), &mut routed);
+                }
+                peer_groups.assign_remote_only(self.strategy);
+                routed.matched += cluster.forward(&message, &peer_groups);
             }
         }
-        Routed {
-            matched: matches.len(),
-            blocked,
-            message: Some(message),
+        routed
+    }
+
+    /// Standalone: one member of each matching group gets the message.
+    fn publish_to_groups(&self, message: &Arc<Message>, routed: &mut Routed) {
+        let chosen: Vec<(Match, Arc<GroupRef>)> = {
+            let router = self.router();
+            router
+                .group_matches(&message.topic)
+                .into_iter()
+                .filter_map(|group| {
+                    match groups::choose(self.strategy, group.len(), &[], &group.turn) {
+                        Choice::Local(i) => group.member(i).map(|m| (m, group_ref(group))),
+                        Choice::Peer(_) | Choice::Nobody => None,
+                    }
+                })
+                .collect()
+        };
+        for (m, key) in chosen {
+            self.offer(message, m, Some(key), routed);
         }
     }
 
+    /// Offers `message` to the matched session; a full queue goes into `routed.blocked`.
+    fn offer(
+        &self,
+        message: &Arc<Message>,
+        m: Match,
+        group: Option<Arc<GroupRef>>,
+        routed: &mut Routed,
+    ) {
+        let delivery = Delivery {
+            message: Arc::clone(message),
+            qos: m.qos.min(message.qos),
+            // MQTT-3.3.1-12/13: RETAIN is cleared on normal delivery unless the
+            // subscription asked for Retain As Published.
+            retain: message.retain && m.retain_as_published,
+            subscription_ids: m.subscription_ids,
+            group,
+        };
+        routed.matched += 1;
+        self.stats.messages_routed.inc();
+        if let Offer::Full(delivery) = m.session.offer(delivery, &self.stats) {
+            routed.blocked.push((m.session, delivery));
+        }
+    }
+
+    /// Gives a group's message to a local member other than the session `except`; when there
+    /// is none and `may_redirect`, to a member on another node (the one exception to the
+    /// one-hop rule, so a QoS 1/2 message is not lost because its chosen node's members left).
+    /// Returns false if nobody could take it.
+    fn serve_group(
+        &self,
+        message: &Arc<Message>,
+        key: &GroupRef,
+        except: u64,
+        may_redirect: bool,
+    ) -> bool {
+        let member = {
+            let router = self.router();
+            router.group(&key.group, &key.filter).and_then(|group| {
+                let others = group.others(except);
+                let turn = &group.turn;
+                match groups::choose(self.strategy, others.len(), &[], turn) {
+                    Choice::Local(i) => group.member(others[i]),
+                    Choice::Peer(_) | Choice::Nobody => None,
+                }
+            })
+        };
+        if let Some(m) = member {
+            let mut routed = Routed {
+                matched: 0,
+                blocked: Vec::new(),
+            };
+            self.offer(message, m, Some(Arc::new(key.clone())), &mut routed);
+            for _ in routed.blocked {
+                self.stats.dropped_queue_full.inc();
+            }
+            return true;
+        }
+        may_redirect
+            && self
+                .cluster
+                .get()
+                .is_some_and(|cluster| cluster.redirect(message, key))
+    }
+
     /// Adds `session`'s subscription to `filter` to the router, telling the cluster when the
-    /// filter gets its first local subscriber. Returns true if the subscription is new.
+    /// filter gets its first local subscriber (or a group's member count changes). Returns
+    /// true if the subscription is new.
     fn subscribe_filter(
         &self,
         filter: &str,
@@ -184,43 +304,70 @@ impl Broker {
     ) -> bool {
         let mut router = self.router_mut();
         let new = router.subscribe(filter, session, options, id);
-        if new
-            && let Some(cluster) = self.cluster.get()
-            && router.filter_count(filter) == 1
-        {
-            cluster.local_interest(filter, true);
+        if new && let Some(cluster) = self.cluster.get() {
+            report_interest(cluster, &router, filter);
         }
         new
     }
 
     /// Removes `session_id`'s subscriptions to `filters`, telling the cluster about filters
-    /// left without local subscribers.
+    /// left without local subscribers and group member counts.
     fn unsubscribe_filters<'f>(&self, filters: impl IntoIterator<Item = &'f str>, session_id: u64) {
         let mut router = self.router_mut();
         for filter in filters {
             if router.unsubscribe(filter, session_id)
                 && let Some(cluster) = self.cluster.get()
-                && router.filter_count(filter) == 0
             {
-                cluster.local_interest(filter, false);
+                report_interest(cluster, &router, filter);
             }
         }
     }
 
-    /// A message another node forwarded: delivered to local subscribers only. There is no
-    /// publisher to slow down, so a full queue drops it (counted in `dropped_queue_full`).
-    pub(crate) fn deliver_from_route(&self, publish: Publish, plain: bool, _groups: &[GroupRef]) {
-        let message = Message::from_route(publish);
-        if !plain {
-            // Only for the retained store: no local plain subscriber wanted it.
-            if message.retain {
-                self.retain(&Arc::new(message));
-            }
-            return;
+    /// A message another node forwarded: delivered to local plain subscribers if `plain`,
+    /// and to a local member of each group in `groups`; never forwarded again, except a
+    /// group message whose members here are gone (`redirected` says it already was).
+    /// There is no publisher to slow down, so a full queue drops it (`dropped_queue_full`).
+    pub(crate) fn deliver_from_route(
+        &self,
+        publish: Publish,
+        plain: bool,
+        groups: &[GroupRef],
+        redirected: bool,
+    ) {
+        let message = Arc::new(Message::from_route(publish));
+        if message.retain {
+            self.retain(&message);
         }
-        let routed = self.publish(message);
+        let mut routed = Routed {
+            matched: 0,
+            blocked: Vec::new(),
+        };
+        if plain {
+            let matches = self.router().matches(&message.topic, message.origin);
+            for m in matches {
+                self.offer(&message, m, None, &mut routed);
+            }
+        }
+        for key in groups {
+            if !self.serve_group(&message, key, 0, !redirected) {
+                self.stats.dropped_queue_full.inc();
+                tracing::debug!(group = %key.group, filter = %key.filter, "group message with no member left; dropped");
+            }
+        }
         for _ in routed.blocked {
             self.stats.dropped_queue_full.inc();
+        }
+    }
+
+    /// A member left with group messages it had not acknowledged (or not yet received): they
+    /// go to another member, here or on another node.
+    pub(super) fn redispatch(&self, deliveries: Vec<Delivery>, except: u64) {
+        for delivery in deliveries {
+            if let Some(key) = &delivery.group
+                && !self.serve_group(&delivery.message, key, except, true)
+            {
+                self.stats.dropped_queue_full.inc();
+            }
         }
     }
 

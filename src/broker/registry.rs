@@ -98,6 +98,7 @@ impl Broker {
             return;
         }
         let expiry = session.expiry_interval;
+        let orphans = session.take_group_deliveries();
         drop(session);
         // Publishers waiting for room in this session's queue must not wait for a reader
         // that is gone.
@@ -121,6 +122,8 @@ impl Broker {
                 broker.end_session(handle);
             }),
         }
+        // A group member that left hands its unacknowledged group messages on.
+        self.redispatch(orphans, handle.id());
     }
 
     /// Runs `action` after `secs` seconds if by then no connection has attached to the session

@@ -7,9 +7,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use crate::protocol::{QoS, SubscriptionOptions};
 
+use super::groups::{self, Filter};
 use super::session::SessionHandle;
 
 /// One session's subscription to one filter.
@@ -20,15 +22,49 @@ struct Subscriber {
     subscription_id: Option<u32>,
 }
 
+/// A consumer group on one filter, and its members on this node.
+pub struct Group {
+    pub name: Box<str>,
+    pub filter: Box<str>,
+    members: Vec<Subscriber>,
+    /// Round-robin position.
+    pub turn: AtomicUsize,
+}
+
+impl Group {
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// The member at `index`, as a match, unless it is the session `except`.
+    pub fn member(&self, index: usize) -> Option<Match> {
+        self.members.get(index).map(|s| Match {
+            session: Arc::clone(&s.session),
+            qos: s.options.qos,
+            retain_as_published: s.options.retain_as_published,
+            subscription_ids: s.subscription_id.into_iter().collect(),
+        })
+    }
+
+    /// Indexes of the members other than the session `except`.
+    pub fn others(&self, except: u64) -> Vec<usize> {
+        (0..self.members.len())
+            .filter(|&i| self.members[i].session.id() != except)
+            .collect()
+    }
+}
+
 #[derive(Default)]
 struct Node {
     children: HashMap<Box<str>, Node>,
     subscribers: Vec<Subscriber>,
+    /// Consumer groups on this node's filter, by name.
+    groups: HashMap<Box<str>, Group>,
 }
 
 impl Node {
     fn is_empty(&self) -> bool {
-        self.children.is_empty() && self.subscribers.is_empty()
+        self.children.is_empty() && self.subscribers.is_empty() && self.groups.is_empty()
     }
 }
 
@@ -51,7 +87,8 @@ pub struct Router {
 }
 
 impl Router {
-    /// Adds or replaces `session`'s subscription to `filter`. Returns true if it is new.
+    /// Adds or replaces `session`'s subscription to `filter` (plain, or a group's
+    /// `$share/{group}/{filter}` / `$g/...`). Returns true if it is new.
     pub fn subscribe(
         &mut self,
         filter: &str,
@@ -59,8 +96,12 @@ impl Router {
         options: SubscriptionOptions,
         subscription_id: Option<u32>,
     ) -> bool {
+        let parsed = groups::parse(filter).unwrap_or(Filter::Plain(filter));
+        let levels = match parsed {
+            Filter::Plain(f) | Filter::Group { filter: f, .. } => f,
+        };
         let mut node = &mut self.root;
-        for level in filter.split('/') {
+        for level in levels.split('/') {
             node = node.children.entry(level.into()).or_default();
         }
         let subscriber = Subscriber {
@@ -68,17 +109,28 @@ impl Router {
             options,
             subscription_id,
         };
-        match node
-            .subscribers
-            .iter_mut()
-            .find(|s| s.session.id() == session.id())
-        {
+        let list = match parsed {
+            Filter::Plain(_) => &mut node.subscribers,
+            Filter::Group { group, filter } => {
+                &mut node
+                    .groups
+                    .entry(group.into())
+                    .or_insert_with(|| Group {
+                        name: group.into(),
+                        filter: filter.into(),
+                        members: Vec::new(),
+                        turn: AtomicUsize::new(0),
+                    })
+                    .members
+            }
+        };
+        match list.iter_mut().find(|s| s.session.id() == session.id()) {
             Some(existing) => {
                 *existing = subscriber;
                 false
             }
             None => {
-                node.subscribers.push(subscriber);
+                list.push(subscriber);
                 self.count += 1;
                 true
             }
@@ -87,20 +139,46 @@ impl Router {
 
     /// Removes `session`'s subscription to `filter`. Returns true if there was one.
     pub fn unsubscribe(&mut self, filter: &str, session_id: u64) -> bool {
-        let levels: Vec<&str> = filter.split('/').collect();
-        let removed = remove(&mut self.root, &levels, session_id);
+        let parsed = groups::parse(filter).unwrap_or(Filter::Plain(filter));
+        let (levels, group) = match parsed {
+            Filter::Plain(f) => (f, None),
+            Filter::Group { group, filter } => (filter, Some(group)),
+        };
+        let levels: Vec<&str> = levels.split('/').collect();
+        let removed = remove(&mut self.root, &levels, group, session_id);
         if removed {
             self.count -= 1;
         }
         removed
     }
 
-    /// Subscriptions to exactly `filter` (for the cluster's 0 → 1 / 1 → 0 interest changes).
+    /// Subscriptions to exactly `filter` (for the cluster's 0 → 1 / 1 → 0 interest changes);
+    /// for a group filter, the group's members here.
     pub fn filter_count(&self, filter: &str) -> usize {
+        match groups::parse(filter).unwrap_or(Filter::Plain(filter)) {
+            Filter::Plain(f) => self.node(f).map_or(0, |node| node.subscribers.len()),
+            Filter::Group { group, filter } => self.group(group, filter).map_or(0, Group::len),
+        }
+    }
+
+    /// The group (`name`, `filter`), if it has members here.
+    pub fn group(&self, name: &str, filter: &str) -> Option<&Group> {
+        self.node(filter).and_then(|node| node.groups.get(name))
+    }
+
+    fn node(&self, filter: &str) -> Option<&Node> {
         filter
             .split('/')
             .try_fold(&self.root, |node, level| node.children.get(level))
-            .map_or(0, |node| node.subscribers.len())
+    }
+
+    /// The groups whose filter matches `topic`.
+    pub fn group_matches(&self, topic: &str) -> Vec<&Group> {
+        let mut found = Vec::new();
+        visit(&self.root, topic, &mut |node| {
+            found.extend(node.groups.values())
+        });
+        found
     }
 
     /// Number of subscriptions in the index.
@@ -111,26 +189,37 @@ impl Router {
     /// Every session with a subscription matching `topic`, one entry per session.
     /// Subscriptions with No Local are skipped for the publishing session `origin`.
     pub fn matches(&self, topic: &str, origin: u64) -> Vec<Match> {
-        let levels: Vec<&str> = topic.split('/').collect();
         let mut found: Vec<&Subscriber> = Vec::new();
-        // MQTT-4.7.2-1: a topic starting with '$' is not matched by a leading wildcard.
-        let wildcards_at_root = !topic.starts_with('$');
-        collect(&self.root, &levels, wildcards_at_root, &mut found);
+        visit(&self.root, topic, &mut |node| {
+            found.extend(node.subscribers.iter())
+        });
         found.retain(|s| !(s.options.no_local && s.session.id() == origin));
         merge(found)
     }
 }
 
-fn remove(node: &mut Node, levels: &[&str], session_id: u64) -> bool {
+fn remove(node: &mut Node, levels: &[&str], group: Option<&str>, session_id: u64) -> bool {
     let Some((first, rest)) = levels.split_first() else {
-        let before = node.subscribers.len();
-        node.subscribers.retain(|s| s.session.id() != session_id);
-        return node.subscribers.len() != before;
+        let Some(name) = group else {
+            let before = node.subscribers.len();
+            node.subscribers.retain(|s| s.session.id() != session_id);
+            return node.subscribers.len() != before;
+        };
+        let Some(group) = node.groups.get_mut(name) else {
+            return false;
+        };
+        let before = group.members.len();
+        group.members.retain(|s| s.session.id() != session_id);
+        let removed = group.members.len() != before;
+        if group.members.is_empty() {
+            node.groups.remove(name);
+        }
+        return removed;
     };
     let Some(child) = node.children.get_mut(*first) else {
         return false;
     };
-    let removed = remove(child, rest, session_id);
+    let removed = remove(child, rest, group, session_id);
     // Prune empty branches so the trie does not keep the shape of every filter ever used.
     if child.is_empty() {
         node.children.remove(*first);
@@ -138,20 +227,27 @@ fn remove(node: &mut Node, levels: &[&str], session_id: u64) -> bool {
     removed
 }
 
-fn collect<'a>(node: &'a Node, levels: &[&str], wildcards: bool, out: &mut Vec<&'a Subscriber>) {
+/// Calls `f` on every node whose filter matches `topic`.
+fn visit<'a>(root: &'a Node, topic: &str, f: &mut impl FnMut(&'a Node)) {
+    let levels: Vec<&str> = topic.split('/').collect();
+    // MQTT-4.7.2-1: a topic starting with '$' is not matched by a leading wildcard.
+    collect(root, &levels, !topic.starts_with('$'), f);
+}
+
+fn collect<'a>(node: &'a Node, levels: &[&str], wildcards: bool, f: &mut impl FnMut(&'a Node)) {
     if wildcards && let Some(hash) = node.children.get("#") {
         // '#' matches the parent level too: "a/#" matches "a" (MQTT-4.7.1-2).
-        out.extend(hash.subscribers.iter());
+        f(hash);
     }
     let Some((first, rest)) = levels.split_first() else {
-        out.extend(node.subscribers.iter());
+        f(node);
         return;
     };
     if let Some(child) = node.children.get(*first) {
-        collect(child, rest, true, out);
+        collect(child, rest, true, f);
     }
     if wildcards && let Some(plus) = node.children.get("+") {
-        collect(plus, rest, true, out);
+        collect(plus, rest, true, f);
     }
 }
 

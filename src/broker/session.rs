@@ -212,6 +212,27 @@ impl Session {
         true
     }
 
+    /// Takes out the consumer-group messages the client has not acknowledged (in flight and
+    /// not yet received, or still queued), so another member can have them.
+    pub fn take_group_deliveries(&mut self) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        self.inflight.retain(|flight| {
+            let orphan = flight.delivery.group.is_some() && !flight.released;
+            if orphan {
+                out.push(flight.delivery.clone());
+            }
+            !orphan
+        });
+        self.pending.retain(|delivery| {
+            let orphan = delivery.group.is_some();
+            if orphan {
+                out.push(delivery.clone());
+            }
+            !orphan
+        });
+        out
+    }
+
     /// True if the connection of `generation` is still the one attached.
     pub fn is_attached(&self, generation: u64) -> bool {
         self.outbox.is_some() && self.generation == generation

@@ -50,7 +50,7 @@ pub struct Info {
 }
 
 /// A consumer group a forwarded message is meant for: the receiving node serves it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct GroupRef {
     pub group: String,
     pub filter: String,
@@ -75,9 +75,11 @@ pub enum Frame {
         members: u32,
     },
     /// A published message. `plain`: deliver to the receiver's plain subscribers; `groups`:
-    /// the groups whose member the receiver must pick.
+    /// the groups whose member the receiver must pick; `redirected`: the sender got it from
+    /// another node whose group members were gone, so the receiver must not pass it on again.
     Message {
         plain: bool,
+        redirected: bool,
         groups: Vec<GroupRef>,
         publish: Publish,
     },
@@ -143,11 +145,12 @@ impl Frame {
             }
             Frame::Message {
                 plain,
+                redirected,
                 groups,
                 publish,
             } => {
                 out.put_u8(kind::MESSAGE);
-                out.put_u8(u8::from(*plain));
+                out.put_u8(u8::from(*plain) | u8::from(*redirected) << 1);
                 out.put_u16(u16::try_from(groups.len()).unwrap_or(u16::MAX));
                 for g in groups.iter().take(usize::from(u16::MAX)) {
                     put_str(&mut out, &g.group);
@@ -199,7 +202,7 @@ impl Frame {
                 members: take_u32(&mut body, "GROUP_WEIGHT")?,
             },
             kind::MESSAGE => {
-                let plain = take_u8(&mut body, "MESSAGE")? != 0;
+                let flags = take_u8(&mut body, "MESSAGE")?;
                 let count = take_u16(&mut body, "MESSAGE")?;
                 let mut groups = Vec::with_capacity(usize::from(count).min(64));
                 for _ in 0..count {
@@ -209,7 +212,8 @@ impl Frame {
                     });
                 }
                 Frame::Message {
-                    plain,
+                    plain: flags & 1 != 0,
+                    redirected: flags & 2 != 0,
                     groups,
                     publish: take_publish(&mut body, max_packet)?,
                 }
@@ -348,6 +352,7 @@ mod tests {
         });
         round_trip(Frame::Message {
             plain: true,
+            redirected: true,
             groups: vec![GroupRef {
                 group: "g".into(),
                 filter: "a/#".into(),

@@ -16,6 +16,8 @@ pub struct InterestFull(pub usize);
 #[derive(Default)]
 struct Node {
     children: HashMap<Box<str>, Node>,
+    /// The filter ending here, once something was declared on it.
+    filter: Option<Box<str>>,
     plain: bool,
     /// Group name → members on the peer.
     groups: HashMap<Box<str>, u32>,
@@ -108,8 +110,19 @@ impl Interest {
     /// prunes branches left empty.
     fn apply(&mut self, filter: &str, f: impl FnOnce(&mut Node)) {
         let levels: Vec<&str> = filter.split('/').collect();
-        let (before, after) = apply(&mut self.root, &levels, f);
+        let (before, after) = apply(&mut self.root, &levels, filter, f);
         self.entries = self.entries + after - before;
+    }
+
+    /// The members the peer has in each of its groups whose filter matches `topic`.
+    pub fn groups(&self, topic: &str, mut found: impl FnMut(&str, &str, u32)) {
+        walk(&self.root, topic, &mut |node| {
+            if let Some(filter) = &node.filter {
+                for (group, members) in &node.groups {
+                    found(group, filter, *members);
+                }
+            }
+        });
     }
 
     /// True if a plain filter of the peer matches `topic`.
@@ -122,14 +135,20 @@ impl Interest {
     }
 }
 
-fn apply(node: &mut Node, levels: &[&str], f: impl FnOnce(&mut Node)) -> (usize, usize) {
+fn apply(
+    node: &mut Node,
+    levels: &[&str],
+    filter: &str,
+    f: impl FnOnce(&mut Node),
+) -> (usize, usize) {
     let Some((first, rest)) = levels.split_first() else {
         let before = node.entries();
         f(node);
+        node.filter.get_or_insert_with(|| filter.into());
         return (before, node.entries());
     };
     let child = node.children.entry((*first).into()).or_default();
-    let counts = apply(child, rest, f);
+    let counts = apply(child, rest, filter, f);
     if child.is_empty() {
         node.children.remove(*first);
     }
@@ -182,6 +201,17 @@ mod tests {
     fn groups_are_not_plain_interest() {
         let mut interest = Interest::new(10);
         interest.set_group("g", "t/#", 3).unwrap();
+        interest.set_group("h", "t/+", 1).unwrap();
+        let mut found = Vec::new();
+        interest.groups("t/1", |g, f, n| {
+            found.push((g.to_string(), f.to_string(), n))
+        });
+        found.sort();
+        assert_eq!(
+            found,
+            [("g".into(), "t/#".into(), 3), ("h".into(), "t/+".into(), 1)]
+        );
+        interest.set_group("h", "t/+", 0).unwrap();
         assert!(!interest.matches("t/1"));
         assert_eq!(interest.entries, 1);
         interest.set_group("g", "t/#", 0).unwrap();

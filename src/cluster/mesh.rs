@@ -224,6 +224,13 @@ impl Cluster {
         for filter in &state.local {
             route.send_control(&Frame::Interest(filter.clone()));
         }
+        for ((group, filter), members) in &state.local_groups {
+            route.send_control(&Frame::GroupWeight {
+                group: group.clone(),
+                filter: filter.clone(),
+                members: *members,
+            });
+        }
         for publish in broker.retained_for_peer() {
             route.send_control(&Frame::Retained(publish));
         }

@@ -25,6 +25,7 @@ mod route;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -65,6 +66,8 @@ struct State {
     routes: HashMap<String, Arc<Route>>,
     /// Filters with at least one local plain subscriber.
     local: HashSet<String>,
+    /// Local member counts of consumer groups, by (group, filter).
+    local_groups: HashMap<(String, String), u32>,
     /// Addresses dialled or advertised → the node name found there.
     names: HashMap<String, String>,
     /// Addresses with a dial loop running.
@@ -85,6 +88,8 @@ pub struct Cluster {
     state: Mutex<State>,
     /// The routes, for the publish path: read-locked per message, rebuilt on (un)registration.
     routes: RwLock<Vec<Arc<Route>>>,
+    /// Round-robin position for groups with no member on this node.
+    turn: AtomicUsize,
 }
 
 /// A bound route listener, not yet accepting.
@@ -148,6 +153,7 @@ impl Bound {
             broker: Arc::downgrade(broker),
             state: Mutex::new(State::default()),
             routes: RwLock::new(Vec::new()),
+            turn: AtomicUsize::new(0),
         });
         broker.attach_cluster(Arc::clone(&cluster));
         tracing::info!(node = %cluster.node, advertise = %cluster.info.advertise, cluster = %cluster.info.cluster, "cluster on");
@@ -199,40 +205,124 @@ impl Cluster {
         }
     }
 
-    /// Sends a message published by a local client to every peer with matching interest,
-    /// once per peer however many of its filters match; a retained message goes to every
-    /// peer, so each node's retained store stays complete. Returns the peers with interest.
-    pub(crate) fn forward(&self, message: &Message) -> usize {
+    /// A local consumer group's member count changed (0: the group is gone here).
+    pub(crate) fn local_group(&self, group: &str, filter: &str, members: usize) {
+        let members = u32::try_from(members).unwrap_or(u32::MAX);
+        let mut state = self.state();
+        let key = (group.to_string(), filter.to_string());
+        if members == 0 {
+            state.local_groups.remove(&key);
+        } else {
+            state.local_groups.insert(key, members);
+        }
+        let frame = Frame::GroupWeight {
+            group: group.to_string(),
+            filter: filter.to_string(),
+            members,
+        };
+        for route in state.routes.values() {
+            route.send_control(&frame);
+        }
+    }
+
+    /// The peers' consumer groups matching `topic`, with their member counts, for the
+    /// publishing node to choose where each group's message goes.
+    pub(crate) fn groups_matching(&self, topic: &str) -> PeerGroups<'_> {
+        let mut open: Vec<PeerGroup> = Vec::new();
+        for route in self.routes().iter() {
+            route.interest().groups(topic, |group, filter, members| {
+                let entry = match open
+                    .iter_mut()
+                    .position(|g| g.key.group == group && g.key.filter == filter)
+                {
+                    Some(i) => &mut open[i],
+                    None => {
+                        open.push(PeerGroup {
+                            key: GroupRef {
+                                group: group.to_string(),
+                                filter: filter.to_string(),
+                            },
+                            routes: Vec::new(),
+                            weights: Vec::new(),
+                        });
+                        let last = open.len() - 1;
+                        &mut open[last]
+                    }
+                };
+                entry.routes.push(Arc::clone(route));
+                entry.weights.push(members);
+            });
+        }
+        PeerGroups {
+            open,
+            assigned: Vec::new(),
+            turn: &self.turn,
+        }
+    }
+
+    /// Sends a message published by a local client to every peer with matching plain
+    /// interest and to the peers chosen for its groups, once per peer; a retained message
+    /// goes to every peer, so each node's retained store stays complete. Returns how many
+    /// peers were sent it for delivery.
+    pub(crate) fn forward(&self, message: &Message, groups: &PeerGroups<'_>) -> usize {
         let routes = self.routes();
-        // Most peers get the same frame: encode once per flavour (with or without delivery).
+        // Most peers get the same frame: encode once per flavour (with or without delivery);
+        // a peer chosen for a group gets its own.
         let mut encoded: [Option<Bytes>; 2] = [None, None];
-        let mut interested = 0;
+        let mut sent = 0;
         for route in routes.iter() {
             let plain = route.interest().matches(&message.topic);
-            if !plain && !message.retain {
+            let chosen: Vec<GroupRef> = groups
+                .assigned
+                .iter()
+                .filter(|(r, _)| r.id() == route.id())
+                .map(|(_, key)| key.clone())
+                .collect();
+            if !plain && chosen.is_empty() && !message.retain {
                 continue;
             }
-            interested += usize::from(plain);
-            let slot = &mut encoded[usize::from(plain)];
-            if slot.is_none() {
-                let frame = Frame::Message {
-                    plain,
-                    groups: Vec::new(),
-                    publish: message.to_publish(Instant::now()),
-                };
-                match frame.encode() {
-                    Ok(bytes) => *slot = Some(bytes),
-                    Err(error) => {
-                        tracing::warn!(%error, topic = %message.topic, "cannot forward message");
-                        return interested;
-                    }
+            sent += usize::from(plain || !chosen.is_empty());
+            let frame = |groups| Frame::Message {
+                plain,
+                redirected: false,
+                groups,
+                publish: message.to_publish(Instant::now()),
+            };
+            let bytes = if chosen.is_empty() {
+                let slot = &mut encoded[usize::from(plain)];
+                if slot.is_none() {
+                    *slot = encode_message(&frame(Vec::new()), message);
                 }
-            }
-            if let Some(bytes) = slot {
-                route.send_message(bytes.clone());
+                slot.clone()
+            } else {
+                encode_message(&frame(chosen), message)
+            };
+            if let Some(bytes) = bytes {
+                route.send_message(bytes);
             }
         }
-        interested
+        sent
+    }
+
+    /// A group message whose members on this node are gone: sends it to a peer with members
+    /// of the group, marked so it goes no further. Returns false if no peer has any.
+    pub(crate) fn redirect(&self, message: &Message, key: &GroupRef) -> bool {
+        let mut groups = self.groups_matching(&message.topic);
+        let peers = groups.take(&key.group, &key.filter);
+        let strategy = crate::broker::Strategy::Random;
+        let Some(i) = peers.pick(strategy, &self.turn) else {
+            return false;
+        };
+        let frame = Frame::Message {
+            plain: false,
+            redirected: true,
+            groups: vec![key.clone()],
+            publish: message.to_publish(Instant::now()),
+        };
+        match encode_message(&frame, message) {
+            Some(bytes) => peers.routes[i].send_message(bytes),
+            None => false,
+        }
     }
 
     /// A local client connected: other nodes close their connection with the same id.
@@ -244,10 +334,17 @@ impl Cluster {
     }
 
     /// A message from `peer`: delivered to local subscribers only.
-    fn deliver(&self, publish: Publish, plain: bool, groups: Vec<GroupRef>, peer: &str) {
+    fn deliver(
+        &self,
+        publish: Publish,
+        plain: bool,
+        groups: &[GroupRef],
+        redirected: bool,
+        peer: &str,
+    ) {
         if let Some(broker) = self.broker.upgrade() {
             tracing::trace!(peer, topic = %publish.topic, "message from peer");
-            broker.deliver_from_route(publish, plain, &groups);
+            broker.deliver_from_route(publish, plain, groups, redirected);
         }
     }
 
@@ -269,5 +366,74 @@ impl Cluster {
 
     fn routes(&self) -> RwLockReadGuard<'_, Vec<Arc<Route>>> {
         self.routes.read().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn encode_message(frame: &Frame, message: &Message) -> Option<Bytes> {
+    match frame.encode() {
+        Ok(bytes) => Some(bytes),
+        Err(error) => {
+            tracing::warn!(%error, topic = %message.topic, "cannot forward message");
+            None
+        }
+    }
+}
+
+/// One consumer group as the peers have it: which routes have members, and how many.
+#[derive(Default)]
+pub struct PeerGroup {
+    key: GroupRef,
+    routes: Vec<Arc<Route>>,
+    weights: Vec<u32>,
+}
+
+impl PeerGroup {
+    /// Members per peer, in the order [`crate::broker`]'s choice indexes them.
+    pub fn weights(&self) -> &[u32] {
+        &self.weights
+    }
+
+    fn pick(&self, strategy: crate::broker::Strategy, turn: &AtomicUsize) -> Option<usize> {
+        match crate::broker::choose(strategy, 0, &self.weights, turn) {
+            crate::broker::Choice::Peer(i) => Some(i),
+            _ => None,
+        }
+    }
+}
+
+/// The peers' groups matching one message, and the peers chosen so far.
+pub struct PeerGroups<'a> {
+    open: Vec<PeerGroup>,
+    assigned: Vec<(Arc<Route>, GroupRef)>,
+    turn: &'a AtomicUsize,
+}
+
+impl PeerGroups<'_> {
+    /// Takes the group (`group`, `filter`) out of the open ones (empty if no peer has it).
+    pub fn take(&mut self, group: &str, filter: &str) -> PeerGroup {
+        match self
+            .open
+            .iter()
+            .position(|g| g.key.group == group && g.key.filter == filter)
+        {
+            Some(i) => self.open.swap_remove(i),
+            None => PeerGroup::default(),
+        }
+    }
+
+    /// The group's message goes to peer `i` of `group`.
+    pub fn assign(&mut self, group: PeerGroup, i: usize) {
+        if let Some(route) = group.routes.get(i) {
+            self.assigned.push((Arc::clone(route), group.key));
+        }
+    }
+
+    /// Chooses a peer for each group that has no member on this node.
+    pub fn assign_remote_only(&mut self, strategy: crate::broker::Strategy) {
+        for group in std::mem::take(&mut self.open) {
+            if let Some(i) = group.pick(strategy, self.turn) {
+                self.assign(group, i);
+            }
+        }
     }
 }

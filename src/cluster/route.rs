@@ -202,9 +202,10 @@ fn apply(cluster: &Arc<Cluster>, route: &Route, frame: Frame) -> Result<(), Rout
         } => route.interest_mut().set_group(&group, &filter, members)?,
         Frame::Message {
             plain,
+            redirected,
             groups,
             publish,
-        } => cluster.deliver(publish, plain, groups, &route.peer),
+        } => cluster.deliver(publish, plain, &groups, redirected, &route.peer),
         Frame::Retained(publish) => cluster.store_retained(publish),
         Frame::Peers(peers) => cluster.discover(peers),
         Frame::ClientConnected(client_id) => cluster.client_elsewhere(&client_id, &route.peer),

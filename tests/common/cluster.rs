@@ -10,12 +10,15 @@ use supermq::protocol::{Packet, ProtocolVersion, QoS};
 
 use super::TestClient;
 
-/// A free loopback port (bound and released; good enough for tests).
+/// A free loopback port below the kernel's ephemeral range (32768 and up), so the nodes'
+/// own outgoing connections cannot take it between this check and the node's bind.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    loop {
+        let port = rand::random_range(20_000..32_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// One node's identity and ports; `extra` is appended to its `[cluster]` section.
@@ -99,13 +102,21 @@ impl Node {
             .stderr(err)
             .spawn()
             .expect("spawn supermq");
-        let node = Node {
+        let mut node = Node {
             spec,
             child: Some(child),
             log,
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while tokio::net::TcpStream::connect(node.mqtt()).await.is_err() {
+            if let Some(child) = &mut node.child {
+                assert!(
+                    child.try_wait().ok().flatten().is_none(),
+                    "node {} exited; log:\n{}",
+                    node.spec.name,
+                    node.log()
+                );
+            }
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "node {} did not start; log:\n{}",

@@ -697,3 +697,16 @@ pub fn raw_connect(name: &[u8], level: u8, properties: bool, client_id: &str) ->
     body.extend_from_slice(&raw_string(client_id.as_bytes()));
     raw_packet(0x10, &body)
 }
+
+/// Receives (and acknowledges) PUBLISH packets until none arrives for `quiet`; returns them
+/// with the client. Run it in a task while another client publishes.
+pub async fn collect(mut client: TestClient, quiet: Duration) -> (TestClient, Vec<Publish>) {
+    let mut got = Vec::new();
+    while let Some(packet) = client.recv_within(quiet).await {
+        if let Packet::Publish(publish) = packet {
+            client.ack(&publish).await;
+            got.push(publish);
+        }
+    }
+    (client, got)
+}
