@@ -169,63 +169,51 @@ impl Broker {
         if message.retain {
             self.retain(&message);
         }
+        let cluster = self.cluster.get();
+        let mut peer_groups = cluster.map(|c| c.groups_matching(&message.topic));
+        // One read of the router for plain subscribers and group members; a node without
+        // groups does not even walk the trie for them.
+        let (matches, chosen) = {
+            let router = self.router();
+            let matches = router.matches(&message.topic, message.origin);
+            let mut chosen = Vec::new();
+            if router.has_groups() {
+                for group in router.group_matches(&message.topic) {
+                    let peers = peer_groups
+                        .as_mut()
+                        .map(|p| p.take(&group.name, &group.filter))
+                        .unwrap_or_default();
+                    match groups::choose(self.strategy, group.len(), peers.weights(), &group.turn) {
+                        Choice::Local(i) => {
+                            chosen.extend(group.member(i).map(|m| (m, group_ref(group))));
+                        }
+                        Choice::Peer(i) => {
+                            if let Some(p) = peer_groups.as_mut() {
+                                p.assign(peers, i);
+                            }
+                        }
+                        Choice::Nobody => {}
+                    }
+                }
+            }
+            (matches, chosen)
+        };
         let mut routed = Routed {
             matched: 0,
             blocked: Vec::new(),
         };
-        let matches = self.router().matches(&message.topic, message.origin);
         for m in matches {
             self.offer(&message, m, None, &mut routed);
         }
-        match self.cluster.get() {
-            None => self.publish_to_groups(&message, &mut routed),
-            Some(cluster) => {
-                let mut peer_groups = cluster.groups_matching(&message.topic);
-                let local = {
-                    let router = self.router();
-                    let mut local = Vec::new();
-                    for group in router.group_matches(&message.topic) {
-                        let peers = peer_groups.take(&group.name, &group.filter);
-                        let (weights, turn) = (peers.weights(), &group.turn);
-                        match groups::choose(self.strategy, group.len(), weights, turn) {
-                            Choice::Local(i) => local.extend(group.member(i).map(|m| (m, group))),
-                            Choice::Peer(i) => peer_groups.assign(peers, i),
-                            Choice::Nobody => {}
-                        }
-                    }
-                    local
-                        .into_iter()
-                        .map(|(m, g)| (m, group_ref(g)))
-                        .collect::<Vec<_>>()
-                };
-                for (m, key) in local {
-                    self.offer(&message, m, Some(key), &mut routed);
-                }
-                peer_groups.assign_remote_only(self.strategy);
-                routed.matched += cluster.forward(&message, &peer_groups);
-            }
+        for (m, key) in chosen {
+            self.offer(&message, m, Some(key), &mut routed);
+        }
+        if let (Some(cluster), Some(mut peer_groups)) = (cluster, peer_groups) {
+            // Groups with members only on other nodes.
+            peer_groups.assign_remote_only(self.strategy);
+            routed.matched += cluster.forward(&message, &peer_groups);
         }
         routed
-    }
-
-    /// Standalone: one member of each matching group gets the message.
-    fn publish_to_groups(&self, message: &Arc<Message>, routed: &mut Routed) {
-        let chosen: Vec<(Match, Arc<GroupRef>)> = {
-            let router = self.router();
-            router
-                .group_matches(&message.topic)
-                .into_iter()
-                .filter_map(|group| {
-                    match groups::choose(self.strategy, group.len(), &[], &group.turn) {
-                        Choice::Local(i) => group.member(i).map(|m| (m, group_ref(group))),
-                        Choice::Peer(_) | Choice::Nobody => None,
-                    }
-                })
-                .collect()
-        };
-        for (m, key) in chosen {
-            self.offer(message, m, Some(key), routed);
-        }
     }
 
     /// Offers `message` to the matched session; a full queue goes into `routed.blocked`.

@@ -84,6 +84,8 @@ pub struct Match {
 pub struct Router {
     root: Node,
     count: usize,
+    /// Groups with members here, so publishing skips the group walk when there are none.
+    groups: usize,
 }
 
 impl Router {
@@ -112,14 +114,18 @@ impl Router {
         let list = match parsed {
             Filter::Plain(_) => &mut node.subscribers,
             Filter::Group { group, filter } => {
+                let groups = &mut self.groups;
                 &mut node
                     .groups
                     .entry(group.into())
-                    .or_insert_with(|| Group {
-                        name: group.into(),
-                        filter: filter.into(),
-                        members: Vec::new(),
-                        turn: AtomicUsize::new(0),
+                    .or_insert_with(|| {
+                        *groups += 1;
+                        Group {
+                            name: group.into(),
+                            filter: filter.into(),
+                            members: Vec::new(),
+                            turn: AtomicUsize::new(0),
+                        }
                     })
                     .members
             }
@@ -145,7 +151,7 @@ impl Router {
             Filter::Group { group, filter } => (filter, Some(group)),
         };
         let levels: Vec<&str> = levels.split('/').collect();
-        let removed = remove(&mut self.root, &levels, group, session_id);
+        let removed = remove(&mut self.root, &levels, group, session_id, &mut self.groups);
         if removed {
             self.count -= 1;
         }
@@ -170,6 +176,11 @@ impl Router {
         filter
             .split('/')
             .try_fold(&self.root, |node, level| node.children.get(level))
+    }
+
+    /// True if any consumer group has members here.
+    pub fn has_groups(&self) -> bool {
+        self.groups > 0
     }
 
     /// The groups whose filter matches `topic`.
@@ -198,7 +209,14 @@ impl Router {
     }
 }
 
-fn remove(node: &mut Node, levels: &[&str], group: Option<&str>, session_id: u64) -> bool {
+/// Removes a subscription; `groups` counts the groups left in the router.
+fn remove(
+    node: &mut Node,
+    levels: &[&str],
+    group: Option<&str>,
+    session_id: u64,
+    groups: &mut usize,
+) -> bool {
     let Some((first, rest)) = levels.split_first() else {
         let Some(name) = group else {
             let before = node.subscribers.len();
@@ -213,13 +231,14 @@ fn remove(node: &mut Node, levels: &[&str], group: Option<&str>, session_id: u64
         let removed = group.members.len() != before;
         if group.members.is_empty() {
             node.groups.remove(name);
+            *groups -= 1;
         }
         return removed;
     };
     let Some(child) = node.children.get_mut(*first) else {
         return false;
     };
-    let removed = remove(child, rest, group, session_id);
+    let removed = remove(child, rest, group, session_id, groups);
     // Prune empty branches so the trie does not keep the shape of every filter ever used.
     if child.is_empty() {
         node.children.remove(*first);
@@ -369,5 +388,32 @@ mod tests {
         assert_eq!(router.len(), 0);
         assert!(router.root.is_empty(), "empty branches are pruned");
         assert!(ids(&router, "a/b/c").is_empty());
+    }
+
+    #[test]
+    fn group_members_live_beside_plain_subscribers_and_are_pruned() {
+        let mut router = Router::default();
+        let a = SessionHandle::new("a".to_string(), 10);
+        let b = SessionHandle::new("b".to_string(), 10);
+        router.subscribe("$share/g/t/+", &a, options(QoS::AtLeastOnce), None);
+        router.subscribe("$g/g/t/+", &b, options(QoS::AtMostOnce), None);
+        router.subscribe("t/+", &a, options(QoS::AtMostOnce), None);
+        assert!(router.has_groups());
+        assert_eq!(router.filter_count("$g/g/t/+"), 2);
+        assert_eq!(router.filter_count("t/+"), 1);
+        assert_eq!(
+            ids(&router, "t/1"),
+            vec![a.id()],
+            "members are not plain matches"
+        );
+        let groups = router.group_matches("t/1");
+        assert_eq!(groups.len(), 1);
+        assert_eq!((&*groups[0].name, &*groups[0].filter), ("g", "t/+"));
+        assert_eq!(groups[0].others(a.id()), vec![1]);
+        assert!(router.unsubscribe("$share/g/t/+", a.id()));
+        assert!(router.unsubscribe("$share/g/t/+", b.id()));
+        assert!(!router.has_groups());
+        assert!(router.unsubscribe("t/+", a.id()));
+        assert!(router.root.is_empty());
     }
 }
