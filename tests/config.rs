@@ -546,3 +546,19 @@ fn env_names_follow_the_section_and_key() {
         "SUPERMQ_LIMITS_MAX_INFLIGHT"
     );
 }
+
+#[test]
+fn the_local_cluster_files_are_valid_and_seed_node1_only() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster");
+    for (i, name) in ["node1", "node2", "node3"].iter().enumerate() {
+        let config = load_from(Some(&dir.join(format!("{name}.conf"))), env(&[])).unwrap();
+        assert_eq!(config.node.name, *name);
+        assert_eq!(config.cluster.listen, format!("127.0.0.1:999{}", i + 1));
+        let seeds: Vec<String> = if i == 0 {
+            vec![]
+        } else {
+            vec!["127.0.0.1:9991".to_string()]
+        };
+        assert_eq!(config.cluster.routes, seeds);
+    }
+}
