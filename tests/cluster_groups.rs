@@ -167,3 +167,60 @@ async fn a_leaving_members_unacknowledged_messages_go_to_a_member_on_another_nod
         .collect();
     assert_eq!(topics.len(), 20, "all 20 handed over: {topics:?}");
 }
+
+/// Starts three nodes with `cluster.group_strategy = strategy`, one member of `$g/s/st/+` on
+/// each of `members_on`, known to node1.
+async fn strategy_cluster(strategy: &str, members_on: &[usize]) -> (Vec<Node>, Vec<TestClient>) {
+    use common::cluster::NodeSpec;
+    let extra = format!("group_strategy = \"{strategy}\"\n");
+    let mut first = NodeSpec::new("node1", &[]);
+    first.extra = extra.clone();
+    let mut nodes = vec![Node::start(first).await];
+    for i in 2..=3 {
+        let mut spec = NodeSpec::new(&format!("node{i}"), &[nodes[0].spec.route]);
+        spec.extra = extra.clone();
+        nodes.push(Node::start(spec).await);
+    }
+    wait_for_mesh(&nodes).await;
+    let mut publisher = nodes[0].client("st-prober").await;
+    let mut members = Vec::new();
+    for &i in members_on {
+        let mut member = nodes[i].client(&format!("st-{i}")).await;
+        join(&mut member, "$g/s/st/+", &mut publisher, "st/probe").await;
+        members.push(member);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    (nodes, members)
+}
+
+async fn shares(nodes: &[Node], members: Vec<TestClient>, count: usize) -> Vec<usize> {
+    let tasks: Vec<_> = members
+        .into_iter()
+        .map(|m| tokio::spawn(collect(m, QUIET)))
+        .collect();
+    let mut publisher = nodes[0].client("st-pub").await;
+    for i in 0..count {
+        publisher
+            .publish(&format!("st/{i}"), b"m", QoS::AtLeastOnce, false)
+            .await;
+    }
+    let mut shares = Vec::new();
+    for task in tasks {
+        let (_, got) = task.await.expect("collector");
+        shares.push(got.iter().filter(|p| p.topic != "st/probe").count());
+    }
+    shares
+}
+
+#[tokio::test]
+async fn round_robin_takes_every_member_in_the_cluster_in_turn() {
+    let (nodes, members) = strategy_cluster("round_robin", &[0, 1, 2]).await;
+    assert_eq!(shares(&nodes, members, 300).await, vec![100, 100, 100]);
+}
+
+#[tokio::test]
+async fn prefer_local_keeps_messages_on_the_publishing_node_while_it_has_a_member() {
+    // The local member joins last: once it is there, probes from node1 reach no one else.
+    let (nodes, members) = strategy_cluster("prefer_local", &[1, 2, 0]).await;
+    assert_eq!(shares(&nodes, members, 200).await, vec![0, 0, 200]);
+}

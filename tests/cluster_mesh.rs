@@ -270,3 +270,34 @@ async fn a_client_id_connecting_on_another_node_takes_over() {
     let _second = nodes[1].client("roaming").await;
     first.expect_disconnect(reason::SESSION_TAKEN_OVER).await;
 }
+
+#[tokio::test]
+async fn nodes_that_seed_each_other_keep_exactly_one_route() {
+    let mut a = NodeSpec::new("alpha", &[]);
+    let mut b = NodeSpec::new("beta", &[]);
+    a.seeds = vec![b.route];
+    b.seeds = vec![a.route];
+    let nodes = vec![Node::start(a).await, Node::start(b).await];
+    wait_for_mesh(&nodes).await;
+    // No flapping: after the duplicate is settled, the kept route stays up.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for node in &nodes {
+        let log = node.log();
+        let ups = log.matches("route up").count();
+        let downs = log.matches("route down").count();
+        assert!(
+            ups - downs == 1 && ups <= 2,
+            "{}: {ups} up, {downs} down\n{log}",
+            node.spec.name
+        );
+    }
+    let mut sub = nodes[1].client("dup-sub").await;
+    sub.subscribe("dup/#", QoS::AtMostOnce).await;
+    wait_for_path(&nodes[0], &nodes[1], Duration::from_secs(5)).await;
+    let mut publisher = nodes[0].client("dup-pub").await;
+    publisher
+        .publish("dup/1", b"x", QoS::AtMostOnce, false)
+        .await;
+    assert_eq!(sub.recv_publish().await.topic, "dup/1");
+    sub.expect_nothing().await;
+}

@@ -248,3 +248,22 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_drops_and_counts_messages_but_never_control_frames() {
+        let route = Route::new("peer".into(), "a:1".into(), true, 100, 10);
+        assert!(route.send_message(Bytes::from(vec![0u8; 60])));
+        assert!(!route.send_message(Bytes::from(vec![0u8; 60])));
+        assert_eq!(route.dropped(), 1);
+        route.send_control(&Frame::Interest("t".into()));
+        assert_eq!(route.take().len(), 2, "the message and the control frame");
+        assert!(
+            route.send_message(Bytes::from(vec![0u8; 60])),
+            "room after the writer took it"
+        );
+    }
+}
