@@ -23,7 +23,7 @@ use crate::protocol::{self, DecodeError, Disconnect, Packet, ProtocolVersion, re
 use super::connect::{self, Terms};
 use super::inbound::{Client, End};
 use super::outbox::{Close, Outbox};
-use super::session::SessionHandle;
+use super::session::{Room, SessionHandle};
 use super::{Broker, Stats};
 
 /// How long a closing connection may take to write its last packets.
@@ -199,12 +199,10 @@ impl Writer<'_> {
                         session.fill(&mut buf, self.version, self.max_packet_out, self.stats);
                     (session.has_sendable(), room)
                 } else {
-                    (false, false)
+                    (false, Room::None)
                 }
             };
-            if room {
-                self.session.notify_room();
-            }
+            self.session.notify_room(room);
             if let Some(close) = close {
                 return self.finish(io, buf, close).await;
             }

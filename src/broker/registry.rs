@@ -16,7 +16,7 @@ use crate::protocol::{Will, reason};
 use super::Broker;
 use super::message::Message;
 use super::outbox::Outbox;
-use super::session::SessionHandle;
+use super::session::{Room, SessionHandle};
 
 /// The session a new connection got.
 pub struct Opened {
@@ -56,7 +56,7 @@ impl Broker {
             }
             let filters = session.retire();
             drop(session);
-            existing.notify_room();
+            existing.notify_room(Room::Plenty);
             let mut router = self.router_mut();
             for filter in filters {
                 router.unsubscribe(&filter, existing.id());
@@ -101,7 +101,7 @@ impl Broker {
         drop(session);
         // Publishers waiting for room in this session's queue must not wait for a reader
         // that is gone.
-        handle.notify_room();
+        handle.notify_room(Room::Plenty);
 
         if let Some(will) = will {
             let delay = will_delay(&will).min(expiry);
@@ -164,7 +164,7 @@ impl Broker {
         }
         sessions.remove(handle.client_id());
         let filters = handle.lock().retire();
-        handle.notify_room();
+        handle.notify_room(Room::Plenty);
         let mut router = self.router_mut();
         for filter in filters {
             router.unsubscribe(&filter, handle.id());
