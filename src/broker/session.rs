@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tokio::sync::Notify;
 
-use crate::protocol::{self, Ack, Packet, ProtocolVersion, QoS, SubscriptionOptions};
+use crate::protocol::{self, Ack, EncodeError, Packet, ProtocolVersion, QoS, SubscriptionOptions};
 
 use super::message::Delivery;
 use super::outbox::Outbox;
@@ -371,12 +371,15 @@ impl Session {
         let now = Instant::now();
         if std::mem::take(&mut self.resend) {
             self.inflight.retain(|flight| {
-                let packet = if flight.released {
-                    Packet::PubRel(Ack::new(flight.packet_id))
+                let start = out.len();
+                let encoded = if flight.released {
+                    protocol::encode(&Packet::PubRel(Ack::new(flight.packet_id)), version, out)
                 } else {
-                    Packet::Publish(flight.delivery.to_publish(flight.packet_id, true, now))
+                    flight
+                        .delivery
+                        .encode(flight.packet_id, true, now, version, out)
                 };
-                let sent = encode_bounded(&packet, version, max_size, out);
+                let sent = fits(encoded, max_size, out, start);
                 if !sent {
                     // MQTT-3.1.2-25: too large for the client's (new) Maximum Packet Size:
                     // discarded as if delivered, so it does not hold a window slot for ever.
@@ -404,8 +407,9 @@ impl Session {
                 QoS::AtMostOnce => 0,
                 _ => self.next_packet_id(),
             };
-            let packet = Packet::Publish(delivery.to_publish(packet_id, false, now));
-            if !encode_bounded(&packet, version, max_size, out) {
+            let start = out.len();
+            let encoded = delivery.encode(packet_id, false, now, version, out);
+            if !fits(encoded, max_size, out, start) {
                 stats.dropped_too_large.inc();
                 continue;
             }
@@ -454,15 +458,15 @@ impl Session {
     }
 }
 
-/// Encodes `packet` unless it would exceed `max_size`; returns whether it was written.
-fn encode_bounded(
-    packet: &Packet,
-    version: ProtocolVersion,
+/// Keeps a packet just encoded at `start` if it is within `max_size`; otherwise (or if it
+/// could not be encoded) takes it back out. Returns whether it stays.
+fn fits(
+    encoded: Result<usize, EncodeError>,
     max_size: usize,
     out: &mut BytesMut,
+    start: usize,
 ) -> bool {
-    let start = out.len();
-    match protocol::encode(packet, version, out) {
+    match encoded {
         Ok(len) if len <= max_size => true,
         Ok(_) => {
             out.truncate(start);
@@ -470,7 +474,7 @@ fn encode_bounded(
         }
         Err(error) => {
             out.truncate(start);
-            tracing::warn!(%error, packet = packet.name(), "cannot encode packet");
+            tracing::warn!(%error, "cannot encode PUBLISH");
             false
         }
     }
