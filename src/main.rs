@@ -34,6 +34,8 @@ enum Command {
     Pub(tools::publish::PubArgs),
     /// Subscribe to topic filters and print the messages (like mosquitto_sub)
     Sub(tools::subscribe::SubArgs),
+    /// Measure a broker: throughput, loss, latency, idle connection memory
+    Bench(Box<tools::bench::BenchArgs>),
 }
 
 /// Exit code for a configuration or start-up error.
@@ -45,6 +47,10 @@ fn main() -> ExitCode {
         None => run_broker(args.config.as_deref()),
         Some(Command::Pub(args)) => run_tool("pub", None, tools::publish::run(args)),
         Some(Command::Sub(args)) => run_tool("sub", None, tools::subscribe::run(args)),
+        Some(Command::Bench(args)) => {
+            let threads = args.threads();
+            run_tool("bench", Some(threads), tools::bench::run(*args))
+        }
     }
 }
 

@@ -51,6 +51,16 @@ impl TransportArgs {
         self.tls || self.ca.is_some() || self.cert.is_some()
     }
 
+    /// `tcp`, `tls`, `ws` or `wss`, for reports.
+    pub fn name(&self) -> &'static str {
+        match (self.uses_tls(), self.ws) {
+            (false, false) => "tcp",
+            (true, false) => "tls",
+            (false, true) => "ws",
+            (true, true) => "wss",
+        }
+    }
+
     /// The usual port for the transport: 1883, 8883 (TLS), 8083 (WebSocket), 8084 (both).
     pub fn default_port(&self) -> u16 {
         match (self.uses_tls(), self.ws) {

@@ -41,6 +41,12 @@ pub const TIMEOUT: u8 = 12;
 pub enum ToolError {
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// A client error with more to say (which connection, what to do about it).
+    #[error("{message}")]
+    Context {
+        message: String,
+        source: ClientError,
+    },
     /// Options that make no sense together, a topic that cannot be published to, ...
     #[error("{0}")]
     Usage(String),
@@ -58,7 +64,7 @@ impl ToolError {
             ToolError::Usage(_) => USAGE,
             ToolError::Local(_) => LOCAL,
             ToolError::TimedOut { .. } => TIMEOUT,
-            ToolError::Client(error) => match error {
+            ToolError::Client(error) | ToolError::Context { source: error, .. } => match error {
                 ClientError::Refused { .. } => REFUSED,
                 ClientError::Unreachable { .. } => UNREACHABLE,
                 ClientError::Resolve { .. } => RESOLVE,

@@ -6,6 +6,7 @@
 //! `main` passes on.
 
 pub mod args;
+pub mod bench;
 pub mod exit;
 pub mod publish;
 pub mod subscribe;
