@@ -103,8 +103,8 @@ pub struct BenchArgs {
     /// Messages per publisher sent and delivered before measuring.
     #[arg(long, value_name = "N", default_value_t = 0)]
     warmup: u32,
-    /// Seconds to wait for outstanding deliveries once publishing is done.
-    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    /// Once publishing is done, stop waiting for deliveries after this many seconds without one.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
     drain_timeout: Duration,
     /// A micro-mq load shape (64-byte payloads).
     #[arg(long, value_enum)]
