@@ -105,6 +105,9 @@ pub struct Limits {
     pub max_inflight: u16,
     /// Messages queued per session beyond the in-flight window, online or offline.
     pub max_queued_messages: usize,
+    /// Milliseconds a QoS 1/2 publisher waits for room in a connected subscriber's full queue
+    /// before the message is dropped for that subscriber.
+    pub queue_full_wait_ms: u64,
     /// Longest topic name or filter, in bytes.
     pub max_topic_length: usize,
     /// Most levels in a topic name or filter.
@@ -133,6 +136,7 @@ impl Default for Limits {
             max_keep_alive: 0,
             max_inflight: 256,
             max_queued_messages: 1000,
+            queue_full_wait_ms: 2000,
             max_topic_length: 1024,
             max_topic_levels: 32,
             max_subscriptions: 1000,

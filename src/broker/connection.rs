@@ -45,9 +45,14 @@ where
     let mut reader = PacketReader::new(read_half, broker.limits.max_packet_size);
 
     let connect_timeout = Duration::from_secs(broker.limits.connect_timeout_secs);
-    let connect = match tokio::time::timeout(connect_timeout, reader.next(ProtocolVersion::V311))
-        .await
-    {
+    let mut shutdown = broker.shutdown.subscribe();
+    let first = tokio::select! {
+        first = tokio::time::timeout(connect_timeout, reader.next(ProtocolVersion::V311)) => first,
+        // A connection still waiting for CONNECT has no session or Will to look after: on
+        // shutdown it is closed at once instead of holding the shutdown up to its timeout.
+        _ = shutdown.wait_for(|down| *down) => return,
+    };
+    let connect = match first {
         Ok(Ok(Some(Packet::Connect(connect)))) => *connect,
         Ok(Err(ReadError::Decode(DecodeError::UnsupportedProtocolLevel(level)))) => {
             refuse_version(&mut write_half, level, &broker).await;
@@ -145,6 +150,7 @@ where
             if let Some(end) = end {
                 break end;
             }
+            client.settle().await;
             outbox.wait_for_room().await;
         }
     };
@@ -186,15 +192,19 @@ impl Writer<'_> {
             for packet in control.drain(..) {
                 encode_control(&packet, self.version, self.max_packet_out, &mut buf);
             }
-            let more = {
+            let (more, room) = {
                 let mut session = self.session.lock();
                 if session.is_attached(self.generation) {
-                    session.fill(&mut buf, self.version, self.max_packet_out, self.stats);
-                    session.has_sendable()
+                    let room =
+                        session.fill(&mut buf, self.version, self.max_packet_out, self.stats);
+                    (session.has_sendable(), room)
                 } else {
-                    false
+                    (false, false)
                 }
             };
+            if room {
+                self.session.notify_room();
+            }
             if let Some(close) = close {
                 return self.finish(io, buf, close).await;
             }

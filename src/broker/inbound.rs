@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, MutexGuard};
+use std::time::Duration;
 
 use crate::protocol::{
     Ack, DecodeError, Packet, Properties, ProtocolVersion, Publish, QoS, SubAck, Subscribe,
@@ -18,7 +19,7 @@ use super::connect::{Terms, is_sys_topic, within_limits};
 use super::message::{Delivery, Message};
 use super::outbox::Outbox;
 use super::registry::Opened;
-use super::session::{Qos2Receipt, Session, SessionHandle};
+use super::session::{Offer, Qos2Receipt, Session, SessionHandle};
 
 /// How a connection ended, which decides whether its Will is published.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +60,9 @@ pub struct Client<'a> {
     session_expiry: u32,
     /// Topic aliases the client set (5.0), alias → topic. Bounded by our Topic Alias Maximum.
     aliases: HashMap<u16, String>,
+    /// Deliveries of the last message that met a full queue, and the ack that waits for them.
+    blocked: Vec<(Arc<SessionHandle>, Delivery)>,
+    deferred_ack: Option<Packet>,
 }
 
 impl<'a> Client<'a> {
@@ -72,6 +76,8 @@ impl<'a> Client<'a> {
             problem_info: terms.problem_info,
             session_expiry: terms.session_expiry,
             aliases: HashMap::new(),
+            blocked: Vec::new(),
+            deferred_ack: None,
         }
     }
 
@@ -208,7 +214,7 @@ impl<'a> Client<'a> {
             QoS::AtLeastOnce => {
                 let matched = self.route(publish);
                 let ack = self.delivered_ack(packet_id, matched);
-                self.outbox.send(Packet::PubAck(ack));
+                self.ack_routed(Packet::PubAck(ack));
             }
             QoS::ExactlyOnce => {
                 let limit = usize::from(self.broker.limits.max_inflight);
@@ -227,7 +233,7 @@ impl<'a> Client<'a> {
                     Some(Qos2Receipt::New) => {
                         let matched = self.route(publish);
                         let ack = self.delivered_ack(packet_id, matched);
-                        self.outbox.send(Packet::PubRec(ack));
+                        self.ack_routed(Packet::PubRec(ack));
                     }
                 }
             }
@@ -280,9 +286,49 @@ impl<'a> Client<'a> {
         self.ack(packet_id, code, None)
     }
 
-    fn route(&self, publish: Publish) -> usize {
-        self.broker
-            .publish(Message::from_publish(publish, self.session.id()))
+    /// Routes the message; returns how many sessions matched. Deliveries that met a full
+    /// queue are kept for [`Client::settle`].
+    fn route(&mut self, publish: Publish) -> usize {
+        let routed = self
+            .broker
+            .publish(Message::from_publish(publish, self.session.id()));
+        self.blocked = routed.blocked;
+        routed.matched
+    }
+
+    /// Sends `ack` for a routed message: now, or after [`Client::settle`] if some subscriber's
+    /// queue was full (the publisher only learns its message was taken once it really was).
+    fn ack_routed(&mut self, ack: Packet) {
+        if self.blocked.is_empty() {
+            self.outbox.send(ack);
+        } else {
+            self.deferred_ack = Some(ack);
+        }
+    }
+
+    /// Waits for room in the full queues the last message met, then sends its ack. This is
+    /// the broker's flow control: a publisher that outpaces a subscriber is slowed to its
+    /// pace (its ack is late and its socket is not read meanwhile) instead of losing QoS 1/2
+    /// messages, for at most `limits.queue_full_wait_ms` per stalled subscriber.
+    pub async fn settle(&mut self) {
+        if self.blocked.is_empty() {
+            return;
+        }
+        let wait = Duration::from_millis(self.broker.limits.queue_full_wait_ms);
+        let deadline = tokio::time::Instant::now() + wait;
+        for (session, delivery) in std::mem::take(&mut self.blocked) {
+            let mut offered = Offer::Full(delivery);
+            while let Offer::Full(delivery) = offered {
+                if !session.wait_for_room(deadline).await {
+                    self.broker.stats.dropped_queue_full.inc();
+                    break;
+                }
+                offered = session.offer(delivery, &self.broker.stats);
+            }
+        }
+        if let Some(ack) = self.deferred_ack.take() {
+            self.outbox.send(ack);
+        }
     }
 
     /// PUBREC for a message we sent: release it with PUBREL, or forget it if the 5.0 client

@@ -39,7 +39,15 @@ pub use stats::{Counter, Stats};
 use message::{Delivery, Message};
 use retained::{Retained, Stored};
 use router::Router;
-use session::SessionHandle;
+use session::{Offer, SessionHandle};
+
+/// Where a published message went.
+struct Routed {
+    /// Sessions with a matching subscription.
+    matched: usize,
+    /// Connected sessions whose queue was full, with the delivery still to be made.
+    blocked: Vec<(Arc<SessionHandle>, Delivery)>,
+}
 
 /// The state shared by every connection of one broker.
 pub struct Broker {
@@ -102,13 +110,15 @@ impl Broker {
     }
 
     /// Routes a message to every matching session and, if it is retained, stores it.
-    /// Returns the number of sessions it was queued for.
-    fn publish(&self, message: Message) -> usize {
+    /// Sessions whose queue is full come back in [`Routed::blocked`], for the publisher to
+    /// wait on.
+    fn publish(&self, message: Message) -> Routed {
         let message = Arc::new(message);
         if message.retain {
             self.retain(&message);
         }
         let matches = self.router().matches(&message.topic, message.origin);
+        let mut blocked = Vec::new();
         for m in &matches {
             let delivery = Delivery {
                 message: Arc::clone(&message),
@@ -118,10 +128,15 @@ impl Broker {
                 retain: message.retain && m.retain_as_published,
                 subscription_ids: m.subscription_ids.clone(),
             };
-            m.session.deliver(delivery, &self.stats);
             self.stats.messages_routed.inc();
+            if let Offer::Full(delivery) = m.session.offer(delivery, &self.stats) {
+                blocked.push((Arc::clone(&m.session), delivery));
+            }
         }
-        matches.len()
+        Routed {
+            matched: matches.len(),
+            blocked,
+        }
     }
 
     fn retain(&self, message: &Arc<Message>) {

@@ -56,6 +56,7 @@ impl Broker {
             }
             let filters = session.retire();
             drop(session);
+            existing.notify_room();
             let mut router = self.router_mut();
             for filter in filters {
                 router.unsubscribe(&filter, existing.id());
@@ -98,6 +99,9 @@ impl Broker {
         }
         let expiry = session.expiry_interval;
         drop(session);
+        // Publishers waiting for room in this session's queue must not wait for a reader
+        // that is gone.
+        handle.notify_room();
 
         if let Some(will) = will {
             let delay = will_delay(&will).min(expiry);
@@ -160,6 +164,7 @@ impl Broker {
         }
         sessions.remove(handle.client_id());
         let filters = handle.lock().retire();
+        handle.notify_room();
         let mut router = self.router_mut();
         for filter in filters {
             router.unsubscribe(&filter, handle.id());
@@ -169,7 +174,11 @@ impl Broker {
     fn publish_will(&self, will: Will, origin: u64) {
         tracing::debug!(topic = %will.topic, "publishing will");
         self.stats.wills_published.inc();
-        self.publish(Message::from_will(will, origin));
+        // Nobody is left to slow down: a Will that meets a full queue is dropped and counted.
+        let routed = self.publish(Message::from_will(will, origin));
+        for _ in routed.blocked {
+            self.stats.dropped_queue_full.inc();
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use bytes::BytesMut;
+use tokio::sync::Notify;
 
 use crate::protocol::{self, Ack, Packet, ProtocolVersion, QoS, SubscriptionOptions};
 
@@ -30,6 +31,19 @@ pub struct SessionHandle {
     id: u64,
     client_id: String,
     state: Mutex<Session>,
+    /// Signalled when a full queue gets room again, for publishers waiting on it.
+    room: Notify,
+}
+
+/// What became of a message offered to a session.
+pub enum Offer {
+    Queued,
+    /// Not queued: QoS 0 for an offline session (by design), or over the queue limit with
+    /// nobody to slow down (counted in `dropped_queue_full`).
+    Dropped,
+    /// The queue of a connected session is full: the publisher may wait for room
+    /// ([`SessionHandle::wait_for_room`]) and offer it again.
+    Full(Delivery),
 }
 
 impl SessionHandle {
@@ -39,6 +53,7 @@ impl SessionHandle {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             client_id,
             state: Mutex::new(Session::new(max_queued)),
+            room: Notify::new(),
         })
     }
 
@@ -55,23 +70,60 @@ impl SessionHandle {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues a message for the session and wakes its connection, if it has one.
-    pub fn deliver(&self, delivery: Delivery, stats: &Stats) {
+    /// Offers a message to the session: queues it and wakes the connection, if there is room.
+    pub fn offer(&self, delivery: Delivery, stats: &Stats) -> Offer {
         let mut session = self.lock();
         let online = session.outbox.is_some();
         if delivery.qos == QoS::AtMostOnce && !online {
             // QoS 0 messages are not kept for offline sessions (MQTT-3.1.2-5 makes it optional).
-            return;
+            return Offer::Dropped;
         }
         if session.pending.len() >= session.max_queued {
+            // A QoS 1/2 publisher is slowed down rather than losing the message, unless the
+            // session is offline (nothing will drain it) or stalled (it already failed to
+            // drain in time, and must not hold every publisher up again).
+            if online && delivery.qos != QoS::AtMostOnce && !session.stalled {
+                session.room_wanted = true;
+                return Offer::Full(delivery);
+            }
             stats.dropped_queue_full.inc();
             tracing::debug!(client_id = %self.client_id, "session queue full, message dropped");
-            return;
+            return Offer::Dropped;
         }
         session.pending.push_back(delivery);
         if let Some(outbox) = &session.outbox {
             outbox.wake();
         }
+        Offer::Queued
+    }
+
+    /// Waits until the queue has room (or the session lost its connection), or `deadline`
+    /// passes. On time-out the session is marked stalled: further messages for it are dropped
+    /// at once until its queue has drained to half, so one stuck subscriber cannot slow every
+    /// publisher down by the full wait each time.
+    pub async fn wait_for_room(&self, deadline: tokio::time::Instant) -> bool {
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let session = self.lock();
+                if session.pending.len() < session.max_queued || session.outbox.is_none() {
+                    return true;
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let mut session = self.lock();
+                session.stalled = true;
+                tracing::info!(client_id = %self.client_id, "slow consumer: queue full; dropping its messages until it drains");
+                return false;
+            }
+        }
+    }
+
+    /// Wakes publishers waiting for room (after the queue drained or the connection left).
+    pub fn notify_room(&self) {
+        self.room.notify_waiters();
     }
 }
 
@@ -114,6 +166,10 @@ pub struct Session {
     pub expiry_interval: u32,
     /// Set on reattachment: the in-flight messages must be sent again first.
     resend: bool,
+    /// A publisher is waiting for room in the queue.
+    room_wanted: bool,
+    /// The queue stayed full past the wait: drop instead of waiting, until half drained.
+    stalled: bool,
 }
 
 impl Session {
@@ -130,6 +186,8 @@ impl Session {
             inbound_qos2: HashSet::new(),
             expiry_interval: 0,
             resend: false,
+            room_wanted: false,
+            stalled: false,
         }
     }
 
@@ -276,23 +334,30 @@ impl Session {
     /// unacknowledged in-flight messages again (PUBLISH with DUP, or PUBREL); then queued
     /// messages as long as the in-flight window allows. Messages larger than the client's
     /// Maximum Packet Size, and expired ones, are dropped as MQTT-3.1.2-25 and §3.3.2.3.3 say.
+    /// Returns true if publishers waiting for room should be woken.
     pub fn fill(
         &mut self,
         out: &mut BytesMut,
         version: ProtocolVersion,
         max_size: usize,
         stats: &Stats,
-    ) {
+    ) -> bool {
         let now = Instant::now();
         if std::mem::take(&mut self.resend) {
-            for flight in &self.inflight {
+            self.inflight.retain(|flight| {
                 let packet = if flight.released {
                     Packet::PubRel(Ack::new(flight.packet_id))
                 } else {
                     Packet::Publish(flight.delivery.to_publish(flight.packet_id, true, now))
                 };
-                encode_bounded(&packet, version, max_size, out);
-            }
+                let sent = encode_bounded(&packet, version, max_size, out);
+                if !sent {
+                    // MQTT-3.1.2-25: too large for the client's (new) Maximum Packet Size:
+                    // discarded as if delivered, so it does not hold a window slot for ever.
+                    stats.dropped_too_large.inc();
+                }
+                sent
+            });
         }
         while out.len() < FILL_BYTES {
             let Some(front) = self.pending.front() else {
@@ -325,6 +390,14 @@ impl Session {
                 });
             }
         }
+        if self.stalled && self.pending.len() <= self.max_queued / 2 {
+            self.stalled = false;
+        }
+        let room = self.room_wanted && self.pending.len() < self.max_queued;
+        if room {
+            self.room_wanted = false;
+        }
+        room
     }
 
     /// True if `fill` would produce something now.

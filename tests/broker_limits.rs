@@ -1,0 +1,360 @@
+//! The `[limits]` of the configuration, each at its edge: max_connections, max_packet_size
+//! (checked from the fixed header, before the body arrives), max_queued_messages,
+//! max_topic_length, max_topic_levels and max_subscriptions. Each limit is shown to let the
+//! last allowed thing through and to refuse the first one past it, the way MQTT says.
+//! (connect_timeout_secs and max_client_id_length: broker_connect.rs; max_keep_alive:
+//! broker_keepalive.rs; max_inflight: broker_publish.rs; max_retained_*: broker_retained.rs;
+//! max_topic_aliases: broker_v5.rs; max_session_expiry_secs: broker_session.rs.)
+
+mod common;
+
+use common::*;
+use supermq::protocol::{Packet, Properties, ProtocolVersion, QoS, Unsubscribe, reason};
+
+use ProtocolVersion::{V5, V311};
+use QoS::{AtLeastOnce, AtMostOnce};
+
+fn one_connection() -> supermq::config::Config {
+    config_with(|limits| limits.max_connections = 1)
+}
+
+/// limits.max_connections: past it a 3.1.1 CONNECT gets 0x03 (server unavailable).
+#[tokio::test]
+async fn connection_past_max_connections_is_refused_with_0x03() {
+    let broker = TestBroker::start(one_connection()).await;
+    let mut first = TestClient::v311(broker.addr, "first").await;
+    let (mut second, connack) =
+        TestClient::connect_with(broker.addr, connect_packet(V311, "second")).await;
+    assert_eq!(connack.code, 0x03);
+    assert_eq!(second.expect_closed().await, vec![]);
+    first.ping().await;
+}
+
+/// limits.max_connections: past it a 5.0 CONNECT gets 0x97 (quota exceeded).
+#[tokio::test]
+async fn connection_past_max_connections_is_refused_with_0x97() {
+    let broker = TestBroker::start(one_connection()).await;
+    let _first = TestClient::v5(broker.addr, "first").await;
+    let (mut second, connack) =
+        TestClient::connect_with(broker.addr, connect_packet(V5, "second")).await;
+    assert_eq!(connack.code, reason::QUOTA_EXCEEDED);
+    assert_eq!(second.expect_closed().await, vec![]);
+    assert_eq!(broker.broker.stats().connections_refused.get(), 1);
+}
+
+/// A connection that closes frees its place.
+#[tokio::test]
+async fn closed_connection_frees_its_place() {
+    let broker = TestBroker::start(one_connection()).await;
+    let first = TestClient::v5(broker.addr, "first").await;
+    first.disconnect().await;
+    wait_until("the first connection is gone", || {
+        broker.broker.connection_count() == 0
+    })
+    .await;
+    let mut second = TestClient::v5(broker.addr, "second").await;
+    second.ping().await;
+}
+
+fn small_packets() -> supermq::config::Config {
+    config_with(|limits| limits.max_packet_size = 100)
+}
+
+/// MQTT-3.2.2-15 and §4.13: a PUBLISH larger than the Maximum Packet Size we announced
+/// (limits.max_packet_size) gets DISCONNECT 0x95 (packet too large).
+#[tokio::test]
+async fn publish_larger_than_max_packet_size_gets_disconnect_0x95() {
+    let broker = TestBroker::start(small_packets()).await;
+    let mut watcher = TestClient::v5(broker.addr, "watcher").await;
+    watcher.subscribe("big", AtMostOnce).await;
+    let mut client = TestClient::v5(broker.addr, "big").await;
+    client.publish("big", &[0; 101], AtMostOnce, false).await;
+    client.expect_disconnect(reason::PACKET_TOO_LARGE).await;
+    watcher.expect_nothing().await;
+    assert_eq!(broker.broker.stats().protocol_errors.get(), 1);
+}
+
+/// 3.1.1 has no DISCONNECT from the server: the connection is closed.
+#[tokio::test]
+async fn publish_larger_than_max_packet_size_closes_a_3_1_1_connection() {
+    let broker = TestBroker::start(small_packets()).await;
+    let mut client = TestClient::v311(broker.addr, "big3").await;
+    client.publish("big", &[0; 101], AtMostOnce, false).await;
+    assert_eq!(client.expect_closed().await, vec![]);
+}
+
+/// A packet of exactly max_packet_size bytes (fixed header included) is accepted.
+#[tokio::test]
+async fn packet_of_exactly_max_packet_size_is_accepted() {
+    let broker = TestBroker::start(small_packets()).await;
+    let mut watcher = TestClient::v5(broker.addr, "watcher").await;
+    watcher.subscribe("b", AtMostOnce).await;
+    let mut client = TestClient::v5(broker.addr, "edge").await;
+    // 1 (type) + 1 (length) + 3 (topic "b") + 1 (no properties) + 94 = 100 bytes.
+    client.publish("b", &[0; 94], AtMostOnce, false).await;
+    assert_eq!(watcher.recv_publish().await.payload.len(), 94);
+    client.ping().await;
+}
+
+/// The size is checked from the fixed header: a header announcing a huge packet is refused
+/// at once, without the broker waiting for (or buffering) the body.
+#[tokio::test]
+async fn oversized_packet_is_refused_from_its_fixed_header_alone() {
+    let broker = TestBroker::start(small_packets()).await;
+    let mut client = TestClient::v5(broker.addr, "header").await;
+    // PUBLISH announcing 268,435,455 bytes; none of them follow.
+    client.send_bytes(&[0x30, 0xFF, 0xFF, 0xFF, 0x7F]).await;
+    client.expect_disconnect(reason::PACKET_TOO_LARGE).await;
+}
+
+/// The same check applies to CONNECT: an oversized one is closed without a CONNACK.
+#[tokio::test]
+async fn oversized_connect_is_closed_without_connack() {
+    let broker = TestBroker::start(small_packets()).await;
+    let mut client = TestClient::open(broker.addr, V311).await;
+    client.send_bytes(&[0x10, 0xFF, 0xFF, 0x03]).await;
+    assert_eq!(client.expect_closed().await, vec![]);
+}
+
+/// limits.max_queued_messages: an offline session keeps that many messages; the rest are
+/// dropped and counted in dropped_queue_full (the publisher still gets its PUBACKs).
+#[tokio::test]
+async fn offline_queue_drops_and_counts_messages_past_max_queued_messages() {
+    let broker = TestBroker::start(config_with(|limits| limits.max_queued_messages = 3)).await;
+    let (mut client, _) = TestClient::connect(broker.addr, V311, "away", false).await;
+    client.subscribe("queue", AtLeastOnce).await;
+    client.disconnect().await;
+    let mut publisher = TestClient::v311(broker.addr, "pub").await;
+    for i in 0..5u8 {
+        publisher.publish("queue", &[i], AtLeastOnce, false).await;
+    }
+    assert_eq!(broker.broker.stats().dropped_queue_full.get(), 2);
+
+    let (mut client, _) = TestClient::connect(broker.addr, V311, "away", false).await;
+    for i in 0..3u8 {
+        assert_eq!(&client.recv_acked().await.payload[..], &[i]);
+    }
+    client.expect_nothing().await;
+}
+
+/// The queue limit applies to a connected client too, once its in-flight window is full:
+/// after holding the publisher back for limits.queue_full_wait_ms (flow control, see
+/// broker_flow.rs) the extra messages are dropped for that subscriber and counted.
+#[tokio::test]
+async fn online_queue_behind_a_full_window_is_bounded_too() {
+    let broker = TestBroker::start(config_with(|limits| {
+        limits.max_queued_messages = 2;
+        limits.queue_full_wait_ms = 100;
+    }))
+    .await;
+    let mut connect = connect_packet(V5, "slow");
+    connect.properties.receive_maximum = Some(1);
+    let (mut slow, _) = TestClient::connect_with(broker.addr, connect).await;
+    slow.subscribe("slow", AtLeastOnce).await;
+    let mut publisher = TestClient::v5(broker.addr, "pub").await;
+    let first = {
+        publisher.publish("slow", &[0], AtLeastOnce, false).await;
+        slow.recv_publish().await
+    };
+    for i in 1..6u8 {
+        publisher.publish("slow", &[i], AtLeastOnce, false).await;
+    }
+    assert_eq!(broker.broker.stats().dropped_queue_full.get(), 3);
+    slow.ack(&first).await;
+    for i in 1..3u8 {
+        assert_eq!(&slow.recv_acked().await.payload[..], &[i]);
+    }
+    slow.expect_nothing().await;
+}
+
+fn short_topics() -> supermq::config::Config {
+    config_with(|limits| limits.max_topic_length = 10)
+}
+
+/// limits.max_topic_length: a 5.0 PUBLISH to a longer topic gets PUBACK 0x90 (topic name
+/// invalid), is delivered to nobody, and the connection stays open.
+#[tokio::test]
+async fn publish_to_a_topic_over_max_topic_length_gets_puback_0x90() {
+    let broker = TestBroker::start(short_topics()).await;
+    let mut watcher = TestClient::v5(broker.addr, "watcher").await;
+    watcher.subscribe("#", AtMostOnce).await;
+    let mut client = TestClient::v5(broker.addr, "long").await;
+    let ack = client
+        .publish("0123456789a", b"x", AtLeastOnce, false)
+        .await;
+    assert_eq!(ack, reason::TOPIC_NAME_INVALID);
+    watcher.expect_nothing().await;
+    assert_eq!(broker.broker.stats().publishes_refused.get(), 1);
+    // A topic of exactly the limit goes through.
+    let ack = client.publish("0123456789", b"x", AtLeastOnce, false).await;
+    assert_eq!(ack, reason::SUCCESS);
+    assert_eq!(watcher.recv_publish().await.topic, "0123456789");
+}
+
+/// 3.1.1 has no negative PUBACK: a topic over the limit closes the connection.
+#[tokio::test]
+async fn publish_to_a_topic_over_max_topic_length_closes_a_3_1_1_connection() {
+    let broker = TestBroker::start(short_topics()).await;
+    let mut watcher = TestClient::v5(broker.addr, "watcher").await;
+    watcher.subscribe("#", AtMostOnce).await;
+    let mut client = TestClient::v311(broker.addr, "long3").await;
+    client
+        .send_publish(publish_packet("0123456789a", b"x", AtLeastOnce, false, 1))
+        .await;
+    assert_eq!(client.expect_closed().await, vec![]);
+    watcher.expect_nothing().await;
+}
+
+/// limits.max_topic_length applies to filters: SUBACK 0x8F (5.0) / 0x80 (3.1.1).
+#[tokio::test]
+async fn filter_over_max_topic_length_is_refused() {
+    let broker = TestBroker::start(short_topics()).await;
+    let mut v5 = TestClient::v5(broker.addr, "v5").await;
+    assert_eq!(
+        v5.subscribe("0123456789/", AtMostOnce).await.reasons,
+        vec![reason::TOPIC_FILTER_INVALID]
+    );
+    assert_eq!(
+        v5.subscribe("012345678/", AtMostOnce).await.reasons,
+        vec![0]
+    );
+    let mut v3 = TestClient::v311(broker.addr, "v3").await;
+    assert_eq!(
+        v3.subscribe("0123456789/", AtMostOnce).await.reasons,
+        vec![0x80]
+    );
+}
+
+fn shallow_topics() -> supermq::config::Config {
+    config_with(|limits| limits.max_topic_levels = 3)
+}
+
+/// limits.max_topic_levels: a 5.0 PUBLISH to a deeper topic gets PUBACK 0x90; one of exactly
+/// the limit goes through.
+#[tokio::test]
+async fn publish_to_a_topic_over_max_topic_levels_gets_puback_0x90() {
+    let broker = TestBroker::start(shallow_topics()).await;
+    let mut watcher = TestClient::v5(broker.addr, "watcher").await;
+    watcher.subscribe("#", AtMostOnce).await;
+    let mut client = TestClient::v5(broker.addr, "deep").await;
+    let ack = client.publish("a/b/c/d", b"x", AtLeastOnce, false).await;
+    assert_eq!(ack, reason::TOPIC_NAME_INVALID);
+    watcher.expect_nothing().await;
+    let ack = client.publish("a/b/c", b"x", AtLeastOnce, false).await;
+    assert_eq!(ack, reason::SUCCESS);
+    assert_eq!(watcher.recv_publish().await.topic, "a/b/c");
+}
+
+/// Empty levels count as levels: `a//` has three.
+#[tokio::test]
+async fn empty_levels_count_towards_max_topic_levels() {
+    let broker = TestBroker::start(shallow_topics()).await;
+    let mut client = TestClient::v5(broker.addr, "empty").await;
+    let ack = client.publish("a///", b"x", AtLeastOnce, false).await;
+    assert_eq!(ack, reason::TOPIC_NAME_INVALID);
+}
+
+/// 3.1.1: a topic over the level limit closes the connection.
+#[tokio::test]
+async fn publish_to_a_topic_over_max_topic_levels_closes_a_3_1_1_connection() {
+    let broker = TestBroker::start(shallow_topics()).await;
+    let mut client = TestClient::v311(broker.addr, "deep3").await;
+    client.publish("a/b/c/d", b"x", AtMostOnce, false).await;
+    assert_eq!(client.expect_closed().await, vec![]);
+}
+
+/// limits.max_topic_levels applies to filters: SUBACK 0x8F (5.0) / 0x80 (3.1.1).
+#[tokio::test]
+async fn filter_over_max_topic_levels_is_refused() {
+    let broker = TestBroker::start(shallow_topics()).await;
+    let mut v5 = TestClient::v5(broker.addr, "v5").await;
+    assert_eq!(
+        v5.subscribe("a/+/c/#", AtMostOnce).await.reasons,
+        vec![reason::TOPIC_FILTER_INVALID]
+    );
+    assert_eq!(v5.subscribe("a/+/#", AtMostOnce).await.reasons, vec![0]);
+    let mut v3 = TestClient::v311(broker.addr, "v3").await;
+    assert_eq!(
+        v3.subscribe("a/+/c/#", AtMostOnce).await.reasons,
+        vec![0x80]
+    );
+}
+
+fn two_subscriptions() -> supermq::config::Config {
+    config_with(|limits| limits.max_subscriptions = 2)
+}
+
+/// limits.max_subscriptions: the next subscription gets SUBACK 0x97 (quota exceeded) in 5.0.
+#[tokio::test]
+async fn subscription_past_max_subscriptions_is_refused_with_0x97() {
+    let broker = TestBroker::start(two_subscriptions()).await;
+    let mut client = TestClient::v5(broker.addr, "many").await;
+    client.subscribe("s/1", AtMostOnce).await;
+    client.subscribe("s/2", AtMostOnce).await;
+    let suback = client.subscribe("s/3", AtMostOnce).await;
+    assert_eq!(suback.reasons, vec![reason::QUOTA_EXCEEDED]);
+    let mut publisher = TestClient::v5(broker.addr, "pub").await;
+    let ack = publisher.publish("s/3", b"x", AtLeastOnce, false).await;
+    assert_eq!(ack, reason::NO_MATCHING_SUBSCRIBERS);
+}
+
+/// ... and 0x80 in 3.1.1.
+#[tokio::test]
+async fn subscription_past_max_subscriptions_is_refused_with_0x80_in_3_1_1() {
+    let broker = TestBroker::start(two_subscriptions()).await;
+    let mut client = TestClient::v311(broker.addr, "many3").await;
+    let suback = client
+        .subscribe_with(
+            1,
+            vec![
+                ("s/1".to_string(), qos(AtMostOnce)),
+                ("s/2".to_string(), qos(AtMostOnce)),
+                ("s/3".to_string(), qos(AtMostOnce)),
+            ],
+            Properties::default(),
+        )
+        .await;
+    assert_eq!(suback.reasons, vec![0, 0, 0x80]);
+}
+
+/// At the limit, subscribing again to a filter the client has is a replacement, not a new
+/// subscription, and is granted.
+#[tokio::test]
+async fn resubscribing_at_max_subscriptions_is_granted() {
+    let broker = TestBroker::start(two_subscriptions()).await;
+    let mut client = TestClient::v5(broker.addr, "again").await;
+    client.subscribe("s/1", AtMostOnce).await;
+    client.subscribe("s/2", AtMostOnce).await;
+    let suback = client.subscribe("s/2", AtLeastOnce).await;
+    assert_eq!(suback.reasons, vec![1]);
+}
+
+/// UNSUBSCRIBE frees a place under max_subscriptions.
+#[tokio::test]
+async fn unsubscribing_frees_a_place_under_max_subscriptions() {
+    let broker = TestBroker::start(two_subscriptions()).await;
+    let mut client = TestClient::v5(broker.addr, "churn").await;
+    client.subscribe("s/1", AtMostOnce).await;
+    client.subscribe("s/2", AtMostOnce).await;
+    client
+        .send(&Packet::Unsubscribe(Unsubscribe {
+            packet_id: 9,
+            filters: vec!["s/1".to_string()],
+            properties: Properties::default(),
+        }))
+        .await;
+    assert!(matches!(client.recv().await, Packet::UnsubAck(_)));
+    assert_eq!(client.subscribe("s/3", AtMostOnce).await.reasons, vec![0]);
+}
+
+/// The limit is per session: another client has its own allowance.
+#[tokio::test]
+async fn max_subscriptions_is_per_session() {
+    let broker = TestBroker::start(two_subscriptions()).await;
+    let mut a = TestClient::v5(broker.addr, "a").await;
+    a.subscribe("s/1", AtMostOnce).await;
+    a.subscribe("s/2", AtMostOnce).await;
+    let mut b = TestClient::v5(broker.addr, "b").await;
+    assert_eq!(b.subscribe("s/1", AtMostOnce).await.reasons, vec![0]);
+    assert_eq!(b.subscribe("s/2", AtMostOnce).await.reasons, vec![0]);
+}
