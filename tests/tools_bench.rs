@@ -4,16 +4,14 @@
 mod common;
 mod tools_common;
 
-use common::{TestBroker, config};
+use common::{TestBroker, config, config_with};
 use supermq::config::Config;
 use tools_common::{Json, run};
 
 /// A broker whose session queues hold a whole test run: bench runs here must lose nothing,
 /// whatever the scheduling of a debug build on a busy machine (QoS 0 included).
 fn roomy() -> Config {
-    let mut config = config();
-    config.limits.max_queued_messages = 100_000;
-    config
+    config_with(|limits| limits.max_queued_messages = 100_000)
 }
 
 /// Runs bench with `args` against `broker`; returns its JSON line after checking it exited

@@ -4,7 +4,8 @@
 mod common;
 mod tools_common;
 
-use common::{TestBroker, config};
+use common::{TestBroker, cert, config, config_with};
+use supermq::transport::Kind;
 use tools_common::{Ran, closed_port, run};
 
 /// Exit codes, as `supermq pub --help` documents them.
@@ -94,9 +95,7 @@ async fn bad_options_are_usage_errors_before_connecting() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_connack_names_its_reason() {
-    let mut config = config();
-    config.limits.max_client_id_length = 23;
-    let broker = TestBroker::start(config).await;
+    let broker = TestBroker::start(config_with(|limits| limits.max_client_id_length = 23)).await;
     let port = broker.addr.port().to_string();
     let id = "a-client-id-longer-than-23-bytes";
     let ran = run(&["pub", "-p", &port, "-i", id, "-t", "t", "-m", "x"]).await;
@@ -125,14 +124,18 @@ async fn a_refused_subscription_names_the_filter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_certificate_is_a_tls_failure() {
-    let port = closed_port();
+    // The broker presents a self-signed certificate; the tool trusts only the test CA.
     let mut config = config();
-    config.mqtt.tls = format!("127.0.0.1:{port}");
-    config.tls.cert = common_cert("other.pem");
-    config.tls.key = common_cert("other.key");
-    let _broker = TestBroker::start(config).await;
-    let ca = common_cert("ca.pem");
-    let port = port.to_string();
+    config.mqtt.tls = "127.0.0.1:0".to_string();
+    config.tls.cert = cert("other.pem").display().to_string();
+    config.tls.key = cert("other.key").display().to_string();
+    let broker = TestBroker::start(config).await;
+    let ca = cert("ca.pem").display().to_string();
+    let port = broker
+        .listener(Kind::Tls)
+        .expect("tls listener")
+        .port()
+        .to_string();
     let ran = run(&[
         "pub",
         "-h",
@@ -160,12 +163,4 @@ async fn sub_gives_up_after_its_timeout() {
         TIMEOUT,
         "timed out after 1 s with 0 message(s) received",
     );
-}
-
-fn common_cert(name: &str) -> String {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/certs")
-        .join(name)
-        .display()
-        .to_string()
 }

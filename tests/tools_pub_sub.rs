@@ -4,35 +4,22 @@
 mod common;
 mod tools_common;
 
-use std::path::PathBuf;
-use std::time::Duration;
-
-use common::{TestBroker, config};
+use common::{TestBroker, cert, config, wait_until};
 use supermq::transport::Kind;
-use tools_common::{Running, closed_port, run, run_with_stdin, start};
-
-/// Waits until the broker holds `count` subscriptions, so a publication cannot race past a
-/// subscriber that is still connecting.
-async fn wait_for_subscriptions(broker: &TestBroker, count: usize) {
-    let deadline = tokio::time::Instant::now() + common::WAIT;
-    while broker.broker.subscription_count() < count {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "subscriber did not subscribe"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+use tools_common::{Running, run, run_with_stdin, start};
 
 fn port(broker: &TestBroker) -> String {
     broker.addr.port().to_string()
 }
 
-/// Starts `sub` and waits until it has subscribed.
+/// Starts `sub` and waits until it has subscribed, so a publication cannot race past it.
 async fn subscriber(broker: &TestBroker, args: &[&str]) -> Running {
     let before = broker.broker.subscription_count();
     let running = start(args, b"");
-    wait_for_subscriptions(broker, before + 1).await;
+    wait_until("the subscriber subscribed", || {
+        broker.broker.subscription_count() > before
+    })
+    .await;
     running
 }
 
@@ -173,35 +160,23 @@ async fn a_persistent_session_keeps_messages_while_the_subscriber_is_away() {
     assert_eq!(received.stdout, "while you were out\n");
 }
 
-fn cert(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/certs")
-        .join(name)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pub_and_sub_over_tls_websocket_and_secure_websocket() {
-    // Ports chosen here: the harness forgets the other listeners' addresses once running.
-    let ports = [closed_port(), closed_port(), closed_port()];
     let mut config = config();
-    config.mqtt.tls = format!("127.0.0.1:{}", ports[0]);
-    config.mqtt.ws = format!("127.0.0.1:{}", ports[1]);
-    config.mqtt.wss = format!("127.0.0.1:{}", ports[2]);
+    config.mqtt.tls = "127.0.0.1:0".to_string();
+    config.mqtt.ws = "127.0.0.1:0".to_string();
+    config.mqtt.wss = "127.0.0.1:0".to_string();
     config.tls.cert = cert("server.pem").display().to_string();
     config.tls.key = cert("server.key").display().to_string();
     let broker = TestBroker::start(config).await;
     let ca = cert("ca.pem").display().to_string();
     let listeners = [
-        (Kind::Tls, ports[0], vec!["--ca", ca.as_str()]),
-        (Kind::Ws, ports[1], vec!["--ws"]),
-        (
-            Kind::Wss,
-            ports[2],
-            vec!["--ws", "--tls", "--ca", ca.as_str()],
-        ),
+        (Kind::Tls, vec!["--ca", ca.as_str()]),
+        (Kind::Ws, vec!["--ws"]),
+        (Kind::Wss, vec!["--ws", "--tls", "--ca", ca.as_str()]),
     ];
-    for (kind, port, transport) in listeners {
-        let port = port.to_string();
+    for (kind, transport) in listeners {
+        let port = broker.listener(kind).expect("listener").port().to_string();
         let topic = format!("over/{kind}");
         let mut sub = vec![
             "sub",
