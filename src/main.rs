@@ -35,6 +35,10 @@ enum Command {
     /// Subscribe to topic filters and print the messages (like mosquitto_sub)
     Sub(tools::subscribe::SubArgs),
     /// Measure a broker: throughput, loss, latency, idle connection memory
+    ///
+    /// Each run prints a table (or, with --format legacy, micro-mq's "Total sent" line) and
+    /// then one JSON line, last on stdout, for scripts; progress goes to stderr every second.
+    /// `bench conns` opens idle connections and reports the broker's memory per connection.
     Bench(Box<tools::bench::BenchArgs>),
 }
 

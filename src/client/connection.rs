@@ -154,11 +154,6 @@ impl Client {
         Ok((client, connack))
     }
 
-    /// The protocol version of the connection.
-    pub fn version(&self) -> ProtocolVersion {
-        self.version
-    }
-
     /// Caps the QoS 1/2 publications in flight (never above the broker's Receive Maximum).
     pub fn limit_window(&mut self, window: usize) {
         self.window = self.window.min(window.max(1));
@@ -250,28 +245,6 @@ impl Client {
             }
             self.step().await?;
         }
-    }
-
-    /// Keeps an otherwise idle connection alive: sends a PINGREQ if one is due and handles
-    /// what has already arrived, without waiting for anything.
-    pub async fn service(&mut self) -> Result<(), ClientError> {
-        if let Some(due) = self.keep_alive_deadline()
-            && Instant::now() >= due
-        {
-            self.keep_alive_due()?;
-        }
-        self.flush().await?;
-        // A zero timeout polls the read once: it takes what is there and never waits.
-        while let Ok(read) = tokio::time::timeout(Duration::ZERO, self.fill_read()).await {
-            read?;
-            while let Some(packet) = self.decode()? {
-                if let Handled::Message(message) = self.handle(packet)? {
-                    self.pending.push_back(message);
-                }
-            }
-            self.flush().await?;
-        }
-        Ok(())
     }
 
     /// Sends DISCONNECT and closes the connection. Errors no longer matter at this point.

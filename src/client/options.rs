@@ -18,8 +18,6 @@ pub struct ConnectOptions {
     pub password: Option<Bytes>,
     /// MQTT 5.0: how long the broker keeps the session after the connection ends, in seconds.
     pub session_expiry: Option<u32>,
-    /// MQTT 5.0: how many QoS 1/2 messages the broker may have in flight towards us.
-    pub receive_maximum: Option<u16>,
     /// Print every packet sent and received on stderr (`-d`).
     pub debug: bool,
 }
@@ -35,7 +33,6 @@ impl ConnectOptions {
             username: None,
             password: None,
             session_expiry: None,
-            receive_maximum: None,
             debug: false,
         }
     }
@@ -45,7 +42,6 @@ impl ConnectOptions {
         let mut properties = Properties::default();
         if self.version.is_v5() {
             properties.session_expiry_interval = self.session_expiry;
-            properties.receive_maximum = self.receive_maximum;
         }
         Connect {
             protocol: self.version,

@@ -3,8 +3,8 @@
 //! Publishers and subscribers drive their connection from one `poll_fn` each, reading and
 //! writing in the same poll so that neither direction ever waits for the other (a publisher
 //! that only wrote would stop reading acknowledgements, and the broker would stop reading it).
-//! Both buffers are plain `Vec<u8>`s with cursors: one large read per wake-up (64 KiB, many
-//! packets) and one write of everything queued.
+//! Both buffers are plain `Vec<u8>`s with cursors: one large read per wake-up (64 KiB for a
+//! subscriber, many packets) and one write of everything queued.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -14,8 +14,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use crate::client::ClientError;
 use crate::transport::BoxStream;
 
-/// Bytes read per system call, at least.
-const READ_SIZE: usize = 64 << 10;
+/// Read buffer of a subscriber: deliveries come in bulk, so many per system call.
+pub const SUBSCRIBER_READ: usize = 64 << 10;
+
+/// Read buffer of a publisher: it only reads 4-byte acknowledgements.
+pub const PUBLISHER_READ: usize = 8 << 10;
 
 /// Bytes received and not yet handled.
 pub struct ReadBuffer {
@@ -25,9 +28,10 @@ pub struct ReadBuffer {
 }
 
 impl ReadBuffer {
-    /// A buffer holding `initial` (bytes the connection read before the hot loop took over).
-    pub fn new(initial: &[u8]) -> ReadBuffer {
-        let mut buf = vec![0; READ_SIZE.max(2 * initial.len())];
+    /// A buffer of `size` bytes holding `initial` (bytes the connection read before the hot
+    /// loop took over).
+    pub fn new(size: usize, initial: &[u8]) -> ReadBuffer {
+        let mut buf = vec![0; size.max(2 * initial.len())];
         buf[..initial.len()].copy_from_slice(initial);
         ReadBuffer {
             buf,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::time::Sleep;
 
-use super::buffers::{ReadBuffer, WriteBuffer};
+use super::buffers::{PUBLISHER_READ, ReadBuffer, WriteBuffer};
 use super::counters::Counters;
 use super::frame::{self, Frame, Scan};
 use super::payload::{Clock, Stamp, Template};
@@ -96,7 +96,7 @@ impl Publisher {
     ) -> Publisher {
         Publisher {
             stream: parts.stream,
-            read: ReadBuffer::new(&parts.read),
+            read: ReadBuffer::new(PUBLISHER_READ, &parts.read),
             write: WriteBuffer::default(),
             template,
             index,

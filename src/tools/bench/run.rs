@@ -398,7 +398,8 @@ impl<'a> Meter<'a> {
     fn tick(&mut self) {
         let now = Instant::now();
         let since = now - self.last_print;
-        if !self.enabled || since < Duration::from_secs(1) {
+        // A little under a second: the ticks of a 1-second interval may come a hair early.
+        if !self.enabled || since < Duration::from_millis(950) {
             return;
         }
         let sent = Counters::get(&self.counters.sent);

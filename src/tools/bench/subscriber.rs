@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::buffers::{ReadBuffer, WriteBuffer};
+use super::buffers::{ReadBuffer, SUBSCRIBER_READ, WriteBuffer};
 use super::counters::Counters;
 use super::frame::{self, Frame, Scan};
 use super::payload::Clock;
@@ -59,7 +59,7 @@ impl Subscriber {
         }
         Subscriber {
             stream: parts.stream,
-            read: ReadBuffer::new(&parts.read),
+            read: ReadBuffer::new(SUBSCRIBER_READ, &parts.read),
             write: WriteBuffer::default(),
             version,
             tracker,
