@@ -105,8 +105,8 @@ pub struct Limits {
     pub max_inflight: u16,
     /// Messages queued per session beyond the in-flight window, online or offline.
     pub max_queued_messages: usize,
-    /// Milliseconds a QoS 1/2 publisher waits for room in a connected subscriber's full queue
-    /// before the message is dropped for that subscriber.
+    /// Milliseconds a publisher waits for room in a connected subscriber's full queue before
+    /// the message is dropped for that subscriber.
     pub queue_full_wait_ms: u64,
     /// Longest topic name or filter, in bytes.
     pub max_topic_length: usize,

@@ -79,10 +79,10 @@ impl SessionHandle {
             return Offer::Dropped;
         }
         if session.pending.len() >= session.max_queued {
-            // A QoS 1/2 publisher is slowed down rather than losing the message, unless the
-            // session is offline (nothing will drain it) or stalled (it already failed to
-            // drain in time, and must not hold every publisher up again).
-            if online && delivery.qos != QoS::AtMostOnce && !session.stalled {
+            // The publisher is slowed down rather than the message lost, unless the session is
+            // offline (nothing will drain it) or stalled (it already failed to drain in time,
+            // and must not hold every publisher up again).
+            if online && !session.stalled {
                 session.room_wanted = true;
                 return Offer::Full(delivery);
             }
