@@ -8,12 +8,17 @@
 //! - [`cluster`] joins brokers into a full mesh over routes;
 //! - [`server`] wires listeners, broker and shutdown together, and [`config`] says how.
 //!
-//! The binary (`src/main.rs`) is a thin command line around [`server::Server`]; integration
-//! tests start the same server in-process.
+//! On the other side of the wire, [`client`] is a small MQTT client on the same codec and
+//! transports, and [`tools`] the `supermq pub`, `sub` and `bench` commands built on it.
+//!
+//! The binary (`src/main.rs`) is a thin command line around [`server::Server`] and the tools;
+//! integration tests start the same server in-process.
 
 pub mod broker;
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod protocol;
 pub mod server;
+pub mod tools;
 pub mod transport;

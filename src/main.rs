@@ -1,25 +1,45 @@
-//! The `supermq` command line: parse arguments, load the configuration, start the server and
-//! run it until ctrl-c or SIGTERM.
+//! The `supermq` command line: without a subcommand, load the configuration, start the server
+//! and run it until ctrl-c or SIGTERM; with one, run a client tool (`pub`, `sub`, `bench`).
 //!
 //! A configuration or start-up problem is printed as one line naming the key, and the process
-//! exits with code 2 (DESIGN.md §1).
+//! exits with code 2 (DESIGN.md §1). A tool's error is one line too, with the tool's exit code
+//! (listed in each tool's `--help`).
 
-use std::path::PathBuf;
+use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use supermq::config;
 use supermq::server::Server;
+use supermq::tools::{self, ToolError};
 
 /// An MQTT 3.1 / 3.1.1 / 5.0 broker that runs alone or as a full-mesh cluster.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Args {
     /// Configuration file (TOML); without it, built-in defaults (MQTT on 0.0.0.0:1883).
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// The client tools; without one, `supermq` runs the broker.
+#[derive(Subcommand)]
+enum Command {
+    /// Publish messages to a topic (like mosquitto_pub)
+    Pub(tools::publish::PubArgs),
+    /// Subscribe to topic filters and print the messages (like mosquitto_sub)
+    Sub(tools::subscribe::SubArgs),
+    /// Measure a broker: throughput, loss, latency, idle connection memory
+    ///
+    /// Each run prints a table (or, with --format legacy, micro-mq's "Total sent" line) and
+    /// then one JSON line, last on stdout, for scripts; progress goes to stderr every second.
+    /// `bench conns` opens idle connections and reports the broker's memory per connection.
+    Bench(Box<tools::bench::BenchArgs>),
 }
 
 /// Exit code for a configuration or start-up error.
@@ -27,7 +47,52 @@ const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let config = match config::load(args.config.as_deref()) {
+    match args.command {
+        None => run_broker(args.config.as_deref()),
+        Some(Command::Pub(args)) => run_tool("pub", None, tools::publish::run(args)),
+        Some(Command::Sub(args)) => run_tool("sub", None, tools::subscribe::run(args)),
+        Some(Command::Bench(args)) => {
+            let threads = args.threads();
+            run_tool("bench", Some(threads), tools::bench::run(*args))
+        }
+    }
+}
+
+/// Runs a client tool to completion on a runtime of `threads` workers (`None`: the calling
+/// thread alone, enough for `pub` and `sub`).
+fn run_tool(
+    name: &str,
+    threads: Option<usize>,
+    tool: impl Future<Output = Result<(), ToolError>>,
+) -> ExitCode {
+    let runtime = match threads {
+        None => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Some(threads) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build(),
+    };
+    let result = match runtime {
+        Ok(runtime) => runtime.block_on(tool),
+        Err(error) => {
+            eprintln!("supermq {name}: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("supermq {name}: {error}");
+            ExitCode::from(error.exit_code())
+        }
+    }
+}
+
+/// Runs the broker with the configuration at `path` (or the defaults) until ctrl-c or SIGTERM.
+fn run_broker(path: Option<&Path>) -> ExitCode {
+    let config = match config::load(path) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("supermq: {error}");

@@ -1345,3 +1345,52 @@ fn fix_length(bytes: &[u8]) -> Vec<u8> {
         .map_or(0, |i| i + 1);
     with_length(first, &rest[header..])
 }
+
+/// `encode_publish` (the broker's per-delivery path) decodes to the PUBLISH it stands for:
+/// the stored properties plus the delivery's expiry and subscription identifiers.
+#[test]
+fn encode_publish_matches_the_packet_it_stands_for() {
+    let ids = [7, 300_000];
+    for version in [V31, V311, V5] {
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            // What the broker stores: the expiry is kept as a deadline, not as a property.
+            let stored = Properties {
+                message_expiry_interval: None,
+                ..message_properties()
+            };
+            let delivered = Delivered {
+                dup: qos != QoS::AtMostOnce,
+                qos,
+                retain: true,
+                packet_id: if qos == QoS::AtMostOnce { 0 } else { 513 },
+                message_expiry_interval: Some(42),
+                subscription_identifiers: &ids,
+            };
+            let mut out = BytesMut::new();
+            let written =
+                encode_publish("a/b", &stored, b"payload", &delivered, version, &mut out).unwrap();
+            assert_eq!(written, out.len());
+            let mut expected = stored.clone();
+            expected.message_expiry_interval = Some(42);
+            expected.subscription_identifiers = ids.to_vec();
+            let want = Publish {
+                dup: delivered.dup,
+                qos,
+                retain: true,
+                topic: s("a/b"),
+                packet_id: delivered.packet_id,
+                properties: if version == V5 {
+                    expected
+                } else {
+                    Properties::default()
+                },
+                payload: Bytes::from_static(b"payload"),
+            };
+            assert_eq!(
+                decode_one(&out, version).unwrap(),
+                Packet::Publish(want),
+                "{version:?} {qos:?}"
+            );
+        }
+    }
+}

@@ -309,18 +309,17 @@ impl<'a> Client<'a> {
 
     /// Waits for room in the full queues the last message met, then sends its ack. This is
     /// the broker's flow control: a publisher that outpaces a subscriber is slowed to its
-    /// pace (its ack is late and its socket is not read meanwhile) instead of losing QoS 1/2
-    /// messages, for at most `limits.queue_full_wait_ms` per stalled subscriber.
+    /// pace (its ack is late and its socket is not read meanwhile) instead of losing messages,
+    /// unless the subscriber drains nothing for `limits.queue_full_wait_ms`.
     pub async fn settle(&mut self) {
         if self.blocked.is_empty() {
             return;
         }
-        let wait = Duration::from_millis(self.broker.limits.queue_full_wait_ms);
-        let deadline = tokio::time::Instant::now() + wait;
+        let patience = Duration::from_millis(self.broker.limits.queue_full_wait_ms);
         for (session, delivery) in std::mem::take(&mut self.blocked) {
             let mut offered = Offer::Full(delivery);
             while let Offer::Full(delivery) = offered {
-                if !session.wait_for_room(deadline).await {
+                if !session.wait_for_room(patience).await {
                     self.broker.stats.dropped_queue_full.inc();
                     break;
                 }

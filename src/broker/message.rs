@@ -7,10 +7,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::cluster::GroupRef;
-use crate::protocol::{Properties, Publish, QoS, Will};
+use crate::protocol::{
+    self, Delivered, EncodeError, Properties, ProtocolVersion, Publish, QoS, Will,
+};
 
 /// One publication, shared between all its deliveries.
 #[derive(Debug)]
@@ -121,20 +123,32 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// The PUBLISH packet for this delivery; `packet_id` is 0 for QoS 0.
-    pub fn to_publish(&self, packet_id: u16, dup: bool, now: Instant) -> Publish {
+    /// Appends this delivery's PUBLISH to `out`; `packet_id` is 0 for QoS 0. The message's
+    /// parts are encoded straight from the shared [`Message`], nothing is copied first.
+    pub fn encode(
+        &self,
+        packet_id: u16,
+        dup: bool,
+        now: Instant,
+        version: ProtocolVersion,
+        out: &mut BytesMut,
+    ) -> Result<usize, EncodeError> {
         let message = &self.message;
-        let mut properties = message.properties.clone();
-        properties.message_expiry_interval = message.remaining_expiry(now);
-        properties.subscription_identifiers = self.subscription_ids.clone();
-        Publish {
+        let delivered = Delivered {
             dup,
             qos: self.qos,
             retain: self.retain,
-            topic: message.topic.clone(),
             packet_id,
-            properties,
-            payload: message.payload.clone(),
-        }
+            message_expiry_interval: message.remaining_expiry(now),
+            subscription_identifiers: &self.subscription_ids,
+        };
+        protocol::encode_publish(
+            &message.topic,
+            &message.properties,
+            &message.payload,
+            &delivered,
+            version,
+            out,
+        )
     }
 }

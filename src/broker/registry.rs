@@ -16,7 +16,7 @@ use crate::protocol::{Will, reason};
 use super::Broker;
 use super::message::Message;
 use super::outbox::Outbox;
-use super::session::SessionHandle;
+use super::session::{Room, SessionHandle};
 
 /// The session a new connection got.
 pub struct Opened {
@@ -59,7 +59,7 @@ impl Broker {
             }
             let filters = session.retire();
             drop(session);
-            existing.notify_room();
+            existing.notify_room(Room::Plenty);
             self.unsubscribe_filters(filters.iter().map(String::as_str), existing.id());
         }
         let handle = SessionHandle::new(client_id.to_string(), self.limits.max_queued_messages);
@@ -102,7 +102,7 @@ impl Broker {
         drop(session);
         // Publishers waiting for room in this session's queue must not wait for a reader
         // that is gone.
-        handle.notify_room();
+        handle.notify_room(Room::Plenty);
 
         if let Some(will) = will {
             let delay = will_delay(&will).min(expiry);
@@ -167,7 +167,7 @@ impl Broker {
         }
         sessions.remove(handle.client_id());
         let filters = handle.lock().retire();
-        handle.notify_room();
+        handle.notify_room(Room::Plenty);
         self.unsubscribe_filters(filters.iter().map(String::as_str), handle.id());
     }
 

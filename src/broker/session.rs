@@ -11,12 +11,12 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::sync::Notify;
 
-use crate::protocol::{self, Ack, Packet, ProtocolVersion, QoS, SubscriptionOptions};
+use crate::protocol::{self, Ack, EncodeError, Packet, ProtocolVersion, QoS, SubscriptionOptions};
 
 use super::message::Delivery;
 use super::outbox::Outbox;
@@ -97,11 +97,14 @@ impl SessionHandle {
         Offer::Queued
     }
 
-    /// Waits until the queue has room (or the session lost its connection), or `deadline`
-    /// passes. On time-out the session is marked stalled: further messages for it are dropped
-    /// at once until its queue has drained to half, so one stuck subscriber cannot slow every
-    /// publisher down by the full wait each time.
-    pub async fn wait_for_room(&self, deadline: tokio::time::Instant) -> bool {
+    /// Waits until the queue has room (or the session lost its connection). Gives up only
+    /// when the session has not drained a single message for `patience`: then it is marked
+    /// stalled, and further messages for it are dropped at once until its queue has drained to
+    /// half, so one stuck subscriber cannot hold every publisher up again and again. A
+    /// subscriber that drains, however slowly, is waited for: that is the flow control.
+    pub async fn wait_for_room(&self, patience: Duration) -> bool {
+        let mut drained = self.lock().drained;
+        let mut deadline = tokio::time::Instant::now() + patience;
         loop {
             let notified = self.room.notified();
             tokio::pin!(notified);
@@ -114,17 +117,37 @@ impl SessionHandle {
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 let mut session = self.lock();
+                if session.drained != drained {
+                    drained = session.drained;
+                    deadline = tokio::time::Instant::now() + patience;
+                    continue;
+                }
                 session.stalled = true;
-                tracing::info!(client_id = %self.client_id, "slow consumer: queue full; dropping its messages until it drains");
+                tracing::info!(client_id = %self.client_id, "slow consumer: nothing drained; dropping its messages until it drains");
                 return false;
             }
         }
     }
 
-    /// Wakes publishers waiting for room (after the queue drained or the connection left).
-    pub fn notify_room(&self) {
-        self.room.notify_waiters();
+    /// Wakes publishers waiting for room: all of them (the queue drained to half, or the
+    /// connection left), or one (a few places freed).
+    pub fn notify_room(&self, room: Room) {
+        match room {
+            Room::None => {}
+            Room::Some => self.room.notify_one(),
+            Room::Plenty => self.room.notify_waiters(),
+        }
     }
+}
+
+/// Room in a session's queue, for publishers waiting on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Room {
+    None,
+    /// A few places are free.
+    Some,
+    /// Half the queue or more is free, or the connection left.
+    Plenty,
 }
 
 /// What an inbound QoS 2 PUBLISH is to the session.
@@ -170,6 +193,8 @@ pub struct Session {
     room_wanted: bool,
     /// The queue stayed full past the wait: drop instead of waiting, until half drained.
     stalled: bool,
+    /// Messages taken out of the queue so far: tells a waiting publisher the session moves.
+    drained: u64,
 }
 
 impl Session {
@@ -188,6 +213,7 @@ impl Session {
             resend: false,
             room_wanted: false,
             stalled: false,
+            drained: 0,
         }
     }
 
@@ -355,23 +381,26 @@ impl Session {
     /// unacknowledged in-flight messages again (PUBLISH with DUP, or PUBREL); then queued
     /// messages as long as the in-flight window allows. Messages larger than the client's
     /// Maximum Packet Size, and expired ones, are dropped as MQTT-3.1.2-25 and §3.3.2.3.3 say.
-    /// Returns true if publishers waiting for room should be woken.
+    /// Says whether publishers waiting for room should be woken.
     pub fn fill(
         &mut self,
         out: &mut BytesMut,
         version: ProtocolVersion,
         max_size: usize,
         stats: &Stats,
-    ) -> bool {
+    ) -> Room {
         let now = Instant::now();
         if std::mem::take(&mut self.resend) {
             self.inflight.retain(|flight| {
-                let packet = if flight.released {
-                    Packet::PubRel(Ack::new(flight.packet_id))
+                let start = out.len();
+                let encoded = if flight.released {
+                    protocol::encode(&Packet::PubRel(Ack::new(flight.packet_id)), version, out)
                 } else {
-                    Packet::Publish(flight.delivery.to_publish(flight.packet_id, true, now))
+                    flight
+                        .delivery
+                        .encode(flight.packet_id, true, now, version, out)
                 };
-                let sent = encode_bounded(&packet, version, max_size, out);
+                let sent = fits(encoded, max_size, out, start);
                 if !sent {
                     // MQTT-3.1.2-25: too large for the client's (new) Maximum Packet Size:
                     // discarded as if delivered, so it does not hold a window slot for ever.
@@ -390,6 +419,7 @@ impl Session {
             let Some(delivery) = self.pending.pop_front() else {
                 break;
             };
+            self.drained += 1;
             if delivery.message.is_expired(now) {
                 stats.dropped_expired.inc();
                 continue;
@@ -398,8 +428,9 @@ impl Session {
                 QoS::AtMostOnce => 0,
                 _ => self.next_packet_id(),
             };
-            let packet = Packet::Publish(delivery.to_publish(packet_id, false, now));
-            if !encode_bounded(&packet, version, max_size, out) {
+            let start = out.len();
+            let encoded = delivery.encode(packet_id, false, now, version, out);
+            if !fits(encoded, max_size, out, start) {
                 stats.dropped_too_large.inc();
                 continue;
             }
@@ -411,14 +442,21 @@ impl Session {
                 });
             }
         }
-        if self.stalled && self.pending.len() <= self.max_queued / 2 {
+        let half_empty = self.pending.len() <= self.max_queued / 2;
+        if self.stalled && half_empty {
             self.stalled = false;
         }
-        let room = self.room_wanted && self.pending.len() < self.max_queued;
-        if room {
-            self.room_wanted = false;
+        if !self.room_wanted || self.pending.len() >= self.max_queued {
+            return Room::None;
         }
-        room
+        // Waking every waiting publisher for each freed place would have them all race for
+        // it, again and again: one is woken per round until half the queue is free.
+        if half_empty {
+            self.room_wanted = false;
+            Room::Plenty
+        } else {
+            Room::Some
+        }
     }
 
     /// True if `fill` would produce something now.
@@ -441,15 +479,15 @@ impl Session {
     }
 }
 
-/// Encodes `packet` unless it would exceed `max_size`; returns whether it was written.
-fn encode_bounded(
-    packet: &Packet,
-    version: ProtocolVersion,
+/// Keeps a packet just encoded at `start` if it is within `max_size`; otherwise (or if it
+/// could not be encoded) takes it back out. Returns whether it stays.
+fn fits(
+    encoded: Result<usize, EncodeError>,
     max_size: usize,
     out: &mut BytesMut,
+    start: usize,
 ) -> bool {
-    let start = out.len();
-    match protocol::encode(packet, version, out) {
+    match encoded {
         Ok(len) if len <= max_size => true,
         Ok(_) => {
             out.truncate(start);
@@ -457,7 +495,7 @@ fn encode_bounded(
         }
         Err(error) => {
             out.truncate(start);
-            tracing::warn!(%error, packet = packet.name(), "cannot encode packet");
+            tracing::warn!(%error, "cannot encode PUBLISH");
             false
         }
     }

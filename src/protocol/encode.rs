@@ -45,6 +45,92 @@ pub fn encode(
     Ok(total)
 }
 
+/// What one delivery of a stored message adds to it: the flags, the packet identifier and the
+/// properties that differ per subscriber.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Delivered<'a> {
+    pub dup: bool,
+    pub qos: QoS,
+    pub retain: bool,
+    /// 0 for QoS 0.
+    pub packet_id: u16,
+    /// What is left of the message's lifetime, in seconds.
+    pub message_expiry_interval: Option<u32>,
+    pub subscription_identifiers: &'a [u32],
+}
+
+/// Appends a PUBLISH built from a stored message's parts and one delivery's details, without
+/// assembling a [`Publish`] first: a broker sending one message to many subscribers copies
+/// nothing but bytes into `out`. `properties` must not carry a message expiry or
+/// subscription identifiers itself (the delivery's are written instead).
+pub fn encode_publish(
+    topic: &str,
+    properties: &Properties,
+    payload: &[u8],
+    delivered: &Delivered<'_>,
+    version: ProtocolVersion,
+    out: &mut BytesMut,
+) -> Result<usize, EncodeError> {
+    let v5 = version.is_v5();
+    let parts = PublishParts {
+        topic,
+        properties,
+        payload,
+        delivered,
+    };
+    let mut counter = Counter(0);
+    parts.body(v5, &mut counter)?;
+    let remaining = counter.0;
+    if remaining > MAX_VARINT {
+        return Err(EncodeError::TooLarge(remaining));
+    }
+    let total = 1 + varint_len(remaining) + remaining;
+    out.reserve(total);
+    let dup = delivered.dup && delivered.qos != QoS::AtMostOnce;
+    out.put_u8(0x30 | u8::from(dup) << 3 | (delivered.qos as u8) << 1 | u8::from(delivered.retain));
+    varint(out, remaining)?;
+    parts.body(v5, out)?;
+    Ok(total)
+}
+
+struct PublishParts<'a> {
+    topic: &'a str,
+    properties: &'a Properties,
+    payload: &'a [u8],
+    delivered: &'a Delivered<'a>,
+}
+
+impl PublishParts<'_> {
+    fn body(&self, v5: bool, s: &mut impl Sink) -> Result<(), EncodeError> {
+        string(s, self.topic)?;
+        if self.delivered.qos != QoS::AtMostOnce {
+            s.put_u16(self.delivered.packet_id);
+        }
+        if v5 {
+            let mut counter = Counter(0);
+            self.property_list(&mut counter)?;
+            varint(s, counter.0)?;
+            self.property_list(s)?;
+        }
+        s.put_slice(self.payload);
+        Ok(())
+    }
+
+    fn property_list(&self, s: &mut impl Sink) -> Result<(), EncodeError> {
+        property_list(s, self.properties)?;
+        put_u32(
+            s,
+            id::MESSAGE_EXPIRY_INTERVAL,
+            self.delivered.message_expiry_interval,
+        );
+        for &identifier in self.delivered.subscription_identifiers {
+            s.put_u8(id::SUBSCRIPTION_IDENTIFIER);
+            varint(s, identifier as usize)?;
+        }
+        Ok(())
+    }
+}
+
 /// Where bytes go: a counter for the sizing pass, or the output buffer.
 trait Sink {
     fn put_slice(&mut self, bytes: &[u8]);

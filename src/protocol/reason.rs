@@ -74,3 +74,70 @@ pub fn connack_code_v3(v5_code: u8) -> u8 {
         _ => v3::SERVER_UNAVAILABLE,
     }
 }
+
+/// The name MQTT 5.0 gives a reason code (§2.4), for error messages.
+///
+/// The codes below 0x80 mean different things in different packets; they get their name as a
+/// success in acks ("success", "granted QoS 1", ...). Tools print only the codes that refuse
+/// something, which are unambiguous.
+pub fn name(code: u8) -> &'static str {
+    match code {
+        SUCCESS => "success",
+        GRANTED_QOS_1 => "granted QoS 1",
+        GRANTED_QOS_2 => "granted QoS 2",
+        DISCONNECT_WITH_WILL => "disconnect with Will message",
+        NO_MATCHING_SUBSCRIBERS => "no matching subscribers",
+        NO_SUBSCRIPTION_EXISTED => "no subscription existed",
+        CONTINUE_AUTHENTICATION => "continue authentication",
+        REAUTHENTICATE => "re-authenticate",
+        UNSPECIFIED_ERROR => "unspecified error",
+        MALFORMED_PACKET => "malformed packet",
+        PROTOCOL_ERROR => "protocol error",
+        IMPLEMENTATION_SPECIFIC_ERROR => "implementation specific error",
+        UNSUPPORTED_PROTOCOL_VERSION => "unsupported protocol version",
+        CLIENT_IDENTIFIER_NOT_VALID => "client identifier not valid",
+        BAD_USER_NAME_OR_PASSWORD => "bad user name or password",
+        NOT_AUTHORIZED => "not authorized",
+        SERVER_UNAVAILABLE => "server unavailable",
+        SERVER_BUSY => "server busy",
+        BANNED => "banned",
+        SERVER_SHUTTING_DOWN => "server shutting down",
+        BAD_AUTHENTICATION_METHOD => "bad authentication method",
+        KEEP_ALIVE_TIMEOUT => "keep alive timeout",
+        SESSION_TAKEN_OVER => "session taken over",
+        TOPIC_FILTER_INVALID => "topic filter invalid",
+        TOPIC_NAME_INVALID => "topic name invalid",
+        PACKET_IDENTIFIER_IN_USE => "packet identifier in use",
+        PACKET_IDENTIFIER_NOT_FOUND => "packet identifier not found",
+        RECEIVE_MAXIMUM_EXCEEDED => "receive maximum exceeded",
+        TOPIC_ALIAS_INVALID => "topic alias invalid",
+        PACKET_TOO_LARGE => "packet too large",
+        MESSAGE_RATE_TOO_HIGH => "message rate too high",
+        QUOTA_EXCEEDED => "quota exceeded",
+        ADMINISTRATIVE_ACTION => "administrative action",
+        PAYLOAD_FORMAT_INVALID => "payload format invalid",
+        RETAIN_NOT_SUPPORTED => "retain not supported",
+        QOS_NOT_SUPPORTED => "QoS not supported",
+        USE_ANOTHER_SERVER => "use another server",
+        SERVER_MOVED => "server moved",
+        SHARED_SUBSCRIPTIONS_NOT_SUPPORTED => "shared subscriptions not supported",
+        CONNECTION_RATE_EXCEEDED => "connection rate exceeded",
+        MAXIMUM_CONNECT_TIME => "maximum connect time",
+        SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED => "subscription identifiers not supported",
+        WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED => "wildcard subscriptions not supported",
+        _ => "unknown reason code",
+    }
+}
+
+/// The name of an MQTT 3.1.1 CONNACK return code (§3.2.2.3), for error messages.
+pub fn v3_connack_name(code: u8) -> &'static str {
+    match code {
+        v3::ACCEPTED => "connection accepted",
+        v3::UNACCEPTABLE_PROTOCOL_VERSION => "unacceptable protocol version",
+        v3::IDENTIFIER_REJECTED => "identifier rejected",
+        v3::SERVER_UNAVAILABLE => "server unavailable",
+        v3::BAD_USER_NAME_OR_PASSWORD => "bad user name or password",
+        v3::NOT_AUTHORIZED => "not authorized",
+        _ => "unknown return code",
+    }
+}

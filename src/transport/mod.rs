@@ -10,7 +10,8 @@
 //!
 //! - `listener`: binding, accepting, and the per-kind handshake;
 //! - `tls`: loading PEM certificates and keys into a rustls server configuration;
-//! - `websocket`: the HTTP upgrade on `/mqtt` and the adapter from binary frames to bytes.
+//! - `websocket`: the HTTP upgrade on `/mqtt` and the adapter from binary frames to bytes; its
+//!   client side ([`websocket_connect`]) serves the client tools.
 
 mod listener;
 mod tls;
@@ -25,6 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use listener::{Listener, Pending};
 pub use tls::load_tls;
+pub use websocket::connect as websocket_connect;
 
 /// A connection's byte stream, whatever the transport underneath.
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -95,7 +97,7 @@ pub enum TransportError {
     /// The client's TLS handshake failed (bad certificate, wrong protocol, timeout on its side…).
     #[error("TLS handshake failed: {0}")]
     TlsHandshake(io::Error),
-    /// The client's WebSocket upgrade failed (wrong path, not a WebSocket request…). Boxed
+    /// A WebSocket upgrade failed (wrong path, not a WebSocket request…), as server or client. Boxed
     /// because tungstenite's error is large and this type travels in every `Result`.
     #[error("WebSocket handshake failed: {0}")]
     WebSocketHandshake(Box<tokio_tungstenite::tungstenite::Error>),

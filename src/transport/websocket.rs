@@ -6,6 +6,9 @@
 //! frame may hold several packets, so [`WsStream`] reads frame payloads into a byte stream and
 //! writes each chunk of bytes as one binary frame. The MQTT codec above never sees frames.
 //!
+//! The same adapter serves the client side ([`connect`]), which the `supermq pub/sub/bench`
+//! tools use for `--ws`.
+//!
 //! Memory: tungstenite's defaults (128 KiB read buffer, allocated eagerly) would dwarf an idle
 //! MQTT connection, so the read buffer is small, the adapter holds no buffer of its own between
 //! frames, and outgoing frames are capped so tungstenite's write buffer stays small too.
@@ -18,6 +21,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -25,7 +29,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use super::TransportError;
+use super::{BoxStream, TransportError};
 
 /// The only path MQTT is served on; other paths get 404.
 const PATH: &str = "/mqtt";
@@ -66,6 +70,37 @@ where
         ws,
         unread: Bytes::new(),
     })
+}
+
+/// Read buffer of the client side: larger than the server's, because a client (the bench tool
+/// above all) is one of a few connections and reads many packets per system call.
+const CLIENT_READ_BUFFER_SIZE: usize = 64 << 10;
+
+/// Runs the client side of the upgrade to `url` (`ws://host:port/mqtt`, or `wss://` over a TLS
+/// `stream`), offering the `mqtt` subprotocol, and returns the connection as a byte stream.
+pub async fn connect<S>(stream: S, url: &str) -> Result<BoxStream, TransportError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let handshake_error = |error| TransportError::WebSocketHandshake(Box::new(error));
+    let mut request = url.into_client_request().map_err(handshake_error)?;
+    request.headers_mut().insert(
+        header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(SUBPROTOCOLS[0]),
+    );
+    let config = WebSocketConfig::default()
+        .read_buffer_size(CLIENT_READ_BUFFER_SIZE)
+        .write_buffer_size(0)
+        .max_message_size(Some(MAX_MESSAGE_SIZE))
+        .max_frame_size(Some(MAX_MESSAGE_SIZE));
+    let (ws, _response) =
+        tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+            .await
+            .map_err(handshake_error)?;
+    Ok(Box::new(WsStream {
+        ws,
+        unread: Bytes::new(),
+    }))
 }
 
 /// The handshake callback: refuses paths other than `/mqtt` and picks the subprotocol.

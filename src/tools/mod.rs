@@ -1,0 +1,14 @@
+//! The client tools: `supermq pub`, `supermq sub` and `supermq bench`.
+//!
+//! They share the option spelling of mosquitto's clients ([`args`]), the [`crate::client`]
+//! connection, and one table of exit codes ([`exit`]). `main` parses the command line, builds
+//! a runtime and calls the tool's `run`; each tool returns a [`ToolError`] whose exit code
+//! `main` passes on.
+
+pub mod args;
+pub mod bench;
+pub mod exit;
+pub mod publish;
+pub mod subscribe;
+
+pub use exit::ToolError;

@@ -1,0 +1,209 @@
+//! `supermq bench` against the real broker: every run must account for every message, and
+//! the JSON line must say so in numbers a script can check.
+
+mod common;
+mod tools_common;
+
+use common::{TestBroker, config, config_with};
+use supermq::config::Config;
+use tools_common::{Json, run};
+
+/// A broker whose session queues hold a whole test run: bench runs here must lose nothing,
+/// whatever the scheduling of a debug build on a busy machine (QoS 0 included).
+fn roomy() -> Config {
+    config_with(|limits| limits.max_queued_messages = 100_000)
+}
+
+/// Runs bench with `args` against `broker`; returns its JSON line after checking it exited
+/// well.
+async fn bench(broker: &TestBroker, args: &[&str]) -> Json {
+    let port = broker.addr.port().to_string();
+    let mut all = vec![
+        "bench",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "--quiet",
+        "--threads",
+        "2",
+    ];
+    all.extend(args);
+    let ran = run(&all).await;
+    ran.expect_code(0);
+    ran.json()
+}
+
+/// Asserts a lossless run: everything sent, confirmed and delivered exactly once.
+fn assert_lossless(json: &Json, sent: u64, expected: u64) {
+    assert_eq!(json.u64("sent"), sent, "{json:?}");
+    assert_eq!(json.u64("acked"), sent, "{json:?}");
+    assert_eq!(json.u64("expected"), expected, "{json:?}");
+    assert_eq!(json.u64("received"), expected, "{json:?}");
+    assert_eq!(json.u64("unique"), expected, "{json:?}");
+    for zero in ["lost", "dup", "foreign"] {
+        assert_eq!(json.u64(zero), 0, "{zero}: {json:?}");
+    }
+    assert_eq!(json.raw("drained"), "true", "{json:?}");
+    if expected > 0 {
+        assert!(json.f64("recv_rate") > 0.0, "{json:?}");
+        let (p50, p99, max) = (json.f64("p50_us"), json.f64("p99_us"), json.f64("max_us"));
+        assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{json:?}");
+    }
+    assert!(json.f64("pub_rate") > 0.0, "{json:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_to_one_at_every_qos() {
+    let broker = TestBroker::start(roomy()).await;
+    for qos in ["0", "1", "2"] {
+        let json = bench(&broker, &["-q", qos, "-n", "3000"]).await;
+        assert_lossless(&json, 3000, 3000);
+        assert_eq!(json.raw("qos"), qos);
+        assert_eq!(
+            json.u64("ooo"),
+            0,
+            "one publisher on one connection stays in order"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_publishers_to_two_subscribers_at_every_qos() {
+    let broker = TestBroker::start(roomy()).await;
+    for qos in ["0", "1", "2"] {
+        let json = bench(
+            &broker,
+            &[
+                "--pubs", "4", "--subs", "2", "-q", qos, "-n", "1000", "-V", "5",
+            ],
+        )
+        .await;
+        // Every subscriber receives every publisher's messages.
+        assert_lossless(&json, 4000, 8000);
+        assert_eq!(json.raw("version"), "\"5.0\"");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_topic_small_window_and_warm_up() {
+    let broker = TestBroker::start(roomy()).await;
+    let json = bench(
+        &broker,
+        &[
+            "--pubs",
+            "3",
+            "--subs",
+            "2",
+            "-q",
+            "1",
+            "--sub-qos",
+            "2",
+            "-n",
+            "500",
+            "--shared-topic",
+            "--inflight",
+            "1",
+            "--warmup",
+            "50",
+            "-s",
+            "300",
+        ],
+    )
+    .await;
+    // Warm-up messages are delivered but not counted.
+    assert_lossless(&json, 1500, 3000);
+    assert_eq!(json.u64("size"), 300);
+    assert_eq!(json.u64("sub_qos"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishers_only_and_the_rate_limit() {
+    let broker = TestBroker::start(roomy()).await;
+    let json = bench(
+        &broker,
+        &["--pubs", "2", "--subs", "0", "-q", "1", "-n", "1000"],
+    )
+    .await;
+    assert_lossless(&json, 2000, 0);
+    assert_eq!(json.raw("recv_rate"), "null");
+
+    // 400 messages at 1000 msg/s: the last one is due 0.399 s after the start.
+    let json = bench(&broker, &["-n", "400", "--rate", "1000", "-q", "1"]).await;
+    assert_lossless(&json, 400, 400);
+    let seconds = json.f64("pub_secs");
+    assert!(
+        (0.39..1.5).contains(&seconds),
+        "400 messages at 1000/s took {seconds} s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_format_prints_micro_mq_lines() {
+    let broker = TestBroker::start(roomy()).await;
+    let port = broker.addr.port().to_string();
+    // The micro-mq-1 shape, shortened to 2000 messages.
+    let ran = run(&[
+        "bench",
+        "-p",
+        &port,
+        "--quiet",
+        "--preset",
+        "micro-mq-1",
+        "-n",
+        "2000",
+        "-q",
+        "1",
+        "--format",
+        "legacy",
+    ])
+    .await;
+    ran.expect_code(0);
+    let mut lines = ran.stdout.lines();
+    assert_eq!(
+        lines.next(),
+        Some("1 client, 100k messages, no sub, QoS 1:")
+    );
+    let total = lines.next().unwrap_or_default();
+    let words: Vec<&str> = total.split_whitespace().collect();
+    assert_eq!(
+        words[..6],
+        ["Total", "sent", "2000", "messages", "dropped", "0"],
+        "{total}"
+    );
+    assert!(
+        total.contains(" ms, ") && total.contains(" ms/msg, ") && total.ends_with(" msgs/sec"),
+        "{total}"
+    );
+    assert_eq!(ran.json().raw("preset"), "\"micro-mq-1\"");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conns_opens_idle_connections_and_measures_memory() {
+    let broker = TestBroker::start(config()).await;
+    let port = broker.addr.port().to_string();
+    // The broker runs in this process, so its memory is this process's.
+    let pid = std::process::id().to_string();
+    let ran = run(&[
+        "bench",
+        "conns",
+        "-p",
+        &port,
+        "-n",
+        "200",
+        "--pid",
+        &pid,
+        "--settle",
+        "0",
+        "--source-ips",
+        "127.0.0.1-127.0.0.4",
+    ])
+    .await;
+    ran.expect_code(0);
+    let json = ran.json();
+    assert_eq!(json.u64("connections"), 200);
+    assert_eq!(json.u64("source_ips"), 4);
+    assert!(json.f64("rss_after") > 0.0, "{json:?}");
+    assert!(json.f64("bytes_per_conn") >= 0.0, "{json:?}");
+    assert!(ran.stdout.contains("per connection"), "{ran:#?}");
+}
