@@ -124,8 +124,11 @@ impl Bound {
     pub fn start(self, broker: &Arc<Broker>) -> Arc<Cluster> {
         let c = &self.config;
         let advertise = if c.advertise.is_empty() {
-            self.local_addr()
-                .map_or_else(|| c.listen.clone(), |a| a.to_string())
+            let bound = self.local_addr();
+            if bound.is_some_and(|a| a.ip().is_unspecified()) {
+                tracing::warn!(listen = %c.listen, "cluster.advertise is not set and cluster.listen is a wildcard address: peers cannot dial this node back; set cluster.advertise");
+            }
+            bound.map_or_else(|| c.listen.clone(), |a| a.to_string())
         } else {
             c.advertise.clone()
         };
