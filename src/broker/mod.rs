@@ -240,16 +240,17 @@ impl Broker {
         }
     }
 
-    /// Gives a group's message to a local member other than the session `except`; when there
-    /// is none and `may_redirect`, to a member on another node (the one exception to the
-    /// one-hop rule, so a QoS 1/2 message is not lost because its chosen node's members left).
-    /// Returns false if nobody could take it.
+    /// Gives a group's message to a local member other than the session `except` (a full
+    /// queue goes into `routed.blocked`); when there is none and `may_redirect`, to a member
+    /// on another node (the one exception to the one-hop rule, so a QoS 1/2 message is not
+    /// lost because its chosen node's members left). Returns false if nobody could take it.
     fn serve_group(
         &self,
         message: &Arc<Message>,
         key: &GroupRef,
         except: u64,
         may_redirect: bool,
+        routed: &mut Routed,
     ) -> bool {
         let member = {
             let router = self.router();
@@ -263,14 +264,7 @@ impl Broker {
             })
         };
         if let Some(m) = member {
-            let mut routed = Routed {
-                matched: 0,
-                blocked: Vec::new(),
-            };
-            self.offer(message, m, Some(Arc::new(key.clone())), &mut routed);
-            for _ in routed.blocked {
-                self.stats.dropped_queue_full.inc();
-            }
+            self.offer(message, m, Some(Arc::new(key.clone())), routed);
             return true;
         }
         may_redirect
@@ -278,6 +272,23 @@ impl Broker {
                 .cluster
                 .get()
                 .is_some_and(|cluster| cluster.redirect(message, key))
+    }
+
+    /// Waits, as a local publisher would, for room in the full queues a message met, for at
+    /// most `limits.queue_full_wait_ms` per queue; what still finds no room is dropped and
+    /// counted.
+    async fn settle(&self, blocked: Vec<(Arc<SessionHandle>, Delivery)>) {
+        let patience = std::time::Duration::from_millis(self.limits.queue_full_wait_ms);
+        for (session, delivery) in blocked {
+            let mut offered = Offer::Full(delivery);
+            while let Offer::Full(delivery) = offered {
+                if !session.wait_for_room(patience).await {
+                    self.stats.dropped_queue_full.inc();
+                    break;
+                }
+                offered = session.offer(delivery, &self.stats);
+            }
+        }
     }
 
     /// Adds `session`'s subscription to `filter` to the router, telling the cluster when the
@@ -314,8 +325,9 @@ impl Broker {
     /// A message another node forwarded: delivered to local plain subscribers if `plain`,
     /// and to a local member of each group in `groups`; never forwarded again, except a
     /// group message whose members here are gone (`redirected` says it already was).
-    /// There is no publisher to slow down, so a full queue drops it (`dropped_queue_full`).
-    pub(crate) fn deliver_from_route(
+    /// A full subscriber queue holds the route up as it would hold up a local publisher: the
+    /// peer's messages wait in its route queue (bounded by `cluster.route_queue_bytes`).
+    pub(crate) async fn deliver_from_route(
         &self,
         publish: Publish,
         plain: bool,
@@ -337,25 +349,33 @@ impl Broker {
             }
         }
         for key in groups {
-            if !self.serve_group(&message, key, 0, !redirected) {
+            if !self.serve_group(&message, key, 0, !redirected, &mut routed) {
                 self.stats.dropped_queue_full.inc();
                 tracing::debug!(group = %key.group, filter = %key.filter, "group message with no member left; dropped");
             }
         }
-        for _ in routed.blocked {
-            self.stats.dropped_queue_full.inc();
+        if !routed.blocked.is_empty() {
+            self.settle(routed.blocked).await;
         }
     }
 
     /// A member left with group messages it had not acknowledged (or not yet received): they
-    /// go to another member, here or on another node.
+    /// go to another member, here or on another node. Nobody waits for them, so a full queue
+    /// drops them (counted).
     pub(super) fn redispatch(&self, deliveries: Vec<Delivery>, except: u64) {
+        let mut routed = Routed {
+            matched: 0,
+            blocked: Vec::new(),
+        };
         for delivery in deliveries {
             if let Some(key) = &delivery.group
-                && !self.serve_group(&delivery.message, key, except, true)
+                && !self.serve_group(&delivery.message, key, except, true, &mut routed)
             {
                 self.stats.dropped_queue_full.inc();
             }
+        }
+        for _ in routed.blocked {
+            self.stats.dropped_queue_full.inc();
         }
     }
 

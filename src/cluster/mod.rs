@@ -336,8 +336,9 @@ impl Cluster {
         }
     }
 
-    /// A message from `peer`: delivered to local subscribers only.
-    fn deliver(
+    /// A message from `peer`: delivered to local subscribers only (waiting for room in full
+    /// queues, which holds this route's reader up).
+    async fn deliver(
         &self,
         publish: Publish,
         plain: bool,
@@ -347,7 +348,9 @@ impl Cluster {
     ) {
         if let Some(broker) = self.broker.upgrade() {
             tracing::trace!(peer, topic = %publish.topic, "message from peer");
-            broker.deliver_from_route(publish, plain, groups, redirected);
+            broker
+                .deliver_from_route(publish, plain, groups, redirected)
+                .await;
         }
     }
 

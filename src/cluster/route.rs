@@ -183,14 +183,14 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 Ok(Err(error)) => return error.into(),
                 Ok(Ok(frame)) => frame,
             };
-        if let Err(end) = apply(cluster, route, frame) {
+        if let Err(end) = apply(cluster, route, frame).await {
             return end;
         }
     }
 }
 
 /// Applies one frame from the peer.
-fn apply(cluster: &Arc<Cluster>, route: &Route, frame: Frame) -> Result<(), RouteEnd> {
+async fn apply(cluster: &Arc<Cluster>, route: &Route, frame: Frame) -> Result<(), RouteEnd> {
     match frame {
         Frame::Ping => {}
         Frame::Interest(filter) => route.interest_mut().add(&filter)?,
@@ -205,7 +205,11 @@ fn apply(cluster: &Arc<Cluster>, route: &Route, frame: Frame) -> Result<(), Rout
             redirected,
             groups,
             publish,
-        } => cluster.deliver(publish, plain, &groups, redirected, &route.peer),
+        } => {
+            cluster
+                .deliver(publish, plain, &groups, redirected, &route.peer)
+                .await;
+        }
         Frame::Retained(publish) => cluster.store_retained(publish),
         Frame::Peers(peers) => cluster.discover(peers),
         Frame::ClientConnected(client_id) => cluster.client_elsewhere(&client_id, &route.peer),
