@@ -185,3 +185,71 @@ where
     let _ = writer.write_all(connack).await;
     let _ = writer.flush().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(node: &str) -> Info {
+        Info {
+            version: PROTOCOL_VERSION,
+            node: node.into(),
+            cluster: "c".into(),
+            advertise: "127.0.0.1:1".into(),
+            secret: "s".into(),
+            peers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn only_a_peer_of_the_same_cluster_version_and_secret_is_accepted() {
+        let mine = info("a");
+        assert!(check(&mine, &info("b")).is_ok());
+        let refused = |theirs: Info| match check(&mine, &theirs) {
+            Err(HandshakeError::Refused(why)) => why,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        assert!(
+            refused(Info {
+                version: 9,
+                ..info("b")
+            })
+            .contains("version 9")
+        );
+        assert!(
+            refused(Info {
+                cluster: "x".into(),
+                ..info("b")
+            })
+            .contains("cluster \"x\"")
+        );
+        assert!(
+            refused(Info {
+                secret: "x".into(),
+                ..info("b")
+            })
+            .contains("wrong secret")
+        );
+        assert!(matches!(
+            check(&mine, &info("a")),
+            Err(HandshakeError::Myself)
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_mqtt_client_on_the_route_port_gets_a_connack_in_its_version() {
+        // CONNECT, remaining length, "MQTT", level 5.
+        let connect = [0x10u8, 0x10, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05];
+        let mut reader = &connect[..];
+        let mut written = Vec::new();
+        let result = accept(
+            &mut reader,
+            &mut written,
+            &info("a"),
+            Duration::from_secs(1),
+        )
+        .await;
+        assert!(matches!(result, Err(HandshakeError::MqttClient)));
+        assert_eq!(written, [0x20, 0x03, 0x00, 0x88, 0x00]);
+    }
+}

@@ -18,10 +18,10 @@ use tokio::io::AsyncRead;
 use tokio::io::AsyncWrite;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::Cluster;
 use super::frame::{Frame, Info};
 use super::handshake::{self, HandshakeError};
 use super::route::{self, Route};
+use super::{Cluster, State};
 
 /// Accepts routes until the process ends.
 pub async fn accept_loop(cluster: Arc<Cluster>, listener: TcpListener) {
@@ -238,6 +238,16 @@ impl Cluster {
             .names
             .insert(route.advertise.clone(), route.peer.clone());
         state.routes.insert(route.peer.clone(), Arc::clone(route));
+        if state.names.len() > 4 * self.max_peers {
+            // Addresses of nodes long gone: keep only those of live routes and dial loops.
+            let State {
+                names,
+                routes,
+                dialing,
+                ..
+            } = &mut *state;
+            names.retain(|addr, name| routes.contains_key(name) || dialing.contains(addr));
+        }
         self.publish_routes(&state.routes);
         Ok(())
     }

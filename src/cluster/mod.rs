@@ -68,7 +68,8 @@ struct State {
     local: HashSet<String>,
     /// Local member counts of consumer groups, by (group, filter).
     local_groups: HashMap<(String, String), u32>,
-    /// Addresses dialled or advertised → the node name found there.
+    /// Addresses dialled or advertised → the node name found there (pruned past
+    /// 4 × `cluster.max_peers` entries).
     names: HashMap<String, String>,
     /// Addresses with a dial loop running.
     dialing: HashSet<String>,
