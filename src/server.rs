@@ -145,7 +145,10 @@ async fn accept_loop(listener: Listener, broker: Arc<Broker>) {
             Ok((pending, peer)) => {
                 let broker = Arc::clone(&broker);
                 tokio::spawn(async move {
-                    match tokio::time::timeout(handshake_timeout, pending.handshake()).await {
+                    // Boxed: the TLS and WebSocket handshakes are large state machines, and a
+                    // task is as large as its largest state for the connection's whole life.
+                    let handshake = Box::pin(pending.handshake());
+                    match tokio::time::timeout(handshake_timeout, handshake).await {
                         Ok(Ok(stream)) => broker::serve(broker, stream, peer).await,
                         Ok(Err(error)) => tracing::info!(%peer, %error, "handshake failed"),
                         Err(_) => tracing::info!(%peer, "handshake timed out"),

@@ -29,8 +29,11 @@ use super::{Broker, Stats};
 /// How long a closing connection may take to write its last packets.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Read buffer growth step: small, so idle connections stay small.
-const READ_CHUNK: usize = 1024;
+/// Room made in the read buffer before a read, at first: small, so an idle connection holds
+/// little. It doubles (up to [`MAX_READ_CHUNK`]) whenever a read fills all the room there was,
+/// so a busy connection soon reads many packets per system call.
+const MIN_READ_CHUNK: usize = 256;
+const MAX_READ_CHUNK: usize = 64 * 1024;
 
 /// Buffers that grew past this for one large packet are given back once empty.
 const KEEP_BUFFER: usize = 64 * 1024;
@@ -88,14 +91,20 @@ where
         }
     };
     let span = tracing::info_span!("client", id = %terms.client_id, %peer);
-    run(&broker, terms, reader, write_half)
+    // Boxed: an async fn keeps its arguments for its whole life, and the terms are only
+    // needed at the start.
+    run(&broker, Box::new(terms), reader, write_half)
         .instrument(span)
         .await;
 }
 
 /// The connected phase: session attached, reader and writer running.
-async fn run<R, W>(broker: &Arc<Broker>, mut terms: Terms, mut reader: PacketReader<R>, writer: W)
-where
+async fn run<R, W>(
+    broker: &Arc<Broker>,
+    mut terms: Box<Terms>,
+    mut reader: PacketReader<R>,
+    writer: W,
+) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
@@ -113,7 +122,9 @@ where
     broker.stats.connections_accepted.inc();
     tracing::debug!(version = ?terms.version, present = opened.present, "connected");
 
-    let will = terms.will.take();
+    // Boxed: a Will is large and rarely there, and everything kept across the connection's
+    // life is part of its task's memory.
+    let will = terms.will.take().map(Box::new);
     let session = Arc::clone(&opened.session);
     let generation = opened.generation;
     let version = terms.version;
@@ -129,6 +140,7 @@ where
     }
     .run(writer);
     let mut client = Client::new(broker, &terms, opened, &outbox);
+    drop(terms);
     let reader_task = async {
         loop {
             let next = match idle {
@@ -167,7 +179,7 @@ where
         closed = &mut writer_task => closed,
     };
     tracing::debug!(?end, "connection closed");
-    let will = will.filter(|_| end.publishes_will());
+    let will = will.filter(|_| end.publishes_will()).map(|will| *will);
     broker.close_session(&session, generation, will);
 }
 
@@ -338,6 +350,7 @@ enum ReadError {
 struct PacketReader<R> {
     io: R,
     buf: BytesMut,
+    chunk: usize,
     max_packet_size: usize,
 }
 
@@ -346,6 +359,7 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
         PacketReader {
             io,
             buf: BytesMut::new(),
+            chunk: MIN_READ_CHUNK,
             max_packet_size: usize::try_from(max_packet_size).unwrap_or(usize::MAX),
         }
     }
@@ -362,15 +376,18 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
                 }
                 return Ok(Some(packet));
             }
-            self.buf.reserve(READ_CHUNK);
-            if self
+            self.buf.reserve(self.chunk);
+            let room = self.buf.capacity() - self.buf.len();
+            let read = self
                 .io
                 .read_buf(&mut self.buf)
                 .await
-                .map_err(ReadError::Io)?
-                == 0
-            {
+                .map_err(ReadError::Io)?;
+            if read == 0 {
                 return Ok(None);
+            }
+            if read == room {
+                self.chunk = (self.chunk * 2).min(MAX_READ_CHUNK);
             }
         }
     }

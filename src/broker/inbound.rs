@@ -63,7 +63,8 @@ pub struct Client<'a> {
     aliases: HashMap<u16, String>,
     /// Deliveries of the last message that met a full queue, and the ack that waits for them.
     blocked: Vec<(Arc<SessionHandle>, Delivery)>,
-    deferred_ack: Option<Packet>,
+    /// Boxed: rarely set, and the client lives in its connection's memory for good.
+    deferred_ack: Option<Box<Packet>>,
 }
 
 impl<'a> Client<'a> {
@@ -303,7 +304,7 @@ impl<'a> Client<'a> {
         if self.blocked.is_empty() {
             self.outbox.send(ack);
         } else {
-            self.deferred_ack = Some(ack);
+            self.deferred_ack = Some(Box::new(ack));
         }
     }
 
@@ -327,7 +328,7 @@ impl<'a> Client<'a> {
             }
         }
         if let Some(ack) = self.deferred_ack.take() {
-            self.outbox.send(ack);
+            self.outbox.send(*ack);
         }
     }
 

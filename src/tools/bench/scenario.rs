@@ -285,14 +285,14 @@ impl Scenario {
         self.total_messages() * self.deliveries_per_message()
     }
 
-    /// The CONNECT of one bench client (`role` is `p` or `s`). Keep alive is off: the run keeps
-    /// every connection busy, and an idle subscriber must not need pings.
+    /// The CONNECT of one bench client (`role` is `p` or `s`). Keep alive is long (300 s) so an
+    /// idle subscriber needs no pings during a run, but not 0: some brokers (rumqttd) refuse 0.
     pub fn connect_options(&self, role: char, index: usize) -> ConnectOptions {
         let mut options = ConnectOptions::new(
             self.version,
             format!("{}-{role}{index}", self.client_prefix),
         );
-        options.keep_alive = 0;
+        options.keep_alive = 300;
         self.auth.apply(&mut options);
         options
     }
