@@ -224,3 +224,38 @@ async fn prefer_local_keeps_messages_on_the_publishing_node_while_it_has_a_membe
     let (nodes, members) = strategy_cluster("prefer_local", &[1, 2, 0]).await;
     assert_eq!(shares(&nodes, members, 200).await, vec![0, 0, 200]);
 }
+
+#[tokio::test]
+async fn a_node_with_three_members_gets_three_times_the_share_of_a_node_with_one() {
+    let nodes = start_cluster(3).await;
+    wait_for_mesh(&nodes).await;
+    let mut publisher = nodes[0].client("w-pub").await;
+    let mut members = Vec::new();
+    for (i, node) in [1, 1, 1, 2].into_iter().enumerate() {
+        let mut member = nodes[node].client(&format!("w-{i}")).await;
+        join(&mut member, "$share/w/wt/+", &mut publisher, "wt/probe").await;
+        members.push(member);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let tasks: Vec<_> = members
+        .into_iter()
+        .map(|m| tokio::spawn(collect(m, QUIET)))
+        .collect();
+    for i in 0..2000 {
+        publisher
+            .publish(&format!("wt/{i}"), b"m", QoS::AtLeastOnce, false)
+            .await;
+    }
+    let mut counts = Vec::new();
+    for task in tasks {
+        let (_, got) = task.await.expect("collector");
+        counts.push(got.iter().filter(|p| p.topic != "wt/probe").count());
+    }
+    let node2: usize = counts[..3].iter().sum();
+    assert_eq!(node2 + counts[3], 2000, "{counts:?}");
+    // Expected 1500 / 500: every member, wherever it is, has the same chance.
+    assert!(
+        (1350..=1650).contains(&node2),
+        "node2 {node2} of 2000: {counts:?}"
+    );
+}
