@@ -301,3 +301,16 @@ async fn nodes_that_seed_each_other_keep_exactly_one_route() {
     assert_eq!(sub.recv_publish().await.topic, "dup/1");
     sub.expect_nothing().await;
 }
+
+#[tokio::test]
+async fn a_seed_that_is_the_node_itself_is_closed_and_not_redialled() {
+    let mut spec = NodeSpec::new("narcissus", &[]);
+    spec.seeds = vec![spec.route];
+    // Advertise another spelling of the address, so only the handshake can tell.
+    spec.extra = format!("advertise = \"localhost:{}\"\n", spec.route);
+    let node = Node::start(spec).await;
+    node.wait_for_log("route address is this node").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(node.log().matches("route address is this node").count(), 1);
+    assert!(!node.log().contains("route up"));
+}

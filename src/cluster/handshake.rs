@@ -13,6 +13,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::frame::{self, Frame, FrameError, Info, MAGIC, PROTOCOL_VERSION};
 
+/// The refusal text for a route to oneself: the dialler recognises it and stops dialling
+/// that address, as the acceptor is the node itself.
+const MYSELF: &str = "route to the node itself";
+
 /// Why a route could not be established.
 #[derive(Debug, thiserror::Error)]
 pub enum HandshakeError {
@@ -87,6 +91,7 @@ where
                 }
                 Ok(theirs)
             }
+            Frame::Refused(why) if why == MYSELF => Err(HandshakeError::Myself),
             Frame::Refused(why) => Err(HandshakeError::RefusedByPeer(why)),
             _ => Err(HandshakeError::NotARoute),
         }
@@ -149,7 +154,7 @@ async fn send<W: AsyncWrite + Unpin>(writer: &mut W, frame: &Frame) -> Result<()
 /// Tells a refused peer why, best effort (it may not be listening any more).
 async fn refuse<W: AsyncWrite + Unpin>(writer: &mut W, error: &HandshakeError) {
     let why = match error {
-        HandshakeError::Myself => "route to the node itself".to_string(),
+        HandshakeError::Myself => MYSELF.to_string(),
         other => other.to_string(),
     };
     if let Ok(bytes) = Frame::Refused(why).encode() {

@@ -76,7 +76,12 @@ impl Cluster {
     pub(super) fn start_dialing(self: &Arc<Self>, addr: String, seed: bool) {
         {
             let mut state = self.state();
-            if addr == self.info.advertise || state.dialing.contains(&addr) {
+            let myself = addr == self.info.advertise
+                || state
+                    .names
+                    .get(&addr)
+                    .is_some_and(|name| *name == self.node);
+            if myself || state.dialing.contains(&addr) {
                 return;
             }
             if state.dialing.len() >= self.max_peers {
