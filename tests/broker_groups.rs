@@ -159,3 +159,25 @@ async fn unacknowledged_messages_of_a_member_that_leaves_go_to_another() {
     assert_eq!(topics.len(), 10);
     staying.expect_nothing().await;
 }
+
+#[tokio::test]
+async fn group_messages_queued_for_an_expired_member_go_to_another() {
+    let broker = TestBroker::start_default().await;
+    let mut connect = connect_packet(ProtocolVersion::V5, "away");
+    connect.properties.session_expiry_interval = Some(1);
+    let (mut away, _) = TestClient::connect_with(broker.addr, connect).await;
+    away.subscribe("$share/g/x/+", QoS::AtLeastOnce).await;
+    away.disconnect().await;
+    let mut present = TestClient::v5(broker.addr, "present").await;
+    present.subscribe("$share/g/x/+", QoS::AtLeastOnce).await;
+    let mut publisher = TestClient::v5(broker.addr, "pub").await;
+    for i in 0..20 {
+        publisher
+            .publish(&format!("x/{i}"), b"m", QoS::AtLeastOnce, false)
+            .await;
+    }
+    // Some wait in the offline member's session until it expires (1 s), then come here.
+    let (_, got) = collect(present, Duration::from_millis(2500)).await;
+    let topics: HashSet<_> = got.into_iter().map(|p| p.topic).collect();
+    assert_eq!(topics.len(), 20);
+}

@@ -57,10 +57,12 @@ impl Broker {
                     generation,
                 };
             }
+            let orphans = session.take_group_deliveries();
             let filters = session.retire();
             drop(session);
             existing.notify_room(Room::Plenty);
             self.unsubscribe_filters(filters.iter().map(String::as_str), existing.id());
+            self.redispatch(orphans, existing.id());
         }
         let handle = SessionHandle::new(client_id.to_string(), self.limits.max_queued_messages);
         let generation = {
@@ -166,9 +168,14 @@ impl Broker {
             return;
         }
         sessions.remove(handle.client_id());
-        let filters = handle.lock().retire();
+        let (orphans, filters) = {
+            let mut session = handle.lock();
+            (session.take_group_deliveries(), session.retire())
+        };
         handle.notify_room(Room::Plenty);
         self.unsubscribe_filters(filters.iter().map(String::as_str), handle.id());
+        // An expired member's group messages, queued while it was away, go to another member.
+        self.redispatch(orphans, handle.id());
     }
 
     fn publish_will(&self, will: Will, origin: u64) {
