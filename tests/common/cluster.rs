@@ -11,11 +11,17 @@ use supermq::protocol::{Packet, ProtocolVersion, QoS};
 use super::TestClient;
 
 /// A free loopback port below the kernel's ephemeral range (32768 and up), so the nodes'
-/// own outgoing connections cannot take it between this check and the node's bind.
+/// own outgoing connections cannot take it between this check and the node's bind; never the
+/// same one twice in a test process, as tests run in parallel and bind late.
 pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     loop {
         let port = rand::random_range(20_000..32_000);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
             return port;
         }
     }
