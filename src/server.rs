@@ -110,11 +110,6 @@ impl Server {
             .map(Listener::local_addr)
     }
 
-    /// The bound route listener's address, when the cluster is on.
-    pub fn cluster_addr(&self) -> Option<SocketAddr> {
-        self.cluster.as_ref().and_then(cluster::Bound::local_addr)
-    }
-
     /// Serves until `shutdown` completes, then shuts down gracefully.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let _cluster: Option<Arc<Cluster>> =

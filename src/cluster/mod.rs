@@ -170,11 +170,6 @@ impl Bound {
 }
 
 impl Cluster {
-    /// This node's name.
-    pub fn node(&self) -> &str {
-        &self.node
-    }
-
     /// Names of the peers with an established route.
     pub fn peers(&self) -> Vec<String> {
         let mut peers: Vec<String> = self.state().routes.keys().cloned().collect();
