@@ -40,12 +40,15 @@ pub struct Config {
 pub struct NodeConfig {
     /// Unique in the cluster; defaults to the host name.
     pub name: String,
+    /// Worker threads of the runtime; 0 means one per CPU core.
+    pub threads: usize,
 }
 
 impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
             name: default_node_name(),
+            threads: 0,
         }
     }
 }

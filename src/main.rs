@@ -100,7 +100,11 @@ fn run_broker(path: Option<&Path>) -> ExitCode {
         }
     };
     init_logging(&config.log.level);
-    let runtime = match tokio::runtime::Runtime::new() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.node.threads > 0 {
+        builder.worker_threads(config.node.threads);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("supermq: cannot start the runtime: {error}");
