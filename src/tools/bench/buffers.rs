@@ -6,8 +6,10 @@
 //! Both buffers are plain `Vec<u8>`s with cursors: one large read per wake-up (64 KiB for a
 //! subscriber, many packets) and one write of everything queued.
 
+use std::future::poll_fn;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -19,6 +21,12 @@ pub const SUBSCRIBER_READ: usize = 64 << 10;
 
 /// Read buffer of a publisher: it only reads 4-byte acknowledgements.
 pub const PUBLISHER_READ: usize = 8 << 10;
+
+/// A normal DISCONNECT (valid in 3.1.1 and, as the short form, in 5.0).
+const DISCONNECT: [u8; 2] = [0xE0, 0x00];
+
+/// How long closing may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Bytes received and not yet handled.
 pub struct ReadBuffer {
@@ -152,5 +160,21 @@ impl WriteBuffer {
             }
         }
         Ok(progressed)
+    }
+
+    /// Sends DISCONNECT after what is queued and closes the stream, best effort: a bench
+    /// client that is done must not wait long on a broker that stopped reading.
+    pub async fn disconnect(&mut self, stream: &mut BoxStream) {
+        self.buf.extend_from_slice(&DISCONNECT);
+        let closing = async {
+            poll_fn(|cx| match self.drain(cx, stream) {
+                Err(_) => Poll::Ready(()),
+                Ok(_) if self.is_idle() => Poll::Ready(()),
+                Ok(_) => Poll::Pending,
+            })
+            .await;
+            let _ = tokio::io::AsyncWriteExt::shutdown(stream).await;
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
     }
 }

@@ -27,10 +27,6 @@ use crate::transport::BoxStream;
 const BATCH_BYTES: usize = 64 << 10;
 
 const PINGREQ: [u8; 2] = [0xC0, 0x00];
-const DISCONNECT: [u8; 2] = [0xE0, 0x00];
-
-/// How long closing may take.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One phase of sending: the warm-up or the measured run.
 #[derive(Debug, Clone, Copy)]
@@ -133,17 +129,7 @@ impl Publisher {
 
     /// Sends DISCONNECT and closes, best effort.
     pub async fn close(mut self) {
-        self.write.queue().extend_from_slice(&DISCONNECT);
-        let closing = async {
-            poll_fn(|cx| match self.write.drain(cx, &mut self.stream) {
-                Err(_) => Poll::Ready(()),
-                Ok(_) if self.write.is_idle() => Poll::Ready(()),
-                Ok(_) => Poll::Pending,
-            })
-            .await;
-            let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.stream).await;
-        };
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
+        self.write.disconnect(&mut self.stream).await;
     }
 
     fn poll_phase(

@@ -8,7 +8,7 @@
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::watch;
 
@@ -20,11 +20,6 @@ use super::tracker::{Recorded, Tracker};
 use crate::client::{ClientError, Parts};
 use crate::protocol::ProtocolVersion;
 use crate::transport::BoxStream;
-
-const DISCONNECT: [u8; 2] = [0xE0, 0x00];
-
-/// How long closing may take.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct Subscriber {
     stream: BoxStream,
@@ -74,17 +69,7 @@ impl Subscriber {
             error = poll_fn(|cx| self.poll_receive(cx)) => return Err(error),
             _ = stop.wait_for(|stop| *stop) => {}
         }
-        self.write.queue().extend_from_slice(&DISCONNECT);
-        let closing = async {
-            poll_fn(|cx| match self.write.drain(cx, &mut self.stream) {
-                Err(_) => Poll::Ready(()),
-                Ok(_) if self.write.is_idle() => Poll::Ready(()),
-                Ok(_) => Poll::Pending,
-            })
-            .await;
-            let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.stream).await;
-        };
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
+        self.write.disconnect(&mut self.stream).await;
         Ok(self.tracker)
     }
 
