@@ -1,11 +1,13 @@
 //! The `supermq` command line: without a subcommand, load the configuration, start the server
-//! and run it until ctrl-c or SIGTERM; with one, run a client tool (`pub`, `sub`, `bench`).
+//! and run it until ctrl-c or SIGTERM; with one, run a client tool (`pub`, `sub`, `bench`,
+//! `health`).
 //!
 //! A configuration or start-up problem is printed as one line naming the key, and the process
 //! exits with code 2 (DESIGN.md §1). A tool's error is one line too, with the tool's exit code
 //! (listed in each tool's `--help`).
 
 use std::future::Future;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -40,6 +42,12 @@ enum Command {
     /// then one JSON line, last on stdout, for scripts; progress goes to stderr every second.
     /// `bench conns` opens idle connections and reports the broker's memory per connection.
     Bench(Box<tools::bench::BenchArgs>),
+    /// Check that a broker serves MQTT: CONNECT, CONNACK, DISCONNECT (exit 0 when it does)
+    ///
+    /// Without -h/-p it dials the [mqtt] tcp listener of the configuration given with -c and
+    /// the SUPERMQ_ environment, as the broker itself would read them: the Docker image's
+    /// health check.
+    Health(tools::health::HealthArgs),
 }
 
 /// Exit code for a configuration or start-up error.
@@ -55,6 +63,7 @@ fn main() -> ExitCode {
             let threads = args.threads();
             run_tool("bench", Some(threads), tools::bench::run(*args))
         }
+        Some(Command::Health(args)) => run_tool("health", None, tools::health::run(args)),
     }
 }
 
@@ -119,8 +128,8 @@ fn run_broker(path: Option<&Path>) -> ExitCode {
                 return ExitCode::from(EXIT_CONFIG);
             }
         };
-        if !config.cluster.listen.is_empty() || !config.http.listen.is_empty() {
-            tracing::warn!("[cluster] and [http] are not implemented yet; ignoring them");
+        if !config.http.listen.is_empty() {
+            tracing::warn!("[http] is not implemented yet; ignoring http.listen");
         }
         tracing::info!(node = %config.node.name, version = env!("CARGO_PKG_VERSION"), "supermq started");
         server.run(shutdown_signal()).await;
@@ -133,7 +142,11 @@ fn init_logging(level: &str) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    // Colours only on a terminal: under Docker or systemd the escape codes would litter the log.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal())
+        .init();
 }
 
 /// Completes on ctrl-c or SIGTERM.

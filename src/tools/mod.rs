@@ -1,4 +1,4 @@
-//! The client tools: `supermq pub`, `supermq sub` and `supermq bench`.
+//! The client tools: `supermq pub`, `supermq sub`, `supermq bench` and `supermq health`.
 //!
 //! They share the option spelling of mosquitto's clients ([`args`]), the [`crate::client`]
 //! connection, and one table of exit codes ([`exit`]). `main` parses the command line, builds
@@ -8,6 +8,7 @@
 pub mod args;
 pub mod bench;
 pub mod exit;
+pub mod health;
 pub mod publish;
 pub mod subscribe;
 
