@@ -69,6 +69,18 @@ def send_and_expect(cluster, source: str, topic: str, subs: list[MqttClient], co
         assert got == payloads
 
 
+def subscribers_on_two_and_three(cluster, prefix: str, keepalive: int = 30) -> tuple[MqttClient, MqttClient]:
+    """A subscriber on node2 to `prefix`/two/# and one on node3 to `prefix`/three/#, each
+    known to node1 (a probe from node1 reached it)."""
+    subs = []
+    for node, branch in (("node2", "two"), ("node3", "three")):
+        sub = connect(cluster, node, keepalive=keepalive)
+        sub.subscribe(f"{prefix}/{branch}/#", qos=1)
+        deliver(cluster, "node1", sub, f"{prefix}/{branch}/ready")
+        subs.append(sub)
+    return subs[0], subs[1]
+
+
 def log_mark(cluster) -> dict[str, int]:
     return {node: len(cluster.log(node)) for node in NODES}
 
@@ -174,12 +186,7 @@ def test_node_loss_and_rejoin(cluster):
 
 
 def test_partition_heals_and_interest_resyncs(cluster):
-    sub2 = connect(cluster, "node2")
-    sub2.subscribe("part/two/#", qos=1)
-    sub3 = connect(cluster, "node3")
-    sub3.subscribe("part/three/#", qos=1)
-    deliver(cluster, "node1", sub2, "part/two/ready")
-    deliver(cluster, "node1", sub3, "part/three/ready")
+    sub2, sub3 = subscribers_on_two_and_three(cluster, "part")
     mark = log_mark(cluster)
 
     cut_at = time.monotonic()
@@ -205,12 +212,8 @@ def test_partition_heals_and_interest_resyncs(cluster):
 
 
 def test_frozen_node_detected_by_heartbeat(cluster):
-    sub2 = connect(cluster, "node2", keepalive=60)
-    sub2.subscribe("frozen/two/#", qos=1)
-    sub3 = connect(cluster, "node3")
-    sub3.subscribe("frozen/three/#", qos=1)
-    deliver(cluster, "node1", sub2, "frozen/two/ready")
-    deliver(cluster, "node1", sub3, "frozen/three/ready")
+    # A keep alive that outlasts the freeze: node2's own clients must survive it.
+    sub2, sub3 = subscribers_on_two_and_three(cluster, "frozen", keepalive=60)
     mark = log_mark(cluster)
 
     paused_at = time.monotonic()
