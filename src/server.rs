@@ -3,7 +3,8 @@
 //! [`Server::bind`] opens every listener the configuration names (so an address in use or a
 //! bad certificate is reported before anything runs); [`Server::run`] accepts connections
 //! until told to stop, then shuts down gracefully: stop accepting, tell every client (MQTT 5
-//! clients get DISCONNECT 0x8B), and wait a bounded time for connections to close.
+//! clients get DISCONNECT 0x8B), wait a bounded time for connections to close, then let the
+//! cluster's routes send what is queued on them and close, within the same bound.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,7 +17,7 @@ use crate::cluster::{self, Cluster, ClusterError};
 use crate::config::Config;
 use crate::transport::{self, Kind, Listener, TransportError};
 
-/// How long shutdown waits for connections to close.
+/// How long shutdown waits for connections to close and routes to flush, in all.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Why the server could not start. The message names the configuration key.
@@ -112,7 +113,7 @@ impl Server {
 
     /// Serves until `shutdown` completes, then shuts down gracefully.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
-        let _cluster: Option<Arc<Cluster>> =
+        let cluster: Option<Arc<Cluster>> =
             self.cluster.take().map(|bound| bound.start(&self.broker));
         let accepting: Vec<_> = self
             .listeners
@@ -128,6 +129,11 @@ impl Server {
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
         while self.broker.connection_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // After the clients: their last publishes and unsubscribes are queued on the routes.
+        if let Some(cluster) = cluster {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            cluster.shutdown(left).await;
         }
         tracing::info!(open = self.broker.connection_count(), "stopped");
     }

@@ -1,11 +1,12 @@
 //! The cluster as the library shows it: two brokers in this process, joined by a route,
-//! report their peers and route drops through `Broker::cluster`.
+//! report their peers and route drops through `Broker::cluster`; and a broker with a fake
+//! route peer, for what only a peer that reads slowly can show.
 
 mod common;
 
-use common::cluster::free_port;
+use common::cluster::{RoutePeer, free_port, kind as route_kind};
 use common::{TestBroker, config, wait_until};
-use supermq::protocol::QoS;
+use supermq::protocol::{QoS, reason};
 
 fn node(name: &str, route: u16, seeds: &[u16]) -> supermq::config::Config {
     let mut config = config();
@@ -56,4 +57,72 @@ async fn wait_until_delivered(publisher: &mut common::TestClient, sub: &mut comm
         }
         assert!(tokio::time::Instant::now() < deadline, "never delivered");
     }
+}
+
+/// A graceful shutdown (SIGTERM) sends what is already queued on a route before closing it:
+/// messages the node acknowledged to their publisher are not thrown away with the queue, and
+/// the peer sees the route end instead of waiting for the heartbeat timeout.
+#[tokio::test]
+async fn shutdown_flushes_what_is_queued_on_routes_then_closes_them() {
+    const COUNT: usize = 160;
+    const SIZE: usize = 64 * 1024;
+    let route = free_port();
+    let mut config = node("a", route, &[]);
+    // The peer reads nothing for a while: the heartbeat must not end the route meanwhile.
+    config.cluster.heartbeat_timeout_ms = 20_000;
+    let mut a = TestBroker::start(config).await;
+    // A peer with a tiny receive window that does not read yet, so most of the messages wait
+    // in the node's own route queue (the kernel's buffers hold only a few of them).
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], route));
+    let mut peer = RoutePeer::connect(addr, "slow", "supermq", "", Some(4096)).await;
+    peer.interest("flush/#").await;
+    let mut publisher = common::TestClient::v5(a.addr, "pub").await;
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    while publisher
+        .publish("flush/probe", b"", QoS::AtLeastOnce, false)
+        .await
+        == reason::NO_MATCHING_SUBSCRIBERS
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "interest never arrived"
+        );
+    }
+    let payload = vec![7u8; SIZE];
+    for _ in 0..COUNT {
+        let code = publisher
+            .publish("flush/big", &payload, QoS::AtLeastOnce, false)
+            .await;
+        assert_eq!(code, reason::SUCCESS, "handed to the route");
+    }
+    let stopping = tokio::spawn(async move {
+        a.shutdown().await;
+        a
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Well within the heartbeat timeout: the node itself ends the route once it is flushed.
+    // The peer closes its side when it reads the end of the node's, as a real node does.
+    let drained = tokio::time::timeout(std::time::Duration::from_secs(10), async move {
+        let mut received = 0;
+        while let Some((kind, body)) = peer.frame().await {
+            if kind == route_kind::MESSAGE && body.len() > SIZE {
+                received += 1;
+            }
+        }
+        received
+    });
+    let received = drained
+        .await
+        .expect("the node closed the route after shutdown");
+    assert_eq!(
+        received, COUNT,
+        "every queued message before the route closed"
+    );
+    let started = tokio::time::Instant::now();
+    let a = stopping.await.expect("shutdown");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "shutdown ends once the peer closed its side"
+    );
+    assert_eq!(a.broker.cluster().map(|c| c.dropped()), Some(0));
 }

@@ -6,10 +6,9 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::cluster::{Node, NodeSpec, start_cluster, wait_for_mesh, wait_for_path};
+use common::cluster::{Node, NodeSpec, RoutePeer, start_cluster, wait_for_mesh, wait_for_path};
 use common::{TestClient, publish_packet};
 use supermq::protocol::{Packet, ProtocolVersion, QoS, reason};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
 async fn full_mesh_from_single_seeds_and_every_pair_delivers_at_every_qos() {
@@ -152,30 +151,9 @@ async fn a_frozen_peer_is_noticed_by_heartbeat() {
     let nodes = start_cluster(2).await;
     wait_for_mesh(&nodes).await;
     // A fake peer that passes the handshake, then says nothing more.
-    let mut stream = tokio::net::TcpStream::connect(nodes[0].route_addr())
-        .await
-        .expect("connect");
-    let info = fake_info("silent", "test", "s3cret");
-    stream.write_all(&info).await.expect("write");
-    let mut reply = [0u8; 4];
-    stream.read_exact(&mut reply).await.expect("INFO back");
-    assert_eq!(&reply, b"SMQR");
+    let _silent = RoutePeer::connect(nodes[0].route_addr(), "silent", "test", "s3cret", None).await;
     nodes[0].wait_for_log("peer=silent").await;
     nodes[0].wait_for_log("peer dead or frozen").await;
-}
-
-/// The bytes of a route handshake from a fake node: magic and an INFO frame.
-fn fake_info(node: &str, cluster: &str, secret: &str) -> Vec<u8> {
-    let mut body = vec![1u8, 0, 1];
-    for s in [node, cluster, "127.0.0.1:1", secret] {
-        body.extend_from_slice(&(s.len() as u16).to_be_bytes());
-        body.extend_from_slice(s.as_bytes());
-    }
-    body.extend_from_slice(&0u16.to_be_bytes());
-    let mut out = b"SMQR".to_vec();
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    out.extend_from_slice(&body);
-    out
 }
 
 #[tokio::test]

@@ -23,10 +23,15 @@ use super::handshake::{self, HandshakeError};
 use super::route::{self, Route};
 use super::{Cluster, State};
 
-/// Accepts routes until the process ends.
+/// Accepts routes until the node shuts down.
 pub async fn accept_loop(cluster: Arc<Cluster>, listener: TcpListener) {
+    let mut closing = cluster.closing.subscribe();
     loop {
-        match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = closing.wait_for(|c| *c) => return,
+        };
+        match accepted {
             Ok((stream, peer)) => {
                 let cluster = Arc::clone(&cluster);
                 tokio::spawn(async move {
@@ -117,7 +122,12 @@ impl Cluster {
         let mut failures = 0u32;
         loop {
             while self.connected_to(&addr) {
-                tokio::time::sleep(t.heartbeat).await;
+                if !self.sleep(t.heartbeat).await {
+                    break;
+                }
+            }
+            if *self.closing.borrow() {
+                break;
             }
             match self.dial(&addr).await {
                 Dialed::Ran => {
@@ -141,10 +151,21 @@ impl Cluster {
                 }
             }
             let jitter = rand::random_range(0.0..0.5);
-            tokio::time::sleep(pause.mul_f64(1.0 + jitter)).await;
+            if !self.sleep(pause.mul_f64(1.0 + jitter)).await {
+                break;
+            }
             pause = (pause * 2).min(t.redial_max);
         }
         self.state().dialing.remove(&addr);
+    }
+
+    /// Sleeps for `pause`; false if the node began shutting down meanwhile.
+    async fn sleep(&self, pause: Duration) -> bool {
+        let mut closing = self.closing.subscribe();
+        tokio::select! {
+            () = tokio::time::sleep(pause) => !*self.closing.borrow(),
+            _ = closing.wait_for(|c| *c) => false,
+        }
     }
 
     async fn dial(self: &Arc<Self>, addr: &str) -> Dialed {
@@ -210,6 +231,9 @@ impl Cluster {
     fn register(&self, route: &Arc<Route>) -> Result<(), String> {
         let broker = self.broker.upgrade().ok_or("broker gone")?;
         let mut state = self.state();
+        if *self.closing.borrow() {
+            return Err("this node is shutting down".into());
+        }
         match state.routes.get(&route.peer) {
             Some(existing) => {
                 if !self.keep_new(existing, route) {

@@ -13,6 +13,9 @@
 //! A message that came over a route is delivered locally only, never forwarded again, so a
 //! message crosses at most one route.
 //!
+//! On a graceful shutdown ([`Cluster::shutdown`]) the node stops accepting and dialling, and
+//! each route sends what is already queued on it before it closes.
+//!
 //! Lock order: broker router → cluster state → route queue. The local interest set and the
 //! route table share one lock, so a new route gets the full set and then, in order, every
 //! change after it.
@@ -31,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::broker::{Broker, Message};
 use crate::config::ClusterConfig;
@@ -91,6 +95,8 @@ pub struct Cluster {
     routes: RwLock<Vec<Arc<Route>>>,
     /// Round-robin position for groups with no member on this node.
     turn: AtomicUsize,
+    /// Set once on shutdown: no route is accepted, dialled or registered any more.
+    closing: watch::Sender<bool>,
 }
 
 /// A bound route listener, not yet accepting.
@@ -158,6 +164,7 @@ impl Bound {
             state: Mutex::new(State::default()),
             routes: RwLock::new(Vec::new()),
             turn: AtomicUsize::new(0),
+            closing: watch::channel(false).0,
         });
         broker.attach_cluster(Arc::clone(&cluster));
         tracing::info!(node = %cluster.node, advertise = %cluster.info.advertise, cluster = %cluster.info.cluster, "cluster on");
@@ -175,6 +182,27 @@ impl Cluster {
         let mut peers: Vec<String> = self.state().routes.keys().cloned().collect();
         peers.sort();
         peers
+    }
+
+    /// The cluster's part of a graceful shutdown, once local clients are gone: stops accepting
+    /// and dialling routes, lets every route send what is already queued on it (messages its
+    /// publishers were acknowledged for, the interest changes of the clients that just left)
+    /// and close, and closes at once the routes still busy after `grace`.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.closing.send_replace(true);
+        // `register` checks `closing` under the state lock: no route registers after this.
+        let routes: Vec<Arc<Route>> = self.state().routes.values().cloned().collect();
+        for route in &routes {
+            route.drain();
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while !self.state().routes.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for route in self.state().routes.values() {
+            tracing::warn!(peer = %route.peer, "route not flushed in time; closing it");
+            route.close();
+        }
     }
 
     /// Messages dropped because a route's queue was full, over the live routes.

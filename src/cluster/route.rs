@@ -5,9 +5,11 @@
 //! connection with two halves: the writer drains the queue (many frames per system call) and
 //! sends a heartbeat when the route has been idle for `heartbeat_ms`; the reader applies the
 //! peer's frames and closes the route when nothing arrives within `heartbeat_timeout_ms`.
+//! A route is ended either at once ([`Route::close`]) or, on a graceful shutdown, after the
+//! writer has sent everything already queued ([`Route::drain`]).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
@@ -34,6 +36,8 @@ pub enum RouteEnd {
     Unexpected(&'static str),
     #[error("closed by this node")]
     Closed,
+    #[error("this node is shutting down; everything queued was sent")]
+    Drained,
 }
 
 struct Queue {
@@ -55,6 +59,8 @@ pub struct Route {
     max_bytes: usize,
     wake: Notify,
     closed: watch::Sender<bool>,
+    /// Set on shutdown: the writer ends the route once the queue is empty.
+    draining: AtomicBool,
     interest: RwLock<Interest>,
     dropped: AtomicU64,
 }
@@ -80,6 +86,7 @@ impl Route {
             max_bytes,
             wake: Notify::new(),
             closed: watch::channel(false).0,
+            draining: AtomicBool::new(false),
             interest: RwLock::new(Interest::new(max_interest)),
             dropped: AtomicU64::new(0),
         })
@@ -131,6 +138,13 @@ impl Route {
         self.closed.send_replace(true);
     }
 
+    /// Ends the route once everything queued so far has been written: the writer half-closes
+    /// the connection and the route ends when the peer closes its side in turn.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
     pub fn interest(&self) -> RwLockReadGuard<'_, Interest> {
         self.interest.read().unwrap_or_else(PoisonError::into_inner)
     }
@@ -160,11 +174,25 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut closed = route.closed.subscribe();
-    tokio::select! {
-        end = read_loop(cluster, route, reader) => end,
+    let read = read_loop(cluster, route, reader);
+    tokio::pin!(read);
+    let ended = tokio::select! {
+        end = &mut read => end,
         end = write_loop(cluster, route, writer) => end,
         _ = closed.wait_for(|c| *c) => RouteEnd::Closed,
+    };
+    if !matches!(ended, RouteEnd::Drained) {
+        return ended;
     }
+    // Our side is half-closed. Dropping the socket now, with the peer's heartbeats still
+    // arriving unread, would reset the connection and could discard what the peer has not
+    // read yet; the peer closes its side when it reads the end of ours.
+    let linger = cluster.timings.heartbeat_timeout;
+    tokio::select! {
+        _ = tokio::time::timeout(linger, &mut read) => {}
+        _ = closed.wait_for(|c| *c) => {}
+    }
+    RouteEnd::Drained
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(
@@ -233,6 +261,12 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     loop {
         let frames = route.take();
         if frames.is_empty() {
+            if route.draining.load(Ordering::Acquire) {
+                return match writer.shutdown().await {
+                    Ok(()) => RouteEnd::Drained,
+                    Err(error) => error.into(),
+                };
+            }
             if tokio::time::timeout(heartbeat, route.wake.notified())
                 .await
                 .is_err()

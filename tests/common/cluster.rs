@@ -230,3 +230,102 @@ pub async fn wait_for_mesh(nodes: &[Node]) {
         }
     }
 }
+
+/// A fake route peer speaking the wire format by hand (tests/common cannot reach the crate's
+/// private frame module): it passes the handshake, declares interest, and reads what the node
+/// sends it, as slowly as a test wants.
+pub struct RoutePeer {
+    stream: tokio::net::TcpStream,
+}
+
+/// Frame kinds of the route protocol (src/cluster/frame.rs).
+pub mod kind {
+    pub const INFO: u8 = 1;
+    pub const INTEREST: u8 = 4;
+    pub const MESSAGE: u8 = 7;
+}
+
+impl RoutePeer {
+    /// Connects to `addr` and passes the handshake as node `node`. `receive_buffer` shrinks the
+    /// socket's receive buffer (set before connecting, so the kernel cannot grow it), which
+    /// makes a peer that does not read hold the node's route queue up quickly.
+    pub async fn connect(
+        addr: SocketAddr,
+        node: &str,
+        cluster: &str,
+        secret: &str,
+        receive_buffer: Option<u32>,
+    ) -> RoutePeer {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        if let Some(size) = receive_buffer {
+            socket.set_recv_buffer_size(size).expect("SO_RCVBUF");
+        }
+        let stream = socket.connect(addr).await.expect("connect");
+        let mut peer = RoutePeer { stream };
+        peer.write(&fake_info(node, cluster, secret)).await;
+        let mut magic = [0u8; 4];
+        peer.read_exact(&mut magic).await;
+        assert_eq!(&magic, b"SMQR");
+        let (kind, _) = peer.frame().await.expect("INFO back");
+        assert_eq!(kind, kind::INFO, "the node answers with its INFO");
+        peer
+    }
+
+    /// Declares interest in `filter`.
+    pub async fn interest(&mut self, filter: &str) {
+        let mut body = vec![kind::INTEREST];
+        put_str(&mut body, filter);
+        self.write(&framed(&body)).await;
+    }
+
+    /// The next frame (kind and body), or `None` when the node closed the connection.
+    pub async fn frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        let read = async {
+            let len = self.stream.read_u32().await.ok()? as usize;
+            let mut body = vec![0u8; len];
+            self.stream.read_exact(&mut body).await.ok()?;
+            let kind = *body.first()?;
+            Some((kind, body))
+        };
+        tokio::time::timeout(Duration::from_secs(20), read)
+            .await
+            .expect("a frame or the end of the route within 20 s")
+    }
+
+    async fn write(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    async fn read_exact(&mut self, buf: &mut [u8]) {
+        use tokio::io::AsyncReadExt;
+        tokio::time::timeout(Duration::from_secs(10), self.stream.read_exact(buf))
+            .await
+            .expect("in time")
+            .expect("read");
+    }
+}
+
+/// The bytes of a route handshake from a fake node: magic and an INFO frame.
+pub fn fake_info(node: &str, cluster: &str, secret: &str) -> Vec<u8> {
+    let mut body = vec![kind::INFO, 0, 1];
+    for s in [node, cluster, "127.0.0.1:1", secret] {
+        put_str(&mut body, s);
+    }
+    body.extend_from_slice(&0u16.to_be_bytes());
+    let mut out = b"SMQR".to_vec();
+    out.extend_from_slice(&framed(&body));
+    out
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn framed(body: &[u8]) -> Vec<u8> {
+    let mut out = (body.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(body);
+    out
+}
