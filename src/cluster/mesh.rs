@@ -251,17 +251,17 @@ impl Cluster {
             other.send_control(&announce);
         }
         for filter in &state.local {
-            route.send_control(&Frame::Interest(filter.clone()));
+            route.send_initial(&Frame::Interest(filter.clone()));
         }
         for ((group, filter), members) in &state.local_groups {
-            route.send_control(&Frame::GroupWeight {
+            route.send_initial(&Frame::GroupWeight {
                 group: group.clone(),
                 filter: filter.clone(),
                 members: *members,
             });
         }
         for publish in broker.retained_for_peer() {
-            route.send_control(&Frame::Retained(publish));
+            route.send_initial(&Frame::Retained(publish));
         }
         state
             .names

@@ -1,7 +1,10 @@
 //! One route: an established, authenticated connection to one peer node.
 //!
 //! A [`Route`] owns what belongs to that connection and dies with it: the outbound queue,
-//! bounded in bytes for messages, and the interest the peer declared on it. [`run`] drives the
+//! bounded in bytes, and the interest the peer declared on it. Past the bound a message is
+//! dropped, but a control frame (interest, discovery, client ids) never is, as the peer's
+//! picture would go wrong: a peer that lets that many pile up is disconnected instead, and
+//! gets the full picture again when the route comes back. [`run`] drives the
 //! connection with two halves: the writer drains the queue (many frames per system call) and
 //! sends a heartbeat when the route has been idle for `heartbeat_ms`; the reader applies the
 //! peer's frames and closes the route when nothing arrives within `heartbeat_timeout_ms`.
@@ -42,8 +45,11 @@ pub enum RouteEnd {
 
 struct Queue {
     frames: VecDeque<Bytes>,
-    /// Bytes of message frames queued (control frames are not counted against the limit).
+    /// Bytes of message frames queued.
     message_bytes: usize,
+    /// Bytes of control frames queued since the route registered (the initial full set,
+    /// bounded by this node's own tables, is not counted).
+    control_bytes: usize,
 }
 
 /// A route to one peer.
@@ -82,6 +88,7 @@ impl Route {
             queue: Mutex::new(Queue {
                 frames: VecDeque::new(),
                 message_bytes: 0,
+                control_bytes: 0,
             }),
             max_bytes,
             wake: Notify::new(),
@@ -116,15 +123,34 @@ impl Route {
         true
     }
 
-    /// Queues a control frame (interest, discovery): these are never dropped, as losing one
-    /// would leave the peer with a wrong picture. They are bounded by the interest tables.
+    /// Queues a control frame (interest, discovery, client ids). These are never dropped, as
+    /// losing one would leave the peer with a wrong picture; when `cluster.route_queue_bytes`
+    /// of them are waiting, the peer is not reading and the route is closed instead.
     pub fn send_control(&self, frame: &Frame) {
-        match frame.encode() {
-            Ok(bytes) => {
-                self.queue().frames.push_back(bytes);
-                self.wake.notify_one();
+        let Some(bytes) = encode(frame) else {
+            return;
+        };
+        let mut queue = self.queue();
+        if queue.control_bytes + bytes.len() > self.max_bytes {
+            drop(queue);
+            if !self.closed.send_replace(true) {
+                tracing::warn!(peer = %self.peer, "peer is not reading its route: cluster.route_queue_bytes of interest and control frames waiting; closing the route (the full picture is sent again when it is back)");
             }
-            Err(error) => tracing::warn!(%error, "cannot encode a route frame"),
+            return;
+        }
+        queue.control_bytes += bytes.len();
+        queue.frames.push_back(bytes);
+        drop(queue);
+        self.wake.notify_one();
+    }
+
+    /// Queues a frame of the full set sent when the route registers (local interest,
+    /// retained messages): bounded by this node's own tables, so not counted against the
+    /// control limit, which is for the changes that follow.
+    pub fn send_initial(&self, frame: &Frame) {
+        if let Some(bytes) = encode(frame) {
+            self.queue().frames.push_back(bytes);
+            self.wake.notify_one();
         }
     }
 
@@ -163,8 +189,16 @@ impl Route {
     fn take(&self) -> VecDeque<Bytes> {
         let mut queue = self.queue();
         queue.message_bytes = 0;
+        queue.control_bytes = 0;
         std::mem::take(&mut queue.frames)
     }
+}
+
+fn encode(frame: &Frame) -> Option<Bytes> {
+    frame
+        .encode()
+        .inspect_err(|error| tracing::warn!(%error, "cannot encode a route frame"))
+        .ok()
 }
 
 /// Runs an established, registered route until it ends, and says why.
@@ -303,5 +337,26 @@ mod tests {
             route.send_message(Bytes::from(vec![0u8; 60])),
             "room after the writer took it"
         );
+    }
+
+    #[test]
+    fn a_peer_that_lets_control_frames_pile_up_is_disconnected_not_queued_for_forever() {
+        let route = Route::new("peer".into(), "a:1".into(), true, 1024, 10);
+        // The initial full set is bounded by this node's tables, not by the queue limit.
+        route.send_initial(&Frame::Interest("x".repeat(2000)));
+        assert!(!*route.closed.borrow());
+        // Interest churn and client ids after it: bounded.
+        let filter = "f".repeat(100);
+        for i in 0..1000 {
+            let frame = if i % 2 == 0 {
+                Frame::Interest(filter.clone())
+            } else {
+                Frame::NoInterest(filter.clone())
+            };
+            route.send_control(&frame);
+        }
+        assert!(*route.closed.borrow(), "the route is closed");
+        let queued: usize = route.take().iter().map(Bytes::len).sum();
+        assert!(queued <= 2100 + 1024, "{queued} bytes queued");
     }
 }
