@@ -168,7 +168,8 @@ pub struct ClusterConfig {
     pub advertise: String,
     pub routes: Vec<String>,
     pub name: String,
-    /// Shared by every node; a peer that does not present it is refused.
+    /// Shared by every node; a peer that cannot prove it (by challenge and response, it never
+    /// crosses the wire) is refused.
     pub secret: String,
     /// Milliseconds between heartbeats on an idle route.
     pub heartbeat_ms: u64,

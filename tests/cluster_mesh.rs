@@ -9,6 +9,7 @@ use bytes::Bytes;
 use common::cluster::{Node, NodeSpec, RoutePeer, start_cluster, wait_for_mesh, wait_for_path};
 use common::{TestClient, publish_packet};
 use supermq::protocol::{Packet, ProtocolVersion, QoS, reason};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
 async fn full_mesh_from_single_seeds_and_every_pair_delivers_at_every_qos() {
@@ -192,6 +193,39 @@ async fn a_bad_secret_and_a_wrong_cluster_name_are_refused() {
         assert_eq!(code, reason::NO_MATCHING_SUBSCRIBERS);
     }
     sub.expect_nothing().await;
+}
+
+#[tokio::test]
+async fn a_node_of_route_protocol_version_1_is_refused_for_its_version() {
+    let nodes = start_cluster(1).await;
+    // Version 1's INFO: the same layout, with the secret in clear where version 2 has its
+    // nonce; the refusal must name the version, not a malformed frame.
+    let mut body = vec![1u8, 0, 1];
+    for s in ["old", "test", "127.0.0.1:1", "s3cret"] {
+        body.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        body.extend_from_slice(s.as_bytes());
+    }
+    body.extend_from_slice(&0u16.to_be_bytes());
+    let mut hello = b"SMQR".to_vec();
+    hello.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    hello.extend_from_slice(&body);
+    let mut stream = tokio::net::TcpStream::connect(nodes[0].route_addr())
+        .await
+        .expect("connect");
+    stream.write_all(&hello).await.expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .expect("closed in time")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.contains("node old speaks route protocol version 1, this node 2"),
+        "{answer}"
+    );
+    nodes[0]
+        .wait_for_log("node old speaks route protocol version 1")
+        .await;
 }
 
 #[tokio::test]

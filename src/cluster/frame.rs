@@ -15,8 +15,9 @@ use crate::protocol::{self, Packet, ProtocolVersion, Publish};
 /// Sent first by both sides of a route.
 pub const MAGIC: &[u8; 4] = b"SMQR";
 
-/// The route protocol version; a peer with another one is refused.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The route protocol version; a peer with another one is refused. Version 2: the secret is
+/// proven by challenge and response instead of sent in the INFO.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Largest control frame (INFO, interest): a filter is at most 65535 bytes, peers are bounded.
 const MAX_CONTROL_FRAME: usize = 1024 * 1024;
@@ -43,8 +44,10 @@ pub struct Info {
     pub node: String,
     pub cluster: String,
     pub advertise: String,
-    /// Sent in clear; the README says so (no keyed hash is available without a new crate).
-    pub secret: String,
+    /// A fresh random value per connection, which the peer's proof of the secret must cover
+    /// (see [`super::handshake`]). Hex digits, in the place where version 1 sent the secret,
+    /// so a version 1 node still reads this INFO and refuses it for its version.
+    pub nonce: String,
     /// Advertise addresses of the peers the sender has routes to, for discovery.
     pub peers: Vec<String>,
 }
@@ -62,6 +65,10 @@ pub enum Frame {
     Info(Info),
     /// The handshake was refused; the text says why, for the other side's log.
     Refused(String),
+    /// The accepting side's nonce: the dialler must prove the secret over it.
+    Challenge(String),
+    /// HMAC-SHA256 proof of the secret over the handshake (see [`super::handshake`]).
+    Proof(Vec<u8>),
     /// Heartbeat: any frame proves the peer alive; this one is sent when nothing else is.
     Ping,
     /// The sender's first local subscriber to this filter appeared (count 0 → 1).
@@ -103,6 +110,8 @@ mod kind {
     pub const RETAINED: u8 = 8;
     pub const PEERS: u8 = 9;
     pub const CLIENT_CONNECTED: u8 = 10;
+    pub const CHALLENGE: u8 = 11;
+    pub const PROOF: u8 = 12;
 }
 
 impl Frame {
@@ -115,7 +124,7 @@ impl Frame {
             Frame::Info(info) => {
                 out.put_u8(kind::INFO);
                 out.put_u16(info.version);
-                for s in [&info.node, &info.cluster, &info.advertise, &info.secret] {
+                for s in [&info.node, &info.cluster, &info.advertise, &info.nonce] {
                     put_str(&mut out, s);
                 }
                 put_list(&mut out, &info.peers);
@@ -123,6 +132,14 @@ impl Frame {
             Frame::Refused(why) => {
                 out.put_u8(kind::REFUSED);
                 put_str(&mut out, why);
+            }
+            Frame::Challenge(nonce) => {
+                out.put_u8(kind::CHALLENGE);
+                put_str(&mut out, nonce);
+            }
+            Frame::Proof(tag) => {
+                out.put_u8(kind::PROOF);
+                put_bytes(&mut out, tag);
             }
             Frame::Ping => out.put_u8(kind::PING),
             Frame::Interest(filter) => {
@@ -188,11 +205,13 @@ impl Frame {
                     node: take_str(&mut body, "INFO")?,
                     cluster: take_str(&mut body, "INFO")?,
                     advertise: take_str(&mut body, "INFO")?,
-                    secret: take_str(&mut body, "INFO")?,
+                    nonce: take_str(&mut body, "INFO")?,
                     peers: take_list(&mut body, "INFO")?,
                 })
             }
             kind::REFUSED => Frame::Refused(take_str(&mut body, "REFUSED")?),
+            kind::CHALLENGE => Frame::Challenge(take_str(&mut body, "CHALLENGE")?),
+            kind::PROOF => Frame::Proof(take_bytes(&mut body, "PROOF")?),
             kind::PING => Frame::Ping,
             kind::INTEREST => Frame::Interest(take_str(&mut body, "INTEREST")?),
             kind::NO_INTEREST => Frame::NoInterest(take_str(&mut body, "NO_INTEREST")?),
@@ -251,7 +270,11 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
 fn put_str(out: &mut BytesMut, s: &str) {
     // Every string here is a topic, filter, name or address: MQTT bounds them to 65535 bytes
     // and the configuration to less; a longer one is cut rather than mis-framed.
-    let bytes = &s.as_bytes()[..s.len().min(usize::from(u16::MAX))];
+    put_bytes(out, s.as_bytes());
+}
+
+fn put_bytes(out: &mut BytesMut, bytes: &[u8]) {
+    let bytes = &bytes[..bytes.len().min(usize::from(u16::MAX))];
     out.put_u16(bytes.len() as u16);
     out.put_slice(bytes);
 }
@@ -290,12 +313,15 @@ fn take_u32(body: &mut BytesMut, what: &'static str) -> Result<u32, FrameError> 
 }
 
 fn take_str(body: &mut BytesMut, what: &'static str) -> Result<String, FrameError> {
+    String::from_utf8(take_bytes(body, what)?).map_err(|_| FrameError::Malformed(what))
+}
+
+fn take_bytes(body: &mut BytesMut, what: &'static str) -> Result<Vec<u8>, FrameError> {
     let len = usize::from(take_u16(body, what)?);
     if body.remaining() < len {
         return Err(FrameError::Malformed(what));
     }
-    let bytes = body.split_to(len);
-    String::from_utf8(bytes.to_vec()).map_err(|_| FrameError::Malformed(what))
+    Ok(body.split_to(len).to_vec())
 }
 
 fn take_list(body: &mut BytesMut, what: &'static str) -> Result<Vec<String>, FrameError> {
@@ -338,10 +364,12 @@ mod tests {
             node: "n1".into(),
             cluster: "c".into(),
             advertise: "127.0.0.1:1".into(),
-            secret: "s".into(),
+            nonce: "00ff".into(),
             peers: vec!["a:1".into(), "b:2".into()],
         }));
         round_trip(Frame::Refused("no".into()));
+        round_trip(Frame::Challenge("0a1b".into()));
+        round_trip(Frame::Proof(vec![0, 1, 255]));
         round_trip(Frame::Ping);
         round_trip(Frame::Interest("a/+".into()));
         round_trip(Frame::NoInterest("#".into()));

@@ -1,14 +1,36 @@
-//! The route handshake: magic bytes and INFO both ways, and the checks that decide whether a
-//! peer may join.
+//! The route handshake: magic bytes, INFO both ways, proof of the shared secret, and the
+//! checks that decide whether a peer may join.
 //!
-//! The dialling side speaks first; the accepting side answers only after the dialler's INFO
-//! passed its checks, so a stranger never learns the secret from the listener. Refusals (wrong
-//! secret, cluster name or protocol version, a route to oneself) are sent to the peer as a
-//! REFUSED frame when it is a route at all, so both sides log the same reason. A plain MQTT
-//! client on the route port gets a CONNACK "Server unavailable" instead.
+//! The secret never crosses the wire. Each side sends a fresh random nonce and proves that it
+//! knows the secret with an HMAC-SHA256, keyed with the secret, over the other side's nonce,
+//! its own nonce, its role, the node names known at that point and the cluster name:
+//!
+//! ```text
+//! dialler                                        acceptor
+//! SMQR INFO (nonce_d)                    ─────▶  checks protocol version and cluster name
+//!                                        ◀─────  SMQR CHALLENGE (nonce_a)
+//! PROOF dial(nonce_a, nonce_d, dialler)  ─────▶  verifies; refuses a route to itself
+//!                                        ◀─────  INFO, PROOF accept(nonce_d, nonce_a, acceptor, dialler)
+//! verifies, checks
+//! ```
+//!
+//! A proof answers one challenge only (the verifier's fresh nonce is part of it), so a proof
+//! seen on one connection is worthless on another; the role is part of it too, so a dialler's
+//! proof cannot be reflected back as an acceptor's. Proofs are verified in constant time.
+//! The dialler proves first: the accepting side answers with its INFO (and its peer list) and
+//! its own proof only after the dialler's proof and INFO passed its checks, so a stranger on
+//! the route port learns neither the cluster's peers nor a proof it could use to guess a weak
+//! secret offline; the dialler only proves itself to addresses it was configured with or
+//! learned from authenticated peers.
+//!
+//! Refusals (wrong secret, cluster name or protocol version, a route to oneself) are sent to
+//! the peer as a REFUSED frame when it is a route at all, so both sides log the same reason.
+//! A plain MQTT client on the route port gets a CONNACK "Server unavailable" instead.
 
 use std::time::Duration;
 
+use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::frame::{self, Frame, FrameError, Info, MAGIC, PROTOCOL_VERSION};
@@ -16,6 +38,9 @@ use super::frame::{self, Frame, FrameError, Info, MAGIC, PROTOCOL_VERSION};
 /// The refusal text for a route to oneself: the dialler recognises it and stops dialling
 /// that address, as the acceptor is the node itself.
 const MYSELF: &str = "route to the node itself";
+
+/// Random bytes in a nonce.
+const NONCE_BYTES: usize = 32;
 
 /// Why a route could not be established.
 #[derive(Debug, thiserror::Error)]
@@ -34,10 +59,81 @@ pub enum HandshakeError {
     Refused(String),
     #[error("route to this node itself")]
     Myself,
+    #[error("the system has no random numbers for a handshake nonce")]
+    NoRandom,
 }
 
-/// Checks a peer's INFO against ours; `Err` holds the reason, for the log and the peer.
-pub fn check(mine: &Info, theirs: &Info) -> Result<(), HandshakeError> {
+/// The cluster secret (`cluster.secret`) as an HMAC-SHA256 key: all a node keeps of it.
+pub struct Secret(hmac::Key);
+
+impl Secret {
+    pub fn new(secret: &str) -> Secret {
+        Secret(hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()))
+    }
+
+    /// The proof, by the side in `role`, that it knows the secret.
+    fn prove(
+        &self,
+        role: Role,
+        verifier_nonce: &str,
+        prover_nonce: &str,
+        names: &[&str],
+    ) -> Vec<u8> {
+        let signed = transcript(role, verifier_nonce, prover_nonce, names);
+        hmac::sign(&self.0, &signed).as_ref().to_vec()
+    }
+
+    /// True if `proof` is what [`Secret::prove`] gives with this secret; constant time.
+    fn verify(
+        &self,
+        proof: &[u8],
+        role: Role,
+        verifier_nonce: &str,
+        prover_nonce: &str,
+        names: &[&str],
+    ) -> bool {
+        let signed = transcript(role, verifier_nonce, prover_nonce, names);
+        hmac::verify(&self.0, &signed, proof).is_ok()
+    }
+}
+
+/// Which side of the handshake a proof comes from.
+#[derive(Debug, Clone, Copy)]
+enum Role {
+    Dialler,
+    Acceptor,
+}
+
+/// What a proof covers, each part length-prefixed so that no two transcripts read alike:
+/// the protocol version, the prover's role, the verifier's nonce (so the proof answers this
+/// connection's challenge only), the prover's nonce, and node and cluster names.
+fn transcript(role: Role, verifier_nonce: &str, prover_nonce: &str, names: &[&str]) -> Vec<u8> {
+    let role = match role {
+        Role::Dialler => "dialler",
+        Role::Acceptor => "acceptor",
+    };
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+    for part in [role, verifier_nonce, prover_nonce].iter().chain(names) {
+        out.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        out.extend_from_slice(part.as_bytes());
+    }
+    out
+}
+
+/// A fresh nonce, as hex digits.
+fn nonce() -> Result<String, HandshakeError> {
+    let mut bytes = [0u8; NONCE_BYTES];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| HandshakeError::NoRandom)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Checks that a peer's INFO is from a node of our cluster and protocol version; `Err` holds
+/// the reason, for the log and the peer.
+fn compatible(mine: &Info, theirs: &Info) -> Result<(), HandshakeError> {
     if theirs.version != PROTOCOL_VERSION {
         return Err(HandshakeError::Refused(format!(
             "node {} speaks route protocol version {}, this node {}",
@@ -50,23 +146,24 @@ pub fn check(mine: &Info, theirs: &Info) -> Result<(), HandshakeError> {
             theirs.node, theirs.cluster, mine.cluster
         )));
     }
-    if theirs.secret != mine.secret {
-        return Err(HandshakeError::Refused(format!(
-            "node {} presented a wrong secret (cluster.secret)",
-            theirs.node
-        )));
-    }
-    if theirs.node == mine.node {
-        return Err(HandshakeError::Myself);
-    }
     Ok(())
 }
 
-/// The dialling side: sends our INFO, reads and checks the peer's.
+/// The refusal of a peer whose proof does not match our secret.
+fn wrong_secret(theirs: &Info) -> HandshakeError {
+    HandshakeError::Refused(format!(
+        "node {} presented a wrong secret (cluster.secret)",
+        theirs.node
+    ))
+}
+
+/// The dialling side: sends our INFO, answers the peer's challenge, then reads and checks the
+/// peer's INFO and proof.
 pub async fn dial<R, W>(
     reader: &mut R,
     writer: &mut W,
     mine: &Info,
+    secret: &Secret,
     timeout: Duration,
 ) -> Result<Info, HandshakeError>
 where
@@ -74,7 +171,11 @@ where
     W: AsyncWrite + Unpin,
 {
     let exchange = async {
-        send(writer, &Frame::Info(mine.clone())).await?;
+        let mine = Info {
+            nonce: nonce()?,
+            ..mine.clone()
+        };
+        send(writer, true, &[Frame::Info(mine.clone())]).await?;
         let mut magic = [0u8; 4];
         reader
             .read_exact(&mut magic)
@@ -83,29 +184,52 @@ where
         if &magic != MAGIC {
             return Err(HandshakeError::NotARoute);
         }
-        match frame::read_frame(reader, 0).await? {
-            Frame::Info(theirs) => {
-                if let Err(error) = check(mine, &theirs) {
-                    refuse(writer, &error).await;
-                    return Err(error);
-                }
-                Ok(theirs)
-            }
-            Frame::Refused(why) if why == MYSELF => Err(HandshakeError::Myself),
-            Frame::Refused(why) => Err(HandshakeError::RefusedByPeer(why)),
-            _ => Err(HandshakeError::NotARoute),
+        let challenge = match frame::read_frame(reader, 0).await? {
+            Frame::Challenge(challenge) => challenge,
+            Frame::Refused(why) if why == MYSELF => return Err(HandshakeError::Myself),
+            Frame::Refused(why) => return Err(HandshakeError::RefusedByPeer(why)),
+            _ => return Err(HandshakeError::NotARoute),
+        };
+        let proof = secret.prove(
+            Role::Dialler,
+            &challenge,
+            &mine.nonce,
+            &[&mine.node, &mine.cluster],
+        );
+        send(writer, false, &[Frame::Proof(proof)]).await?;
+        let theirs = match frame::read_frame(reader, 0).await? {
+            Frame::Info(theirs) => theirs,
+            Frame::Refused(why) if why == MYSELF => return Err(HandshakeError::Myself),
+            Frame::Refused(why) => return Err(HandshakeError::RefusedByPeer(why)),
+            _ => return Err(HandshakeError::NotARoute),
+        };
+        let Frame::Proof(proof) = frame::read_frame(reader, 0).await? else {
+            return Err(HandshakeError::NotARoute);
+        };
+        let names = [theirs.node.as_str(), &mine.node, &mine.cluster];
+        let checked = if secret.verify(&proof, Role::Acceptor, &mine.nonce, &challenge, &names) {
+            compatible(&mine, &theirs).and_then(|()| not_myself(&mine, &theirs))
+        } else {
+            Err(wrong_secret(&theirs))
+        };
+        if let Err(error) = checked {
+            refuse(writer, false, &error).await;
+            return Err(error);
         }
+        Ok(theirs)
     };
     tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| HandshakeError::Timeout)?
 }
 
-/// The accepting side: reads and checks the dialler's INFO, then answers with ours.
+/// The accepting side: reads and checks the dialler's INFO, challenges it, and answers with
+/// our INFO and proof once its proof is right.
 pub async fn accept<R, W>(
     reader: &mut R,
     writer: &mut W,
     mine: &Info,
+    secret: &Secret,
     timeout: Duration,
 ) -> Result<Info, HandshakeError>
 where
@@ -129,11 +253,33 @@ where
             Frame::Info(theirs) => theirs,
             _ => return Err(HandshakeError::NotARoute),
         };
-        if let Err(error) = check(mine, &theirs) {
-            refuse(writer, &error).await;
+        if let Err(error) = compatible(mine, &theirs) {
+            refuse(writer, true, &error).await;
             return Err(error);
         }
-        send(writer, &Frame::Info(mine.clone())).await?;
+        let mine = Info {
+            nonce: nonce()?,
+            ..mine.clone()
+        };
+        send(writer, true, &[Frame::Challenge(mine.nonce.clone())]).await?;
+        let proof = match frame::read_frame(reader, 0).await? {
+            Frame::Proof(proof) => proof,
+            Frame::Refused(why) => return Err(HandshakeError::RefusedByPeer(why)),
+            _ => return Err(HandshakeError::NotARoute),
+        };
+        let names = [theirs.node.as_str(), &theirs.cluster];
+        let checked = if secret.verify(&proof, Role::Dialler, &mine.nonce, &theirs.nonce, &names) {
+            not_myself(&mine, &theirs)
+        } else {
+            Err(wrong_secret(&theirs))
+        };
+        if let Err(error) = checked {
+            refuse(writer, false, &error).await;
+            return Err(error);
+        }
+        let names = [mine.node.as_str(), &theirs.node, &mine.cluster];
+        let proof = secret.prove(Role::Acceptor, &theirs.nonce, &mine.nonce, &names);
+        send(writer, false, &[Frame::Info(mine), Frame::Proof(proof)]).await?;
         Ok(theirs)
     };
     tokio::time::timeout(timeout, exchange)
@@ -141,27 +287,40 @@ where
         .map_err(|_| HandshakeError::Timeout)?
 }
 
-async fn send<W: AsyncWrite + Unpin>(writer: &mut W, frame: &Frame) -> Result<(), FrameError> {
-    let bytes = frame
-        .encode()
-        .map_err(|_| FrameError::Malformed("outgoing"))?;
-    writer.write_all(MAGIC).await?;
-    writer.write_all(&bytes).await?;
+/// A peer with our own node name is this node, dialled through another address.
+fn not_myself(mine: &Info, theirs: &Info) -> Result<(), HandshakeError> {
+    if theirs.node == mine.node {
+        return Err(HandshakeError::Myself);
+    }
+    Ok(())
+}
+
+/// Writes `frames`, after the magic if this is the first thing this side sends.
+async fn send<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    magic: bool,
+    frames: &[Frame],
+) -> Result<(), FrameError> {
+    if magic {
+        writer.write_all(MAGIC).await?;
+    }
+    for frame in frames {
+        let bytes = frame
+            .encode()
+            .map_err(|_| FrameError::Malformed("outgoing"))?;
+        writer.write_all(&bytes).await?;
+    }
     writer.flush().await?;
     Ok(())
 }
 
 /// Tells a refused peer why, best effort (it may not be listening any more).
-async fn refuse<W: AsyncWrite + Unpin>(writer: &mut W, error: &HandshakeError) {
+async fn refuse<W: AsyncWrite + Unpin>(writer: &mut W, magic: bool, error: &HandshakeError) {
     let why = match error {
         HandshakeError::Myself => MYSELF.to_string(),
         other => other.to_string(),
     };
-    if let Ok(bytes) = Frame::Refused(why).encode() {
-        let _ = writer.write_all(MAGIC).await;
-        let _ = writer.write_all(&bytes).await;
-        let _ = writer.flush().await;
-    }
+    let _ = send(writer, magic, &[Frame::Refused(why)]).await;
 }
 
 /// An MQTT CONNECT arrived on the route port: answer with a CONNACK "Server unavailable" in
@@ -193,6 +352,12 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll};
+
+    use tokio::io::DuplexStream;
+
     use super::*;
 
     fn info(node: &str) -> Info {
@@ -201,16 +366,16 @@ mod tests {
             node: node.into(),
             cluster: "c".into(),
             advertise: "127.0.0.1:1".into(),
-            secret: "s".into(),
+            nonce: String::new(),
             peers: Vec::new(),
         }
     }
 
     #[test]
-    fn only_a_peer_of_the_same_cluster_version_and_secret_is_accepted() {
+    fn only_a_peer_of_the_same_cluster_and_version_is_compatible() {
         let mine = info("a");
-        assert!(check(&mine, &info("b")).is_ok());
-        let refused = |theirs: Info| match check(&mine, &theirs) {
+        assert!(compatible(&mine, &info("b")).is_ok());
+        let refused = |theirs: Info| match compatible(&mine, &theirs) {
             Err(HandshakeError::Refused(why)) => why,
             other => panic!("expected a refusal, got {other:?}"),
         };
@@ -228,17 +393,151 @@ mod tests {
             })
             .contains("cluster \"x\"")
         );
-        assert!(
-            refused(Info {
-                secret: "x".into(),
-                ..info("b")
-            })
-            .contains("wrong secret")
-        );
         assert!(matches!(
-            check(&mine, &info("a")),
+            not_myself(&mine, &info("a")),
             Err(HandshakeError::Myself)
         ));
+    }
+
+    #[test]
+    fn a_proof_answers_one_challenge_from_one_role() {
+        let secret = Secret::new("s");
+        let names = ["a", "c"];
+        let proof = secret.prove(Role::Dialler, "n1", "n2", &names);
+        assert!(secret.verify(&proof, Role::Dialler, "n1", "n2", &names));
+        // Replayed against another challenge, reflected as the other role, other names, or
+        // checked with another secret: refused.
+        assert!(!secret.verify(&proof, Role::Dialler, "n3", "n2", &names));
+        assert!(!secret.verify(&proof, Role::Acceptor, "n1", "n2", &names));
+        assert!(!secret.verify(&proof, Role::Dialler, "n1", "n2", &["b", "c"]));
+        assert!(!Secret::new("t").verify(&proof, Role::Dialler, "n1", "n2", &names));
+        // The parts cannot slide into each other.
+        assert!(!secret.verify(&proof, Role::Dialler, "n1n", "2", &names));
+        assert_ne!(nonce().expect("nonce"), nonce().expect("nonce"));
+    }
+
+    /// One direction of an in-memory connection that records every byte written to it.
+    struct Tap {
+        inner: DuplexStream,
+        seen: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl AsyncWrite for Tap {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+            if let Poll::Ready(Ok(n)) = written {
+                self.seen
+                    .lock()
+                    .expect("not poisoned")
+                    .extend_from_slice(&buf[..n]);
+            }
+            written
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    /// Runs a handshake between a dialler with `dialler_secret` and an acceptor with
+    /// `acceptor_secret`; returns both results and every byte either side wrote.
+    async fn handshake(
+        dialler_secret: &str,
+        acceptor_secret: &str,
+    ) -> (
+        Result<Info, HandshakeError>,
+        Result<Info, HandshakeError>,
+        Vec<u8>,
+    ) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (to_acceptor, mut acceptor_reads) = tokio::io::duplex(64 * 1024);
+        let (to_dialler, mut dialler_reads) = tokio::io::duplex(64 * 1024);
+        let mut dialler_writes = Tap {
+            inner: to_acceptor,
+            seen: Arc::clone(&seen),
+        };
+        let mut acceptor_writes = Tap {
+            inner: to_dialler,
+            seen: Arc::clone(&seen),
+        };
+        let (dialler_secret, acceptor_secret) =
+            (Secret::new(dialler_secret), Secret::new(acceptor_secret));
+        let timeout = Duration::from_secs(5);
+        let (dialled, accepted) = tokio::join!(
+            async {
+                let result = dial(
+                    &mut dialler_reads,
+                    &mut dialler_writes,
+                    &info("d"),
+                    &dialler_secret,
+                    timeout,
+                )
+                .await;
+                // The dialler is done with the connection either way: close it, as the
+                // route would, so the acceptor is not left waiting for a proof.
+                drop(dialler_writes);
+                result
+            },
+            async {
+                let result = accept(
+                    &mut acceptor_reads,
+                    &mut acceptor_writes,
+                    &info("a"),
+                    &acceptor_secret,
+                    timeout,
+                )
+                .await;
+                drop(acceptor_writes);
+                result
+            },
+        );
+        let seen = seen.lock().expect("not poisoned").clone();
+        (dialled, accepted, seen)
+    }
+
+    #[tokio::test]
+    async fn the_secret_is_proven_without_ever_being_written() {
+        let secret = "correct horse battery staple";
+        let (dialled, accepted, wire) = handshake(secret, secret).await;
+        assert_eq!(dialled.expect("dialler accepts").node, "a");
+        assert_eq!(accepted.expect("acceptor accepts").node, "d");
+        assert!(wire.starts_with(MAGIC));
+        assert!(
+            !wire.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "the secret went over the wire"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_wrong_secret_is_refused_and_both_sides_say_why() {
+        let (dialled, accepted, wire) = handshake("right", "wrong").await;
+        match accepted {
+            Err(HandshakeError::Refused(why)) => {
+                assert_eq!(why, "node d presented a wrong secret (cluster.secret)");
+            }
+            other => panic!("the acceptor refuses, got {other:?}"),
+        }
+        match dialled {
+            Err(HandshakeError::RefusedByPeer(why)) => {
+                assert!(why.contains("wrong secret"), "{why}")
+            }
+            other => panic!("the dialler is told, got {other:?}"),
+        }
+        // The acceptor never sent its INFO (nor its peer list) to a peer that failed: no
+        // INFO kind, protocol version and node name "a" anywhere.
+        let acceptor_info = [1, 0, PROTOCOL_VERSION as u8, 0, 1, b'a'];
+        assert!(!wire.windows(6).any(|w| w == acceptor_info));
     }
 
     #[tokio::test]
@@ -251,6 +550,7 @@ mod tests {
             &mut reader,
             &mut written,
             &info("a"),
+            &Secret::new("s"),
             Duration::from_secs(1),
         )
         .await;

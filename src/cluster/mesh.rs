@@ -39,7 +39,9 @@ pub async fn accept_loop(cluster: Arc<Cluster>, listener: TcpListener) {
                     let (mut reader, mut writer) = stream.into_split();
                     let mine = cluster.info_now();
                     let timeout = cluster.timings.heartbeat_timeout;
-                    match handshake::accept(&mut reader, &mut writer, &mine, timeout).await {
+                    let secret = &cluster.secret;
+                    match handshake::accept(&mut reader, &mut writer, &mine, secret, timeout).await
+                    {
                         Ok(theirs) => {
                             cluster.run_route(theirs, false, reader, writer).await;
                         }
@@ -183,6 +185,7 @@ impl Cluster {
             &mut reader,
             &mut writer,
             &mine,
+            &self.secret,
             self.timings.heartbeat_timeout,
         )
         .await

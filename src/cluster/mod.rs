@@ -82,7 +82,10 @@ struct State {
 /// This node's part of the cluster.
 pub struct Cluster {
     node: String,
+    /// Our INFO, without a nonce (each handshake draws its own) or peers (added when sent).
     info: Info,
+    /// `cluster.secret`, as the key that proves it in handshakes.
+    secret: handshake::Secret,
     timings: Timings,
     max_peers: usize,
     max_interest: usize,
@@ -145,9 +148,10 @@ impl Bound {
                 node: self.node.clone(),
                 cluster: c.name.clone(),
                 advertise,
-                secret: c.secret.clone(),
+                nonce: String::new(),
                 peers: Vec::new(),
             },
+            secret: handshake::Secret::new(&c.secret),
             node: self.node,
             timings: Timings {
                 heartbeat: Duration::from_millis(c.heartbeat_ms),

@@ -37,6 +37,8 @@ pub enum RouteEnd {
     InterestFull(#[from] InterestFull),
     #[error("unexpected {0} frame on an established route")]
     Unexpected(&'static str),
+    #[error("refused by the peer: {0}")]
+    Refused(String),
     #[error("closed by this node")]
     Closed,
     #[error("this node is shutting down; everything queued was sent")]
@@ -275,8 +277,12 @@ async fn apply(cluster: &Arc<Cluster>, route: &Route, frame: Frame) -> Result<()
         Frame::Retained(publish) => cluster.store_retained(publish),
         Frame::Peers(peers) => cluster.discover(peers),
         Frame::ClientConnected(client_id) => cluster.client_elsewhere(&client_id, &route.peer),
+        // The dialler refuses after the acceptor's last handshake frame, when the acceptor
+        // already runs the route.
+        Frame::Refused(why) => return Err(RouteEnd::Refused(why)),
         Frame::Info(_) => return Err(RouteEnd::Unexpected("INFO")),
-        Frame::Refused(_) => return Err(RouteEnd::Unexpected("REFUSED")),
+        Frame::Challenge(_) => return Err(RouteEnd::Unexpected("CHALLENGE")),
+        Frame::Proof(_) => return Err(RouteEnd::Unexpected("PROOF")),
     }
     Ok(())
 }

@@ -243,7 +243,12 @@ pub mod kind {
     pub const INFO: u8 = 1;
     pub const INTEREST: u8 = 4;
     pub const MESSAGE: u8 = 7;
+    pub const CHALLENGE: u8 = 11;
+    pub const PROOF: u8 = 12;
 }
+
+/// The route protocol version the fake peer speaks.
+const VERSION: u16 = 2;
 
 impl RoutePeer {
     /// Connects to `addr` and passes the handshake as node `node`. `receive_buffer` shrinks the
@@ -262,12 +267,22 @@ impl RoutePeer {
         }
         let stream = socket.connect(addr).await.expect("connect");
         let mut peer = RoutePeer { stream };
-        peer.write(&fake_info(node, cluster, secret)).await;
+        let nonce = "5a".repeat(32);
+        peer.write(&fake_info(node, cluster, &nonce)).await;
         let mut magic = [0u8; 4];
         peer.read_exact(&mut magic).await;
         assert_eq!(&magic, b"SMQR");
+        let (kind, body) = peer.frame().await.expect("CHALLENGE");
+        assert_eq!(kind, kind::CHALLENGE, "the node challenges the dialler");
+        let challenge = &body[3..];
+        let proof = dialler_proof(secret, challenge, nonce.as_bytes(), node, cluster);
+        let mut body = vec![kind::PROOF];
+        put_bytes(&mut body, &proof);
+        peer.write(&framed(&body)).await;
         let (kind, _) = peer.frame().await.expect("INFO back");
         assert_eq!(kind, kind::INFO, "the node answers with its INFO");
+        let (kind, _) = peer.frame().await.expect("PROOF back");
+        assert_eq!(kind, kind::PROOF, "and its own proof");
         peer
     }
 
@@ -307,10 +322,36 @@ impl RoutePeer {
     }
 }
 
-/// The bytes of a route handshake from a fake node: magic and an INFO frame.
-pub fn fake_info(node: &str, cluster: &str, secret: &str) -> Vec<u8> {
-    let mut body = vec![kind::INFO, 0, 1];
-    for s in [node, cluster, "127.0.0.1:1", secret] {
+/// The dialler's proof of the secret (src/cluster/handshake.rs): HMAC-SHA256 over the magic,
+/// the version and the length-prefixed role, challenge, own nonce, node and cluster names.
+fn dialler_proof(
+    secret: &str,
+    challenge: &[u8],
+    nonce: &[u8],
+    node: &str,
+    cluster: &str,
+) -> Vec<u8> {
+    let mut signed = b"SMQR".to_vec();
+    signed.extend_from_slice(&VERSION.to_be_bytes());
+    for part in [
+        b"dialler",
+        challenge,
+        nonce,
+        node.as_bytes(),
+        cluster.as_bytes(),
+    ] {
+        signed.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        signed.extend_from_slice(part);
+    }
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    ring::hmac::sign(&key, &signed).as_ref().to_vec()
+}
+
+/// The bytes that open a route handshake from a fake node: magic and an INFO frame.
+pub fn fake_info(node: &str, cluster: &str, nonce: &str) -> Vec<u8> {
+    let mut body = vec![kind::INFO];
+    body.extend_from_slice(&VERSION.to_be_bytes());
+    for s in [node, cluster, "127.0.0.1:1", nonce] {
         put_str(&mut body, s);
     }
     body.extend_from_slice(&0u16.to_be_bytes());
@@ -320,8 +361,12 @@ pub fn fake_info(node: &str, cluster: &str, secret: &str) -> Vec<u8> {
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s.as_bytes());
+    put_bytes(out, s.as_bytes());
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+    out.extend_from_slice(bytes);
 }
 
 fn framed(body: &[u8]) -> Vec<u8> {
