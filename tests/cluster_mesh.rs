@@ -322,6 +322,22 @@ async fn nodes_that_seed_each_other_keep_exactly_one_route() {
 }
 
 #[tokio::test]
+async fn two_nodes_with_one_name_are_refused_by_both_and_neither_takes_the_other_for_itself() {
+    let first = Node::start(NodeSpec::new("twin", &[])).await;
+    let second = Node::start(NodeSpec::new("twin", &[first.spec.route])).await;
+    first
+        .wait_for_log("has the same name as this node ([node] name must be unique)")
+        .await;
+    second
+        .wait_for_log("refused by the peer: refused: node twin at")
+        .await;
+    for node in [&first, &second] {
+        assert!(!node.log().contains("route up"), "{}", node.log());
+        assert!(!node.log().contains("is this node"), "{}", node.log());
+    }
+}
+
+#[tokio::test]
 async fn a_seed_that_is_the_node_itself_is_closed_and_not_redialled() {
     let mut spec = NodeSpec::new("narcissus", &[]);
     spec.seeds = vec![spec.route];

@@ -23,9 +23,10 @@
 //! secret offline; the dialler only proves itself to addresses it was configured with or
 //! learned from authenticated peers.
 //!
-//! Refusals (wrong secret, cluster name or protocol version, a route to oneself) are sent to
-//! the peer as a REFUSED frame when it is a route at all, so both sides log the same reason.
-//! A plain MQTT client on the route port gets a CONNACK "Server unavailable" instead.
+//! Refusals (wrong secret, cluster name or protocol version, a route to oneself, another node
+//! with this node's name) are sent to the peer as a REFUSED frame when it is a route at all,
+//! so both sides log the same reason. A plain MQTT client on the route port gets a CONNACK
+//! "Server unavailable" instead.
 
 use std::time::Duration;
 
@@ -287,12 +288,21 @@ where
         .map_err(|_| HandshakeError::Timeout)?
 }
 
-/// A peer with our own node name is this node, dialled through another address.
+/// A peer with our own node name is this node, dialled through another address, when it
+/// advertises our address too; otherwise it is another node with the same name, which both
+/// sides refuse and keep saying so, instead of taking the other for themselves and going
+/// quiet.
 fn not_myself(mine: &Info, theirs: &Info) -> Result<(), HandshakeError> {
-    if theirs.node == mine.node {
+    if theirs.node != mine.node {
+        return Ok(());
+    }
+    if theirs.advertise == mine.advertise {
         return Err(HandshakeError::Myself);
     }
-    Ok(())
+    Err(HandshakeError::Refused(format!(
+        "node {} at {} has the same name as this node ([node] name must be unique)",
+        theirs.node, theirs.advertise
+    )))
 }
 
 /// Writes `frames`, after the magic if this is the first thing this side sends.
@@ -397,6 +407,14 @@ mod tests {
             not_myself(&mine, &info("a")),
             Err(HandshakeError::Myself)
         ));
+        let twin = Info {
+            advertise: "127.0.0.1:2".into(),
+            ..info("a")
+        };
+        match not_myself(&mine, &twin) {
+            Err(HandshakeError::Refused(why)) => assert!(why.contains("same name"), "{why}"),
+            other => panic!("a twin is refused, got {other:?}"),
+        }
     }
 
     #[test]
