@@ -70,8 +70,9 @@ impl Message {
         Message::from_publish(publish, 0)
     }
 
-    /// The message as a PUBLISH to forward to another node, at its own QoS (the receiver
-    /// delivers at each subscriber's) with what is left of its lifetime.
+    /// The message as a PUBLISH for another node's retained store, at its own QoS with what
+    /// is left of its lifetime. (Forwarded messages are encoded from the parts instead, see
+    /// `cluster::frame::Outgoing`.)
     pub fn to_publish(&self, now: Instant) -> Publish {
         let mut properties = self.properties.clone();
         properties.message_expiry_interval = self.remaining_expiry(now);

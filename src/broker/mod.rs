@@ -329,12 +329,12 @@ impl Broker {
     /// peer's messages wait in its route queue (bounded by `cluster.route_queue_bytes`).
     pub(crate) async fn deliver_from_route(
         &self,
-        publish: Publish,
+        publish: Box<Publish>,
         plain: bool,
         groups: &[GroupRef],
         redirected: bool,
     ) {
-        let message = Arc::new(Message::from_route(publish));
+        let message = Arc::new(Message::from_route(*publish));
         if message.retain {
             self.retain(&message);
         }
@@ -381,8 +381,8 @@ impl Broker {
 
     /// A retained message a peer holds, sent when the route opened: kept unless this node
     /// already has one for the topic (which is as new or newer).
-    pub(crate) fn retained_from_route(&self, publish: Publish) {
-        let message = Arc::new(Message::from_route(publish));
+    pub(crate) fn retained_from_route(&self, publish: Box<Publish>) {
+        let message = Arc::new(Message::from_route(*publish));
         if !self.retained_store().contains(&message.topic) {
             self.retain(&message);
         }

@@ -10,7 +10,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::protocol::{self, Packet, ProtocolVersion, Publish};
+use crate::protocol::{self, Delivered, Packet, Properties, ProtocolVersion, Publish};
 
 /// Sent first by both sides of a route.
 pub const MAGIC: &[u8; 4] = b"SMQR";
@@ -21,6 +21,9 @@ pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Largest control frame (INFO, interest): a filter is at most 65535 bytes, peers are bounded.
 const MAX_CONTROL_FRAME: usize = 1024 * 1024;
+
+/// Bytes a route's reader asks the socket for at least, so one system call brings many frames.
+const READ_CHUNK: usize = 16 * 1024;
 
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -84,15 +87,17 @@ pub enum Frame {
     /// A published message. `plain`: deliver to the receiver's plain subscribers; `groups`:
     /// the groups whose member the receiver must pick; `redirected`: the sender got it from
     /// another node whose group members were gone, so the receiver must not pass it on again.
+    /// Boxed, as is `Retained`'s: a [`Publish`] is over 400 bytes, and a frame passes through
+    /// several functions on its way to delivery, each move a copy.
     Message {
         plain: bool,
         redirected: bool,
         groups: Vec<GroupRef>,
-        publish: Publish,
+        publish: Box<Publish>,
     },
     /// A retained message from the sender's store, sent when a route opens: stored if the
     /// receiver has none for the topic, never delivered as a new publish.
-    Retained(Publish),
+    Retained(Box<Publish>),
     /// New peers to dial (discovery).
     Peers(Vec<String>),
     /// A client connected to the sender with this id: a connection with it here must close.
@@ -166,13 +171,7 @@ impl Frame {
                 groups,
                 publish,
             } => {
-                out.put_u8(kind::MESSAGE);
-                out.put_u8(u8::from(*plain) | u8::from(*redirected) << 1);
-                out.put_u16(u16::try_from(groups.len()).unwrap_or(u16::MAX));
-                for g in groups.iter().take(usize::from(u16::MAX)) {
-                    put_str(&mut out, &g.group);
-                    put_str(&mut out, &g.filter);
-                }
+                put_message_head(&mut out, *plain, *redirected, groups);
                 put_publish(&mut out, publish)?;
             }
             Frame::Retained(publish) => {
@@ -188,10 +187,7 @@ impl Frame {
                 put_str(&mut out, id);
             }
         }
-        let len =
-            u32::try_from(out.len() - 4).map_err(|_| protocol::EncodeError::TooLarge(out.len()))?;
-        out[..4].copy_from_slice(&len.to_be_bytes());
-        Ok(out.freeze())
+        finish(out)
     }
 
     /// Decodes a frame body (kind byte first, length prefix already removed).
@@ -234,10 +230,10 @@ impl Frame {
                     plain: flags & 1 != 0,
                     redirected: flags & 2 != 0,
                     groups,
-                    publish: take_publish(&mut body, max_packet)?,
+                    publish: Box::new(take_publish(&mut body, max_packet)?),
                 }
             }
-            kind::RETAINED => Frame::Retained(take_publish(&mut body, max_packet)?),
+            kind::RETAINED => Frame::Retained(Box::new(take_publish(&mut body, max_packet)?)),
             kind::PEERS => Frame::Peers(take_list(&mut body, "PEERS")?),
             kind::CLIENT_CONNECTED => {
                 Frame::ClientConnected(take_str(&mut body, "CLIENT_CONNECTED")?)
@@ -251,20 +247,119 @@ impl Frame {
     }
 }
 
-/// Reads one frame. `max_packet` bounds message frames (the MQTT maximum packet size plus
+/// A MESSAGE frame to encode straight from a stored message's parts, without assembling a
+/// [`Publish`] (and cloning its topic and properties) first: what a node does for every
+/// message it forwards.
+pub struct Outgoing<'a> {
+    pub plain: bool,
+    pub redirected: bool,
+    pub groups: &'a [GroupRef],
+    pub topic: &'a str,
+    /// Without message expiry or subscription identifiers: `delivered` carries those.
+    pub properties: &'a Properties,
+    pub payload: &'a [u8],
+    pub delivered: Delivered<'a>,
+}
+
+impl Outgoing<'_> {
+    /// The frame as bytes, length prefix included; it decodes as the equivalent
+    /// [`Frame::Message`] (properties may come in another order). Fails only for a message
+    /// too large to encode.
+    pub fn encode(&self) -> Result<Bytes, protocol::EncodeError> {
+        let mut out = BytesMut::with_capacity(64 + self.topic.len() + self.payload.len());
+        out.put_u32(0);
+        put_message_head(&mut out, self.plain, self.redirected, self.groups);
+        protocol::encode_publish(
+            self.topic,
+            self.properties,
+            self.payload,
+            &self.delivered,
+            ProtocolVersion::V5,
+            &mut out,
+        )?;
+        finish(out)
+    }
+}
+
+/// Reads one frame, and not a byte more: for the handshake, whose reader is handed on to the
+/// route afterwards. `max_packet` bounds message frames (the MQTT maximum packet size plus
 /// the frame's own header and group list).
 pub async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     max_packet: usize,
 ) -> Result<Frame, FrameError> {
     let len = reader.read_u32().await? as usize;
+    check_len(len, max_packet)?;
+    let mut body = BytesMut::zeroed(len);
+    reader.read_exact(&mut body).await?;
+    Frame::decode(body, max_packet)
+}
+
+/// A running route's frame reader: reads as much as the socket has into one buffer and cuts
+/// the frames out of it, so a busy route costs one system call per many frames, and a
+/// message's payload stays a slice of that buffer rather than a copy.
+pub struct FrameReader<R> {
+    reader: R,
+    buf: BytesMut,
+    max_packet: usize,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(reader: R, max_packet: usize) -> FrameReader<R> {
+        FrameReader {
+            reader,
+            buf: BytesMut::new(),
+            max_packet,
+        }
+    }
+
+    /// The next frame. Cancel safe: bytes read before a cancellation stay buffered.
+    pub async fn next(&mut self) -> Result<Frame, FrameError> {
+        loop {
+            let mut wanted = READ_CHUNK;
+            if let Some(head) = self.buf.first_chunk::<4>() {
+                let len = u32::from_be_bytes(*head) as usize;
+                check_len(len, self.max_packet)?;
+                if self.buf.len() >= 4 + len {
+                    self.buf.advance(4);
+                    let body = self.buf.split_to(len);
+                    return Frame::decode(body, self.max_packet);
+                }
+                wanted = wanted.max(4 + len - self.buf.len());
+            }
+            self.buf.reserve(wanted);
+            if self.reader.read_buf(&mut self.buf).await? == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+            }
+        }
+    }
+}
+
+fn check_len(len: usize, max_packet: usize) -> Result<(), FrameError> {
     let max = max_packet.saturating_add(MAX_CONTROL_FRAME);
     if len > max {
         return Err(FrameError::TooLarge { size: len, max });
     }
-    let mut body = BytesMut::zeroed(len);
-    reader.read_exact(&mut body).await?;
-    Frame::decode(body, max_packet)
+    Ok(())
+}
+
+/// Writes the length prefix `out` was started with.
+fn finish(mut out: BytesMut) -> Result<Bytes, protocol::EncodeError> {
+    let len =
+        u32::try_from(out.len() - 4).map_err(|_| protocol::EncodeError::TooLarge(out.len()))?;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(out.freeze())
+}
+
+/// A MESSAGE frame's kind, flags and group list, before its PUBLISH.
+fn put_message_head(out: &mut BytesMut, plain: bool, redirected: bool, groups: &[GroupRef]) {
+    out.put_u8(kind::MESSAGE);
+    out.put_u8(u8::from(plain) | u8::from(redirected) << 1);
+    out.put_u16(u16::try_from(groups.len()).unwrap_or(u16::MAX));
+    for g in groups.iter().take(usize::from(u16::MAX)) {
+        put_str(out, &g.group);
+        put_str(out, &g.filter);
+    }
 }
 
 fn put_str(out: &mut BytesMut, s: &str) {
@@ -385,11 +480,118 @@ mod tests {
                 group: "g".into(),
                 filter: "a/#".into(),
             }],
-            publish: publish.clone(),
+            publish: Box::new(publish.clone()),
         });
-        round_trip(Frame::Retained(publish));
+        round_trip(Frame::Retained(Box::new(publish)));
         round_trip(Frame::Peers(vec!["x:1".into()]));
         round_trip(Frame::ClientConnected("c1".into()));
+    }
+
+    /// The forwarding fast path writes what the general encoder would, as the peer reads it.
+    #[test]
+    fn outgoing_encodes_as_the_equivalent_message_frame() {
+        let groups = vec![GroupRef {
+            group: "g".into(),
+            filter: "a/#".into(),
+        }];
+        let properties = Properties {
+            content_type: Some("text/plain".into()),
+            user_properties: vec![("k".into(), "v".into())],
+            ..Properties::default()
+        };
+        for (qos, retain, expiry) in [
+            (QoS::AtMostOnce, false, None),
+            (QoS::AtLeastOnce, true, Some(30)),
+            (QoS::ExactlyOnce, false, Some(1)),
+        ] {
+            let outgoing = Outgoing {
+                plain: true,
+                redirected: false,
+                groups: &groups,
+                topic: "a/b",
+                properties: &properties,
+                payload: b"payload",
+                delivered: Delivered {
+                    qos,
+                    retain,
+                    packet_id: u16::from(qos != QoS::AtMostOnce),
+                    message_expiry_interval: expiry,
+                    ..Delivered::default()
+                },
+            };
+            let mut publish = Publish {
+                qos,
+                retain,
+                packet_id: u16::from(qos != QoS::AtMostOnce),
+                topic: "a/b".into(),
+                payload: Bytes::from_static(b"payload"),
+                properties: properties.clone(),
+                ..Publish::default()
+            };
+            publish.properties.message_expiry_interval = expiry;
+            let frame = Frame::Message {
+                plain: true,
+                redirected: false,
+                groups: groups.clone(),
+                publish: Box::new(publish),
+            };
+            let bytes = outgoing.encode().expect("encodes");
+            let length = u32::from_be_bytes(*bytes.first_chunk().expect("a length"));
+            assert_eq!(length as usize, bytes.len() - 4);
+            let decoded = Frame::decode(BytesMut::from(&bytes[4..]), 1 << 20).expect("decodes");
+            assert_eq!(decoded, frame);
+        }
+    }
+
+    /// Frames split anywhere by the socket, and many in one read, come out whole and in order.
+    #[tokio::test]
+    async fn the_frame_reader_cuts_frames_out_of_any_reads() {
+        let frames: Vec<Frame> = (0..200)
+            .map(|i| match i % 3 {
+                0 => Frame::Ping,
+                1 => Frame::Interest(format!("t/{i}")),
+                _ => Frame::Message {
+                    plain: true,
+                    redirected: false,
+                    groups: Vec::new(),
+                    publish: Box::new(Publish {
+                        topic: format!("t/{i}"),
+                        payload: Bytes::from(vec![7u8; i * 50]),
+                        ..Publish::default()
+                    }),
+                },
+            })
+            .collect();
+        let mut wire = Vec::new();
+        for frame in &frames {
+            wire.extend_from_slice(&frame.encode().expect("encodes"));
+        }
+        // A pipe of 7 bytes: frames arrive in pieces smaller than their header.
+        let (mut tx, rx) = tokio::io::duplex(7);
+        let writer =
+            tokio::spawn(async move { tokio::io::AsyncWriteExt::write_all(&mut tx, &wire).await });
+        let mut reader = FrameReader::new(rx, 1 << 20);
+        for frame in &frames {
+            assert_eq!(&reader.next().await.expect("a frame"), frame);
+        }
+        writer.await.expect("joined").expect("written");
+        assert!(
+            matches!(reader.next().await, Err(FrameError::Io(_))),
+            "end of stream"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_frame_reader_refuses_an_oversized_length_before_reading_it() {
+        let (mut tx, rx) = tokio::io::duplex(64);
+        tokio::io::AsyncWriteExt::write_all(&mut tx, &u32::MAX.to_be_bytes())
+            .await
+            .expect("written");
+        let mut reader = FrameReader::new(rx, 1024);
+        assert!(matches!(
+            reader.next().await,
+            Err(FrameError::TooLarge { .. })
+        ));
     }
 
     #[test]

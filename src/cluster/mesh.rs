@@ -264,7 +264,7 @@ impl Cluster {
             });
         }
         for publish in broker.retained_for_peer() {
-            route.send_initial(&Frame::Retained(publish));
+            route.send_initial(&Frame::Retained(Box::new(publish)));
         }
         state
             .names

@@ -38,10 +38,10 @@ use tokio::sync::watch;
 
 use crate::broker::{Broker, Message};
 use crate::config::ClusterConfig;
-use crate::protocol::Publish;
+use crate::protocol::{Delivered, Publish, QoS};
 
 pub use frame::GroupRef;
-use frame::{Frame, Info};
+use frame::{Frame, Info, Outgoing};
 use route::Route;
 
 /// Why the cluster could not start.
@@ -313,20 +313,14 @@ impl Cluster {
                 continue;
             }
             sent += usize::from(plain || !chosen.is_empty());
-            let frame = |groups| Frame::Message {
-                plain,
-                redirected: false,
-                groups,
-                publish: message.to_publish(Instant::now()),
-            };
             let bytes = if chosen.is_empty() {
                 let slot = &mut encoded[usize::from(plain)];
                 if slot.is_none() {
-                    *slot = encode_message(&frame(Vec::new()), message);
+                    *slot = encode_message(message, plain, false, &[]);
                 }
                 slot.clone()
             } else {
-                encode_message(&frame(chosen), message)
+                encode_message(message, plain, false, &chosen)
             };
             if let Some(bytes) = bytes {
                 route.send_message(bytes);
@@ -344,13 +338,7 @@ impl Cluster {
         let Some(i) = peers.pick(strategy, &self.turn) else {
             return false;
         };
-        let frame = Frame::Message {
-            plain: false,
-            redirected: true,
-            groups: vec![key.clone()],
-            publish: message.to_publish(Instant::now()),
-        };
-        match encode_message(&frame, message) {
+        match encode_message(message, false, true, std::slice::from_ref(key)) {
             Some(bytes) => peers.routes[i].send_message(bytes),
             None => false,
         }
@@ -368,7 +356,7 @@ impl Cluster {
     /// queues, which holds this route's reader up).
     async fn deliver(
         &self,
-        publish: Publish,
+        publish: Box<Publish>,
         plain: bool,
         groups: &[GroupRef],
         redirected: bool,
@@ -382,7 +370,7 @@ impl Cluster {
         }
     }
 
-    fn store_retained(&self, publish: Publish) {
+    fn store_retained(&self, publish: Box<Publish>) {
         if let Some(broker) = self.broker.upgrade() {
             broker.retained_from_route(publish);
         }
@@ -403,8 +391,35 @@ impl Cluster {
     }
 }
 
-fn encode_message(frame: &Frame, message: &Message) -> Option<Bytes> {
-    match frame.encode() {
+/// A MESSAGE frame for `message`, at its own QoS (the receiver delivers at each subscriber's)
+/// with what is left of its lifetime; `None` (logged) if it cannot be encoded.
+fn encode_message(
+    message: &Message,
+    plain: bool,
+    redirected: bool,
+    groups: &[GroupRef],
+) -> Option<Bytes> {
+    // The clock only for a message that expires: this runs for every forwarded message.
+    let expiry = message
+        .expires_at
+        .and_then(|_| message.remaining_expiry(Instant::now()));
+    let outgoing = Outgoing {
+        plain,
+        redirected,
+        groups,
+        topic: &message.topic,
+        properties: &message.properties,
+        payload: &message.payload,
+        delivered: Delivered {
+            qos: message.qos,
+            retain: message.retain,
+            // Any non-zero id: the codec wants one for QoS 1/2; routes have no acks.
+            packet_id: u16::from(message.qos != QoS::AtMostOnce),
+            message_expiry_interval: expiry,
+            ..Delivered::default()
+        },
+    };
+    match outgoing.encode() {
         Ok(bytes) => Some(bytes),
         Err(error) => {
             tracing::warn!(%error, topic = %message.topic, "cannot forward message");

@@ -17,11 +17,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Rw
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{Notify, watch};
 
 use super::Cluster;
-use super::frame::{self, Frame, FrameError};
+use super::frame::{Frame, FrameError, FrameReader};
 use super::interest::{Interest, InterestFull};
 
 /// Why a route ended.
@@ -236,17 +236,14 @@ async fn read_loop<R: AsyncRead + Unpin>(
     route: &Route,
     reader: R,
 ) -> RouteEnd {
-    let mut reader = BufReader::with_capacity(64 * 1024, reader);
+    let mut reader = FrameReader::new(reader, cluster.max_packet);
     let timeout = cluster.timings.heartbeat_timeout;
     loop {
-        let frame =
-            match tokio::time::timeout(timeout, frame::read_frame(&mut reader, cluster.max_packet))
-                .await
-            {
-                Err(_) => return RouteEnd::Silent(timeout),
-                Ok(Err(error)) => return error.into(),
-                Ok(Ok(frame)) => frame,
-            };
+        let frame = match tokio::time::timeout(timeout, reader.next()).await {
+            Err(_) => return RouteEnd::Silent(timeout),
+            Ok(Err(error)) => return error.into(),
+            Ok(Ok(frame)) => frame,
+        };
         if let Err(end) = apply(cluster, route, frame).await {
             return end;
         }
