@@ -28,15 +28,19 @@ impl Node {
         self.children.is_empty() && !self.plain && self.groups.is_empty()
     }
 
-    fn entries(&self) -> usize {
-        usize::from(self.plain) + self.groups.len()
+    /// (plain filters, groups) declared on this node: 0 or 1, and any number.
+    fn entries(&self) -> (usize, usize) {
+        (usize::from(self.plain), self.groups.len())
     }
 }
 
 /// One peer's interest.
 pub struct Interest {
     root: Node,
-    entries: usize,
+    /// Plain filters and (group, filter) pairs declared: most peers have no groups, or no
+    /// plain filters, and then matching for them need not walk the trie at all.
+    plain: usize,
+    grouped: usize,
     max: usize,
 }
 
@@ -44,7 +48,8 @@ impl Interest {
     pub fn new(max: usize) -> Interest {
         Interest {
             root: Node::default(),
-            entries: 0,
+            plain: 0,
+            grouped: 0,
             max,
         }
     }
@@ -94,7 +99,7 @@ impl Interest {
     }
 
     fn room(&self) -> Result<(), InterestFull> {
-        if self.entries >= self.max {
+        if self.plain + self.grouped >= self.max {
             return Err(InterestFull(self.max));
         }
         Ok(())
@@ -111,11 +116,15 @@ impl Interest {
     fn apply(&mut self, filter: &str, f: impl FnOnce(&mut Node)) {
         let levels: Vec<&str> = filter.split('/').collect();
         let (before, after) = apply(&mut self.root, &levels, filter, f);
-        self.entries = self.entries + after - before;
+        self.plain = self.plain + after.0 - before.0;
+        self.grouped = self.grouped + after.1 - before.1;
     }
 
     /// The members the peer has in each of its groups whose filter matches `topic`.
     pub fn groups(&self, topic: &str, mut found: impl FnMut(&str, &str, u32)) {
+        if self.grouped == 0 {
+            return;
+        }
         walk(&self.root, topic, &mut |node| {
             if let Some(filter) = &node.filter {
                 for (group, members) in &node.groups {
@@ -127,6 +136,9 @@ impl Interest {
 
     /// True if a plain filter of the peer matches `topic`.
     pub fn matches(&self, topic: &str) -> bool {
+        if self.plain == 0 {
+            return false;
+        }
         let mut found = false;
         walk(&self.root, topic, &mut |node| {
             found |= node.plain;
@@ -140,7 +152,7 @@ fn apply(
     levels: &[&str],
     filter: &str,
     f: impl FnOnce(&mut Node),
-) -> (usize, usize) {
+) -> ((usize, usize), (usize, usize)) {
     let Some((first, rest)) = levels.split_first() else {
         let before = node.entries();
         f(node);
@@ -156,20 +168,31 @@ fn apply(
 }
 
 fn walk<'a>(node: &'a Node, topic: &str, visit: &mut impl FnMut(&'a Node)) {
-    let levels: Vec<&str> = topic.split('/').collect();
     // MQTT-4.7.2-1: a topic starting with '$' is not matched by a leading wildcard.
-    collect(node, &levels, !topic.starts_with('$'), visit);
+    collect(node, Some(topic), !topic.starts_with('$'), visit);
 }
 
-fn collect<'a>(node: &'a Node, levels: &[&str], wildcards: bool, visit: &mut impl FnMut(&'a Node)) {
+/// Visits the nodes under `node` whose filters match `rest`, the topic's levels still to
+/// match (`None` once all are). Levels are cut off the front as the walk descends, so
+/// matching allocates nothing: it runs for every message and every peer.
+fn collect<'a>(
+    node: &'a Node,
+    rest: Option<&str>,
+    wildcards: bool,
+    visit: &mut impl FnMut(&'a Node),
+) {
     if wildcards && let Some(hash) = node.children.get("#") {
         visit(hash);
     }
-    let Some((first, rest)) = levels.split_first() else {
+    let Some(levels) = rest else {
         visit(node);
         return;
     };
-    if let Some(child) = node.children.get(*first) {
+    let (first, rest) = match levels.split_once('/') {
+        Some((first, rest)) => (first, Some(rest)),
+        None => (levels, None),
+    };
+    if let Some(child) = node.children.get(first) {
         collect(child, rest, true, visit);
     }
     if wildcards && let Some(plus) = node.children.get("+") {
@@ -193,7 +216,7 @@ mod tests {
         interest.remove("a/+/c");
         interest.remove("x/#");
         assert!(!interest.matches("a/b/c"));
-        assert_eq!(interest.entries, 0);
+        assert_eq!(interest.plain + interest.grouped, 0);
         assert!(interest.root.is_empty());
     }
 
@@ -213,10 +236,34 @@ mod tests {
         );
         interest.set_group("h", "t/+", 0).unwrap();
         assert!(!interest.matches("t/1"));
-        assert_eq!(interest.entries, 1);
+        assert_eq!((interest.plain, interest.grouped), (0, 1));
         interest.set_group("g", "t/#", 0).unwrap();
-        assert_eq!(interest.entries, 0);
+        assert_eq!(interest.plain + interest.grouped, 0);
         assert!(interest.root.is_empty());
+    }
+
+    /// The trie walk agrees with the MQTT matching rules on every filter/topic pair of a
+    /// table that covers empty levels, wildcards at each position and `$` topics.
+    #[test]
+    fn matching_agrees_with_the_topic_rules() {
+        let filters = [
+            "#", "+", "a", "a/#", "a/+", "+/b", "a/+/c", "a//b", "/+", "+/+", "$SYS/#", "a/b/", "",
+            "+/#",
+        ];
+        let topics = [
+            "a", "a/b", "a/b/c", "a//b", "/", "/a", "a/", "", "$SYS/x", "$SYS", "b/b", "a/b/",
+        ];
+        for filter in filters {
+            let mut interest = Interest::new(100);
+            interest.add(filter).unwrap();
+            for topic in topics {
+                assert_eq!(
+                    interest.matches(topic),
+                    crate::protocol::topic::matches(filter, topic),
+                    "filter {filter:?}, topic {topic:?}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -230,6 +277,6 @@ mod tests {
         assert!(!interest.matches("c"));
         interest.remove("a");
         interest.add("c").unwrap();
-        assert_eq!(interest.entries, 2);
+        assert_eq!(interest.plain + interest.grouped, 2);
     }
 }
