@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::frame::{Frame, Info};
 use super::handshake::{self, HandshakeError};
-use super::route::{self, Route};
+use super::route::{self, Route, RouteEnd};
 use super::{Cluster, State};
 
 /// Accepts routes until the node shuts down.
@@ -228,7 +228,13 @@ impl Cluster {
         self.discover(theirs.peers);
         let end = route::run(self, &route, reader, writer).await;
         self.unregister(&route);
-        tracing::warn!(peer = %route.peer, reason = %end, "route down");
+        match end {
+            // Ended on purpose by this node: nothing for an operator to look into.
+            RouteEnd::Closed | RouteEnd::Drained => {
+                tracing::info!(peer = %route.peer, reason = %end, "route down");
+            }
+            _ => tracing::warn!(peer = %route.peer, reason = %end, "route down"),
+        }
     }
 
     fn register(&self, route: &Arc<Route>) -> Result<(), String> {

@@ -39,7 +39,7 @@ pub enum RouteEnd {
     Unexpected(&'static str),
     #[error("refused by the peer: {0}")]
     Refused(String),
-    #[error("closed by this node")]
+    #[error("closed by this node: a newer route to the peer replaced it, or shutdown")]
     Closed,
     #[error("this node is shutting down; everything queued was sent")]
     Drained,
