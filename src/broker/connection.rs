@@ -198,10 +198,9 @@ impl Writer<'_> {
     /// Writes until the connection is to close; returns how it ended.
     async fn run<W: AsyncWrite + Unpin>(mut self, mut io: W) -> End {
         let mut buf = BytesMut::new();
-        let mut control = Vec::new();
         loop {
-            let close = self.outbox.take(&mut control);
-            for packet in control.drain(..) {
+            let (control, close) = self.outbox.take();
+            for packet in control {
                 encode_control(&packet, self.version, self.max_packet_out, &mut buf);
             }
             let (more, room) = {

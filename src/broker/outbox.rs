@@ -91,15 +91,16 @@ impl Outbox {
         self.wake.notified().await;
     }
 
-    /// Moves the queued control packets into `out` (in order) and says if the connection is
-    /// to end after them.
-    pub fn take(&self, out: &mut Vec<Packet>) -> Option<Close> {
+    /// Takes the queued control packets (in order) and says if the connection is to end after
+    /// them. The queue itself is handed over, not drained: a packet is some 400 bytes, and a
+    /// queue that kept its room after the CONNACK would cost every idle connection kilobytes.
+    pub fn take(&self) -> (VecDeque<Packet>, Option<Close>) {
         let mut state = self.state();
-        out.extend(state.control.drain(..));
+        let control = std::mem::take(&mut state.control);
         let close = state.close.clone();
         drop(state);
         self.room.notify_one();
-        close
+        (control, close)
     }
 
     /// Waits while the control queue is full: a client that floods us with packets while not
