@@ -145,15 +145,17 @@ async fn accept_loop(listener: Listener, broker: Arc<Broker>) {
         match listener.accept().await {
             Ok((pending, peer)) => {
                 let broker = Arc::clone(&broker);
+                // Boxed, and made before the task: the TLS and WebSocket handshakes are large
+                // state machines, and a task keeps room for its largest state, and for all it
+                // captured, for the connection's whole life.
+                let handshake = Box::pin(pending.handshake());
                 tokio::spawn(async move {
-                    // Boxed: the TLS and WebSocket handshakes are large state machines, and a
-                    // task is as large as its largest state for the connection's whole life.
-                    let handshake = Box::pin(pending.handshake());
-                    match tokio::time::timeout(handshake_timeout, handshake).await {
-                        Ok(Ok(stream)) => broker::serve(broker, stream, peer).await,
-                        Ok(Err(error)) => tracing::info!(%peer, %error, "handshake failed"),
-                        Err(_) => tracing::info!(%peer, "handshake timed out"),
-                    }
+                    let stream = match tokio::time::timeout(handshake_timeout, handshake).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(error)) => return tracing::info!(%peer, %error, "handshake failed"),
+                        Err(_) => return tracing::info!(%peer, "handshake timed out"),
+                    };
+                    broker::serve(broker, stream, peer).await;
                 });
             }
             Err(error) => {

@@ -14,8 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::watch;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tracing::Instrument;
 
 use crate::protocol::{self, DecodeError, Disconnect, Packet, ProtocolVersion, reason};
@@ -39,11 +38,38 @@ const MAX_READ_CHUNK: usize = 64 * 1024;
 const KEEP_BUFFER: usize = 64 * 1024;
 
 /// Serves one client connection over an established byte stream until it closes.
+///
+/// A task keeps room for its largest state for as long as it lives, and most connections
+/// spend their life idle: so the wait for CONNECT and its answer run boxed, and are freed
+/// once the client is connected.
 pub async fn serve<S>(broker: Arc<Broker>, stream: S, peer: SocketAddr)
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let count = Counted::new(&broker);
+    let Some((terms, reader, writer)) =
+        Box::pin(accept(&broker, stream, peer, count.over_limit)).await
+    else {
+        return;
+    };
+    // Debug level: a live span costs every connection a few hundred bytes in the log
+    // subscriber for as long as it lasts. The few info lines a connection logs name the
+    // client themselves; at debug, every line gets the client's id and address.
+    let span = tracing::debug_span!("client", id = %terms.client_id, %peer);
+    run(&broker, terms, reader, writer).instrument(span).await;
+}
+
+/// Reads CONNECT (within the connect timeout) and negotiates. Returns the terms and the
+/// stream's halves, or `None` once the connection has been refused or has gone.
+async fn accept<S>(
+    broker: &Broker,
+    stream: S,
+    peer: SocketAddr,
+    over_limit: bool,
+) -> Option<(Box<Terms>, PacketReader<ReadHalf<S>>, WriteHalf<S>)>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     let (read_half, mut write_half) = tokio::io::split(stream);
     let mut reader = PacketReader::new(read_half, broker.limits.max_packet_size);
 
@@ -53,49 +79,45 @@ where
         first = tokio::time::timeout(connect_timeout, reader.next(ProtocolVersion::V311)) => first,
         // A connection still waiting for CONNECT has no session or Will to look after: on
         // shutdown it is closed at once instead of holding the shutdown up to its timeout.
-        _ = shutdown.wait_for(|down| *down) => return,
+        _ = shutdown.wait_for(|down| *down) => return None,
     };
     let connect = match first {
         Ok(Ok(Some(Packet::Connect(connect)))) => *connect,
         Ok(Err(ReadError::Decode(DecodeError::UnsupportedProtocolLevel(level)))) => {
-            refuse_version(&mut write_half, level, &broker).await;
-            return;
+            refuse_version(&mut write_half, level, broker).await;
+            return None;
         }
         Ok(Ok(Some(other))) => {
             // MQTT-3.1.0-1: the first packet must be CONNECT.
             tracing::info!(%peer, packet = other.name(), "first packet is not CONNECT; closing");
             broker.stats.protocol_errors.inc();
-            return;
+            return None;
         }
         Ok(Err(ReadError::Decode(error))) => {
             tracing::info!(%peer, %error, "malformed CONNECT; closing");
             broker.stats.protocol_errors.inc();
-            return;
+            return None;
         }
-        Ok(Ok(None) | Err(ReadError::Io(_))) => return,
+        Ok(Ok(None) | Err(ReadError::Io(_))) => return None,
         Err(_) => {
             tracing::info!(%peer, "no CONNECT within limits.connect_timeout_secs; closing");
-            return;
+            return None;
         }
     };
 
     let version = connect.protocol;
-    let terms = match connect::negotiate(connect, &broker.limits, count.over_limit) {
-        Ok(terms) => terms,
+    match connect::negotiate(connect, &broker.limits, over_limit) {
+        // Boxed: the connected phase keeps its arguments for its whole life, and the terms
+        // are only needed at its start.
+        Ok(terms) => Some((Box::new(terms), reader, write_half)),
         Err(refusal) => {
             tracing::info!(%peer, why = refusal.why, code = refusal.code, "CONNECT refused");
             broker.stats.connections_refused.inc();
             let connack = Packet::ConnAck(refusal.connack(version));
             write_and_close(&mut write_half, &connack, version).await;
-            return;
+            None
         }
-    };
-    let span = tracing::info_span!("client", id = %terms.client_id, %peer);
-    // Boxed: an async fn keeps its arguments for its whole life, and the terms are only
-    // needed at the start.
-    run(&broker, Box::new(terms), reader, write_half)
-        .instrument(span)
-        .await;
+    }
 }
 
 /// The connected phase: session attached, reader and writer running.
@@ -129,44 +151,51 @@ async fn run<R, W>(
     let generation = opened.generation;
     let version = terms.version;
     let idle = terms.idle_timeout();
-    let writer_task = Writer {
+    // Pinned where they are made: a future moved into place after it is made would be kept
+    // twice in this function's state, which is the connection's memory while it lives.
+    let mut writer_task = std::pin::pin!(Writer {
         outbox: &outbox,
         session: &session,
         generation,
         version,
         max_packet_out: terms.max_packet_out,
         stats: &broker.stats,
-        shutdown: broker.shutdown.subscribe(),
     }
-    .run(writer);
+    .run(writer));
     let mut client = Client::new(broker, &terms, opened, &outbox);
     drop(terms);
-    let reader_task = async {
+    let mut reader_task = std::pin::pin!(async {
         loop {
-            let next = match idle {
-                Some(idle) => match tokio::time::timeout(idle, reader.next(version)).await {
-                    Ok(next) => next,
-                    Err(_) => break client.keep_alive_expired(),
-                },
-                None => reader.next(version).await,
-            };
-            let end = match next {
-                Ok(Some(packet)) => client.handle(packet),
-                Ok(None) => Some(End::Lost),
-                Err(ReadError::Io(error)) => {
-                    tracing::debug!(%error, "read failed");
-                    Some(End::Lost)
+            // In a block of its own: the packet must not stay in this future's state while
+            // it waits below.
+            let end = {
+                let next = match idle {
+                    Some(idle) => match tokio::time::timeout(idle, reader.next(version)).await {
+                        Ok(next) => next,
+                        Err(_) => break client.keep_alive_expired(),
+                    },
+                    None => reader.next(version).await,
+                };
+                match next {
+                    Ok(Some(packet)) => client.handle(packet),
+                    Ok(None) => Some(End::Lost),
+                    Err(ReadError::Io(error)) => {
+                        tracing::debug!(%error, "read failed");
+                        Some(End::Lost)
+                    }
+                    Err(ReadError::Decode(error)) => Some(client.malformed(&error)),
                 }
-                Err(ReadError::Decode(error)) => Some(client.malformed(&error)),
             };
             if let Some(end) = end {
                 break end;
             }
-            client.settle().await;
+            if client.is_blocked() {
+                // Boxed: waiting for room is rare, and its state is large.
+                Box::pin(client.settle()).await;
+            }
             outbox.wait_for_room().await;
         }
-    };
-    tokio::pin!(writer_task, reader_task);
+    });
 
     let end = tokio::select! {
         end = &mut reader_task => {
@@ -191,12 +220,11 @@ struct Writer<'a> {
     version: ProtocolVersion,
     max_packet_out: usize,
     stats: &'a Stats,
-    shutdown: watch::Receiver<bool>,
 }
 
 impl Writer<'_> {
     /// Writes until the connection is to close; returns how it ended.
-    async fn run<W: AsyncWrite + Unpin>(mut self, mut io: W) -> End {
+    async fn run<W: AsyncWrite + Unpin>(self, mut io: W) -> End {
         let mut buf = BytesMut::new();
         loop {
             let (control, close) = self.outbox.take();
@@ -215,14 +243,21 @@ impl Writer<'_> {
             };
             self.session.notify_room(room);
             if let Some(close) = close {
-                return self.finish(io, buf, close).await;
+                // Boxed: it runs once, and would otherwise make every connection larger.
+                return Box::pin(self.finish(io, buf, close)).await;
             }
             if !buf.is_empty() {
                 let write = io.write_all(&buf);
                 let written = tokio::select! {
                     written = write => written,
-                    () = self.outbox.killed() => return End::Lost,
-                    _ = self.shutdown.wait_for(|down| *down) => return End::ShutDown,
+                    () = self.outbox.killed() => {
+                        // Abandoned mid-write: the client does not read. It ends for the
+                        // reason it was closed with.
+                        return match self.outbox.take().1 {
+                            Some(Close::Disconnect(code, _)) => End::Closed(code),
+                            _ => End::Lost,
+                        };
+                    }
                 };
                 if written.is_err() || io.flush().await.is_err() {
                     return End::Lost;
@@ -232,12 +267,7 @@ impl Writer<'_> {
             if more {
                 continue;
             }
-            tokio::select! {
-                () = self.outbox.woken() => {}
-                _ = self.shutdown.wait_for(|down| *down) => {
-                    self.outbox.close(reason::SERVER_SHUTTING_DOWN, "server shutting down");
-                }
-            }
+            self.outbox.woken().await;
             // Let the tasks that woke us queue a little more before we write: under load this
             // turns one system call per message into one per batch, and costs an idle
             // connection nothing.

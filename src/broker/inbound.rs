@@ -33,8 +33,6 @@ pub enum End {
     KeepAlive,
     /// The broker closed it with this reason code (protocol error, takeover, ...).
     Closed(u8),
-    /// The broker is shutting down.
-    ShutDown,
 }
 
 impl End {
@@ -43,7 +41,7 @@ impl End {
     pub fn publishes_will(&self) -> bool {
         match self {
             End::Disconnected { publish_will } => *publish_will,
-            End::ShutDown | End::Closed(reason::SERVER_SHUTTING_DOWN) => false,
+            End::Closed(reason::SERVER_SHUTTING_DOWN) => false,
             End::Lost | End::KeepAlive | End::Closed(_) => true,
         }
     }
@@ -134,7 +132,10 @@ impl<'a> Client<'a> {
 
     /// Nothing arrived within 1.5 × keep alive.
     pub fn keep_alive_expired(&mut self) -> End {
-        tracing::info!("keep alive timeout; closing");
+        tracing::info!(
+            client_id = self.session.client_id(),
+            "keep alive timeout; closing"
+        );
         self.outbox
             .close(reason::KEEP_ALIVE_TIMEOUT, "keep alive timeout");
         End::KeepAlive
@@ -143,7 +144,12 @@ impl<'a> Client<'a> {
     /// Ends the connection with a DISCONNECT carrying `code` (5.0) and the reason.
     fn close(&self, code: u8, why: impl Into<String>) -> End {
         let why = why.into();
-        tracing::info!(code, why, "closing connection");
+        tracing::info!(
+            client_id = self.session.client_id(),
+            code,
+            why,
+            "closing connection"
+        );
         self.broker.stats.protocol_errors.inc();
         self.outbox.close(code, why);
         End::Closed(code)
@@ -264,7 +270,12 @@ impl<'a> Client<'a> {
     /// 3.1.1 has none, so a bad topic closes the connection and a forbidden one is acked and
     /// dropped, as 3.1.1 brokers do for publishes their ACL denies.
     fn refuse_publish(&self, publish: &Publish, code: u8, why: &str) -> Option<End> {
-        tracing::info!(topic = %publish.topic, why, "publish refused");
+        tracing::info!(
+            client_id = self.session.client_id(),
+            topic = %publish.topic,
+            why,
+            "publish refused"
+        );
         self.broker.stats.publishes_refused.inc();
         if !self.v5() && code != reason::NOT_AUTHORIZED {
             return Some(self.close(code, why));
@@ -306,6 +317,11 @@ impl<'a> Client<'a> {
         } else {
             self.deferred_ack = Some(Box::new(ack));
         }
+    }
+
+    /// Whether the last message met a full queue, and [`Client::settle`] has work to do.
+    pub fn is_blocked(&self) -> bool {
+        !self.blocked.is_empty()
     }
 
     /// Waits for room in the full queues the last message met, then sends its ack. This is
@@ -376,7 +392,12 @@ impl<'a> Client<'a> {
                 match self.subscribe_one(&mut session, filter, *options, id, &mut retained) {
                     Ok(granted) => reasons.push(granted),
                     Err((code, why)) => {
-                        tracing::info!(filter, why, "subscription refused");
+                        tracing::info!(
+                            client_id = self.session.client_id(),
+                            filter,
+                            why,
+                            "subscription refused"
+                        );
                         reasons.push(if self.v5() {
                             code
                         } else {

@@ -144,9 +144,16 @@ impl Broker {
         self.retained_store().len()
     }
 
-    /// Tells every connection to close: MQTT 5 clients get DISCONNECT 0x8B first.
+    /// Tells every connection to close: MQTT 5 clients get DISCONNECT 0x8B first. Connections
+    /// still waiting for CONNECT watch the flag; connected ones are told through their outbox
+    /// (and [`Broker::open_session`] tells the ones that connect after this).
     pub fn shutdown(&self) {
         self.shutdown.send_replace(true);
+        for handle in self.sessions().values() {
+            if let Some(outbox) = handle.lock().outbox() {
+                outbox.close(reason::SERVER_SHUTTING_DOWN, "server shutting down");
+            }
+        }
     }
 
     /// Makes this broker a cluster node (once; later calls are ignored).

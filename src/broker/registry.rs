@@ -39,6 +39,11 @@ impl Broker {
             cluster.client_connected(client_id);
         }
         let mut sessions = self.sessions();
+        if *self.shutdown.borrow() {
+            // Under the session table's lock, so either this sees the flag or
+            // `Broker::shutdown` sees the attached connection.
+            outbox.close(reason::SERVER_SHUTTING_DOWN, "server shutting down");
+        }
         if let Some(existing) = sessions.get(client_id).cloned() {
             let mut session = existing.lock();
             if let Some(old) = session.outbox() {
