@@ -9,8 +9,10 @@
 //! Whichever half ends first ends the connection; then the session is detached, and the Will
 //! published if the way it ended calls for it.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -42,21 +44,26 @@ const KEEP_BUFFER: usize = 64 * 1024;
 /// A task keeps room for its largest state for as long as it lives, and most connections
 /// spend their life idle: so the wait for CONNECT and its answer run boxed, and are freed
 /// once the client is connected.
-pub async fn serve<S>(broker: Arc<Broker>, stream: S, peer: SocketAddr)
+///
+/// It returns an `async move` block rather than being an `async fn`: an async fn keeps its
+/// arguments twice in its state (as passed and as bound), a block that captures them once.
+pub fn serve<S>(broker: Arc<Broker>, stream: S, peer: SocketAddr) -> impl Future<Output = ()>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let count = Counted::new(&broker);
-    let Some((terms, reader, writer)) =
-        Box::pin(accept(&broker, stream, peer, count.over_limit)).await
-    else {
-        return;
-    };
-    // Debug level: a live span costs every connection a few hundred bytes in the log
-    // subscriber for as long as it lasts. The few info lines a connection logs name the
-    // client themselves; at debug, every line gets the client's id and address.
-    let span = tracing::debug_span!("client", id = %terms.client_id, %peer);
-    run(&broker, terms, reader, writer).instrument(span).await;
+    async move {
+        let count = Counted::new(&broker);
+        let Some((terms, reader, writer)) =
+            Box::pin(accept(&broker, stream, peer, count.over_limit)).await
+        else {
+            return;
+        };
+        // Debug level: a live span costs every connection a few hundred bytes in the log
+        // subscriber for as long as it lasts. The few info lines a connection logs name the
+        // client themselves; at debug, every line gets the client's id and address.
+        let span = tracing::debug_span!("client", id = %terms.client_id, %peer);
+        run(&broker, terms, reader, writer).instrument(span).await;
+    }
 }
 
 /// Reads CONNECT (within the connect timeout) and negotiates. Returns the terms and the
@@ -121,99 +128,119 @@ where
 }
 
 /// The connected phase: session attached, reader and writer running.
-async fn run<R, W>(
+/// An `async move` block for the reason [`serve`] gives.
+fn run<R, W>(
     broker: &Arc<Broker>,
-    mut terms: Box<Terms>,
+    terms: Box<Terms>,
     mut reader: PacketReader<R>,
     writer: W,
-) where
+) -> impl Future<Output = ()>
+where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let outbox = Arc::new(Outbox::default());
-    let opened = broker.open_session(
-        &terms.client_id,
-        terms.clean_start,
-        terms.session_expiry,
-        Arc::clone(&outbox),
-        terms.send_window,
-    );
-    outbox.send(Packet::ConnAck(
-        terms.connack(opened.present, &broker.limits),
-    ));
-    broker.stats.connections_accepted.inc();
-    tracing::debug!(version = ?terms.version, present = opened.present, "connected");
-
-    // Boxed: a Will is large and rarely there, and everything kept across the connection's
-    // life is part of its task's memory.
-    let will = terms.will.take().map(Box::new);
-    let session = Arc::clone(&opened.session);
-    let generation = opened.generation;
-    let version = terms.version;
-    let idle = terms.idle_timeout();
-    // Pinned where they are made: a future moved into place after it is made would be kept
-    // twice in this function's state, which is the connection's memory while it lives.
-    let mut writer_task = std::pin::pin!(Writer {
-        outbox: &outbox,
-        session: &session,
-        generation,
-        version,
-        max_packet_out: terms.max_packet_out,
-        stats: &broker.stats,
-    }
-    .run(writer));
-    let mut client = Client::new(broker, &terms, opened, &outbox);
-    drop(terms);
-    let mut reader_task = std::pin::pin!(async {
-        loop {
-            // In a block of its own: the packet must not stay in this future's state while
-            // it waits below.
-            let end = {
-                let next = match idle {
-                    Some(idle) => match tokio::time::timeout(idle, reader.next(version)).await {
-                        Ok(next) => next,
-                        Err(_) => break client.keep_alive_expired(),
-                    },
-                    None => reader.next(version).await,
-                };
-                match next {
-                    Ok(Some(packet)) => client.handle(packet),
-                    Ok(None) => Some(End::Lost),
-                    Err(ReadError::Io(error)) => {
-                        tracing::debug!(%error, "read failed");
-                        Some(End::Lost)
+    async move {
+        let outbox = Arc::new(Outbox::default());
+        // In a block: what only the set-up needs must not stay in the connection's state.
+        let (mut client, session, generation, will, version, idle, max_packet_out) = {
+            let mut terms = terms;
+            let opened = broker.open_session(
+                &terms.client_id,
+                terms.clean_start,
+                terms.session_expiry,
+                Arc::clone(&outbox),
+                terms.send_window,
+            );
+            outbox.send(Packet::ConnAck(
+                terms.connack(opened.present, &broker.limits),
+            ));
+            broker.stats.connections_accepted.inc();
+            tracing::debug!(version = ?terms.version, present = opened.present, "connected");
+            // Boxed: a Will is large and rarely there.
+            let will = terms.will.take().map(Box::new);
+            let session = Arc::clone(&opened.session);
+            let generation = opened.generation;
+            let client = Client::new(broker, &terms, opened, &outbox);
+            let idle = terms.idle_timeout();
+            (
+                client,
+                session,
+                generation,
+                will,
+                terms.version,
+                idle,
+                terms.max_packet_out,
+            )
+        };
+        // Pinned where they are made: a future moved into place after it is made would be kept
+        // twice in this function's state, which is the connection's memory while it lives.
+        let mut writer = Writer {
+            io: writer,
+            buf: BytesMut::new(),
+            outbox: &outbox,
+            session: &session,
+            generation,
+            version,
+            max_packet_out,
+            stats: &broker.stats,
+        };
+        let mut writer_task = std::pin::pin!(writer.run());
+        let mut reader_task = std::pin::pin!(async {
+            loop {
+                // In a block of its own: the packet must not stay in this future's state while
+                // it waits below.
+                let end = {
+                    let next = match idle {
+                        Some(idle) => {
+                            match tokio::time::timeout(idle, reader.next(version)).await {
+                                Ok(next) => next,
+                                Err(_) => break client.keep_alive_expired(),
+                            }
+                        }
+                        None => reader.next(version).await,
+                    };
+                    match next {
+                        Ok(Some(packet)) => client.handle(packet),
+                        Ok(None) => Some(End::Lost),
+                        Err(ReadError::Io(error)) => {
+                            tracing::debug!(%error, "read failed");
+                            Some(End::Lost)
+                        }
+                        Err(ReadError::Decode(error)) => Some(client.malformed(&error)),
                     }
-                    Err(ReadError::Decode(error)) => Some(client.malformed(&error)),
+                };
+                if let Some(end) = end {
+                    break end;
                 }
-            };
-            if let Some(end) = end {
-                break end;
+                if client.is_blocked() {
+                    // Boxed: waiting for room is rare, and its state is large.
+                    Box::pin(client.settle()).await;
+                }
+                outbox.wait_for_room().await;
             }
-            if client.is_blocked() {
-                // Boxed: waiting for room is rare, and its state is large.
-                Box::pin(client.settle()).await;
-            }
-            outbox.wait_for_room().await;
-        }
-    });
+        });
 
-    let end = tokio::select! {
-        end = &mut reader_task => {
-            if end != End::Lost {
-                // Let the writer send what is queued (and the DISCONNECT, if any) first.
-                let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, &mut writer_task).await;
+        let end = tokio::select! {
+            end = &mut reader_task => {
+                if end != End::Lost {
+                    // Let the writer send what is queued (and the DISCONNECT, if any) first.
+                    // Boxed: it happens once, at the end.
+                    let _ = Box::pin(tokio::time::timeout(CLOSE_WRITE_TIMEOUT, &mut writer_task)).await;
+                }
+                end
             }
-            end
-        }
-        closed = &mut writer_task => closed,
-    };
-    tracing::debug!(?end, "connection closed");
-    let will = will.filter(|_| end.publishes_will()).map(|will| *will);
-    broker.close_session(&session, generation, will);
+            closed = &mut writer_task => closed,
+        };
+        tracing::debug!(?end, "connection closed");
+        let will = will.filter(|_| end.publishes_will()).map(|will| *will);
+        broker.close_session(&session, generation, will);
+    }
 }
 
 /// The writing half of a connection.
-struct Writer<'a> {
+struct Writer<'a, W> {
+    io: W,
+    buf: BytesMut,
     outbox: &'a Outbox,
     session: &'a SessionHandle,
     generation: u64,
@@ -222,20 +249,21 @@ struct Writer<'a> {
     stats: &'a Stats,
 }
 
-impl Writer<'_> {
-    /// Writes until the connection is to close; returns how it ended.
-    async fn run<W: AsyncWrite + Unpin>(self, mut io: W) -> End {
-        let mut buf = BytesMut::new();
+impl<W: AsyncWrite + Unpin> Writer<'_, W> {
+    /// Writes until the connection is to close; returns how it ended. Borrows the writer, so
+    /// that its fields are kept once, in the connection's state, and not again in this
+    /// future's.
+    async fn run(&mut self) -> End {
         loop {
             let (control, close) = self.outbox.take();
             for packet in control {
-                encode_control(&packet, self.version, self.max_packet_out, &mut buf);
+                encode_control(&packet, self.version, self.max_packet_out, &mut self.buf);
             }
             let (more, room) = {
                 let mut session = self.session.lock();
                 if session.is_attached(self.generation) {
                     let room =
-                        session.fill(&mut buf, self.version, self.max_packet_out, self.stats);
+                        session.fill(&mut self.buf, self.version, self.max_packet_out, self.stats);
                     (session.has_sendable(), room)
                 } else {
                     (false, Room::None)
@@ -244,10 +272,10 @@ impl Writer<'_> {
             self.session.notify_room(room);
             if let Some(close) = close {
                 // Boxed: it runs once, and would otherwise make every connection larger.
-                return Box::pin(self.finish(io, buf, close)).await;
+                return Box::pin(self.finish(close)).await;
             }
-            if !buf.is_empty() {
-                let write = io.write_all(&buf);
+            if !self.buf.is_empty() {
+                let write = self.io.write_all(&self.buf);
                 let written = tokio::select! {
                     written = write => written,
                     () = self.outbox.killed() => {
@@ -259,10 +287,10 @@ impl Writer<'_> {
                         };
                     }
                 };
-                if written.is_err() || io.flush().await.is_err() {
+                if written.is_err() || self.io.flush().await.is_err() {
                     return End::Lost;
                 }
-                recycle(&mut buf);
+                recycle(&mut self.buf);
             }
             if more {
                 continue;
@@ -276,12 +304,7 @@ impl Writer<'_> {
     }
 
     /// Writes the last packets (and a DISCONNECT, for 5.0) and closes the stream.
-    async fn finish<W: AsyncWrite + Unpin>(
-        self,
-        mut io: W,
-        mut buf: BytesMut,
-        close: Close,
-    ) -> End {
+    async fn finish(&mut self, close: Close) -> End {
         let end = match close {
             Close::Quiet => End::Disconnected {
                 publish_will: false,
@@ -291,14 +314,14 @@ impl Writer<'_> {
                     let mut disconnect = Disconnect::new(code);
                     disconnect.properties.reason_string = Some(why);
                     let packet = Packet::Disconnect(disconnect);
-                    encode_control(&packet, self.version, self.max_packet_out, &mut buf);
+                    encode_control(&packet, self.version, self.max_packet_out, &mut self.buf);
                 }
                 End::Closed(code)
             }
         };
         let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
-            io.write_all(&buf).await?;
-            io.shutdown().await
+            self.io.write_all(&self.buf).await?;
+            self.io.shutdown().await
         })
         .await;
         end
@@ -400,24 +423,37 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
             if let Some(packet) = protocol::decode(&mut self.buf, version, self.max_packet_size)
                 .map_err(ReadError::Decode)?
             {
-                if self.buf.is_empty() && self.buf.capacity() > KEEP_BUFFER {
-                    self.buf = BytesMut::new();
-                }
                 return Ok(Some(packet));
             }
-            self.buf.reserve(self.chunk);
-            let room = self.buf.capacity() - self.buf.len();
-            let read = self
-                .io
-                .read_buf(&mut self.buf)
+            let read = std::future::poll_fn(|cx| self.poll_fill(cx))
                 .await
                 .map_err(ReadError::Io)?;
             if read == 0 {
                 return Ok(None);
             }
-            if read == room {
-                self.chunk = (self.chunk * 2).min(MAX_READ_CHUNK);
+        }
+    }
+
+    /// Reads what the stream has into the buffer. While the stream has nothing more, an
+    /// empty buffer is given back to the allocator: an idle connection holds none.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        self.buf.reserve(self.chunk);
+        let room = self.buf.capacity() - self.buf.len();
+        let polled = std::pin::pin!(self.io.read_buf(&mut self.buf)).poll(cx);
+        match polled {
+            Poll::Pending => {
+                if self.buf.is_empty() {
+                    self.buf = BytesMut::new();
+                }
+                Poll::Pending
             }
+            Poll::Ready(Ok(read)) => {
+                if read == room {
+                    self.chunk = (self.chunk * 2).min(MAX_READ_CHUNK);
+                }
+                Poll::Ready(Ok(read))
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
         }
     }
 }

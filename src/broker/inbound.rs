@@ -58,7 +58,9 @@ pub struct Client<'a> {
     /// Session expiry from CONNECT; DISCONNECT may change it, but not from 0 (MQTT-3.14.2-2).
     session_expiry: u32,
     /// Topic aliases the client set (5.0), alias → topic. Bounded by our Topic Alias Maximum.
-    aliases: HashMap<u16, String>,
+    /// Boxed and made on first use: most clients set none, and the client lives in its
+    /// connection's memory for good.
+    aliases: Option<Box<HashMap<u16, String>>>,
     /// Deliveries of the last message that met a full queue, and the ack that waits for them.
     blocked: Vec<(Arc<SessionHandle>, Delivery)>,
     /// Boxed: rarely set, and the client lives in its connection's memory for good.
@@ -75,7 +77,7 @@ impl<'a> Client<'a> {
             version: terms.version,
             problem_info: terms.problem_info,
             session_expiry: terms.session_expiry,
-            aliases: HashMap::new(),
+            aliases: None,
             blocked: Vec::new(),
             deferred_ack: None,
         }
@@ -256,12 +258,18 @@ impl<'a> Client<'a> {
             return Some(self.close(reason::TOPIC_ALIAS_INVALID, "topic alias out of range"));
         }
         if publish.topic.is_empty() {
-            match self.aliases.get(&alias) {
+            match self
+                .aliases
+                .as_ref()
+                .and_then(|aliases| aliases.get(&alias))
+            {
                 Some(topic) => publish.topic.clone_from(topic),
                 None => return Some(self.close(reason::PROTOCOL_ERROR, "unknown topic alias")),
             }
         } else {
-            self.aliases.insert(alias, publish.topic.clone());
+            self.aliases
+                .get_or_insert_default()
+                .insert(alias, publish.topic.clone());
         }
         None
     }
