@@ -181,7 +181,7 @@ where
             session: &session,
             generation,
             version,
-            max_packet_out,
+            max_packet_out: u32::try_from(max_packet_out).unwrap_or(u32::MAX),
             stats: &broker.stats,
         };
         let mut writer_task = std::pin::pin!(writer.run());
@@ -245,11 +245,16 @@ struct Writer<'a, W> {
     session: &'a SessionHandle,
     generation: u64,
     version: ProtocolVersion,
-    max_packet_out: usize,
+    /// The client's Maximum Packet Size; u32 as in the protocol, to keep the writer small.
+    max_packet_out: u32,
     stats: &'a Stats,
 }
 
 impl<W: AsyncWrite + Unpin> Writer<'_, W> {
+    fn max_out(&self) -> usize {
+        usize::try_from(self.max_packet_out).unwrap_or(usize::MAX)
+    }
+
     /// Writes until the connection is to close; returns how it ended. Borrows the writer, so
     /// that its fields are kept once, in the connection's state, and not again in this
     /// future's.
@@ -257,13 +262,13 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
         loop {
             let (control, close) = self.outbox.take();
             for packet in control {
-                encode_control(&packet, self.version, self.max_packet_out, &mut self.buf);
+                encode_control(&packet, self.version, self.max_out(), &mut self.buf);
             }
+            let max_out = self.max_out();
             let (more, room) = {
                 let mut session = self.session.lock();
                 if session.is_attached(self.generation) {
-                    let room =
-                        session.fill(&mut self.buf, self.version, self.max_packet_out, self.stats);
+                    let room = session.fill(&mut self.buf, self.version, max_out, self.stats);
                     (session.has_sendable(), room)
                 } else {
                     (false, Room::None)
@@ -274,17 +279,21 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
                 // Boxed: it runs once, and would otherwise make every connection larger.
                 return Box::pin(self.finish(close)).await;
             }
+            let mut more = more;
             if !self.buf.is_empty() {
-                let write = self.io.write_all(&self.buf);
-                let written = tokio::select! {
-                    written = write => written,
-                    () = self.outbox.killed() => {
-                        // Abandoned mid-write: the client does not read. It ends for the
-                        // reason it was closed with.
-                        return match self.outbox.take().1 {
-                            Some(Close::Disconnect(code, _)) => End::Closed(code),
-                            _ => End::Lost,
-                        };
+                let mut write = std::pin::pin!(self.io.write_all(&self.buf));
+                let written = loop {
+                    tokio::select! {
+                        written = &mut write => break written,
+                        () = self.outbox.woken() => {
+                            // Closed while the client does not read: give the write up, and
+                            // end for the reason the connection was closed with. Otherwise
+                            // there is more to send once this write is done.
+                            if let Some(code) = self.outbox.killed() {
+                                return End::Closed(code);
+                            }
+                            more = true;
+                        }
                     }
                 };
                 if written.is_err() || self.io.flush().await.is_err() {
@@ -314,7 +323,7 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
                     let mut disconnect = Disconnect::new(code);
                     disconnect.properties.reason_string = Some(why);
                     let packet = Packet::Disconnect(disconnect);
-                    encode_control(&packet, self.version, self.max_packet_out, &mut self.buf);
+                    encode_control(&packet, self.version, self.max_out(), &mut self.buf);
                 }
                 End::Closed(code)
             }

@@ -82,7 +82,7 @@ pub struct Broker {
     limits: Limits,
     router: RwLock<Router>,
     retained: RwLock<Retained>,
-    sessions: Mutex<HashMap<String, Arc<SessionHandle>>>,
+    sessions: Mutex<HashMap<Arc<str>, Arc<SessionHandle>>>,
     connections: AtomicUsize,
     shutdown: watch::Sender<bool>,
     stats: Stats,
@@ -455,7 +455,7 @@ impl Broker {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn sessions(&self) -> MutexGuard<'_, HashMap<String, Arc<SessionHandle>>> {
+    fn sessions(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<SessionHandle>>> {
         self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -18,12 +18,17 @@ use crate::protocol::Packet;
 const CONTROL_LIMIT: usize = 1024;
 
 /// Control packets for one connection and the writer's wake-up.
+///
+/// Every connection has one for its whole life, so it is kept small: one wake-up serves
+/// new packets and the close alike (a writer in the middle of a write checks
+/// [`Outbox::killed`] when woken), and the close reason is boxed.
 #[derive(Default)]
 pub struct Outbox {
     state: Mutex<State>,
+    /// The writer's wake-up: control packets or session messages to send, or a close.
     wake: Notify,
+    /// The control queue got room, for a reader waiting on it.
     room: Notify,
-    kill: Notify,
 }
 
 /// How the writer should end the connection.
@@ -39,7 +44,7 @@ pub enum Close {
 struct State {
     control: VecDeque<Packet>,
     /// Set when the connection must end; acted on after the control packets already queued.
-    close: Option<Close>,
+    close: Option<Box<Close>>,
 }
 
 impl Outbox {
@@ -58,7 +63,6 @@ impl Outbox {
     /// The first reason wins: a connection closes once, for one reason.
     pub fn close(&self, reason: u8, why: impl Into<String>) {
         self.set_close(Close::Disconnect(reason, why.into()));
-        self.kill.notify_one();
     }
 
     /// Asks the writer to send what is queued and then close, without a DISCONNECT.
@@ -69,15 +73,19 @@ impl Outbox {
     fn set_close(&self, close: Close) {
         let mut state = self.state();
         if state.close.is_none() {
-            state.close = Some(close);
+            state.close = Some(Box::new(close));
         }
         drop(state);
         self.wake.notify_one();
     }
 
-    /// Completes when [`Outbox::close`] has been called: a write in progress is given up.
-    pub async fn killed(&self) {
-        self.kill.notified().await;
+    /// The reason code [`Outbox::close`] was called with, if it was: a write in progress is
+    /// then given up. (A close without DISCONNECT, [`Outbox::finish`], lets the write end.)
+    pub fn killed(&self) -> Option<u8> {
+        match self.state().close.as_deref() {
+            Some(Close::Disconnect(code, _)) => Some(*code),
+            _ => None,
+        }
     }
 
     /// Wakes the writer: there are session messages to send.
@@ -97,9 +105,12 @@ impl Outbox {
     pub fn take(&self) -> (VecDeque<Packet>, Option<Close>) {
         let mut state = self.state();
         let control = std::mem::take(&mut state.control);
-        let close = state.close.clone();
+        let close = state.close.as_deref().cloned();
         drop(state);
-        self.room.notify_one();
+        if control.len() >= CONTROL_LIMIT {
+            // The reader may be waiting for room.
+            self.room.notify_one();
+        }
         (control, close)
     }
 

@@ -69,13 +69,13 @@ impl Broker {
             self.unsubscribe_filters(filters.iter().map(String::as_str), existing.id());
             self.redispatch(orphans, existing.id());
         }
-        let handle = SessionHandle::new(client_id.to_string(), self.limits.max_queued_messages);
+        let handle = SessionHandle::new(client_id, self.limits.max_queued_messages);
         let generation = {
             let mut session = handle.lock();
             session.expiry_interval = expiry_interval;
             session.attach(outbox, send_window)
         };
-        sessions.insert(client_id.to_string(), Arc::clone(&handle));
+        sessions.insert(handle.client_id_shared(), Arc::clone(&handle));
         Opened {
             session: handle,
             present: false,

@@ -29,7 +29,8 @@ const FILL_BYTES: usize = 64 * 1024;
 /// The shared handle to a session: subscriptions in the router point here.
 pub struct SessionHandle {
     id: u64,
-    client_id: String,
+    /// Shared with the broker's session table, which is keyed by it.
+    client_id: Arc<str>,
     state: Mutex<Session>,
     /// Signalled when a full queue gets room again, for publishers waiting on it.
     room: Notify,
@@ -47,11 +48,11 @@ pub enum Offer {
 }
 
 impl SessionHandle {
-    pub fn new(client_id: String, max_queued: usize) -> Arc<SessionHandle> {
+    pub fn new(client_id: impl Into<Arc<str>>, max_queued: usize) -> Arc<SessionHandle> {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Arc::new(SessionHandle {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            client_id,
+            client_id: client_id.into(),
             state: Mutex::new(Session::new(max_queued)),
             room: Notify::new(),
         })
@@ -64,6 +65,11 @@ impl SessionHandle {
 
     pub fn client_id(&self) -> &str {
         &self.client_id
+    }
+
+    /// The client id, shared.
+    pub fn client_id_shared(&self) -> Arc<str> {
+        Arc::clone(&self.client_id)
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Session> {
@@ -181,10 +187,11 @@ pub struct Session {
     max_queued: usize,
     inflight: VecDeque<Inflight>,
     /// How many QoS 1/2 messages may be in flight to the client (its Receive Maximum).
-    send_window: usize,
+    send_window: u16,
     last_packet_id: u16,
     /// Inbound QoS 2 packet ids answered with PUBREC and not yet released by PUBREL.
-    inbound_qos2: HashSet<u16>,
+    /// Boxed and made on first use: most sessions never receive QoS 2.
+    inbound_qos2: Option<Box<HashSet<u16>>>,
     /// Seconds the session lives after its connection ends (0: ends with it).
     pub expiry_interval: u32,
     /// Set on reattachment: the in-flight messages must be sent again first.
@@ -208,7 +215,7 @@ impl Session {
             inflight: VecDeque::new(),
             send_window: 1,
             last_packet_id: 0,
-            inbound_qos2: HashSet::new(),
+            inbound_qos2: None,
             expiry_interval: 0,
             resend: false,
             room_wanted: false,
@@ -221,7 +228,7 @@ impl Session {
     /// (with DUP) before anything new, as MQTT-4.4.0-1 requires on a resumed session.
     pub fn attach(&mut self, outbox: Arc<Outbox>, send_window: u16) -> u64 {
         self.outbox = Some(outbox);
-        self.send_window = usize::from(send_window.max(1));
+        self.send_window = send_window.max(1);
         self.generation += 1;
         self.resend = !self.inflight.is_empty();
         self.generation
@@ -317,19 +324,22 @@ impl Session {
     /// Inbound QoS 2: remembers `packet_id` until PUBREL, unless `limit` ids are already
     /// waiting (the Receive Maximum we announced).
     pub fn receive_qos2(&mut self, packet_id: u16, limit: usize) -> Qos2Receipt {
-        if self.inbound_qos2.contains(&packet_id) {
+        let ids = self.inbound_qos2.get_or_insert_default();
+        if ids.contains(&packet_id) {
             Qos2Receipt::Duplicate
-        } else if self.inbound_qos2.len() >= limit {
+        } else if ids.len() >= limit {
             Qos2Receipt::OverLimit
         } else {
-            self.inbound_qos2.insert(packet_id);
+            ids.insert(packet_id);
             Qos2Receipt::New
         }
     }
 
     /// Inbound PUBREL: forgets `packet_id`. Returns false if it was unknown.
     pub fn release_qos2(&mut self, packet_id: u16) -> bool {
-        self.inbound_qos2.remove(&packet_id)
+        self.inbound_qos2
+            .as_mut()
+            .is_some_and(|ids| ids.remove(&packet_id))
     }
 
     /// PUBACK from the client. Returns false for an unknown packet id.
@@ -413,7 +423,8 @@ impl Session {
             let Some(front) = self.pending.front() else {
                 break;
             };
-            if front.qos != QoS::AtMostOnce && self.inflight.len() >= self.send_window {
+            if front.qos != QoS::AtMostOnce && self.inflight.len() >= usize::from(self.send_window)
+            {
                 break;
             }
             let Some(delivery) = self.pending.pop_front() else {
@@ -463,7 +474,7 @@ impl Session {
     pub fn has_sendable(&self) -> bool {
         self.resend
             || self.pending.front().is_some_and(|front| {
-                front.qos == QoS::AtMostOnce || self.inflight.len() < self.send_window
+                front.qos == QoS::AtMostOnce || self.inflight.len() < usize::from(self.send_window)
             })
     }
 
