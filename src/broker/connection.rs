@@ -47,6 +47,7 @@ const KEEP_BUFFER: usize = 64 * 1024;
 ///
 /// It returns an `async move` block rather than being an `async fn`: an async fn keeps its
 /// arguments twice in its state (as passed and as bound), a block that captures them once.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
 pub fn serve<S>(broker: Arc<Broker>, stream: S, peer: SocketAddr) -> impl Future<Output = ()>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -129,6 +130,7 @@ where
 
 /// The connected phase: session attached, reader and writer running.
 /// An `async move` block for the reason [`serve`] gives.
+#[allow(clippy::manual_async_fn)]
 fn run<R, W>(
     broker: &Arc<Broker>,
     terms: Box<Terms>,

@@ -60,6 +60,7 @@ pub struct Client<'a> {
     /// Topic aliases the client set (5.0), alias → topic. Bounded by our Topic Alias Maximum.
     /// Boxed and made on first use: most clients set none, and the client lives in its
     /// connection's memory for good.
+    #[allow(clippy::box_collection)] // a HashMap is 48 bytes even when empty; the box is 8
     aliases: Option<Box<HashMap<u16, String>>>,
     /// Deliveries of the last message that met a full queue, and the ack that waits for them.
     blocked: Vec<(Arc<SessionHandle>, Delivery)>,
