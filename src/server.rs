@@ -120,11 +120,13 @@ impl Server {
             .into_iter()
             .map(|listener| tokio::spawn(accept_loop(listener, Arc::clone(&self.broker))))
             .collect();
+        let keep_alive = tokio::spawn(broker::keep_alive_sweep(Arc::clone(&self.broker)));
         shutdown.await;
         tracing::info!("shutting down");
         for task in &accepting {
             task.abort();
         }
+        keep_alive.abort();
         self.broker.shutdown();
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
         while self.broker.connection_count() > 0 && tokio::time::Instant::now() < deadline {

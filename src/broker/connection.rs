@@ -17,12 +17,12 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tracing::Instrument;
 
 use crate::protocol::{self, DecodeError, Disconnect, Packet, ProtocolVersion, reason};
 
 use super::connect::{self, Terms};
 use super::inbound::{Client, End};
+use super::keepalive::Watch;
 use super::outbox::{Close, Outbox};
 use super::session::{Room, SessionHandle};
 use super::{Broker, Stats};
@@ -59,11 +59,11 @@ where
         else {
             return;
         };
-        // Debug level: a live span costs every connection a few hundred bytes in the log
-        // subscriber for as long as it lasts. The few info lines a connection logs name the
-        // client themselves; at debug, every line gets the client's id and address.
-        let span = tracing::debug_span!("client", id = %terms.client_id, %peer);
-        run(&broker, terms, reader, writer).instrument(span).await;
+        // No span per connection: a live span costs every connection a few hundred bytes in
+        // the log subscriber for as long as it lasts. The lines a connection logs name the
+        // client themselves.
+        tracing::debug!(client_id = %terms.client_id, %peer, "CONNECT accepted");
+        run(&broker, terms, reader, writer).await;
     }
 }
 
@@ -142,9 +142,10 @@ where
     W: AsyncWrite + Unpin,
 {
     async move {
-        let outbox = Arc::new(Outbox::default());
+        let keep_alive = Watch::new(terms.idle_timeout(), broker.clock.now());
+        let outbox = Arc::new(Outbox::new(keep_alive));
         // In a block: what only the set-up needs must not stay in the connection's state.
-        let (mut client, session, generation, will, version, idle, max_packet_out) = {
+        let (mut client, session, generation, will, version, max_packet_out) = {
             let mut terms = terms;
             let opened = broker.open_session(
                 &terms.client_id,
@@ -157,20 +158,23 @@ where
                 terms.connack(opened.present, &broker.limits),
             ));
             broker.stats.connections_accepted.inc();
-            tracing::debug!(version = ?terms.version, present = opened.present, "connected");
+            tracing::debug!(
+                client_id = %terms.client_id,
+                version = ?terms.version,
+                present = opened.present,
+                "connected"
+            );
             // Boxed: a Will is large and rarely there.
             let will = terms.will.take().map(Box::new);
             let session = Arc::clone(&opened.session);
             let generation = opened.generation;
             let client = Client::new(broker, &terms, opened, &outbox);
-            let idle = terms.idle_timeout();
             (
                 client,
                 session,
                 generation,
                 will,
                 terms.version,
-                idle,
                 terms.max_packet_out,
             )
         };
@@ -192,20 +196,17 @@ where
                 // In a block of its own: the packet must not stay in this future's state while
                 // it waits below.
                 let end = {
-                    let next = match idle {
-                        Some(idle) => {
-                            match tokio::time::timeout(idle, reader.next(version)).await {
-                                Ok(next) => next,
-                                Err(_) => break client.keep_alive_expired(),
-                            }
-                        }
-                        None => reader.next(version).await,
-                    };
+                    let next = reader.next(version).await;
+                    if reader.take_fresh() {
+                        // Once per read, not per packet: the clock costs a system call's
+                        // worth of time. (Keep alive is watched by `keepalive::sweep`.)
+                        outbox.keep_alive().heard(broker.clock.now());
+                    }
                     match next {
                         Ok(Some(packet)) => client.handle(packet),
                         Ok(None) => Some(End::Lost),
                         Err(ReadError::Io(error)) => {
-                            tracing::debug!(%error, "read failed");
+                            tracing::debug!(client_id = session.client_id(), %error, "read failed");
                             Some(End::Lost)
                         }
                         Err(ReadError::Decode(error)) => Some(client.malformed(&error)),
@@ -214,11 +215,17 @@ where
                 if let Some(end) = end {
                     break end;
                 }
-                if client.is_blocked() {
+                if client.is_blocked() || outbox.is_full() {
+                    // The broker holds the reader up: that is no silence of the client's.
+                    outbox.keep_alive().pause();
                     // Boxed: waiting for room is rare, and its state is large.
-                    Box::pin(client.settle()).await;
+                    Box::pin(async {
+                        client.settle().await;
+                        outbox.wait_for_room().await;
+                    })
+                    .await;
+                    outbox.keep_alive().heard(broker.clock.now());
                 }
-                outbox.wait_for_room().await;
             }
         });
 
@@ -233,7 +240,7 @@ where
             }
             closed = &mut writer_task => closed,
         };
-        tracing::debug!(?end, "connection closed");
+        tracing::debug!(client_id = session.client_id(), ?end, "connection closed");
         let will = will.filter(|_| end.publishes_will()).map(|will| *will);
         broker.close_session(&session, generation, will);
     }
@@ -413,6 +420,8 @@ enum ReadError {
 struct PacketReader<R> {
     io: R,
     buf: BytesMut,
+    /// Bytes arrived since [`PacketReader::take_fresh`] was last asked.
+    fresh: bool,
     chunk: usize,
     max_packet_size: usize,
 }
@@ -422,6 +431,7 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
         PacketReader {
             io,
             buf: BytesMut::new(),
+            fresh: false,
             chunk: MIN_READ_CHUNK,
             max_packet_size: usize::try_from(max_packet_size).unwrap_or(usize::MAX),
         }
@@ -445,6 +455,11 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
         }
     }
 
+    /// Whether bytes arrived since the last call: the client was heard from.
+    fn take_fresh(&mut self) -> bool {
+        std::mem::take(&mut self.fresh)
+    }
+
     /// Reads what the stream has into the buffer. While the stream has nothing more, an
     /// empty buffer is given back to the allocator: an idle connection holds none.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
@@ -459,6 +474,7 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
                 Poll::Pending
             }
             Poll::Ready(Ok(read)) => {
+                self.fresh = true;
                 if read == room {
                     self.chunk = (self.chunk * 2).min(MAX_READ_CHUNK);
                 }

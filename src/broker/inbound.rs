@@ -29,8 +29,6 @@ pub enum End {
     Disconnected { publish_will: bool },
     /// The stream ended or failed without DISCONNECT.
     Lost,
-    /// Nothing arrived within 1.5 × keep alive.
-    KeepAlive,
     /// The broker closed it with this reason code (protocol error, takeover, ...).
     Closed(u8),
 }
@@ -42,7 +40,7 @@ impl End {
         match self {
             End::Disconnected { publish_will } => *publish_will,
             End::Closed(reason::SERVER_SHUTTING_DOWN) => false,
-            End::Lost | End::KeepAlive | End::Closed(_) => true,
+            End::Lost | End::Closed(_) => true,
         }
     }
 }
@@ -131,17 +129,6 @@ impl<'a> Client<'a> {
     /// The client sent bytes that are not a valid packet.
     pub fn malformed(&mut self, error: &DecodeError) -> End {
         self.close(error.reason_code(), error.to_string())
-    }
-
-    /// Nothing arrived within 1.5 × keep alive.
-    pub fn keep_alive_expired(&mut self) -> End {
-        tracing::info!(
-            client_id = self.session.client_id(),
-            "keep alive timeout; closing"
-        );
-        self.outbox
-            .close(reason::KEEP_ALIVE_TIMEOUT, "keep alive timeout");
-        End::KeepAlive
     }
 
     /// Ends the connection with a DISCONNECT carrying `code` (5.0) and the reason.

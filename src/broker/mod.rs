@@ -8,7 +8,8 @@
 //! - `router` is the subscription trie that finds the subscribers of a topic;
 //! - `retained` keeps the last retained message per topic;
 //! - `message` is a publication shared by all its deliveries; `outbox` hands a connection's
-//!   answers to its writer; `stats` counts what happened.
+//!   answers to its writer; `keepalive` closes silent connections, all from one task;
+//!   `stats` counts what happened.
 //!
 //! Locks are short and always taken in the order registry → session → router → retained,
 //! never the other way round: a publish reads the router, lets go, and only then locks each
@@ -18,6 +19,7 @@ mod connect;
 mod connection;
 mod groups;
 mod inbound;
+mod keepalive;
 mod message;
 mod outbox;
 mod registry;
@@ -40,6 +42,7 @@ use crate::protocol::{Publish, SubscriptionOptions, reason};
 
 pub use connection::serve;
 pub use groups::{Choice, Strategy, choose};
+pub use keepalive::sweep as keep_alive_sweep;
 pub use stats::{Counter, Stats};
 
 pub use message::Message;
@@ -85,6 +88,8 @@ pub struct Broker {
     sessions: Mutex<HashMap<Arc<str>, Arc<SessionHandle>>>,
     connections: AtomicUsize,
     shutdown: watch::Sender<bool>,
+    /// The ticks that keep alive is counted in.
+    clock: keepalive::Clock,
     stats: Stats,
     /// Set once when the node is part of a cluster; a standalone broker pays one atomic load
     /// per publish and subscription change for it.
@@ -110,6 +115,7 @@ impl Broker {
             sessions: Mutex::new(HashMap::new()),
             connections: AtomicUsize::new(0),
             shutdown: watch::channel(false).0,
+            clock: keepalive::Clock::new(),
             stats: Stats::default(),
             cluster: OnceLock::new(),
             limits,

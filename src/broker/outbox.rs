@@ -14,6 +14,8 @@ use tokio::sync::Notify;
 
 use crate::protocol::Packet;
 
+use super::keepalive::Watch;
+
 /// How many control packets may wait for the writer before the reader stops reading.
 const CONTROL_LIMIT: usize = 1024;
 
@@ -29,6 +31,8 @@ pub struct Outbox {
     wake: Notify,
     /// The control queue got room, for a reader waiting on it.
     room: Notify,
+    /// When the client was last heard from, for the broker's keep alive sweep.
+    keep_alive: Watch,
 }
 
 /// How the writer should end the connection.
@@ -48,6 +52,19 @@ struct State {
 }
 
 impl Outbox {
+    /// An outbox for a connection whose keep alive is `keep_alive`.
+    pub fn new(keep_alive: Watch) -> Outbox {
+        Outbox {
+            keep_alive,
+            ..Outbox::default()
+        }
+    }
+
+    /// The connection's keep alive.
+    pub fn keep_alive(&self) -> &Watch {
+        &self.keep_alive
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -112,6 +129,11 @@ impl Outbox {
             self.room.notify_one();
         }
         (control, close)
+    }
+
+    /// Whether the control queue is full, and [`Outbox::wait_for_room`] would wait.
+    pub fn is_full(&self) -> bool {
+        self.state().control.len() >= CONTROL_LIMIT
     }
 
     /// Waits while the control queue is full: a client that floods us with packets while not
