@@ -147,9 +147,17 @@ async fn accept_loop(listener: Listener, broker: Arc<Broker>) {
         match listener.accept().await {
             Ok((pending, peer)) => {
                 let broker = Arc::clone(&broker);
+                let pending = match pending.into_plain() {
+                    Ok(tcp) => {
+                        // No handshake: the task is the connection and nothing more, as a
+                        // task keeps room for all it holds for the connection's whole life.
+                        tokio::spawn(broker::serve(broker, tcp, peer));
+                        continue;
+                    }
+                    Err(pending) => pending,
+                };
                 // Boxed, and made before the task: the TLS and WebSocket handshakes are large
-                // state machines, and a task keeps room for its largest state, and for all it
-                // captured, for the connection's whole life.
+                // state machines.
                 let handshake = Box::pin(pending.handshake());
                 tokio::spawn(async move {
                     let stream = match tokio::time::timeout(handshake_timeout, handshake).await {

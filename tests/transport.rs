@@ -72,7 +72,7 @@ fn echo(listener: Listener) -> mpsc::UnboundedReceiver<Result<(), String>> {
             let outcomes = outcomes.clone();
             tokio::spawn(async move {
                 let outcome = match pending.handshake().await {
-                    Ok(stream) => copy_back(stream).await.map_err(|e| e.to_string()),
+                    Ok(stream) => copy_back(stream.0).await.map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
                 };
                 let _ = outcomes.send(outcome);
@@ -98,7 +98,7 @@ async fn copy_back(mut stream: BoxStream) -> std::io::Result<()> {
 /// what the broker would read.
 async fn accept_one(listener: &Listener) -> Result<BoxStream, TransportError> {
     let (pending, _peer) = listener.accept().await.unwrap();
-    pending.handshake().await
+    pending.handshake().await.map(|stream| stream.0)
 }
 
 /// Writes `data` and checks it comes back unchanged.

@@ -16,9 +16,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::protocol::{self, DecodeError, Disconnect, Packet, ProtocolVersion, reason};
+use crate::transport::Duplex;
 
 use super::connect::{self, Terms};
 use super::inbound::{Client, End};
@@ -48,15 +49,16 @@ const KEEP_BUFFER: usize = 64 * 1024;
 /// It returns an `async move` block rather than being an `async fn`: an async fn keeps its
 /// arguments twice in its state (as passed and as bound), a block that captures them once.
 #[allow(clippy::manual_async_fn)] // on purpose: see above
-pub fn serve<S>(broker: Arc<Broker>, stream: S, peer: SocketAddr) -> impl Future<Output = ()>
-where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
+pub fn serve<S: Duplex>(
+    broker: Arc<Broker>,
+    mut stream: S,
+    peer: SocketAddr,
+) -> impl Future<Output = ()> {
     async move {
         let count = Counted::new(&broker);
-        let Some((terms, reader, writer)) =
-            Box::pin(accept(&broker, stream, peer, count.over_limit)).await
-        else {
+        let (read_half, write_half) = stream.halves();
+        let accepted = accept(&broker, read_half, write_half, peer, count.over_limit);
+        let Some((terms, reader, writer)) = Box::pin(accepted).await else {
             return;
         };
         // No span per connection: a live span costs every connection a few hundred bytes in
@@ -69,16 +71,17 @@ where
 
 /// Reads CONNECT (within the connect timeout) and negotiates. Returns the terms and the
 /// stream's halves, or `None` once the connection has been refused or has gone.
-async fn accept<S>(
+async fn accept<R, W>(
     broker: &Broker,
-    stream: S,
+    read_half: R,
+    mut write_half: W,
     peer: SocketAddr,
     over_limit: bool,
-) -> Option<(Box<Terms>, PacketReader<ReadHalf<S>>, WriteHalf<S>)>
+) -> Option<(Box<Terms>, PacketReader<R>, W)>
 where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
 {
-    let (read_half, mut write_half) = tokio::io::split(stream);
     let mut reader = PacketReader::new(read_half, broker.limits.max_packet_size);
 
     let connect_timeout = Duration::from_secs(broker.limits.connect_timeout_secs);

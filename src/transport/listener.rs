@@ -12,7 +12,7 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-use super::{BoxStream, Kind, TransportError, websocket};
+use super::{Boxed, Kind, TransportError, websocket};
 
 /// A bound listener of one [`Kind`].
 pub struct Listener {
@@ -114,8 +114,16 @@ impl Listener {
 impl Pending {
     /// Runs the TLS and/or WebSocket handshake and returns the connection's byte stream. For
     /// plain TCP this is immediate. Has no timeout of its own: wrap it in the connect timeout.
-    pub async fn handshake(self) -> Result<BoxStream, TransportError> {
-        Ok(match self.upgrade {
+    /// The stream itself if it is plain TCP, which needs no handshake.
+    pub fn into_plain(self) -> Result<TcpStream, Pending> {
+        match self.upgrade {
+            Upgrade::Tcp => Ok(self.stream),
+            _ => Err(self),
+        }
+    }
+
+    pub async fn handshake(self) -> Result<Boxed, TransportError> {
+        Ok(Boxed(match self.upgrade {
             Upgrade::Tcp => Box::new(self.stream),
             Upgrade::Tls(acceptor) => Box::new(tls_handshake(&acceptor, self.stream).await?),
             Upgrade::Ws => Box::new(websocket::accept(self.stream).await?),
@@ -123,7 +131,7 @@ impl Pending {
                 let tls = tls_handshake(&acceptor, self.stream).await?;
                 Box::new(websocket::accept(tls).await?)
             }
-        })
+        }))
     }
 }
 

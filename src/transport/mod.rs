@@ -22,7 +22,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::net::tcp;
 
 pub use listener::{Listener, Pending};
 pub use tls::load_tls;
@@ -33,8 +35,44 @@ pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 
-/// What the broker's connection handler reads MQTT packets from and writes them to.
+/// A TLS or WebSocket stream (or any stream, for the client tools), boxed.
 pub type BoxStream = Box<dyn Stream>;
+
+/// A TLS or WebSocket stream, as [`Pending::handshake`] gives it. (A type of its own: the
+/// compiler cannot prove a boxed trait object's halves `Send` for every lifetime.) Plain TCP
+/// is served as the [`TcpStream`] itself: no box, and halves that need no lock.
+pub struct Boxed(pub BoxStream);
+
+/// A byte stream that one task reads and writes at the same time, through two halves that
+/// borrow it. Plain TCP splits for free; other streams share a lock between the halves.
+pub trait Duplex: Send + 'static {
+    type Reader<'a>: AsyncRead + Unpin + Send
+    where
+        Self: 'a;
+    type Writer<'a>: AsyncWrite + Unpin + Send
+    where
+        Self: 'a;
+
+    fn halves(&mut self) -> (Self::Reader<'_>, Self::Writer<'_>);
+}
+
+impl Duplex for TcpStream {
+    type Reader<'a> = tcp::ReadHalf<'a>;
+    type Writer<'a> = tcp::WriteHalf<'a>;
+
+    fn halves(&mut self) -> (tcp::ReadHalf<'_>, tcp::WriteHalf<'_>) {
+        self.split()
+    }
+}
+
+impl Duplex for Boxed {
+    type Reader<'a> = ReadHalf<&'a mut BoxStream>;
+    type Writer<'a> = WriteHalf<&'a mut BoxStream>;
+
+    fn halves(&mut self) -> (Self::Reader<'_>, Self::Writer<'_>) {
+        tokio::io::split(&mut self.0)
+    }
+}
 
 /// The four ways a client can reach the broker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
