@@ -291,22 +291,16 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
                 // Boxed: it runs once, and would otherwise make every connection larger.
                 return Box::pin(self.finish(close)).await;
             }
-            let mut more = more;
             if !self.buf.is_empty() {
-                let mut write = std::pin::pin!(self.io.write_all(&self.buf));
-                let written = loop {
-                    tokio::select! {
-                        written = &mut write => break written,
-                        () = self.outbox.woken() => {
-                            // Closed while the client does not read: give the write up, and
-                            // end for the reason the connection was closed with. Otherwise
-                            // there is more to send once this write is done.
-                            if let Some(code) = self.outbox.killed() {
-                                return End::Closed(code);
-                            }
-                            more = true;
-                        }
-                    }
+                let write = self.io.write_all(&self.buf);
+                let written = tokio::select! {
+                    // Write first: a write that completes at once (the common case) costs
+                    // no look at the close.
+                    biased;
+                    written = write => written,
+                    // Closed while the client does not read: give the write up, and end for
+                    // the reason the connection was closed with.
+                    code = self.outbox.killed() => return End::Closed(code),
                 };
                 if written.is_err() || self.io.flush().await.is_err() {
                     return End::Lost;

@@ -21,16 +21,16 @@ const CONTROL_LIMIT: usize = 1024;
 
 /// Control packets for one connection and the writer's wake-up.
 ///
-/// Every connection has one for its whole life, so it is kept small: one wake-up serves
-/// new packets and the close alike (a writer in the middle of a write checks
-/// [`Outbox::killed`] when woken), and the close reason is boxed.
+/// Every connection has one for its whole life, so it is kept small: the two rare waits, a
+/// reader's for room in a full queue and a stuck writer's for a close, share one
+/// [`Notify`] (each checks its own condition when woken), and the close reason is boxed.
 #[derive(Default)]
 pub struct Outbox {
     state: Mutex<State>,
     /// The writer's wake-up: control packets or session messages to send, or a close.
     wake: Notify,
-    /// The control queue got room, for a reader waiting on it.
-    room: Notify,
+    /// The control queue got room, or the connection was closed.
+    changed: Notify,
     /// When the client was last heard from, for the broker's keep alive sweep.
     keep_alive: Watch,
 }
@@ -80,6 +80,7 @@ impl Outbox {
     /// The first reason wins: a connection closes once, for one reason.
     pub fn close(&self, reason: u8, why: impl Into<String>) {
         self.set_close(Close::Disconnect(reason, why.into()));
+        self.changed.notify_waiters();
     }
 
     /// Asks the writer to send what is queued and then close, without a DISCONNECT.
@@ -96,12 +97,18 @@ impl Outbox {
         self.wake.notify_one();
     }
 
-    /// The reason code [`Outbox::close`] was called with, if it was: a write in progress is
-    /// then given up. (A close without DISCONNECT, [`Outbox::finish`], lets the write end.)
-    pub fn killed(&self) -> Option<u8> {
-        match self.state().close.as_deref() {
-            Some(Close::Disconnect(code, _)) => Some(*code),
-            _ => None,
+    /// Completes, with its reason code, once [`Outbox::close`] has been called: a write in
+    /// progress is then given up. (A close without DISCONNECT, [`Outbox::finish`], lets the
+    /// write end.)
+    pub async fn killed(&self) -> u8 {
+        loop {
+            // Registered before the check, so a close in between is not missed.
+            let mut changed = std::pin::pin!(self.changed.notified());
+            changed.as_mut().enable();
+            if let Some(Close::Disconnect(code, _)) = self.state().close.as_deref() {
+                return *code;
+            }
+            changed.await;
         }
     }
 
@@ -126,7 +133,7 @@ impl Outbox {
         drop(state);
         if control.len() >= CONTROL_LIMIT {
             // The reader may be waiting for room.
-            self.room.notify_one();
+            self.changed.notify_waiters();
         }
         (control, close)
     }
@@ -139,8 +146,14 @@ impl Outbox {
     /// Waits while the control queue is full: a client that floods us with packets while not
     /// reading our answers is slowed down instead of growing the queue without bound.
     pub async fn wait_for_room(&self) {
-        while self.state().control.len() >= CONTROL_LIMIT {
-            self.room.notified().await;
+        loop {
+            // Registered before the check, so room made in between is not missed.
+            let mut changed = std::pin::pin!(self.changed.notified());
+            changed.as_mut().enable();
+            if !self.is_full() {
+                return;
+            }
+            changed.await;
         }
     }
 }
