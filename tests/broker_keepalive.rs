@@ -157,3 +157,50 @@ async fn client_silent_after_activity_is_disconnected() {
     assert_eq!(packets, vec![Packet::PingResp]);
     assert_closed_after(started, 1);
 }
+
+/// Time the broker itself holds a publisher's socket unread (a subscriber's queue is full,
+/// flow control) is no silence of the publisher's: it is not closed for keep alive while held.
+#[tokio::test]
+async fn a_publisher_held_up_by_flow_control_is_not_closed_for_keep_alive() {
+    let broker = TestBroker::start(config_with(|limits| {
+        limits.max_queued_messages = 4;
+        limits.queue_full_wait_ms = 4000;
+    }))
+    .await;
+    // A subscriber that never reads: its socket fills, then its queue.
+    let mut sleeper = TestClient::v5(broker.addr, "sleeper").await;
+    sleeper.subscribe("ka/flow", QoS::AtMostOnce).await;
+    let (mut publisher, _) = connect_with_keep_alive(&broker, V5, 1).await;
+    // 32 MiB: far more than the sockets' buffers and the queue hold.
+    let sending = tokio::spawn(async move {
+        let payload = vec![0u8; 256 * 1024];
+        for _ in 0..128 {
+            publisher
+                .send_publish(publish_packet(
+                    "ka/flow",
+                    &payload,
+                    QoS::AtMostOnce,
+                    false,
+                    0,
+                ))
+                .await;
+        }
+        publisher
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !sending.is_finished(),
+        "the publisher was not held up: the test proves nothing"
+    );
+    assert_eq!(
+        broker.broker.stats().dropped_queue_full.get(),
+        0,
+        "still held, not dropping"
+    );
+    assert_eq!(
+        broker.broker.connection_count(),
+        2,
+        "the held publisher (keep alive 1 s) was closed"
+    );
+    drop(sleeper);
+}

@@ -2,12 +2,19 @@
 //!
 //! [`serve`] reads CONNECT (within the connect timeout), negotiates, attaches the session, and
 //! then runs two halves side by side in the connection's one task:
-//! - the reader decodes packets and handles them ([`super::inbound`]), under the keep alive;
+//! - the reader decodes packets and handles them ([`super::inbound`]), and notes when the
+//!   client was last heard from (keep alive is checked by [`super::keepalive`]);
 //! - the writer sends what the reader and the publishers queued: control packets from the
 //!   [`Outbox`], then session messages, many packets per write.
 //!
 //! Whichever half ends first ends the connection; then the session is detached, and the Will
 //! published if the way it ended calls for it.
+//!
+//! Most connections spend their life idle, and an idle connection costs what its task holds
+//! (a task keeps room for its largest state for as long as it lives) plus its buffers. So the
+//! rare and large states (the wait for CONNECT, waiting for room, the close) run boxed, no
+//! buffer is kept while idle, and the code is shaped to keep the task small: see the notes
+//! at [`serve`] and [`run`], and docs/BENCHMARKS.md for the figures.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,13 +38,14 @@ use super::{Broker, Stats};
 /// How long a closing connection may take to write its last packets.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Room made in the read buffer before a read, at first: small, so an idle connection holds
-/// little. It doubles (up to [`MAX_READ_CHUNK`]) whenever a read fills all the room there was,
-/// so a busy connection soon reads many packets per system call.
+/// Room made in the read buffer before a read, at first: small, for the CONNECT. It doubles
+/// (up to [`MAX_READ_CHUNK`]) whenever a read fills all the room there was, so a busy
+/// connection soon reads many packets per system call. (An idle connection holds no read
+/// buffer at all: see `PacketReader::poll_fill`.)
 const MIN_READ_CHUNK: usize = 256;
 const MAX_READ_CHUNK: usize = 64 * 1024;
 
-/// Buffers that grew past this for one large packet are given back once empty.
+/// A write buffer that grew past this for one large batch is given back once written.
 const KEEP_BUFFER: usize = 64 * 1024;
 
 /// Serves one client connection over an established byte stream until it closes.
