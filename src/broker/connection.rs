@@ -245,7 +245,8 @@ where
                 if end != End::Lost {
                     // Let the writer send what is queued (and the DISCONNECT, if any) first.
                     // Boxed: it happens once, at the end.
-                    let _ = Box::pin(tokio::time::timeout(CLOSE_WRITE_TIMEOUT, &mut writer_task)).await;
+                    let flush = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, &mut writer_task);
+                    let _ = Box::pin(flush).await;
                 }
                 end
             }
