@@ -112,9 +112,8 @@ impl Listener {
 }
 
 impl Pending {
-    /// Runs the TLS and/or WebSocket handshake and returns the connection's byte stream. For
-    /// plain TCP this is immediate. Has no timeout of its own: wrap it in the connect timeout.
-    /// The stream itself if it is plain TCP, which needs no handshake.
+    /// The stream itself if it is plain TCP, which needs no handshake; otherwise the pending
+    /// connection back, for [`Pending::handshake`].
     pub fn into_plain(self) -> Result<TcpStream, Pending> {
         match self.upgrade {
             Upgrade::Tcp => Ok(self.stream),
@@ -122,6 +121,9 @@ impl Pending {
         }
     }
 
+    /// Runs the TLS and/or WebSocket handshake and returns the connection's byte stream, boxed.
+    /// For plain TCP this is immediate. Has no timeout of its own: wrap it in the connect
+    /// timeout.
     pub async fn handshake(self) -> Result<Boxed, TransportError> {
         Ok(Boxed(match self.upgrade {
             Upgrade::Tcp => Box::new(self.stream),

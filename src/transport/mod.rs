@@ -1,12 +1,15 @@
 //! Listeners: TCP, TLS, WebSocket and secure WebSocket.
 //!
-//! Each listener accepts sockets and turns them into a [`BoxStream`], a plain byte stream, so one
-//! connection handler in the broker serves all four transports. Accepting is split in two steps
-//! so that a slow or hostile client cannot stall the accept loop:
+//! Each listener accepts sockets and turns them into a plain byte stream, so one connection
+//! handler in the broker serves all four transports ([`Duplex`]: a stream it can read and write
+//! at once). Accepting is split in two steps so that a slow or hostile client cannot stall the
+//! accept loop:
 //!
 //! 1. [`Listener::accept`] only accepts the TCP socket and returns a [`Pending`] connection;
-//! 2. [`Pending::handshake`] runs the TLS and/or WebSocket handshake. The broker calls it in the
-//!    connection's own task, under the same timeout as the wait for CONNECT.
+//! 2. [`Pending::handshake`] runs the TLS and/or WebSocket handshake and boxes the result
+//!    ([`Boxed`]). The broker calls it in the connection's own task, under the same timeout as
+//!    the wait for CONNECT. Plain TCP needs none: [`Pending::into_plain`] gives the
+//!    [`TcpStream`] itself, which the broker serves unboxed (an idle connection costs less).
 //!
 //! - `listener`: binding, accepting, and the per-kind handshake;
 //! - `tls`: loading PEM certificates and keys into a rustls server configuration;
