@@ -95,7 +95,7 @@ impl Default for Watch {
     }
 }
 
-/// Closes silent connections, once per [`TICK`], for as long as the broker runs.
+/// Closes silent connections, once per tick (250 ms), for as long as the broker runs.
 pub async fn sweep(broker: Arc<Broker>) {
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -152,7 +152,7 @@ impl Broker {
 
     /// Tells every connection to close: MQTT 5 clients get DISCONNECT 0x8B first. Connections
     /// still waiting for CONNECT watch the flag; connected ones are told through their outbox
-    /// (and [`Broker::open_session`] tells the ones that connect after this).
+    /// (and `open_session` tells the ones that connect after this).
     pub fn shutdown(&self) {
         self.shutdown.send_replace(true);
         for handle in self.sessions().values() {
