@@ -189,8 +189,6 @@ where
                 terms.max_packet_out,
             )
         };
-        // Pinned where they are made: a future moved into place after it is made would be kept
-        // twice in this function's state, which is the connection's memory while it lives.
         let mut writer = Writer {
             io: writer,
             buf: BytesMut::new(),
@@ -201,6 +199,9 @@ where
             max_packet_out: u32::try_from(max_packet_out).unwrap_or(u32::MAX),
             stats: &broker.stats,
         };
+        // Both futures are pinned where they are made: a future moved into place after it is
+        // made would be kept twice in this function's state, which is the connection's memory
+        // while it lives.
         let mut writer_task = std::pin::pin!(writer.run());
         let mut reader_task = std::pin::pin!(async {
             loop {

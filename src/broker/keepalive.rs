@@ -25,7 +25,7 @@ use super::Broker;
 use super::outbox::Outbox;
 
 /// The sweep's period, and the unit the watches count in.
-pub const TICK: Duration = Duration::from_millis(250);
+const TICK: Duration = Duration::from_millis(250);
 
 /// `heard` while the broker holds the reader up: never expires.
 const PAUSED: u64 = u64::MAX;
