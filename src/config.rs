@@ -108,9 +108,16 @@ pub struct Limits {
     pub max_inflight: u16,
     /// Messages queued per session beyond the in-flight window, online or offline.
     pub max_queued_messages: usize,
-    /// Milliseconds a publisher waits for room in a connected subscriber's full queue before
-    /// the message is dropped for that subscriber.
+    /// Bytes (topic and payload) queued per session; a queue is full at either bound.
+    pub max_queued_bytes: usize,
+    /// Longest a message waits for room in a connected subscriber's full queue, counted from
+    /// when it began waiting; a session that keeps a message waiting this long is slow.
     pub queue_full_wait_ms: u64,
+    /// What happens to a slow session: "drop" its messages until its queue has drained to
+    /// half, or "disconnect" its client.
+    pub slow_consumer_policy: String,
+    /// Sessions kept, connected or not; past it a CONNECT that needs a new session is refused.
+    pub max_sessions: usize,
     /// Longest topic name or filter, in bytes.
     pub max_topic_length: usize,
     /// Most levels in a topic name or filter.
@@ -139,7 +146,10 @@ impl Default for Limits {
             max_keep_alive: 0,
             max_inflight: 256,
             max_queued_messages: 1000,
+            max_queued_bytes: 16 * 1024 * 1024,
             queue_full_wait_ms: 2000,
+            slow_consumer_policy: "drop".to_string(),
+            max_sessions: 100_000,
             max_topic_length: 1024,
             max_topic_levels: 32,
             max_subscriptions: 1000,
@@ -183,6 +193,9 @@ pub struct ClusterConfig {
     pub discovered_redial_attempts: u32,
     /// Bytes of messages queued for one peer; past it messages for it are dropped and counted.
     pub route_queue_bytes: usize,
+    /// Bytes of one peer's messages that may wait beside full local queues (instead of
+    /// holding the route up); past it such messages are dropped and counted.
+    pub route_backlog_bytes: usize,
     /// Peers (routes) one node keeps; past it a new peer is refused.
     pub max_peers: usize,
     /// Filters one peer may declare interest in; past it the route is closed.
@@ -205,6 +218,7 @@ impl Default for ClusterConfig {
             redial_max_ms: 5000,
             discovered_redial_attempts: 20,
             route_queue_bytes: 64 * 1024 * 1024,
+            route_backlog_bytes: 64 * 1024 * 1024,
             max_peers: 64,
             max_peer_interest: 1_000_000,
             group_strategy: "random".to_string(),
@@ -706,9 +720,21 @@ impl Config {
         at_least("limits.connect_timeout_secs", l.connect_timeout_secs, 1)?;
         at_least("limits.max_inflight", l.max_inflight, 1)?;
         at_least("limits.max_queued_messages", l.max_queued_messages, 1)?;
+        at_least("limits.max_queued_bytes", l.max_queued_bytes, 1024)?;
+        if !["drop", "disconnect"].contains(&l.slow_consumer_policy.as_str()) {
+            return Err(Problem::new(
+                "limits.slow_consumer_policy",
+                format!(
+                    "{:?} is not one of \"drop\", \"disconnect\"",
+                    l.slow_consumer_policy
+                ),
+            ));
+        }
+        at_least("limits.max_sessions", l.max_sessions, 1)?;
         // Topics are length-prefixed with two bytes on the wire.
         between("limits.max_topic_length", l.max_topic_length, 1, 65_535)?;
-        at_least("limits.max_topic_levels", l.max_topic_levels, 1)?;
+        // The tries are walked level by level: a bound on levels bounds the walk's depth.
+        between("limits.max_topic_levels", l.max_topic_levels, 1, 1024)?;
         at_least("limits.max_subscriptions", l.max_subscriptions, 1)?;
         if l.max_client_id_length < 23 {
             return Err(Problem::new(
@@ -761,6 +787,7 @@ impl Config {
         at_least("cluster.redial_min_ms", c.redial_min_ms, 1)?;
         at_least("cluster.redial_max_ms", c.redial_max_ms, c.redial_min_ms)?;
         at_least("cluster.route_queue_bytes", c.route_queue_bytes, 1024)?;
+        at_least("cluster.route_backlog_bytes", c.route_backlog_bytes, 1024)?;
         at_least("cluster.max_peers", c.max_peers, 1)?;
         at_least("cluster.max_peer_interest", c.max_peer_interest, 1)?;
         if !["random", "round_robin", "prefer_local"].contains(&c.group_strategy.as_str()) {

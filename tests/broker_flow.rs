@@ -124,9 +124,10 @@ async fn stalled_subscriber_drops_after_the_wait_and_stops_holding_publishers_up
         waited >= Duration::from_millis(250),
         "held back for the wait, got {waited:?}"
     );
-    assert_eq!(broker.broker.stats().dropped_queue_full.get(), 1);
+    assert_eq!(broker.broker.stats().dropped_slow_consumer.get(), 1);
+    assert_eq!(broker.broker.stats().slow_consumers.get(), 1);
 
-    // Marked stalled: the next ones are dropped without waiting.
+    // Declared slow: the next ones are dropped without waiting.
     let started = Instant::now();
     for _ in 0..3 {
         publisher
@@ -137,7 +138,8 @@ async fn stalled_subscriber_drops_after_the_wait_and_stops_holding_publishers_up
         started.elapsed() < Duration::from_millis(250),
         "no more waiting"
     );
-    assert_eq!(broker.broker.stats().dropped_queue_full.get(), 4);
+    assert_eq!(broker.broker.stats().dropped_slow_consumer.get(), 4);
+    assert_eq!(broker.broker.stats().dropped_queue_full.get(), 0);
 }
 
 #[tokio::test]

@@ -139,7 +139,8 @@ async fn offline_queue_drops_and_counts_messages_past_max_queued_messages() {
 
 /// The queue limit applies to a connected client too, once its in-flight window is full:
 /// after holding the publisher back for limits.queue_full_wait_ms (flow control, see
-/// broker_flow.rs) the extra messages are dropped for that subscriber and counted.
+/// broker_flow.rs) the subscriber is declared slow and the extra messages are dropped for it
+/// and counted.
 #[tokio::test]
 async fn online_queue_behind_a_full_window_is_bounded_too() {
     let broker = TestBroker::start(config_with(|limits| {
@@ -159,7 +160,7 @@ async fn online_queue_behind_a_full_window_is_bounded_too() {
     for i in 1..6u8 {
         publisher.publish("slow", &[i], AtLeastOnce, false).await;
     }
-    assert_eq!(broker.broker.stats().dropped_queue_full.get(), 3);
+    assert_eq!(broker.broker.stats().dropped_slow_consumer.get(), 3);
     slow.ack(&first).await;
     for i in 1..3u8 {
         assert_eq!(&slow.recv_acked().await.payload[..], &[i]);

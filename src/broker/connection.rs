@@ -28,12 +28,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::protocol::{self, DecodeError, Disconnect, Packet, ProtocolVersion, reason};
 use crate::transport::Duplex;
 
+use super::Broker;
 use super::connect::{self, Terms};
 use super::inbound::{Client, End};
 use super::keepalive::Watch;
 use super::outbox::{Close, Outbox};
-use super::session::{Room, SessionHandle};
-use super::{Broker, Stats};
+use super::session::SessionHandle;
 
 /// How long a closing connection may take to write its last packets.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -146,7 +146,7 @@ fn run<R, W>(
     broker: &Arc<Broker>,
     terms: Box<Terms>,
     mut reader: PacketReader<R>,
-    writer: W,
+    mut writer: W,
 ) -> impl Future<Output = ()>
 where
     R: AsyncRead + Unpin,
@@ -165,6 +165,14 @@ where
                 Arc::clone(&outbox),
                 terms.send_window,
             );
+            let opened = match opened {
+                Ok(opened) => opened,
+                Err(refusal) => {
+                    // Boxed: it happens once, at the end.
+                    Box::pin(refuse(broker, &mut writer, &terms, &refusal)).await;
+                    return;
+                }
+            };
             outbox.send(Packet::ConnAck(
                 terms.connack(opened.present, &broker.limits),
             ));
@@ -197,7 +205,7 @@ where
             generation,
             version,
             max_packet_out: u32::try_from(max_packet_out).unwrap_or(u32::MAX),
-            stats: &broker.stats,
+            broker,
         };
         // Both futures are pinned where they are made: a future moved into place after it is
         // made would be kept twice in this function's state, which is the connection's memory
@@ -269,7 +277,7 @@ struct Writer<'a, W> {
     version: ProtocolVersion,
     /// The client's Maximum Packet Size; u32 as in the protocol, to keep the writer small.
     max_packet_out: u32,
-    stats: &'a Stats,
+    broker: &'a Broker,
 }
 
 impl<W: AsyncWrite + Unpin> Writer<'_, W> {
@@ -287,16 +295,22 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
                 encode_control(&packet, self.version, self.max_out(), &mut self.buf);
             }
             let max_out = self.max_out();
-            let (more, room) = {
+            let more = {
                 let mut session = self.session.lock();
+                let broker = self.broker;
                 if session.is_attached(self.generation) {
-                    let room = session.fill(&mut self.buf, self.version, max_out, self.stats);
-                    (session.has_sendable(), room)
+                    session.fill(
+                        &mut self.buf,
+                        self.version,
+                        max_out,
+                        &broker.bounds,
+                        &broker.stats,
+                    );
+                    session.has_sendable()
                 } else {
-                    (false, Room::None)
+                    false
                 }
             };
-            self.session.notify_room(room);
             if let Some(close) = close {
                 // Boxed: it runs once, and would otherwise make every connection larger.
                 return Box::pin(self.finish(close)).await;
@@ -383,6 +397,19 @@ fn recycle(buf: &mut BytesMut) {
     if buf.capacity() > KEEP_BUFFER {
         *buf = BytesMut::new();
     }
+}
+
+/// Refuses an accepted CONNECT after all (no session for it): CONNACK with the reason, close.
+async fn refuse<W: AsyncWrite + Unpin>(
+    broker: &Broker,
+    io: &mut W,
+    terms: &Terms,
+    refusal: &connect::Refusal,
+) {
+    tracing::info!(client_id = %terms.client_id, why = refusal.why, code = refusal.code, "CONNECT refused");
+    broker.stats.connections_refused.inc();
+    let connack = Packet::ConnAck(refusal.connack(terms.version));
+    write_and_close(io, &connack, terms.version).await;
 }
 
 /// Answers a CONNECT whose protocol level we do not speak (MQTT-3.1.2-2), in the format the

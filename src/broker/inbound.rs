@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, MutexGuard};
-use std::time::Duration;
 
 use crate::protocol::{
     Ack, DecodeError, Packet, Properties, ProtocolVersion, Publish, QoS, SubAck, Subscribe,
@@ -16,11 +15,12 @@ use crate::protocol::{
 
 use super::Broker;
 use super::connect::{Terms, is_sys_topic, within_limits};
+use super::flow::Waiter;
 use super::groups::{self, Filter, GroupFilterError};
 use super::message::{Delivery, Message};
 use super::outbox::Outbox;
 use super::registry::Opened;
-use super::session::{Offer, Qos2Receipt, Session, SessionHandle};
+use super::session::{Qos2Receipt, Sender, Session, SessionHandle};
 
 /// How a connection ended, which decides whether its Will is published.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,10 +60,20 @@ pub struct Client<'a> {
     /// connection's memory for good.
     #[allow(clippy::box_collection)] // a HashMap is 48 bytes even when empty; the box is 8
     aliases: Option<Box<HashMap<u16, String>>>,
-    /// Deliveries of the last message that met a full queue, and the ack that waits for them.
-    blocked: Vec<(Arc<SessionHandle>, Delivery)>,
-    /// Boxed: rarely set, and the client lives in its connection's memory for good.
-    deferred_ack: Option<Box<Packet>>,
+    /// The wait for the last message's deliveries that met full queues. Boxed and made on
+    /// the first PUBLISH: the client lives in its connection's memory for good.
+    hold: Option<Box<Hold>>,
+}
+
+/// A publisher held back by full queues ([`super::flow`]): its reader stops until the
+/// deliveries of its last message have moved in, and only then is the message acknowledged.
+#[derive(Default)]
+struct Hold {
+    waiter: Arc<Waiter>,
+    /// Sessions where a delivery of the last message was parked.
+    sessions: Vec<Arc<SessionHandle>>,
+    /// The ack that goes out once they have.
+    ack: Option<Packet>,
 }
 
 impl<'a> Client<'a> {
@@ -77,8 +87,7 @@ impl<'a> Client<'a> {
             problem_info: terms.problem_info,
             session_expiry: terms.session_expiry,
             aliases: None,
-            blocked: Vec::new(),
-            deferred_ack: None,
+            hold: None,
         }
     }
 
@@ -215,7 +224,13 @@ impl<'a> Client<'a> {
                 self.ack_routed(Packet::PubAck(ack));
             }
             QoS::ExactlyOnce => {
-                let limit = usize::from(self.broker.limits.max_inflight);
+                // A 3.1.1 client cannot be told a Receive Maximum, so it is never held to one:
+                // its packet ids bound its unreleased messages to 65,535.
+                let limit = if self.v5() {
+                    usize::from(self.broker.limits.max_inflight)
+                } else {
+                    usize::from(u16::MAX)
+                };
                 let receipt = self.session().map(|mut s| s.receive_qos2(packet_id, limit));
                 match receipt {
                     None => return Some(End::Closed(reason::SESSION_TAKEN_OVER)),
@@ -295,52 +310,65 @@ impl<'a> Client<'a> {
         self.ack(packet_id, code, None)
     }
 
-    /// Routes the message; returns how many sessions matched. Deliveries that met a full
-    /// queue are kept for [`Client::settle`].
+    /// Routes the message; returns how many sessions matched. Deliveries parked beside full
+    /// queues are waited for in [`Client::settle`].
     fn route(&mut self, publish: Publish) -> usize {
-        let routed = self
-            .broker
-            .publish(Message::from_publish(publish, self.session.id()));
-        self.blocked = routed.blocked;
+        let hold = self.hold.get_or_insert_default();
+        let routed = self.broker.publish(
+            Message::from_publish(publish, self.session.id()),
+            Sender::Publisher(&hold.waiter),
+        );
+        hold.sessions = routed.parked;
         routed.matched
     }
 
     /// Sends `ack` for a routed message: now, or after [`Client::settle`] if some subscriber's
     /// queue was full (the publisher only learns its message was taken once it really was).
     fn ack_routed(&mut self, ack: Packet) {
-        if self.blocked.is_empty() {
-            self.outbox.send(ack);
-        } else {
-            self.deferred_ack = Some(Box::new(ack));
+        match self.hold.as_mut() {
+            Some(hold) if hold.waiter.outstanding() > 0 => hold.ack = Some(ack),
+            _ => self.outbox.send(ack),
         }
     }
 
     /// Whether the last message met a full queue, and [`Client::settle`] has work to do.
     pub fn is_blocked(&self) -> bool {
-        !self.blocked.is_empty()
+        self.hold
+            .as_ref()
+            .is_some_and(|hold| hold.waiter.outstanding() > 0 || hold.ack.is_some())
     }
 
-    /// Waits for room in the full queues the last message met, then sends its ack. This is
-    /// the broker's flow control: a publisher that outpaces a subscriber is slowed to its
-    /// pace (its ack is late and its socket is not read meanwhile) instead of losing messages,
-    /// unless the subscriber drains nothing for `limits.queue_full_wait_ms`.
+    /// Waits until the deliveries of the last message that met full queues have moved in,
+    /// then sends its ack. This is the broker's flow control: a publisher that outpaces a
+    /// subscriber is slowed to its pace (its ack is late and its socket is not read meanwhile)
+    /// instead of losing messages — for at most `limits.queue_full_wait_ms` per message,
+    /// after which the sessions still holding it up are declared slow ([`super::flow`]).
     pub async fn settle(&mut self) {
-        if self.blocked.is_empty() {
+        let Some(hold) = self.hold.as_mut() else {
             return;
-        }
-        let patience = Duration::from_millis(self.broker.limits.queue_full_wait_ms);
-        for (session, delivery) in std::mem::take(&mut self.blocked) {
-            let mut offered = Offer::Full(delivery);
-            while let Offer::Full(delivery) = offered {
-                if !session.wait_for_room(patience).await {
-                    self.broker.stats.dropped_queue_full.inc();
-                    break;
-                }
-                offered = session.offer(delivery, &self.broker.stats);
+        };
+        let bounds = &self.broker.bounds;
+        let stats = &self.broker.stats;
+        loop {
+            // The wait ends when the first of these sessions has kept messages waiting for its
+            // patience (its wait may have begun before this message came).
+            let began = hold
+                .sessions
+                .iter()
+                .filter_map(|session| session.waiting_since(bounds))
+                .min()
+                .unwrap_or_else(std::time::Instant::now);
+            let deadline = tokio::time::Instant::from_std(began + bounds.patience);
+            if hold.waiter.settled(deadline).await {
+                break;
+            }
+            for session in &hold.sessions {
+                session.expire_stale(bounds, stats);
             }
         }
-        if let Some(ack) = self.deferred_ack.take() {
-            self.outbox.send(*ack);
+        hold.sessions.clear();
+        if let Some(ack) = hold.ack.take() {
+            self.outbox.send(ack);
         }
     }
 
@@ -379,14 +407,27 @@ impl<'a> Client<'a> {
             .copied();
         let mut reasons = Vec::with_capacity(subscribe.filters.len());
         let mut refusals = Vec::new();
-        let mut retained = Vec::new();
-        {
+        // The filters whose retained messages are to be sent, each once (a packet may repeat
+        // a filter; its last options count, as for the subscription itself).
+        let mut wanted: Vec<(&str, QoS)> = Vec::new();
+        let retained = {
             let Some(mut session) = self.session() else {
                 return Some(End::Closed(reason::SESSION_TAKEN_OVER));
             };
             for (filter, options) in &subscribe.filters {
-                match self.subscribe_one(&mut session, filter, *options, id, &mut retained) {
-                    Ok(granted) => reasons.push(granted),
+                match self.subscribe_one(&mut session, filter, *options, id) {
+                    Ok(send_retained) => {
+                        reasons.push(options.qos as u8);
+                        let earlier = wanted.iter().position(|(f, _)| f == filter);
+                        match (send_retained, earlier) {
+                            (true, Some(i)) => wanted[i].1 = options.qos,
+                            (true, None) => wanted.push((filter, options.qos)),
+                            // Retain handling 1 on a repeat: the filter was new to this
+                            // packet's first mention, which still gets its messages.
+                            (false, Some(i)) => wanted[i].1 = options.qos,
+                            (false, None) => {}
+                        }
+                    }
                     Err((code, why)) => {
                         tracing::info!(
                             client_id = self.session.client_id(),
@@ -403,7 +444,8 @@ impl<'a> Client<'a> {
                     }
                 }
             }
-        }
+            self.retained_for(&wanted, id, session.room(&self.broker.bounds))
+        };
         let mut properties = Properties::default();
         if self.v5() && self.problem_info && !refusals.is_empty() {
             properties.reason_string = Some(refusals.join("; "));
@@ -417,7 +459,9 @@ impl<'a> Client<'a> {
         if !retained.is_empty() {
             if let Some(mut session) = self.session() {
                 for delivery in retained {
-                    session.queue(delivery, &self.broker.stats);
+                    if !session.enqueue(delivery, &self.broker.bounds) {
+                        self.broker.stats.dropped_queue_full.inc();
+                    }
                 }
             }
             self.outbox.wake();
@@ -425,15 +469,45 @@ impl<'a> Client<'a> {
         None
     }
 
-    /// Adds one subscription; returns the granted QoS, or the 5.0 reason code and why not.
+    /// The retained messages for the `wanted` filters, as deliveries at each filter's granted
+    /// QoS, no more than `room` (what the session's queue still takes): one SUBSCRIBE costs
+    /// at most its subscriber's queue, however many filters it has or messages are retained.
+    fn retained_for(&self, wanted: &[(&str, QoS)], id: Option<u32>, room: usize) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        let store = self.broker.retained_store();
+        for (filter, qos) in wanted {
+            let (messages, more) = store.matching(filter, room - out.len());
+            out.extend(messages.into_iter().map(|message| Delivery {
+                qos: message.qos.min(*qos),
+                // MQTT-3.3.1-9: retained messages sent on subscribe carry RETAIN.
+                retain: true,
+                subscription_ids: id.into_iter().collect(),
+                group: None,
+                message,
+            }));
+            if more {
+                self.broker.stats.retained_not_sent.inc();
+                tracing::info!(
+                    client_id = self.session.client_id(),
+                    filter,
+                    room,
+                    "more retained messages match than the session's queue holds (limits.max_queued_messages); the rest are not sent"
+                );
+                break;
+            }
+        }
+        out
+    }
+
+    /// Adds one subscription; returns whether its retained messages are to be sent, or the
+    /// 5.0 reason code and why not.
     fn subscribe_one(
         &self,
         session: &mut Session,
         filter: &str,
         options: SubscriptionOptions,
         id: Option<u32>,
-        retained: &mut Vec<Delivery>,
-    ) -> Result<u8, (u8, &'static str)> {
+    ) -> Result<bool, (u8, &'static str)> {
         let limits = &self.broker.limits;
         let group = match groups::parse(filter) {
             Ok(Filter::Plain(_)) => false,
@@ -475,25 +549,12 @@ impl<'a> Client<'a> {
         self.broker
             .subscribe_filter(filter, &self.session, options, id);
         // Group members get no retained messages on subscribe (MQTT 5 §4.8.2).
-        let send_retained = !group
+        Ok(!group
             && match options.retain_handling {
                 0 => true,
                 1 => is_new,
                 _ => false,
-            };
-        if send_retained {
-            for message in self.broker.retained_store().matching(filter) {
-                retained.push(Delivery {
-                    qos: message.qos.min(options.qos),
-                    // MQTT-3.3.1-9: retained messages sent on subscribe carry RETAIN.
-                    retain: true,
-                    subscription_ids: id.into_iter().collect(),
-                    group: None,
-                    message,
-                });
-            }
-        }
-        Ok(options.qos as u8)
+            })
     }
 
     fn unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Option<End> {

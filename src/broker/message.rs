@@ -88,6 +88,11 @@ impl Message {
         }
     }
 
+    /// What the message counts for against a queue's byte bound: its topic and payload.
+    pub fn size(&self) -> usize {
+        self.topic.len() + self.payload.len()
+    }
+
     /// True once the message's lifetime has run out; expired messages are never delivered.
     pub fn is_expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
@@ -124,6 +129,11 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// What the delivery counts for against a queue's byte bound ([`Message::size`]).
+    pub fn size(&self) -> usize {
+        self.message.size()
+    }
+
     /// Appends this delivery's PUBLISH to `out`; `packet_id` is 0 for QoS 0. The message's
     /// parts are encoded straight from the shared [`Message`], nothing is copied first.
     pub fn encode(

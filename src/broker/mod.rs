@@ -17,11 +17,13 @@
 
 mod connect;
 mod connection;
+mod flow;
 mod groups;
 mod inbound;
 mod keepalive;
 mod message;
 mod outbox;
+mod queue;
 mod registry;
 mod retained;
 mod router;
@@ -41,24 +43,27 @@ use crate::config::Limits;
 use crate::protocol::{Publish, SubscriptionOptions, reason};
 
 pub use connection::serve;
+pub use flow::Backlog;
 pub use groups::{Choice, Strategy, choose};
 pub use keepalive::sweep as keep_alive_sweep;
 pub use stats::{Counter, Stats};
 
 pub use message::Message;
 
+use flow::Bounds;
 use groups::Filter;
 use message::Delivery;
 use retained::{Retained, Stored};
 use router::{Group, Match, Router};
-use session::{Offer, SessionHandle};
+use session::{Offer, Sender, SessionHandle};
 
 /// Where a published message went.
+#[derive(Default)]
 struct Routed {
     /// Sessions with a matching subscription.
     matched: usize,
-    /// Connected sessions whose queue was full, with the delivery still to be made.
-    blocked: Vec<(Arc<SessionHandle>, Delivery)>,
+    /// Sessions whose queue was full, where a delivery is parked for the publisher to wait on.
+    parked: Vec<Arc<SessionHandle>>,
 }
 
 /// Tells the cluster how local interest in `filter` stands after a change: a plain filter's
@@ -83,6 +88,8 @@ fn group_ref(group: &Group) -> Arc<GroupRef> {
 /// The state shared by every connection of one broker.
 pub struct Broker {
     limits: Limits,
+    /// Every session queue's bounds, from `limits`.
+    bounds: Bounds,
     router: RwLock<Router>,
     retained: RwLock<Retained>,
     sessions: Mutex<HashMap<Arc<str>, Arc<SessionHandle>>>,
@@ -118,6 +125,7 @@ impl Broker {
             clock: keepalive::Clock::new(),
             stats: Stats::default(),
             cluster: OnceLock::new(),
+            bounds: Bounds::from_limits(&limits),
             limits,
         })
     }
@@ -175,9 +183,8 @@ impl Broker {
     /// Routes a message to every matching session and to one member of each matching
     /// consumer group and, if it is retained, stores it. A message from a local client also
     /// goes to the nodes with matching interest, and group members may be chosen there.
-    /// Sessions whose queue is full come back in [`Routed::blocked`], for the publisher to
-    /// wait on.
-    fn publish(&self, message: Message) -> Routed {
+    /// Sessions where a delivery was parked come back in [`Routed::parked`].
+    fn publish(&self, message: Message, sender: Sender<'_>) -> Routed {
         let message = Arc::new(message);
         if message.retain {
             self.retain(&message);
@@ -211,15 +218,12 @@ impl Broker {
             }
             (matches, chosen)
         };
-        let mut routed = Routed {
-            matched: 0,
-            blocked: Vec::new(),
-        };
+        let mut routed = Routed::default();
         for m in matches {
-            self.offer(&message, m, None, &mut routed);
+            self.offer(&message, m, None, sender, &mut routed);
         }
         for (m, key) in chosen {
-            self.offer(&message, m, Some(key), &mut routed);
+            self.offer(&message, m, Some(key), sender, &mut routed);
         }
         if let (Some(cluster), Some(mut peer_groups)) = (cluster, peer_groups) {
             // Groups with members only on other nodes.
@@ -229,12 +233,13 @@ impl Broker {
         routed
     }
 
-    /// Offers `message` to the matched session; a full queue goes into `routed.blocked`.
+    /// Offers `message` to the matched session; a parked delivery goes into `routed.parked`.
     fn offer(
         &self,
         message: &Arc<Message>,
         m: Match,
         group: Option<Arc<GroupRef>>,
+        sender: Sender<'_>,
         routed: &mut Routed,
     ) {
         let delivery = Delivery {
@@ -248,21 +253,22 @@ impl Broker {
         };
         routed.matched += 1;
         self.stats.messages_routed.inc();
-        if let Offer::Full(delivery) = m.session.offer(delivery, &self.stats) {
-            routed.blocked.push((m.session, delivery));
+        if m.session.offer(delivery, sender, &self.bounds, &self.stats) == Offer::Parked {
+            routed.parked.push(m.session);
         }
     }
 
-    /// Gives a group's message to a local member other than the session `except` (a full
-    /// queue goes into `routed.blocked`); when there is none and `may_redirect`, to a member
-    /// on another node (the one exception to the one-hop rule, so a QoS 1/2 message is not
-    /// lost because its chosen node's members left). Returns false if nobody could take it.
+    /// Gives a group's message to a local member other than the session `except`; when
+    /// there is none and `may_redirect`, to a member on another node (the one exception to
+    /// the one-hop rule, so a QoS 1/2 message is not lost because its chosen node's members
+    /// left). Returns false if nobody could take it.
     fn serve_group(
         &self,
         message: &Arc<Message>,
         key: &GroupRef,
         except: u64,
         may_redirect: bool,
+        sender: Sender<'_>,
         routed: &mut Routed,
     ) -> bool {
         let member = {
@@ -277,7 +283,7 @@ impl Broker {
             })
         };
         if let Some(m) = member {
-            self.offer(message, m, Some(Arc::new(key.clone())), routed);
+            self.offer(message, m, Some(Arc::new(key.clone())), sender, routed);
             return true;
         }
         may_redirect
@@ -285,23 +291,6 @@ impl Broker {
                 .cluster
                 .get()
                 .is_some_and(|cluster| cluster.redirect(message, key))
-    }
-
-    /// Waits, as a local publisher would, for room in the full queues a message met, for at
-    /// most `limits.queue_full_wait_ms` per queue; what still finds no room is dropped and
-    /// counted.
-    async fn settle(&self, blocked: Vec<(Arc<SessionHandle>, Delivery)>) {
-        let patience = std::time::Duration::from_millis(self.limits.queue_full_wait_ms);
-        for (session, delivery) in blocked {
-            let mut offered = Offer::Full(delivery);
-            while let Offer::Full(delivery) = offered {
-                if !session.wait_for_room(patience).await {
-                    self.stats.dropped_queue_full.inc();
-                    break;
-                }
-                offered = session.offer(delivery, &self.stats);
-            }
-        }
     }
 
     /// Adds `session`'s subscription to `filter` to the router, telling the cluster when the
@@ -338,37 +327,43 @@ impl Broker {
     /// A message another node forwarded: delivered to local plain subscribers if `plain`,
     /// and to a local member of each group in `groups`; never forwarded again, except a
     /// group message whose members here are gone (`redirected` says it already was).
-    /// A full subscriber queue holds the route up as it would hold up a local publisher: the
-    /// peer's messages wait in its route queue (bounded by `cluster.route_queue_bytes`).
-    pub(crate) async fn deliver_from_route(
+    /// Never waits: a full queue parks the message on the route's `backlog` ([`flow`]).
+    pub(crate) fn deliver_from_route(
         &self,
         publish: Box<Publish>,
         plain: bool,
         groups: &[GroupRef],
         redirected: bool,
+        backlog: &Arc<Backlog>,
     ) {
         let message = Arc::new(Message::from_route(*publish));
         if message.retain {
             self.retain(&message);
         }
-        let mut routed = Routed {
-            matched: 0,
-            blocked: Vec::new(),
-        };
+        let sender = Sender::Route(backlog);
+        let mut routed = Routed::default();
         if plain {
             let matches = self.router().matches(&message.topic, message.origin);
             for m in matches {
-                self.offer(&message, m, None, &mut routed);
+                self.offer(&message, m, None, sender, &mut routed);
             }
         }
         for key in groups {
-            if !self.serve_group(&message, key, 0, !redirected, &mut routed) {
+            if !self.serve_group(&message, key, 0, !redirected, sender, &mut routed) {
                 self.stats.dropped_queue_full.inc();
                 tracing::debug!(group = %key.group, filter = %key.filter, "group message with no member left; dropped");
             }
         }
-        if !routed.blocked.is_empty() {
-            self.settle(routed.blocked).await;
+    }
+
+    /// Drops the messages of `backlog`'s route that waited too long beside full queues, so a
+    /// stuck session does not keep the route's budget; the route calls it as it reads.
+    pub(crate) fn sweep_backlog(&self, backlog: &Arc<Backlog>) {
+        for session in backlog.due() {
+            session.expire_stale(&self.bounds, &self.stats);
+            if session.holds(backlog) {
+                backlog.keep(&session);
+            }
         }
     }
 
@@ -376,19 +371,20 @@ impl Broker {
     /// go to another member, here or on another node. Nobody waits for them, so a full queue
     /// drops them (counted).
     pub(super) fn redispatch(&self, deliveries: Vec<Delivery>, except: u64) {
-        let mut routed = Routed {
-            matched: 0,
-            blocked: Vec::new(),
-        };
+        let mut routed = Routed::default();
         for delivery in deliveries {
             if let Some(key) = &delivery.group
-                && !self.serve_group(&delivery.message, key, except, true, &mut routed)
+                && !self.serve_group(
+                    &delivery.message,
+                    key,
+                    except,
+                    true,
+                    Sender::Broker,
+                    &mut routed,
+                )
             {
                 self.stats.dropped_queue_full.inc();
             }
-        }
-        for _ in routed.blocked {
-            self.stats.dropped_queue_full.inc();
         }
     }
 

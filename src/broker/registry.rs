@@ -14,9 +14,10 @@ use std::time::Duration;
 use crate::protocol::{Will, reason};
 
 use super::Broker;
+use super::connect::Refusal;
 use super::message::Message;
 use super::outbox::Outbox;
-use super::session::{Room, SessionHandle};
+use super::session::{Sender, SessionHandle};
 
 /// The session a new connection got.
 pub struct Opened {
@@ -27,6 +28,7 @@ pub struct Opened {
 
 impl Broker {
     /// Finds or creates the session for `client_id` and attaches the connection to it.
+    /// A new session past `limits.max_sessions` is refused (resuming or replacing one is not).
     pub(super) fn open_session(
         &self,
         client_id: &str,
@@ -34,11 +36,17 @@ impl Broker {
         expiry_interval: u32,
         outbox: Arc<Outbox>,
         send_window: u16,
-    ) -> Opened {
+    ) -> Result<Opened, Refusal> {
+        let mut sessions = self.sessions();
+        if !sessions.contains_key(client_id) && sessions.len() >= self.limits.max_sessions {
+            return Err(Refusal {
+                code: reason::QUOTA_EXCEEDED,
+                why: "too many sessions (limits.max_sessions)",
+            });
+        }
         if let Some(cluster) = self.cluster.get() {
             cluster.client_connected(client_id);
         }
-        let mut sessions = self.sessions();
         if *self.shutdown.borrow() {
             // Under the session table's lock, so either this sees the flag or
             // `Broker::shutdown` sees the attached connection.
@@ -56,31 +64,30 @@ impl Broker {
                 session.expiry_interval = expiry_interval;
                 let generation = session.attach(outbox, send_window);
                 drop(session);
-                return Opened {
+                return Ok(Opened {
                     session: existing,
                     present: true,
                     generation,
-                };
+                });
             }
             let orphans = session.take_group_deliveries();
             let filters = session.retire();
             drop(session);
-            existing.notify_room(Room::Plenty);
             self.unsubscribe_filters(filters.iter().map(String::as_str), existing.id());
             self.redispatch(orphans, existing.id());
         }
-        let handle = SessionHandle::new(client_id, self.limits.max_queued_messages);
+        let handle = SessionHandle::new(client_id);
         let generation = {
             let mut session = handle.lock();
             session.expiry_interval = expiry_interval;
             session.attach(outbox, send_window)
         };
         sessions.insert(handle.client_id_shared(), Arc::clone(&handle));
-        Opened {
+        Ok(Opened {
             session: handle,
             present: false,
             generation,
-        }
+        })
     }
 
     /// The connection of `generation` has ended. `will` is the Will to publish, if the way
@@ -92,7 +99,7 @@ impl Broker {
         will: Option<Will>,
     ) {
         let mut session = handle.lock();
-        if !session.detach(generation) {
+        if !session.detach(generation, &self.bounds, &self.stats) {
             // Taken over by a newer connection. Its Will goes out unless the session was
             // resumed and the Will has a delay, which a resumption cancels (MQTT-3.1.3-9).
             drop(session);
@@ -107,9 +114,6 @@ impl Broker {
         let expiry = session.expiry_interval;
         let orphans = session.take_group_deliveries();
         drop(session);
-        // Publishers waiting for room in this session's queue must not wait for a reader
-        // that is gone.
-        handle.notify_room(Room::Plenty);
 
         if let Some(will) = will {
             let delay = will_delay(&will).min(expiry);
@@ -177,7 +181,6 @@ impl Broker {
             let mut session = handle.lock();
             (session.take_group_deliveries(), session.retire())
         };
-        handle.notify_room(Room::Plenty);
         self.unsubscribe_filters(filters.iter().map(String::as_str), handle.id());
         // An expired member's group messages, queued while it was away, go to another member.
         self.redispatch(orphans, handle.id());
@@ -187,10 +190,7 @@ impl Broker {
         tracing::debug!(topic = %will.topic, "publishing will");
         self.stats.wills_published.inc();
         // Nobody is left to slow down: a Will that meets a full queue is dropped and counted.
-        let routed = self.publish(Message::from_will(will, origin));
-        for _ in routed.blocked {
-            self.stats.dropped_queue_full.inc();
-        }
+        self.publish(Message::from_will(will, origin), Sender::Broker);
     }
 }
 

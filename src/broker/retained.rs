@@ -5,12 +5,16 @@
 //! retained (the message is still delivered to current subscribers) and the store says so;
 //! replacing or clearing an existing topic always works, so a full store never blocks a
 //! topic's owner from updating it.
+//!
+//! The messages live in a trie of topic levels, like the router's, so a subscription finds its
+//! retained messages by walking the branches its filter can match rather than by scanning the
+//! store: `a/b/+` costs the children of `a/b`, not every retained topic. Walks are iterative,
+//! and a filter's matches are taken only up to what the subscriber's queue can hold, so one
+//! SUBSCRIBE costs at most that much, however large the store.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
-
-use crate::protocol::topic;
 
 use super::message::Message;
 
@@ -23,9 +27,16 @@ pub enum Stored {
     Full,
 }
 
+#[derive(Default)]
+struct Node {
+    children: HashMap<Box<str>, Node>,
+    message: Option<Arc<Message>>,
+}
+
 /// The retained messages, by topic.
 pub struct Retained {
-    messages: HashMap<String, Arc<Message>>,
+    root: Node,
+    count: usize,
     bytes: usize,
     max_messages: usize,
     max_bytes: usize,
@@ -34,7 +45,8 @@ pub struct Retained {
 impl Retained {
     pub fn new(max_messages: usize, max_bytes: usize) -> Retained {
         Retained {
-            messages: HashMap::new(),
+            root: Node::default(),
+            count: 0,
             bytes: 0,
             max_messages,
             max_bytes,
@@ -54,72 +66,243 @@ impl Retained {
     }
 
     fn try_store(&mut self, message: Arc<Message>) -> Stored {
-        let old_bytes = self
-            .messages
-            .get(&message.topic)
-            .map_or(0, |old| old.payload.len());
         if message.payload.is_empty() {
-            self.messages.remove(&message.topic);
-            self.bytes -= old_bytes;
+            self.remove(&message.topic);
             return Stored::Cleared;
         }
-        let is_new = !self.messages.contains_key(&message.topic);
-        let bytes = self.bytes - old_bytes + message.payload.len();
-        if (is_new && self.messages.len() >= self.max_messages) || bytes > self.max_bytes {
+        let old_bytes = self.get(&message.topic).map(|old| old.payload.len());
+        let bytes = self.bytes - old_bytes.unwrap_or(0) + message.payload.len();
+        let is_new = old_bytes.is_none();
+        if (is_new && self.count >= self.max_messages) || bytes > self.max_bytes {
             return Stored::Full;
         }
+        let mut node = &mut self.root;
+        for level in message.topic.split('/') {
+            node = node.children.entry(level.into()).or_default();
+        }
+        node.message = Some(message);
         self.bytes = bytes;
-        self.messages.insert(message.topic.clone(), message);
+        self.count += usize::from(is_new);
         Stored::Kept
     }
 
-    /// The live retained messages matching `filter`. Expired ones are skipped here and
-    /// removed by [`Retained::purge_expired`].
-    pub fn matching(&self, filter: &str) -> Vec<Arc<Message>> {
-        let now = Instant::now();
-        let live = |m: &&Arc<Message>| !m.is_expired(now);
-        if !filter.contains(['+', '#']) {
-            return self
-                .messages
-                .get(filter)
-                .filter(live)
-                .cloned()
-                .into_iter()
-                .collect();
+    fn get(&self, topic: &str) -> Option<&Arc<Message>> {
+        topic
+            .split('/')
+            .try_fold(&self.root, |node, level| node.children.get(level))?
+            .message
+            .as_ref()
+    }
+
+    /// Removes `topic`'s message and prunes the branch it leaves empty.
+    fn remove(&mut self, topic: &str) {
+        let levels: Vec<&str> = topic.split('/').collect();
+        if let Some(old) = take(&mut self.root, &levels) {
+            self.bytes -= old.payload.len();
+            self.count -= 1;
         }
-        self.messages
-            .values()
-            .filter(|m| topic::matches(filter, &m.topic))
-            .filter(live)
-            .cloned()
-            .collect()
+    }
+
+    /// The live retained messages matching `filter` (a valid topic filter), at most `limit`
+    /// of them; the flag says whether more matched. Expired ones are skipped here and
+    /// removed by [`Retained::purge_expired`].
+    pub fn matching(&self, filter: &str, limit: usize) -> (Vec<Arc<Message>>, bool) {
+        let now = Instant::now();
+        let levels: Vec<&str> = filter.split('/').collect();
+        let mut found = Vec::new();
+        let mut more = false;
+        let mut keep = |message: &Arc<Message>| {
+            if message.is_expired(now) {
+                return true;
+            }
+            if found.len() == limit {
+                more = true;
+                return false;
+            }
+            found.push(Arc::clone(message));
+            true
+        };
+        // (node, index of the filter level to match against its children)
+        let mut stack = vec![(&self.root, 0usize)];
+        'walk: while let Some((node, i)) = stack.pop() {
+            let Some(level) = levels.get(i) else {
+                if let Some(message) = &node.message
+                    && !keep(message)
+                {
+                    break;
+                }
+                continue;
+            };
+            // MQTT-4.7.2-1: a topic starting with '$' is not matched by a leading wildcard.
+            let visible = |name: &str| i > 0 || !name.starts_with('$');
+            match *level {
+                "#" => {
+                    // '#' matches the parent level too: "a/#" matches "a" (MQTT-4.7.1-2).
+                    if let Some(message) = &node.message
+                        && !keep(message)
+                    {
+                        break;
+                    }
+                    let mut below: Vec<&Node> = node
+                        .children
+                        .iter()
+                        .filter(|(name, _)| visible(name))
+                        .map(|(_, child)| child)
+                        .collect();
+                    while let Some(next) = below.pop() {
+                        if let Some(message) = &next.message
+                            && !keep(message)
+                        {
+                            break 'walk;
+                        }
+                        below.extend(next.children.values());
+                    }
+                }
+                "+" => stack.extend(
+                    node.children
+                        .iter()
+                        .filter(|(name, _)| visible(name))
+                        .map(|(_, child)| (child, i + 1)),
+                ),
+                literal => stack.extend(node.children.get(literal).map(|child| (child, i + 1))),
+            }
+        }
+        (found, more)
     }
 
     /// Drops expired messages so they stop counting against the limits.
     fn purge_expired(&mut self) {
         let now = Instant::now();
-        let mut freed = 0;
-        self.messages.retain(|_, m| {
-            let keep = !m.is_expired(now);
-            if !keep {
-                freed += m.payload.len();
-            }
-            keep
-        });
-        self.bytes -= freed;
+        let expired: Vec<String> = self
+            .all()
+            .into_iter()
+            .filter(|m| m.is_expired(now))
+            .map(|m| m.topic.clone())
+            .collect();
+        for topic in expired {
+            self.remove(&topic);
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.messages.len()
+        self.count
     }
 
     /// Every retained message, expired or not (for a node joining the cluster).
     pub fn all(&self) -> Vec<Arc<Message>> {
-        self.messages.values().cloned().collect()
+        let mut out = Vec::with_capacity(self.count);
+        let mut stack = vec![&self.root];
+        while let Some(node) = stack.pop() {
+            out.extend(node.message.iter().cloned());
+            stack.extend(node.children.values());
+        }
+        out
     }
 
     /// True if `topic` has a retained message.
     pub fn contains(&self, topic: &str) -> bool {
-        self.messages.contains_key(topic)
+        self.get(topic).is_some()
+    }
+}
+
+/// Takes the message at `levels` below `node`, pruning the nodes left empty. Recursive, one
+/// frame per level: topics are bounded by `limits.max_topic_levels` (at most 1024) before
+/// they get here, from clients and peers alike.
+fn take(node: &mut Node, levels: &[&str]) -> Option<Arc<Message>> {
+    let Some((first, rest)) = levels.split_first() else {
+        return node.message.take();
+    };
+    let child = node.children.get_mut(*first)?;
+    let taken = take(child, rest);
+    if child.message.is_none() && child.children.is_empty() {
+        node.children.remove(*first);
+    }
+    taken
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Publish, topic};
+    use bytes::Bytes;
+
+    fn message(topic: &str, payload: &str) -> Arc<Message> {
+        Arc::new(Message::from_publish(
+            Publish {
+                topic: topic.into(),
+                payload: Bytes::copy_from_slice(payload.as_bytes()),
+                retain: true,
+                ..Publish::default()
+            },
+            0,
+        ))
+    }
+
+    fn topics(store: &Retained, filter: &str) -> Vec<String> {
+        let mut found: Vec<String> = store
+            .matching(filter, usize::MAX)
+            .0
+            .iter()
+            .map(|m| m.topic.clone())
+            .collect();
+        found.sort();
+        found
+    }
+
+    /// The trie agrees with the topic matching rules on a table of filters and topics that
+    /// covers empty levels, wildcards at each position and `$` topics.
+    #[test]
+    fn matching_agrees_with_the_topic_rules() {
+        let all = [
+            "a", "a/b", "a/b/c", "a//b", "/", "/a", "a/", "$SYS/x", "$SYS", "b/b", "a/b/",
+        ];
+        let mut store = Retained::new(100, 1 << 20);
+        for t in all {
+            assert_eq!(store.store(message(t, "x")), Stored::Kept);
+        }
+        for filter in [
+            "#", "+", "a", "a/#", "a/+", "+/b", "a/+/c", "a//b", "/+", "+/+", "$SYS/#", "a/b/",
+            "+/#", "$SYS", "+/+/+",
+        ] {
+            let mut expected: Vec<String> = all
+                .iter()
+                .filter(|t| topic::matches(filter, t))
+                .map(|t| t.to_string())
+                .collect();
+            expected.sort();
+            assert_eq!(topics(&store, filter), expected, "filter {filter:?}");
+        }
+    }
+
+    #[test]
+    fn a_match_is_cut_at_the_limit_and_says_so() {
+        let mut store = Retained::new(100, 1 << 20);
+        for i in 0..10 {
+            store.store(message(&format!("t/{i}"), "x"));
+        }
+        let (found, more) = store.matching("t/#", 4);
+        assert_eq!((found.len(), more), (4, true));
+        let (found, more) = store.matching("t/#", 10);
+        assert_eq!((found.len(), more), (10, false));
+    }
+
+    #[test]
+    fn replacing_clearing_and_the_bounds() {
+        let mut store = Retained::new(2, 10);
+        assert_eq!(store.store(message("a/b", "1234")), Stored::Kept);
+        assert_eq!(store.store(message("a/c", "1234")), Stored::Kept);
+        assert_eq!(store.store(message("a/d", "1")), Stored::Full, "count");
+        assert_eq!(
+            store.store(message("a/b", "1234567")),
+            Stored::Full,
+            "bytes"
+        );
+        assert_eq!(store.store(message("a/b", "12")), Stored::Kept, "replaced");
+        assert_eq!((store.len(), store.bytes), (2, 6));
+        assert_eq!(store.store(message("a/b", "")), Stored::Cleared);
+        assert_eq!(store.store(message("a/c", "")), Stored::Cleared);
+        assert_eq!((store.len(), store.bytes), (0, 0));
+        assert!(store.root.children.is_empty(), "empty branches are pruned");
+        assert!(!store.contains("a/b"));
     }
 }

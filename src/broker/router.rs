@@ -325,7 +325,7 @@ mod tests {
             ("$SYS/#", vec!["$SYS", "$SYS/x"], vec!["SYS/x"]),
         ];
         for (filter, yes, no) in cases {
-            let session = SessionHandle::new(filter.to_string(), 10);
+            let session = SessionHandle::new(filter.to_string());
             router.subscribe(filter, &session, options(QoS::AtMostOnce), None);
             for topic in yes {
                 assert!(
@@ -345,7 +345,7 @@ mod tests {
     #[test]
     fn overlapping_subscriptions_merge_into_one_match_at_the_highest_qos() {
         let mut router = Router::default();
-        let session = SessionHandle::new("c".to_string(), 10);
+        let session = SessionHandle::new("c".to_string());
         router.subscribe("a/+", &session, options(QoS::AtMostOnce), Some(1));
         router.subscribe("a/#", &session, options(QoS::ExactlyOnce), Some(2));
         router.subscribe("a/b", &session, options(QoS::AtLeastOnce), None);
@@ -360,8 +360,8 @@ mod tests {
     #[test]
     fn no_local_skips_only_the_publishing_session() {
         let mut router = Router::default();
-        let me = SessionHandle::new("me".to_string(), 10);
-        let other = SessionHandle::new("other".to_string(), 10);
+        let me = SessionHandle::new("me".to_string());
+        let other = SessionHandle::new("other".to_string());
         let no_local = SubscriptionOptions {
             no_local: true,
             ..SubscriptionOptions::default()
@@ -379,7 +379,7 @@ mod tests {
     #[test]
     fn unsubscribe_removes_and_prunes() {
         let mut router = Router::default();
-        let session = SessionHandle::new("c".to_string(), 10);
+        let session = SessionHandle::new("c".to_string());
         assert!(router.subscribe("a/b/c", &session, options(QoS::AtMostOnce), None));
         assert!(!router.subscribe("a/b/c", &session, options(QoS::AtLeastOnce), None));
         assert_eq!(router.len(), 1);
@@ -393,8 +393,8 @@ mod tests {
     #[test]
     fn group_members_live_beside_plain_subscribers_and_are_pruned() {
         let mut router = Router::default();
-        let a = SessionHandle::new("a".to_string(), 10);
-        let b = SessionHandle::new("b".to_string(), 10);
+        let a = SessionHandle::new("a".to_string());
+        let b = SessionHandle::new("b".to_string());
         router.subscribe("$share/g/t/+", &a, options(QoS::AtLeastOnce), None);
         router.subscribe("$g/g/t/+", &b, options(QoS::AtMostOnce), None);
         router.subscribe("t/+", &a, options(QoS::AtMostOnce), None);

@@ -2,24 +2,28 @@
 //! for a persistent session, between connections.
 //!
 //! A session outlives its connections. It holds the client's subscriptions, the messages
-//! waiting for it (bounded), the QoS 1/2 messages sent but not yet acknowledged (the in-flight
-//! window), and the QoS 2 packet ids received but not yet released. Publishers put messages in
-//! through [`SessionHandle::deliver`]; the connection's writer takes them out with
+//! waiting for it ([`Queue`], bounded), the QoS 1/2 messages sent but not yet acknowledged (the
+//! in-flight window), and the QoS 2 packet ids received but not yet released. Publishers put
+//! messages in through [`SessionHandle::offer`]; the connection's writer takes them out with
 //! [`Session::fill`], which also assigns packet ids and encodes, under the same short lock.
+//! What happens when the queue is full is [`super::flow`]'s business.
 //! All state is plain data so that a later issue can persist it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::BytesMut;
-use tokio::sync::Notify;
 
-use crate::protocol::{self, Ack, EncodeError, Packet, ProtocolVersion, QoS, SubscriptionOptions};
+use crate::protocol::{
+    self, Ack, EncodeError, Packet, ProtocolVersion, QoS, SubscriptionOptions, reason,
+};
 
+use super::flow::{Backlog, Bounds, Parked, SlowPolicy, Waiter};
 use super::message::Delivery;
 use super::outbox::Outbox;
+use super::queue::Queue;
 use super::stats::Stats;
 
 /// Stop filling the write buffer past this many bytes, so one busy session cannot make its
@@ -32,29 +36,37 @@ pub struct SessionHandle {
     /// Shared with the broker's session table, which is keyed by it.
     client_id: Arc<str>,
     state: Mutex<Session>,
-    /// Signalled when a full queue gets room again, for publishers waiting on it.
-    room: Notify,
+}
+
+/// Who offers a message, which decides what a full queue does to it ([`super::flow`]).
+#[derive(Clone, Copy)]
+pub enum Sender<'a> {
+    /// A local client's PUBLISH: parked, and the publisher waits for it.
+    Publisher(&'a Arc<Waiter>),
+    /// Another node's message: parked on the route's budget; the route does not wait.
+    Route(&'a Arc<Backlog>),
+    /// The broker itself (Wills, group hand-overs): dropped when there is no room.
+    Broker,
 }
 
 /// What became of a message offered to a session.
+#[derive(Debug, PartialEq, Eq)]
 pub enum Offer {
     Queued,
-    /// Not queued: QoS 0 for an offline session (by design), or over the queue limit with
-    /// nobody to slow down (counted in `dropped_queue_full`).
+    /// Parked beside the full queue, until it has room ([`super::flow`]).
+    Parked,
+    /// Not queued: QoS 0 for an offline session (by design), or no room and no waiting
+    /// (counted, by reason).
     Dropped,
-    /// The queue of a connected session is full: the publisher may wait for room
-    /// ([`SessionHandle::wait_for_room`]) and offer it again.
-    Full(Delivery),
 }
 
 impl SessionHandle {
-    pub fn new(client_id: impl Into<Arc<str>>, max_queued: usize) -> Arc<SessionHandle> {
+    pub fn new(client_id: impl Into<Arc<str>>) -> Arc<SessionHandle> {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Arc::new(SessionHandle {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             client_id: client_id.into(),
-            state: Mutex::new(Session::new(max_queued)),
-            room: Notify::new(),
+            state: Mutex::new(Session::new()),
         })
     }
 
@@ -76,84 +88,98 @@ impl SessionHandle {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Offers a message to the session: queues it and wakes the connection, if there is room.
-    pub fn offer(&self, delivery: Delivery, stats: &Stats) -> Offer {
-        let mut session = self.lock();
-        let online = session.outbox.is_some();
-        if delivery.qos == QoS::AtMostOnce && !online {
-            // QoS 0 messages are not kept for offline sessions (MQTT-3.1.2-5 makes it optional).
-            return Offer::Dropped;
-        }
-        if session.pending.len() >= session.max_queued {
-            // The publisher is slowed down rather than the message lost, unless the session is
-            // offline (nothing will drain it) or stalled (it already failed to drain in time,
-            // and must not hold every publisher up again).
-            if online && !session.stalled {
-                session.room_wanted = true;
-                return Offer::Full(delivery);
+    /// Offers a message to the session: queued (and the connection woken) if it fits, else
+    /// parked or dropped as [`super::flow`] says for `sender`.
+    pub fn offer(
+        self: &Arc<Self>,
+        delivery: Delivery,
+        sender: Sender<'_>,
+        bounds: &Bounds,
+        stats: &Stats,
+    ) -> Offer {
+        let mut guard = self.lock();
+        // Reborrowed, so that the outbox and the queue can be used side by side.
+        let session = &mut *guard;
+        let size = delivery.size();
+        let Some(outbox) = &session.outbox else {
+            if delivery.qos == QoS::AtMostOnce {
+                // QoS 0 messages are not kept for offline sessions (MQTT-3.1.2-5 makes it
+                // optional).
+                return Offer::Dropped;
+            }
+            if session.queue.has_room(size, bounds) {
+                session.queue.push(delivery);
+                return Offer::Queued;
             }
             stats.dropped_queue_full.inc();
-            tracing::debug!(client_id = %self.client_id, "session queue full, message dropped");
+            tracing::debug!(client_id = %self.client_id, "offline session's queue full; message dropped");
+            return Offer::Dropped;
+        };
+        if session.slow {
+            stats.dropped_slow_consumer.inc();
             return Offer::Dropped;
         }
-        session.pending.push_back(delivery);
-        if let Some(outbox) = &session.outbox {
+        // Behind parked messages a new one parks too, so none overtakes another; the broker's
+        // own messages come from no publisher whose order they could break.
+        let in_line = !session.queue.has_parked() || matches!(sender, Sender::Broker);
+        if in_line && session.queue.has_room(size, bounds) {
+            session.queue.push(delivery);
             outbox.wake();
+            return Offer::Queued;
         }
-        Offer::Queued
-    }
-
-    /// Waits until the queue has room (or the session lost its connection). Gives up only
-    /// when the session has not drained a single message for `patience`: then it is marked
-    /// stalled, and further messages for it are dropped at once until its queue has drained to
-    /// half, so one stuck subscriber cannot hold every publisher up again and again. A
-    /// subscriber that drains, however slowly, is waited for: that is the flow control.
-    pub async fn wait_for_room(&self, patience: Duration) -> bool {
-        let mut drained = self.lock().drained;
-        let mut deadline = tokio::time::Instant::now() + patience;
-        loop {
-            let notified = self.room.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let session = self.lock();
-                if session.pending.len() < session.max_queued || session.outbox.is_none() {
-                    return true;
+        let now = Instant::now();
+        if session
+            .queue
+            .waiting_since(now, bounds)
+            .is_some_and(|since| now.duration_since(since) >= bounds.patience)
+        {
+            session.declare_slow(&self.client_id, bounds, stats);
+            stats.dropped_slow_consumer.inc();
+            return Offer::Dropped;
+        }
+        let claim = match sender {
+            Sender::Publisher(waiter) => waiter.parked(),
+            Sender::Route(backlog) => match backlog.claim(size, self) {
+                Some(claim) => claim,
+                None => {
+                    stats.dropped_route_backlog.inc();
+                    tracing::debug!(client_id = %self.client_id, "route backlog full (cluster.route_backlog_bytes); message dropped");
+                    return Offer::Dropped;
                 }
+            },
+            Sender::Broker => {
+                stats.dropped_queue_full.inc();
+                tracing::debug!(client_id = %self.client_id, "session queue full; message dropped");
+                return Offer::Dropped;
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                let mut session = self.lock();
-                if session.drained != drained {
-                    drained = session.drained;
-                    deadline = tokio::time::Instant::now() + patience;
-                    continue;
-                }
-                session.stalled = true;
-                tracing::info!(client_id = %self.client_id, "slow consumer: nothing drained; dropping its messages until it drains");
-                return false;
-            }
+        };
+        session.queue.park(Parked { delivery, claim }, now, bounds);
+        Offer::Parked
+    }
+
+    /// When the session began keeping messages waiting for room, if it does.
+    pub fn waiting_since(&self, bounds: &Bounds) -> Option<Instant> {
+        self.lock().queue.waiting_since(Instant::now(), bounds)
+    }
+
+    /// Declares the session slow ([`super::flow`]) if it has kept messages waiting for
+    /// `limits.queue_full_wait_ms`: its parked messages are dropped.
+    pub fn expire_stale(&self, bounds: &Bounds, stats: &Stats) {
+        let mut session = self.lock();
+        let now = Instant::now();
+        let stale = session
+            .queue
+            .waiting_since(now, bounds)
+            .is_some_and(|since| now.duration_since(since) >= bounds.patience);
+        if stale {
+            session.declare_slow(&self.client_id, bounds, stats);
         }
     }
 
-    /// Wakes publishers waiting for room: all of them (the queue drained to half, or the
-    /// connection left), or one (a few places freed).
-    pub fn notify_room(&self, room: Room) {
-        match room {
-            Room::None => {}
-            Room::Some => self.room.notify_one(),
-            Room::Plenty => self.room.notify_waiters(),
-        }
+    /// Whether a message of `backlog`'s route is parked here.
+    pub fn holds(&self, backlog: &Arc<Backlog>) -> bool {
+        self.lock().queue.holds(backlog)
     }
-}
-
-/// Room in a session's queue, for publishers waiting on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Room {
-    None,
-    /// A few places are free.
-    Some,
-    /// Half the queue or more is free, or the connection left.
-    Plenty,
 }
 
 /// What an inbound QoS 2 PUBLISH is to the session.
@@ -183,8 +209,7 @@ pub struct Session {
     generation: u64,
     /// filter → options and subscription identifier.
     subscriptions: HashMap<String, (SubscriptionOptions, Option<u32>)>,
-    pending: VecDeque<Delivery>,
-    max_queued: usize,
+    queue: Queue,
     inflight: VecDeque<Inflight>,
     /// How many QoS 1/2 messages may be in flight to the client (its Receive Maximum).
     send_window: u16,
@@ -197,31 +222,25 @@ pub struct Session {
     pub expiry_interval: u32,
     /// Set on reattachment: the in-flight messages must be sent again first.
     resend: bool,
-    /// A publisher is waiting for room in the queue.
-    room_wanted: bool,
-    /// The queue stayed full past the wait: drop instead of waiting, until half drained.
-    stalled: bool,
-    /// Messages taken out of the queue so far: tells a waiting publisher the session moves.
-    drained: u64,
+    /// Declared slow ([`super::flow`]): messages for it are dropped until its queue has
+    /// drained to half (or its connection ends).
+    slow: bool,
 }
 
 impl Session {
-    fn new(max_queued: usize) -> Session {
+    fn new() -> Session {
         Session {
             outbox: None,
             generation: 0,
             subscriptions: HashMap::new(),
-            pending: VecDeque::new(),
-            max_queued,
+            queue: Queue::default(),
             inflight: VecDeque::new(),
             send_window: 1,
             last_packet_id: 0,
             inbound_qos2: None,
             expiry_interval: 0,
             resend: false,
-            room_wanted: false,
-            stalled: false,
-            drained: 0,
+            slow: false,
         }
     }
 
@@ -232,22 +251,55 @@ impl Session {
         self.send_window = send_window.max(1);
         self.generation += 1;
         self.resend = !self.inflight.is_empty();
+        self.slow = false;
         self.generation
     }
 
-    /// Detaches the connection of `generation`, if it is still the attached one.
-    pub fn detach(&mut self, generation: u64) -> bool {
+    /// Detaches the connection of `generation`, if it is still the attached one. Parked
+    /// messages move into the queue while they fit; the rest are dropped and counted.
+    pub fn detach(&mut self, generation: u64, bounds: &Bounds, stats: &Stats) -> bool {
         if self.generation != generation {
             return false;
         }
         self.outbox = None;
-        // QoS 0 messages are not kept for a session without a connection.
-        self.pending.retain(|d| d.qos != QoS::AtMostOnce);
+        stats.dropped_queue_full.add(self.queue.go_offline(bounds));
         true
     }
 
+    /// Declares the session slow, once: its parked messages are dropped (counted) and, by
+    /// `bounds.policy`, further ones until it drains, or its client is disconnected.
+    fn declare_slow(&mut self, client_id: &str, bounds: &Bounds, stats: &Stats) {
+        if self.slow {
+            return;
+        }
+        self.slow = true;
+        stats.slow_consumers.inc();
+        stats.dropped_slow_consumer.add(self.queue.drop_parked());
+        let queued = self.queue.len();
+        match bounds.policy {
+            SlowPolicy::Drop => tracing::info!(
+                client_id,
+                queued,
+                "slow consumer: a message waited limits.queue_full_wait_ms for room in its queue; dropping its messages until the queue has drained to half"
+            ),
+            SlowPolicy::Disconnect => {
+                tracing::info!(
+                    client_id,
+                    queued,
+                    "slow consumer: a message waited limits.queue_full_wait_ms for room in its queue; disconnecting it (limits.slow_consumer_policy)"
+                );
+                if let Some(outbox) = &self.outbox {
+                    outbox.close(
+                        reason::QUOTA_EXCEEDED,
+                        "slow consumer: the client did not take its messages in time",
+                    );
+                }
+            }
+        }
+    }
+
     /// Takes out the consumer-group messages the client has not acknowledged (in flight and
-    /// not yet received, or still queued), so another member can have them.
+    /// not yet received, queued or parked), so another member can have them.
     pub fn take_group_deliveries(&mut self) -> Vec<Delivery> {
         let mut out = Vec::new();
         self.inflight.retain(|flight| {
@@ -257,13 +309,7 @@ impl Session {
             }
             !orphan
         });
-        self.pending.retain(|delivery| {
-            let orphan = delivery.group.is_some();
-            if orphan {
-                out.push(delivery.clone());
-            }
-            !orphan
-        });
+        self.queue.take_groups(&mut out);
         out
     }
 
@@ -306,20 +352,26 @@ impl Session {
     pub fn retire(&mut self) -> Vec<String> {
         self.outbox = None;
         self.generation += 1;
-        self.pending.clear();
+        self.queue.clear();
         self.subscriptions
             .drain()
             .map(|(filter, _)| filter)
             .collect()
     }
 
-    /// Queues retained messages for a new subscription; same limit as any other message.
-    pub fn queue(&mut self, delivery: Delivery, stats: &Stats) {
-        if self.pending.len() >= self.max_queued {
-            stats.dropped_queue_full.inc();
-            return;
+    /// Messages the queue still takes (by count), for retained messages on subscribe.
+    pub fn room(&self, bounds: &Bounds) -> usize {
+        self.queue.room(bounds)
+    }
+
+    /// Queues a message the broker sends of its own accord (retained messages for a new
+    /// subscription) if it fits; false if not (the caller counts it).
+    pub fn enqueue(&mut self, delivery: Delivery, bounds: &Bounds) -> bool {
+        let fits = self.queue.has_room(delivery.size(), bounds);
+        if fits {
+            self.queue.push(delivery);
         }
-        self.pending.push_back(delivery);
+        fits
     }
 
     /// Inbound QoS 2: remembers `packet_id` until PUBREL, unless `limit` ids are already
@@ -392,14 +444,16 @@ impl Session {
     /// unacknowledged in-flight messages again (PUBLISH with DUP, or PUBREL); then queued
     /// messages as long as the in-flight window allows. Messages larger than the client's
     /// Maximum Packet Size, and expired ones, are dropped as MQTT-3.1.2-25 and §3.3.2.3.3 say.
-    /// Says whether publishers waiting for room should be woken.
+    /// Parked messages move into the room this leaves; a slow session that has drained to
+    /// half takes messages again.
     pub fn fill(
         &mut self,
         out: &mut BytesMut,
         version: ProtocolVersion,
         max_size: usize,
+        bounds: &Bounds,
         stats: &Stats,
-    ) -> Room {
+    ) {
         let now = Instant::now();
         if std::mem::take(&mut self.resend) {
             self.inflight.retain(|flight| {
@@ -420,18 +474,18 @@ impl Session {
                 sent
             });
         }
+        self.queue.promote(bounds);
         while out.len() < FILL_BYTES {
-            let Some(front) = self.pending.front() else {
+            let Some(front) = self.queue.front() else {
                 break;
             };
             if front.qos != QoS::AtMostOnce && self.inflight.len() >= usize::from(self.send_window)
             {
                 break;
             }
-            let Some(delivery) = self.pending.pop_front() else {
+            let Some(delivery) = self.queue.pop(bounds) else {
                 break;
             };
-            self.drained += 1;
             if delivery.message.is_expired(now) {
                 stats.dropped_expired.inc();
                 continue;
@@ -454,27 +508,15 @@ impl Session {
                 });
             }
         }
-        let half_empty = self.pending.len() <= self.max_queued / 2;
-        if self.stalled && half_empty {
-            self.stalled = false;
-        }
-        if !self.room_wanted || self.pending.len() >= self.max_queued {
-            return Room::None;
-        }
-        // Waking every waiting publisher for each freed place would have them all race for
-        // it, again and again: one is woken per round until half the queue is free.
-        if half_empty {
-            self.room_wanted = false;
-            Room::Plenty
-        } else {
-            Room::Some
+        if self.slow && self.queue.is_half_empty(bounds) {
+            self.slow = false;
         }
     }
 
     /// True if `fill` would produce something now.
     pub fn has_sendable(&self) -> bool {
         self.resend
-            || self.pending.front().is_some_and(|front| {
+            || self.queue.front().is_some_and(|front| {
                 front.qos == QoS::AtMostOnce || self.inflight.len() < usize::from(self.send_window)
             })
     }

@@ -15,6 +15,12 @@ impl Counter {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn add(&self, n: u64) {
+        if n > 0 {
+            self.0.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
@@ -31,8 +37,20 @@ pub struct Stats {
     pub messages_received: Counter,
     /// Messages queued to a session (one per subscriber).
     pub messages_routed: Counter,
-    /// Messages dropped because a session's queue was full.
+    /// Messages dropped because a session's queue was full and nothing could wait for room:
+    /// an offline session, or a message of the broker's own (Will, group hand-over,
+    /// retained message on subscribe).
     pub dropped_queue_full: Counter,
+    /// Messages dropped for a session declared slow (`limits.slow_consumer_policy`).
+    pub dropped_slow_consumer: Counter,
+    /// Messages from another node dropped because the route's budget for messages parked
+    /// in full queues was used up (`cluster.route_backlog_bytes`).
+    pub dropped_route_backlog: Counter,
+    /// Times a session was declared slow.
+    pub slow_consumers: Counter,
+    /// Subscriptions whose matching retained messages did not all fit in the subscriber's
+    /// queue (the rest were not sent).
+    pub retained_not_sent: Counter,
     /// Messages dropped because their expiry interval ran out while queued.
     pub dropped_expired: Counter,
     /// Messages dropped because they exceed the receiving client's Maximum Packet Size.

@@ -219,6 +219,7 @@ impl Cluster {
             outbound,
             self.route_queue_bytes,
             self.max_interest,
+            self.route_backlog_bytes,
         );
         if let Err(why) = self.register(&route) {
             tracing::info!(peer = %route.peer, why, "route not kept");

@@ -90,6 +90,7 @@ pub struct Cluster {
     max_peers: usize,
     max_interest: usize,
     route_queue_bytes: usize,
+    route_backlog_bytes: usize,
     /// Largest MQTT packet, which bounds message frames.
     max_packet: usize,
     broker: Weak<Broker>,
@@ -163,6 +164,7 @@ impl Bound {
             max_peers: c.max_peers,
             max_interest: c.max_peer_interest,
             route_queue_bytes: c.route_queue_bytes,
+            route_backlog_bytes: c.route_backlog_bytes,
             max_packet: broker.limits().max_packet_size as usize,
             broker: Arc::downgrade(broker),
             state: Mutex::new(State::default()),
@@ -352,21 +354,20 @@ impl Cluster {
         }
     }
 
-    /// A message from `peer`: delivered to local subscribers only (waiting for room in full
-    /// queues, which holds this route's reader up).
-    async fn deliver(
+    /// A message from `route`'s peer: delivered to local subscribers only, never waiting
+    /// (what full queues cannot take waits on the route's backlog, or is dropped).
+    fn deliver(
         &self,
         publish: Box<Publish>,
         plain: bool,
         groups: &[GroupRef],
         redirected: bool,
-        peer: &str,
+        route: &Route,
     ) {
         if let Some(broker) = self.broker.upgrade() {
-            tracing::trace!(peer, topic = %publish.topic, "message from peer");
-            broker
-                .deliver_from_route(publish, plain, groups, redirected)
-                .await;
+            tracing::trace!(peer = %route.peer, topic = %publish.topic, "message from peer");
+            broker.deliver_from_route(publish, plain, groups, redirected, route.backlog());
+            broker.sweep_backlog(route.backlog());
         }
     }
 

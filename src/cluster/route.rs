@@ -20,6 +20,8 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{Notify, watch};
 
+use crate::broker::Backlog;
+
 use super::Cluster;
 use super::frame::{Frame, FrameError, FrameReader};
 use super::interest::{Interest, InterestFull};
@@ -71,6 +73,8 @@ pub struct Route {
     draining: AtomicBool,
     interest: RwLock<Interest>,
     dropped: AtomicU64,
+    /// The peer's messages waiting beside full local queues (`cluster.route_backlog_bytes`).
+    backlog: Arc<Backlog>,
 }
 
 impl Route {
@@ -80,6 +84,7 @@ impl Route {
         outbound: bool,
         max_bytes: usize,
         max_interest: usize,
+        backlog_bytes: usize,
     ) -> Arc<Route> {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Arc::new(Route {
@@ -98,6 +103,7 @@ impl Route {
             draining: AtomicBool::new(false),
             interest: RwLock::new(Interest::new(max_interest)),
             dropped: AtomicU64::new(0),
+            backlog: Backlog::new(backlog_bytes),
         })
     }
 
@@ -154,6 +160,11 @@ impl Route {
             self.queue().frames.push_back(bytes);
             self.wake.notify_one();
         }
+    }
+
+    /// The budget for the peer's messages parked in full local queues.
+    pub fn backlog(&self) -> &Arc<Backlog> {
+        &self.backlog
     }
 
     /// Messages dropped because the queue was full.
@@ -244,14 +255,14 @@ async fn read_loop<R: AsyncRead + Unpin>(
             Ok(Err(error)) => return error.into(),
             Ok(Ok(frame)) => frame,
         };
-        if let Err(end) = apply(cluster, route, frame).await {
+        if let Err(end) = apply(cluster, route, frame) {
             return end;
         }
     }
 }
 
 /// Applies one frame from the peer.
-async fn apply(cluster: &Arc<Cluster>, route: &Route, frame: Frame) -> Result<(), RouteEnd> {
+fn apply(cluster: &Arc<Cluster>, route: &Route, frame: Frame) -> Result<(), RouteEnd> {
     match frame {
         Frame::Ping => {}
         Frame::Interest(filter) => route.interest_mut().add(&filter)?,
@@ -266,11 +277,7 @@ async fn apply(cluster: &Arc<Cluster>, route: &Route, frame: Frame) -> Result<()
             redirected,
             groups,
             publish,
-        } => {
-            cluster
-                .deliver(publish, plain, &groups, redirected, &route.peer)
-                .await;
-        }
+        } => cluster.deliver(publish, plain, &groups, redirected, route),
         Frame::Retained(publish) => cluster.store_retained(publish),
         Frame::Peers(peers) => cluster.discover(peers),
         Frame::ClientConnected(client_id) => cluster.client_elsewhere(&client_id, &route.peer),
@@ -330,7 +337,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_and_counts_messages_but_never_control_frames() {
-        let route = Route::new("peer".into(), "a:1".into(), true, 100, 10);
+        let route = Route::new("peer".into(), "a:1".into(), true, 100, 10, 1024);
         assert!(route.send_message(Bytes::from(vec![0u8; 60])));
         assert!(!route.send_message(Bytes::from(vec![0u8; 60])));
         assert_eq!(route.dropped(), 1);
@@ -344,7 +351,7 @@ mod tests {
 
     #[test]
     fn a_peer_that_lets_control_frames_pile_up_is_disconnected_not_queued_for_forever() {
-        let route = Route::new("peer".into(), "a:1".into(), true, 1024, 10);
+        let route = Route::new("peer".into(), "a:1".into(), true, 1024, 10, 1024);
         // The initial full set is bounded by this node's tables, not by the queue limit.
         route.send_initial(&Frame::Interest("x".repeat(2000)));
         assert!(!*route.closed.borrow());
