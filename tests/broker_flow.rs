@@ -1,7 +1,9 @@
-//! Flow control when a subscriber's queue is full (`limits.max_queued_messages`): a publisher
-//! (QoS 0 too) is held back until there is room instead of losing messages; a subscriber that
-//! does not drain within `limits.queue_full_wait_ms` loses messages (counted) and stops holding
-//! publishers up; an offline session's full queue drops and counts.
+//! Flow control when a subscriber's queue is full (`limits.max_queued_messages`,
+//! `max_queued_bytes`): a publisher (QoS 0 too) is held back until there is room instead of
+//! losing messages; a subscriber that keeps messages waiting for `limits.queue_full_wait_ms`
+//! (even one that drains a message now and then) is declared slow: its messages are dropped
+//! (counted) or it is disconnected, and it stops holding publishers and other subscribers up;
+//! an offline session's full queue drops and counts.
 
 mod common;
 
@@ -193,4 +195,144 @@ async fn messages_for_an_offline_session_beyond_the_queue_are_dropped_and_counte
         "an offline session holds nobody up"
     );
     assert_eq!(broker.broker.stats().dropped_queue_full.get(), 2);
+}
+
+/// A subscriber that acks one message every `every`, in the background, until dropped.
+fn ack_slowly(mut client: TestClient, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(packet) = client.recv_within(Duration::from_secs(30)).await {
+            if let Packet::Publish(publish) = packet {
+                tokio::time::sleep(every).await;
+                client.ack(&publish).await;
+            }
+        }
+    })
+}
+
+/// The first scenario, scaled down: a subscriber on `#` that takes one message now and
+/// then (Receive Maximum 1, an ack every 100 ms) must not pace everyone else to its speed. Its
+/// partial drains do not end the wait; after `queue_full_wait_ms` it is declared slow and its
+/// messages are dropped, and a fast subscriber on the publisher's topic gets every message.
+#[tokio::test]
+async fn a_subscriber_that_drains_now_and_then_is_declared_slow_and_holds_nobody_up() {
+    let mut config = config();
+    config.limits.max_queued_messages = 10;
+    config.limits.queue_full_wait_ms = 500;
+    let broker = TestBroker::start(config).await;
+    let mut connect = common::connect_packet(ProtocolVersion::V5, "dawdler");
+    connect.properties.receive_maximum = Some(1);
+    let (mut slow, _) = TestClient::connect_with(broker.addr, connect).await;
+    slow.subscribe("#", QoS::AtLeastOnce).await;
+    let slow = ack_slowly(slow, Duration::from_millis(100));
+    let mut fast = TestClient::v5(broker.addr, "fast").await;
+    fast.subscribe("x/#", QoS::AtLeastOnce).await;
+    let (mut publisher, _) =
+        TestClient::connect(broker.addr, ProtocolVersion::V311, "pub", true).await;
+
+    const COUNT: u16 = 300;
+    let started = Instant::now();
+    for id in 1..=COUNT {
+        let publish = common::publish_packet("x/1", &id.to_be_bytes(), QoS::AtLeastOnce, false, id);
+        publisher.send(&Packet::Publish(publish)).await;
+    }
+    for id in 1..=COUNT {
+        let publish = fast.recv_acked().await;
+        assert_eq!(publish.payload.as_ref(), id.to_be_bytes(), "in order");
+    }
+    let took = started.elapsed();
+    // Without the slow declaration this takes COUNT × 100 ms = 30 s; with it, the wait of
+    // 500 ms once plus the transfer.
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    let stats = broker.broker.stats();
+    assert_eq!(stats.slow_consumers.get(), 1);
+    assert!(stats.dropped_slow_consumer.get() > 0);
+    assert_eq!(stats.dropped_queue_full.get(), 0);
+    slow.abort();
+}
+
+/// With `slow_consumer_policy = "disconnect"` a slow subscriber's client is disconnected
+/// (5.0: DISCONNECT 0x97 Quota exceeded) and the publisher goes on.
+#[tokio::test]
+async fn the_disconnect_policy_disconnects_a_slow_subscriber() {
+    let mut config = small_queue(300);
+    config.limits.slow_consumer_policy = "disconnect".to_string();
+    let broker = TestBroker::start(config).await;
+    let mut stuck = slow_subscriber(&broker, "stuck").await; // never acks
+    let (mut publisher, _) =
+        TestClient::connect(broker.addr, ProtocolVersion::V311, "pub", true).await;
+    for _ in 0..8 {
+        publisher
+            .publish("flow/t", b"x", QoS::AtLeastOnce, false)
+            .await;
+    }
+    let got = stuck
+        .expect_disconnect(supermq::protocol::reason::QUOTA_EXCEEDED)
+        .await;
+    assert!(!got.is_empty(), "it got what its window allowed first");
+    assert_eq!(broker.broker.stats().slow_consumers.get(), 1);
+}
+
+/// A slow session takes messages again once its queue has drained to half.
+#[tokio::test]
+async fn a_slow_subscriber_takes_messages_again_once_it_has_drained_to_half() {
+    let broker = TestBroker::start(small_queue(300)).await;
+    let mut subscriber = slow_subscriber(&broker, "late").await;
+    let (mut publisher, _) =
+        TestClient::connect(broker.addr, ProtocolVersion::V311, "pub", true).await;
+    for i in 0..8u8 {
+        publisher
+            .publish("flow/t", &[i], QoS::AtLeastOnce, false)
+            .await;
+    }
+    assert_eq!(broker.broker.stats().slow_consumers.get(), 1);
+    // It takes what it had: 1 in flight and 4 queued, in order.
+    for i in 0..5u8 {
+        assert_eq!(subscriber.recv_acked().await.payload.as_ref(), [i]);
+    }
+    publisher
+        .publish("flow/t", b"again", QoS::AtLeastOnce, false)
+        .await;
+    assert_eq!(subscriber.recv_acked().await.payload.as_ref(), b"again");
+}
+
+/// A queue is full at `max_queued_bytes` too, whatever its message count; an empty queue
+/// still takes one message larger than that.
+#[tokio::test]
+async fn queues_are_bounded_in_bytes_as_well_as_messages() {
+    let mut config = config();
+    config.limits.max_queued_messages = 1000;
+    config.limits.max_queued_bytes = 1024;
+    config.limits.queue_full_wait_ms = 300;
+    let broker = TestBroker::start(config).await;
+    let mut subscriber = slow_subscriber(&broker, "bytes").await;
+    let (mut publisher, _) =
+        TestClient::connect(broker.addr, ProtocolVersion::V311, "pub", true).await;
+    // One goes in flight; 400-byte messages then fill the 1024-byte queue at two.
+    for i in 0..6u8 {
+        publisher
+            .publish("flow/t", &[i; 400], QoS::AtLeastOnce, false)
+            .await;
+    }
+    let stats = broker.broker.stats();
+    assert_eq!(stats.dropped_slow_consumer.get(), 3);
+    for i in 0..3u8 {
+        assert_eq!(subscriber.recv_acked().await.payload[0], i);
+    }
+    subscriber.expect_nothing().await;
+    // Offline, the same bound drops (counted) instead.
+    drop(subscriber);
+    let (offline, _) = TestClient::connect(broker.addr, ProtocolVersion::V311, "away", false).await;
+    let mut offline = offline;
+    offline.subscribe("big/#", QoS::AtLeastOnce).await;
+    offline.disconnect().await;
+    for _ in 0..3 {
+        publisher
+            .publish("big/t", &[0; 2000], QoS::AtLeastOnce, false)
+            .await;
+    }
+    assert_eq!(
+        stats.dropped_queue_full.get(),
+        2,
+        "one 2000-byte message fits"
+    );
 }

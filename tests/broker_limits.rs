@@ -1,4 +1,5 @@
-//! The `[limits]` of the configuration, each at its edge: max_connections, max_packet_size
+//! The `[limits]` of the configuration, each at its edge: max_connections, max_sessions,
+//! max_packet_size
 //! (checked from the fixed header, before the body arrives), max_queued_messages,
 //! max_topic_length, max_topic_levels and max_subscriptions. Each limit is shown to let the
 //! last allowed thing through and to refuse the first one past it, the way MQTT says.
@@ -54,6 +55,37 @@ async fn closed_connection_frees_its_place() {
     .await;
     let mut second = TestClient::v5(broker.addr, "second").await;
     second.ping().await;
+}
+
+/// limits.max_sessions counts sessions, connected or not: past it a CONNECT that needs a new
+/// session is refused (3.1.1 0x03, 5.0 0x97), while resuming or replacing one still works.
+#[tokio::test]
+async fn a_new_session_past_max_sessions_is_refused_but_resuming_one_works() {
+    let broker = TestBroker::start(config_with(|limits| limits.max_sessions = 2)).await;
+    for id in ["kept-a", "kept-b"] {
+        let (client, _) = TestClient::connect(broker.addr, V311, id, false).await;
+        client.disconnect().await;
+    }
+    wait_until("both connections closed", || {
+        broker.broker.connection_count() == 0
+    })
+    .await;
+    assert_eq!(broker.broker.session_count(), 2);
+    let (mut refused, connack) =
+        TestClient::connect_with(broker.addr, connect_packet(V311, "new")).await;
+    assert_eq!(connack.code, 0x03);
+    assert_eq!(refused.expect_closed().await, vec![]);
+    let (mut refused, connack) =
+        TestClient::connect_with(broker.addr, connect_packet(V5, "new5")).await;
+    assert_eq!(connack.code, reason::QUOTA_EXCEEDED);
+    assert_eq!(refused.expect_closed().await, vec![]);
+    let (mut resumed, connack) = TestClient::connect(broker.addr, V311, "kept-a", false).await;
+    assert!(connack.session_present);
+    resumed.ping().await;
+    // A clean start replaces the session: still two.
+    let mut replaced = TestClient::v311(broker.addr, "kept-b").await;
+    replaced.ping().await;
+    assert_eq!(broker.broker.stats().connections_refused.get(), 2);
 }
 
 fn small_packets() -> supermq::config::Config {

@@ -511,6 +511,37 @@ async fn exceeding_our_receive_maximum_with_qos2_gets_disconnect_0x93() {
     assert!(before.iter().all(|p| matches!(p, Packet::PubRec(_))));
 }
 
+/// A 3.1.1 client cannot be told a Receive Maximum, so it is never held to one: all its
+/// unreleased QoS 2 messages are tracked (its packet ids bound them to 65,535), even when
+/// its PUBRELs come only after many more PUBLISHes.
+#[tokio::test]
+async fn a_3_1_1_client_is_never_held_to_a_receive_maximum_it_was_not_told() {
+    let broker = TestBroker::start(config_with(|limits| limits.max_inflight = 2)).await;
+    let mut client = TestClient::v311(broker.addr, "burst").await;
+    const COUNT: u16 = 300;
+    for id in 1..=COUNT {
+        client
+            .send_publish(publish_packet("burst", b"x", ExactlyOnce, false, id))
+            .await;
+    }
+    for id in 1..=COUNT {
+        match client.recv().await {
+            Packet::PubRec(ack) => assert_eq!(ack.packet_id, id),
+            other => panic!("expected PUBREC {id}, got {other:?}"),
+        }
+    }
+    for id in 1..=COUNT {
+        client.send(&Packet::PubRel(Ack::new(id))).await;
+    }
+    for id in 1..=COUNT {
+        match client.recv().await {
+            Packet::PubComp(ack) => assert_eq!(ack.packet_id, id),
+            other => panic!("expected PUBCOMP {id}, got {other:?}"),
+        }
+    }
+    assert_eq!(broker.broker.stats().protocol_errors.get(), 0);
+}
+
 /// The inbound window frees up on PUBREL: a client that releases as it goes is never over it.
 #[tokio::test]
 async fn releasing_qos2_frees_our_receive_maximum() {

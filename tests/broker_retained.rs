@@ -340,3 +340,33 @@ async fn retained_message_crosses_protocol_versions() {
     client.subscribe("cross", AtLeastOnce).await;
     assert!(client.recv_acked().await.retain);
 }
+
+/// One SUBSCRIBE costs at most what the subscriber's queue holds: a packet that repeats `#`
+/// thousands of times gets one SUBACK code per filter but each retained message once, and no
+/// more retained messages than `max_queued_messages`, the rest counted as not sent.
+#[tokio::test]
+async fn a_subscribe_takes_no_more_retained_messages_than_its_queue_holds() {
+    let broker = TestBroker::start(config_with(|limits| limits.max_queued_messages = 5)).await;
+    for i in 0..10u8 {
+        retain(&broker, &format!("r/{i}"), &[i], AtMostOnce).await;
+    }
+    let mut client = TestClient::v5(broker.addr, "greedy").await;
+    let filters = vec![("#".to_string(), qos(AtMostOnce)); 5000];
+    let suback = client
+        .subscribe_with(9, filters, Properties::default())
+        .await;
+    assert_eq!(suback.reasons.len(), 5000);
+    let mut got = 0;
+    while let Some(packet) = client.recv_within(QUIET).await {
+        match packet {
+            Packet::Publish(publish) => {
+                assert!(publish.retain);
+                got += 1;
+            }
+            other => panic!("expected retained PUBLISH, got {other:?}"),
+        }
+    }
+    assert_eq!(got, 5, "the queue's worth, once");
+    assert_eq!(broker.broker.stats().retained_not_sent.get(), 1);
+    client.ping().await;
+}

@@ -1,6 +1,7 @@
 //! The cluster as the library shows it: two brokers in this process, joined by a route,
-//! report their peers and route drops through `Broker::cluster`; and a broker with a fake
-//! route peer, for what only a peer that reads slowly can show.
+//! report their peers and route drops through `Broker::cluster`, and a slow subscriber holds
+//! up neither the route nor anyone else; and a broker with a fake route peer, for what only a
+//! peer that reads slowly can show.
 
 mod common;
 
@@ -125,4 +126,76 @@ async fn shutdown_flushes_what_is_queued_on_routes_then_closes_them() {
         "shutdown ends once the peer closed its side"
     );
     assert_eq!(a.broker.cluster().map(|c| c.dropped()), Some(0));
+}
+
+/// Publishes QoS 1 to `topic` until the publishing node says someone matched: the other
+/// node's interest has arrived.
+async fn wait_for_interest(publisher: &mut common::TestClient, topic: &str) {
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    while publisher.publish(topic, b"", QoS::AtLeastOnce, false).await
+        == reason::NO_MATCHING_SUBSCRIBERS
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no interest in {topic}"
+        );
+    }
+}
+
+/// The second scenario: a slow subscriber and a fast one on node b, the publisher on
+/// node a. The route never waits for the slow one: its messages park beside its full queue on
+/// the route's budget, the fast subscriber gets every message at once, and once the slow one
+/// has kept messages waiting for `queue_full_wait_ms` it is declared slow and they are dropped.
+#[tokio::test]
+async fn a_slow_subscriber_holds_up_neither_the_route_nor_the_other_subscribers() {
+    let (ra, rb) = (free_port(), free_port());
+    let a = TestBroker::start(node("a", ra, &[])).await;
+    let mut config_b = node("b", rb, &[ra]);
+    config_b.limits.max_queued_messages = 10;
+    config_b.limits.queue_full_wait_ms = 500;
+    let b = TestBroker::start(config_b).await;
+    let mut connect = common::connect_packet(supermq::protocol::ProtocolVersion::V5, "slow");
+    connect.properties.receive_maximum = Some(1);
+    let (mut slow, _) = common::TestClient::connect_with(b.addr, connect).await;
+    slow.subscribe("slow/#", QoS::AtLeastOnce).await;
+    let mut fast = common::TestClient::v5(b.addr, "fast").await;
+    fast.subscribe("y/#", QoS::AtLeastOnce).await;
+    let mut publisher = common::TestClient::v5(a.addr, "pub").await;
+    wait_for_interest(&mut publisher, "slow/probe").await;
+    wait_for_interest(&mut publisher, "y/probe").await;
+
+    const COUNT: u16 = 500;
+    let started = tokio::time::Instant::now();
+    for id in 1..=COUNT {
+        for topic in ["slow/1", "y/1"] {
+            let publish =
+                common::publish_packet(topic, &id.to_be_bytes(), QoS::AtLeastOnce, false, id);
+            publisher.send_publish(publish).await;
+        }
+    }
+    let mut got = 0;
+    while got < COUNT {
+        let publish = fast.recv_acked().await;
+        if publish.topic == "y/1" {
+            got += 1;
+            assert_eq!(publish.payload.as_ref(), got.to_be_bytes(), "in order");
+        }
+    }
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+
+    // The slow one still has parked messages; more traffic for it finds them stale.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    publisher
+        .publish("slow/1", b"late", QoS::AtLeastOnce, false)
+        .await;
+    let stats = b.broker.stats();
+    wait_until("the slow subscriber is declared slow", || {
+        stats.slow_consumers.get() == 1
+    })
+    .await;
+    assert!(stats.dropped_slow_consumer.get() > 0);
+    assert_eq!(stats.dropped_route_backlog.get(), 0);
+    // Still connected, and still served what its window allows.
+    assert_eq!(slow.recv_publish().await.topic, "slow/probe");
 }
