@@ -121,12 +121,14 @@ impl Server {
             .map(|listener| tokio::spawn(accept_loop(listener, Arc::clone(&self.broker))))
             .collect();
         let keep_alive = tokio::spawn(broker::keep_alive_sweep(Arc::clone(&self.broker)));
+        let expiry = tokio::spawn(broker::expire_sessions(Arc::clone(&self.broker)));
         shutdown.await;
         tracing::info!("shutting down");
         for task in &accepting {
             task.abort();
         }
         keep_alive.abort();
+        expiry.abort();
         self.broker.shutdown();
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
         while self.broker.connection_count() > 0 && tokio::time::Instant::now() < deadline {

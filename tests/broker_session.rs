@@ -319,3 +319,23 @@ async fn unsubscribe_in_a_persistent_session_is_remembered() {
     assert_eq!(&client.recv_acked().await.payload[..], b"b");
     client.expect_nothing().await;
 }
+
+/// Expiry costs a disconnected session one entry in the broker's table, not a task, and a
+/// resumed session's entry goes at once: reconnecting again and again leaves nothing behind.
+#[tokio::test]
+async fn reconnecting_again_and_again_leaves_no_expiry_behind() {
+    let broker = TestBroker::start_default().await;
+    for _ in 0..200 {
+        let (client, _) = v5_session(&broker, "churn", false, Some(3600)).await;
+        client.disconnect().await;
+    }
+    wait_until("the last connection is gone", || {
+        broker.broker.connection_count() == 0
+    })
+    .await;
+    assert_eq!(broker.broker.expiring_count(), 1);
+    let (_back, connack) = v5_session(&broker, "churn", false, Some(3600)).await;
+    assert!(connack.session_present);
+    assert_eq!(broker.broker.expiring_count(), 0, "resumed: nothing waits");
+    assert_eq!(broker.broker.session_count(), 1);
+}

@@ -193,6 +193,23 @@ async fn will_delay_longer_than_the_session_is_cut_short_by_session_end() {
     assert_eq!(&will.payload[..], b"session over");
 }
 
+/// MQTT-3.1.2-8 (5.0): a clean start on the same client id ends the waiting session, so its
+/// delayed Will goes out then, not after the delay.
+#[tokio::test]
+async fn a_clean_start_ends_the_session_and_publishes_its_waiting_will() {
+    let broker = TestBroker::start_default().await;
+    let mut watcher = watcher(&broker, "will/#").await;
+    let request = with_delay(connect_with_will(V5, "again", "will/c", b"ended"), 60, 600);
+    let client = connect(&broker, request).await;
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(broker.broker.stats().wills_published.get(), 0);
+    let _fresh = connect(&broker, connect_packet(V5, "again")).await;
+    let will = watcher.recv_acked().await;
+    assert_eq!(&will.payload[..], b"ended");
+    assert_eq!(broker.broker.expiring_count(), 0);
+}
+
 /// MQTT 5.0 §3.1.3.2 and MQTT-3.1.3-10: the Will's properties travel with it: payload format,
 /// content type, response topic, correlation data, user properties in order, message expiry.
 #[tokio::test]

@@ -17,6 +17,7 @@
 
 mod connect;
 mod connection;
+mod expiry;
 mod flow;
 mod groups;
 mod inbound;
@@ -43,6 +44,7 @@ use crate::config::Limits;
 use crate::protocol::{Publish, SubscriptionOptions, reason};
 
 pub use connection::serve;
+pub use expiry::run as expire_sessions;
 pub use flow::Backlog;
 pub use groups::{Choice, Strategy, choose};
 pub use keepalive::sweep as keep_alive_sweep;
@@ -97,6 +99,8 @@ pub struct Broker {
     shutdown: watch::Sender<bool>,
     /// The ticks that keep alive is counted in.
     clock: keepalive::Clock,
+    /// Disconnected sessions waiting to expire or to publish their Will.
+    expiry: expiry::Expiry,
     stats: Stats,
     /// Set once when the node is part of a cluster; a standalone broker pays one atomic load
     /// per publish and subscription change for it.
@@ -123,6 +127,7 @@ impl Broker {
             connections: AtomicUsize::new(0),
             shutdown: watch::channel(false).0,
             clock: keepalive::Clock::new(),
+            expiry: expiry::Expiry::default(),
             stats: Stats::default(),
             cluster: OnceLock::new(),
             bounds: Bounds::from_limits(&limits),
@@ -146,6 +151,11 @@ impl Broker {
     /// Sessions known, connected or not.
     pub fn session_count(&self) -> usize {
         self.sessions().len()
+    }
+
+    /// Disconnected sessions waiting to expire or to publish a delayed Will.
+    pub fn expiring_count(&self) -> usize {
+        self.expiry.len()
     }
 
     /// Subscriptions in the index.

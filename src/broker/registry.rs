@@ -6,7 +6,10 @@
 //!   "session taken over" (MQTT-3.1.4-3).
 //! - Connection closed: the Will is published now, later (Will Delay Interval) or not at all
 //!   (normal DISCONNECT, or the session resumed before the delay ran out); the session ends
-//!   now (expiry 0) or after its expiry interval unless a connection resumes it first.
+//!   now (expiry 0) or after its expiry interval unless a connection resumes it first. The
+//!   later ones wait in the broker's one [`super::expiry`] table, not in a task each.
+//! - Sessions are bounded (`limits.max_sessions`): a CONNECT that needs a new one past it is
+//!   refused.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +56,9 @@ impl Broker {
             outbox.close(reason::SERVER_SHUTTING_DOWN, "server shutting down");
         }
         if let Some(existing) = sessions.get(client_id).cloned() {
+            // Resumed: a delayed Will is cancelled (MQTT-3.1.3-9). Replaced by a clean start:
+            // the session ends, and a Will still waiting goes out now (MQTT-3.1.2-8).
+            let waiting_will = self.expiry.cancel(existing.id());
             let mut session = existing.lock();
             if let Some(old) = session.outbox() {
                 old.close(
@@ -75,6 +81,9 @@ impl Broker {
             drop(session);
             self.unsubscribe_filters(filters.iter().map(String::as_str), existing.id());
             self.redispatch(orphans, existing.id());
+            if let Some(will) = waiting_will {
+                self.publish_will(*will, existing.id());
+            }
         }
         let handle = SessionHandle::new(client_id);
         let generation = {
@@ -115,49 +124,25 @@ impl Broker {
         let orphans = session.take_group_deliveries();
         drop(session);
 
-        if let Some(will) = will {
-            let delay = will_delay(&will).min(expiry);
-            if delay == 0 {
+        // The Will goes now, or when its delay or the session ends, whichever comes first.
+        let delayed_will = will.and_then(|will| match will_delay(&will).min(expiry) {
+            0 => {
                 self.publish_will(will, handle.id());
-            } else {
-                self.after(delay, handle, generation, move |broker, handle| {
-                    broker.publish_will(will, handle.id());
-                });
+                None
             }
-        }
+            delay => Some((secs(delay), will)),
+        });
         match expiry {
             0 => self.end_session(handle),
             // 0xFFFFFFFF: the session does not expire (MQTT 5 §3.1.2.11.2).
-            u32::MAX => {}
-            secs => self.after(secs, handle, generation, |broker, handle| {
-                broker.end_session(handle);
-            }),
+            u32::MAX => self.expiry.schedule(handle, generation, delayed_will, None),
+            expiry => {
+                self.expiry
+                    .schedule(handle, generation, delayed_will, Some(secs(expiry)));
+            }
         }
         // A group member that left hands its unacknowledged group messages on.
         self.redispatch(orphans, handle.id());
-    }
-
-    /// Runs `action` after `secs` seconds if by then no connection has attached to the session
-    /// since `generation` detached.
-    fn after(
-        self: &Arc<Self>,
-        secs: u32,
-        handle: &Arc<SessionHandle>,
-        generation: u64,
-        action: impl FnOnce(&Broker, &Arc<SessionHandle>) + Send + 'static,
-    ) {
-        let broker = Arc::clone(self);
-        let handle = Arc::clone(handle);
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(u64::from(secs))).await;
-            let untouched = {
-                let session = handle.lock();
-                session.generation() == generation && session.outbox().is_none()
-            };
-            if untouched && broker.is_current(&handle) {
-                action(&broker, &handle);
-            }
-        });
     }
 
     /// True if `handle` is still the session registered for its client id.
@@ -177,6 +162,8 @@ impl Broker {
             return;
         }
         sessions.remove(handle.client_id());
+        drop(sessions);
+        let waiting_will = self.expiry.cancel(handle.id());
         let (orphans, filters) = {
             let mut session = handle.lock();
             (session.take_group_deliveries(), session.retire())
@@ -184,14 +171,22 @@ impl Broker {
         self.unsubscribe_filters(filters.iter().map(String::as_str), handle.id());
         // An expired member's group messages, queued while it was away, go to another member.
         self.redispatch(orphans, handle.id());
+        // A Will still waiting goes when the session ends (MQTT-3.1.2-8).
+        if let Some(will) = waiting_will {
+            self.publish_will(*will, handle.id());
+        }
     }
 
-    fn publish_will(&self, will: Will, origin: u64) {
+    pub(super) fn publish_will(&self, will: Will, origin: u64) {
         tracing::debug!(topic = %will.topic, "publishing will");
         self.stats.wills_published.inc();
         // Nobody is left to slow down: a Will that meets a full queue is dropped and counted.
         self.publish(Message::from_will(will, origin), Sender::Broker);
     }
+}
+
+fn secs(secs: u32) -> Duration {
+    Duration::from_secs(u64::from(secs))
 }
 
 fn will_delay(will: &Will) -> u32 {
