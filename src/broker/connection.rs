@@ -173,6 +173,7 @@ where
                     return;
                 }
             };
+            broker.online.insert(&outbox);
             outbox.send(Packet::ConnAck(
                 terms.connack(opened.present, &broker.limits),
             ));
@@ -261,6 +262,13 @@ where
             }
             closed = &mut writer_task => closed,
         };
+        broker.online.remove(&outbox);
+        if end == End::Closed(reason::KEEP_ALIVE_TIMEOUT) {
+            tracing::info!(
+                client_id = session.client_id(),
+                "keep alive timeout; closed"
+            );
+        }
         tracing::debug!(client_id = session.client_id(), ?end, "connection closed");
         let will = will.filter(|_| end.publishes_will()).map(|will| *will);
         broker.close_session(&session, generation, will);

@@ -101,6 +101,8 @@ pub struct Broker {
     clock: keepalive::Clock,
     /// Disconnected sessions waiting to expire or to publish their Will.
     expiry: expiry::Expiry,
+    /// The connected clients, for keep alive.
+    online: keepalive::Online,
     stats: Stats,
     /// Set once when the node is part of a cluster; a standalone broker pays one atomic load
     /// per publish and subscription change for it.
@@ -128,6 +130,7 @@ impl Broker {
             shutdown: watch::channel(false).0,
             clock: keepalive::Clock::new(),
             expiry: expiry::Expiry::default(),
+            online: keepalive::Online::default(),
             stats: Stats::default(),
             cluster: OnceLock::new(),
             bounds: Bounds::from_limits(&limits),

@@ -2,8 +2,9 @@
 //!
 //! Matching a topic walks only the branches that can match it (the literal level, `+` and
 //! `#` at each step), so its cost depends on the topic's depth and the matching filters, not on
-//! how many unrelated subscriptions exist. The router is shared behind a read-write lock:
-//! publishes only read it, subscribe and unsubscribe write it.
+//! how many unrelated subscriptions exist; subscribing and unsubscribing cost the same however
+//! many others share the filter. The router is shared behind a read-write lock: publishes
+//! only read it, subscribe and unsubscribe write it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,11 +23,85 @@ struct Subscriber {
     subscription_id: Option<u32>,
 }
 
+/// The subscribers of one filter (or one group's members): a list, for matching to walk, and
+/// past [`INDEX_FROM`] entries an index by session, so that subscribing, resubscribing and
+/// unsubscribing cost the same with a million subscribers to one filter as with one.
+#[derive(Default)]
+struct Subscribers {
+    list: Vec<Subscriber>,
+    /// Session id → position in `list`. Boxed and made only for long lists: a short list is
+    /// searched as fast as a map is, and most trie nodes have none or a few.
+    #[allow(clippy::box_collection)] // a HashMap is 48 bytes even when empty; the box is 8
+    index: Option<Box<HashMap<u64, usize>>>,
+}
+
+/// Lists up to this long are searched; longer ones are indexed.
+const INDEX_FROM: usize = 16;
+
+impl Subscribers {
+    fn position(&self, session_id: u64) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.get(&session_id).copied(),
+            None => self.list.iter().position(|s| s.session.id() == session_id),
+        }
+    }
+
+    /// Adds or replaces the session's subscription; true if it is new.
+    fn upsert(&mut self, subscriber: Subscriber) -> bool {
+        let id = subscriber.session.id();
+        if let Some(i) = self.position(id) {
+            self.list[i] = subscriber;
+            return false;
+        }
+        self.list.push(subscriber);
+        let last = self.list.len() - 1;
+        match self.index.as_mut() {
+            Some(index) => {
+                index.insert(id, last);
+            }
+            None if self.list.len() > INDEX_FROM => {
+                let index = self
+                    .list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (s.session.id(), i))
+                    .collect();
+                self.index = Some(Box::new(index));
+            }
+            None => {}
+        }
+        true
+    }
+
+    /// Removes the session's subscription (the last one takes its place); true if it had one.
+    fn remove(&mut self, session_id: u64) -> bool {
+        let Some(i) = self.position(session_id) else {
+            return false;
+        };
+        self.list.swap_remove(i);
+        if let Some(index) = self.index.as_mut() {
+            index.remove(&session_id);
+            if let Some(moved) = self.list.get(i) {
+                index.insert(moved.session.id(), i);
+            }
+        }
+        true
+    }
+
+    fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+}
+
 /// A consumer group on one filter, and its members on this node.
 pub struct Group {
     pub name: Box<str>,
     pub filter: Box<str>,
-    members: Vec<Subscriber>,
+    members: Subscribers,
     /// Round-robin position.
     pub turn: AtomicUsize,
 }
@@ -36,9 +111,9 @@ impl Group {
         self.members.len()
     }
 
-    /// The member at `index`, as a match, unless it is the session `except`.
+    /// The member at `index`, as a match.
     pub fn member(&self, index: usize) -> Option<Match> {
-        self.members.get(index).map(|s| Match {
+        self.members.list.get(index).map(|s| Match {
             session: Arc::clone(&s.session),
             qos: s.options.qos,
             retain_as_published: s.options.retain_as_published,
@@ -49,7 +124,7 @@ impl Group {
     /// Indexes of the members other than the session `except`.
     pub fn others(&self, except: u64) -> Vec<usize> {
         (0..self.members.len())
-            .filter(|&i| self.members[i].session.id() != except)
+            .filter(|&i| self.members.list[i].session.id() != except)
             .collect()
     }
 }
@@ -57,7 +132,7 @@ impl Group {
 #[derive(Default)]
 struct Node {
     children: HashMap<Box<str>, Node>,
-    subscribers: Vec<Subscriber>,
+    subscribers: Subscribers,
     /// Consumer groups on this node's filter, by name.
     groups: HashMap<Box<str>, Group>,
 }
@@ -123,24 +198,16 @@ impl Router {
                         Group {
                             name: group.into(),
                             filter: filter.into(),
-                            members: Vec::new(),
+                            members: Subscribers::default(),
                             turn: AtomicUsize::new(0),
                         }
                     })
                     .members
             }
         };
-        match list.iter_mut().find(|s| s.session.id() == session.id()) {
-            Some(existing) => {
-                *existing = subscriber;
-                false
-            }
-            None => {
-                list.push(subscriber);
-                self.count += 1;
-                true
-            }
-        }
+        let new = list.upsert(subscriber);
+        self.count += usize::from(new);
+        new
     }
 
     /// Removes `session`'s subscription to `filter`. Returns true if there was one.
@@ -202,7 +269,7 @@ impl Router {
     pub fn matches(&self, topic: &str, origin: u64) -> Vec<Match> {
         let mut found: Vec<&Subscriber> = Vec::new();
         visit(&self.root, topic, &mut |node| {
-            found.extend(node.subscribers.iter())
+            found.extend(node.subscribers.list.iter())
         });
         found.retain(|s| !(s.options.no_local && s.session.id() == origin));
         merge(found)
@@ -219,16 +286,12 @@ fn remove(
 ) -> bool {
     let Some((first, rest)) = levels.split_first() else {
         let Some(name) = group else {
-            let before = node.subscribers.len();
-            node.subscribers.retain(|s| s.session.id() != session_id);
-            return node.subscribers.len() != before;
+            return node.subscribers.remove(session_id);
         };
         let Some(group) = node.groups.get_mut(name) else {
             return false;
         };
-        let before = group.members.len();
-        group.members.retain(|s| s.session.id() != session_id);
-        let removed = group.members.len() != before;
+        let removed = group.members.remove(session_id);
         if group.members.is_empty() {
             node.groups.remove(name);
             *groups -= 1;
@@ -374,6 +437,39 @@ mod tests {
             .map(|m| m.session.id())
             .collect();
         assert_eq!(got, vec![other.id()]);
+    }
+
+    /// Past the indexed length, replacing and removing keep the index right whatever the
+    /// order (removal moves the last subscriber into the freed place).
+    #[test]
+    fn many_subscribers_to_one_filter_come_and_go_in_any_order() {
+        let mut router = Router::default();
+        let sessions: Vec<_> = (0..200)
+            .map(|i| SessionHandle::new(format!("s{i}")))
+            .collect();
+        for session in &sessions {
+            assert!(router.subscribe("t", session, options(QoS::AtMostOnce), None));
+        }
+        for session in &sessions {
+            assert!(!router.subscribe("t", session, options(QoS::AtLeastOnce), None));
+        }
+        let mut left: Vec<u64> = sessions.iter().map(|s| s.id()).collect();
+        for step in 0..150 {
+            let victim = left.remove((step * 7919) % left.len());
+            assert!(router.unsubscribe("t", victim));
+            assert!(!router.unsubscribe("t", victim));
+        }
+        let mut matched = ids(&router, "t");
+        matched.sort_unstable();
+        left.sort_unstable();
+        assert_eq!(matched, left);
+        assert!(
+            router
+                .matches("t", 0)
+                .iter()
+                .all(|m| m.qos == QoS::AtLeastOnce)
+        );
+        assert_eq!(router.len(), 50);
     }
 
     #[test]
