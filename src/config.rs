@@ -126,6 +126,9 @@ pub struct Limits {
     pub max_subscriptions: usize,
     /// Topic aliases a 5.0 client may use towards the broker (Topic Alias Maximum).
     pub max_topic_aliases: u16,
+    /// Topic aliases the broker uses towards a 5.0 client that accepts them (at most the
+    /// client's Topic Alias Maximum); 0 turns them off.
+    pub max_topic_aliases_out: u16,
     /// Longest session expiry interval granted, in seconds.
     pub max_session_expiry_secs: u32,
     /// Longest client identifier accepted, in bytes.
@@ -154,6 +157,7 @@ impl Default for Limits {
             max_topic_levels: 32,
             max_subscriptions: 1000,
             max_topic_aliases: 64,
+            max_topic_aliases_out: 64,
             max_session_expiry_secs: u32::MAX,
             max_client_id_length: 256,
             max_retained_messages: 100_000,

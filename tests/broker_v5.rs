@@ -1,6 +1,6 @@
 //! What MQTT 5.0 adds to publishing (MQTT 5.0 §3.3.2.3, §3.8.3.1, §3.1.2.11, §3.4.2.1):
 //! properties passed through unchanged, Message Expiry counted down while queued, topic aliases
-//! from the client, Subscription Identifiers, No Local, the client's Maximum Packet Size,
+//! from the client and to it, Subscription Identifiers, No Local, the client's Maximum Packet Size,
 //! Request Problem Information, "no matching subscribers", and PUBREC with an error code.
 
 mod common;
@@ -261,6 +261,81 @@ async fn topic_aliases_disabled_refuses_every_alias() {
     publish.properties.topic_alias = Some(1);
     client.send_publish(publish).await;
     client.expect_disconnect(reason::TOPIC_ALIAS_INVALID).await;
+}
+
+/// A v5 subscriber on `ta/#` that accepts `max` topic aliases from the broker.
+async fn alias_subscriber(broker: &TestBroker, id: &str, max: Option<u16>) -> TestClient {
+    let mut connect = connect_packet(V5, id);
+    connect.properties.topic_alias_maximum = max;
+    let (mut client, connack) = TestClient::connect_with(broker.addr, connect).await;
+    assert_eq!(connack.code, 0);
+    client.subscribe("ta/#", AtMostOnce).await;
+    client
+}
+
+/// (topic as sent, alias) of the next PUBLISH.
+async fn aliased(client: &mut TestClient) -> (String, Option<u16>) {
+    let publish = client.recv_publish().await;
+    (publish.topic, publish.properties.topic_alias)
+}
+
+/// MQTT 5.0 §3.3.2.3.4: towards a client that announced a Topic Alias Maximum, the broker
+/// sends a topic once with a new alias and then the alias alone; when every alias is taken,
+/// the least recently used one is given to the new topic, which is sent with it again.
+#[tokio::test]
+async fn the_broker_uses_topic_aliases_towards_a_client_that_accepts_them() {
+    let broker = TestBroker::start_default().await;
+    let mut subscriber = alias_subscriber(&broker, "aliased", Some(2)).await;
+    let mut publisher = TestClient::v5(broker.addr, "pub").await;
+    for topic in ["ta/a", "ta/b", "ta/a", "ta/c", "ta/b", "ta/c"] {
+        publisher.publish(topic, b"x", AtMostOnce, false).await;
+    }
+    let expected = [
+        ("ta/a", 1),
+        ("ta/b", 2),
+        ("", 1),
+        // ta/b was used least recently: its alias goes to ta/c.
+        ("ta/c", 2),
+        ("ta/b", 1),
+        ("", 2),
+    ];
+    for (topic, alias) in expected {
+        assert_eq!(
+            aliased(&mut subscriber).await,
+            (topic.to_string(), Some(alias))
+        );
+    }
+}
+
+/// Aliases are per connection (MQTT-3.3.2-7), bounded by our limit as well as the client's,
+/// and never sent to a client that announced none or with limits.max_topic_aliases_out = 0.
+#[tokio::test]
+async fn topic_aliases_towards_clients_are_per_connection_and_bounded() {
+    let broker = TestBroker::start(config_with(|limits| limits.max_topic_aliases_out = 1)).await;
+    let mut publisher = TestClient::v5(broker.addr, "pub").await;
+    let mut none = alias_subscriber(&broker, "none", None).await;
+    let subscriber = alias_subscriber(&broker, "one", Some(100)).await;
+    drop(subscriber);
+    let mut subscriber = alias_subscriber(&broker, "one", Some(100)).await;
+    for topic in ["ta/a", "ta/a", "ta/b"] {
+        publisher.publish(topic, b"x", AtMostOnce, false).await;
+    }
+    for (topic, alias) in [("ta/a", 1), ("", 1), ("ta/b", 1)] {
+        assert_eq!(
+            aliased(&mut subscriber).await,
+            (topic.to_string(), Some(alias))
+        );
+    }
+    for topic in ["ta/a", "ta/a", "ta/b"] {
+        assert_eq!(aliased(&mut none).await, (topic.to_string(), None));
+    }
+    let off = TestBroker::start(config_with(|limits| limits.max_topic_aliases_out = 0)).await;
+    let mut subscriber = alias_subscriber(&off, "off", Some(10)).await;
+    let mut publisher = TestClient::v5(off.addr, "pub").await;
+    publisher.publish("ta/a", b"x", AtMostOnce, false).await;
+    publisher.publish("ta/a", b"x", AtMostOnce, false).await;
+    assert_eq!(aliased(&mut subscriber).await, ("ta/a".to_string(), None));
+    assert_eq!(aliased(&mut subscriber).await, ("ta/a".to_string(), None));
 }
 
 async fn subscribe_with_id(client: &mut TestClient, filter: &str, id: Option<u32>) {

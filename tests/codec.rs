@@ -1365,6 +1365,7 @@ fn encode_publish_matches_the_packet_it_stands_for() {
                 packet_id: if qos == QoS::AtMostOnce { 0 } else { 513 },
                 message_expiry_interval: Some(42),
                 subscription_identifiers: &ids,
+                ..Delivered::default()
             };
             let mut out = BytesMut::new();
             let written =

@@ -29,6 +29,9 @@ pub struct Terms {
     pub send_window: u16,
     /// The largest packet the client accepts from us.
     pub max_packet_out: usize,
+    /// Topic aliases we may use towards the client (5.0): the smaller of its Topic Alias
+    /// Maximum and `limits.max_topic_aliases_out`; 0 for none.
+    pub aliases_out: u16,
     /// Reason strings and user properties may be sent on acks (Request Problem Information).
     pub problem_info: bool,
     pub will: Option<Will>,
@@ -182,6 +185,10 @@ pub fn negotiate(connect: Connect, limits: &Limits, over_capacity: bool) -> Resu
         session_expiry_changed: v5 && session_expiry != requested_expiry,
         send_window,
         max_packet_out,
+        aliases_out: props
+            .topic_alias_maximum
+            .unwrap_or(0)
+            .min(limits.max_topic_aliases_out),
         problem_info: props.request_problem_information.unwrap_or(1) == 1,
         will: connect.will,
     })

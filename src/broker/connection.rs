@@ -29,11 +29,12 @@ use crate::protocol::{self, DecodeError, Disconnect, Packet, ProtocolVersion, re
 use crate::transport::Duplex;
 
 use super::Broker;
+use super::aliases::Aliases;
 use super::connect::{self, Terms};
 use super::inbound::{Client, End};
 use super::keepalive::Watch;
 use super::outbox::{Close, Outbox};
-use super::session::SessionHandle;
+use super::session::{SessionHandle, Wire};
 
 /// How long a closing connection may take to write its last packets.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -156,7 +157,7 @@ where
         let keep_alive = Watch::new(terms.idle_timeout(), broker.clock.now());
         let outbox = Arc::new(Outbox::new(keep_alive));
         // In a block: what only the set-up needs must not stay in the connection's state.
-        let (mut client, session, generation, will, version, max_packet_out) = {
+        let (mut client, session, generation, will, version, max_packet_out, aliases_out) = {
             let mut terms = terms;
             let opened = broker.open_session(
                 &terms.client_id,
@@ -196,6 +197,7 @@ where
                 will,
                 terms.version,
                 terms.max_packet_out,
+                terms.aliases_out,
             )
         };
         let mut writer = Writer {
@@ -206,6 +208,7 @@ where
             generation,
             version,
             max_packet_out: u32::try_from(max_packet_out).unwrap_or(u32::MAX),
+            aliases: (aliases_out > 0).then(|| Box::new(Aliases::new(aliases_out))),
             broker,
         };
         // Both futures are pinned where they are made: a future moved into place after it is
@@ -285,6 +288,8 @@ struct Writer<'a, W> {
     version: ProtocolVersion,
     /// The client's Maximum Packet Size; u32 as in the protocol, to keep the writer small.
     max_packet_out: u32,
+    /// Topic aliases towards the client, if it takes them; boxed, as most clients do not.
+    aliases: Option<Box<Aliases>>,
     broker: &'a Broker,
 }
 
@@ -307,13 +312,12 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
                 let mut session = self.session.lock();
                 let broker = self.broker;
                 if session.is_attached(self.generation) {
-                    session.fill(
-                        &mut self.buf,
-                        self.version,
-                        max_out,
-                        &broker.bounds,
-                        &broker.stats,
-                    );
+                    let mut wire = Wire {
+                        version: self.version,
+                        max_size: max_out,
+                        aliases: self.aliases.as_deref_mut(),
+                    };
+                    session.fill(&mut self.buf, &mut wire, &broker.bounds, &broker.stats);
                     session.has_sendable()
                 } else {
                     false

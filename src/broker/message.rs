@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::cluster::GroupRef;
 use crate::protocol::{
-    self, Delivered, EncodeError, Properties, ProtocolVersion, Publish, QoS, Will,
+    self, Delivered, EncodeError, Properties, ProtocolVersion, Publish, QoS, TopicAlias, Will,
 };
 
 /// One publication, shared between all its deliveries.
@@ -142,6 +142,7 @@ impl Delivery {
         dup: bool,
         now: Instant,
         version: ProtocolVersion,
+        topic_alias: TopicAlias,
         out: &mut BytesMut,
     ) -> Result<usize, EncodeError> {
         let message = &self.message;
@@ -152,6 +153,7 @@ impl Delivery {
             packet_id,
             message_expiry_interval: message.remaining_expiry(now),
             subscription_identifiers: &self.subscription_ids,
+            topic_alias,
         };
         protocol::encode_publish(
             &message.topic,

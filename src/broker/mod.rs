@@ -15,6 +15,7 @@
 //! never the other way round: a publish reads the router, lets go, and only then locks each
 //! matching session in turn, so a publish never waits on a slow subscriber.
 
+mod aliases;
 mod connect;
 mod connection;
 mod expiry;

@@ -17,9 +17,10 @@ use std::time::Instant;
 use bytes::BytesMut;
 
 use crate::protocol::{
-    self, Ack, EncodeError, Packet, ProtocolVersion, QoS, SubscriptionOptions, reason,
+    self, Ack, EncodeError, Packet, ProtocolVersion, QoS, SubscriptionOptions, TopicAlias, reason,
 };
 
+use super::aliases::Aliases;
 use super::flow::{Backlog, Bounds, Parked, SlowPolicy, Waiter};
 use super::message::Delivery;
 use super::outbox::Outbox;
@@ -449,8 +450,7 @@ impl Session {
     pub fn fill(
         &mut self,
         out: &mut BytesMut,
-        version: ProtocolVersion,
-        max_size: usize,
+        wire: &mut Wire<'_>,
         bounds: &Bounds,
         stats: &Stats,
     ) {
@@ -459,13 +459,12 @@ impl Session {
             self.inflight.retain(|flight| {
                 let start = out.len();
                 let encoded = if flight.released {
-                    protocol::encode(&Packet::PubRel(Ack::new(flight.packet_id)), version, out)
+                    let pubrel = Packet::PubRel(Ack::new(flight.packet_id));
+                    protocol::encode(&pubrel, wire.version, out).map(|len| (len, None))
                 } else {
-                    flight
-                        .delivery
-                        .encode(flight.packet_id, true, now, version, out)
+                    wire.encode(&flight.delivery, flight.packet_id, true, now, out)
                 };
-                let sent = fits(encoded, max_size, out, start);
+                let sent = wire.fits(encoded, out, start);
                 if !sent {
                     // MQTT-3.1.2-25: too large for the client's (new) Maximum Packet Size:
                     // discarded as if delivered, so it does not hold a window slot for ever.
@@ -495,8 +494,8 @@ impl Session {
                 _ => self.next_packet_id(),
             };
             let start = out.len();
-            let encoded = delivery.encode(packet_id, false, now, version, out);
-            if !fits(encoded, max_size, out, start) {
+            let encoded = wire.encode(&delivery, packet_id, false, now, out);
+            if !wire.fits(encoded, out, start) {
                 stats.dropped_too_large.inc();
                 continue;
             }
@@ -533,24 +532,67 @@ impl Session {
     }
 }
 
-/// Keeps a packet just encoded at `start` if it is within `max_size`; otherwise (or if it
-/// could not be encoded) takes it back out. Returns whether it stays.
-fn fits(
-    encoded: Result<usize, EncodeError>,
-    max_size: usize,
-    out: &mut BytesMut,
-    start: usize,
-) -> bool {
-    match encoded {
-        Ok(len) if len <= max_size => true,
-        Ok(_) => {
-            out.truncate(start);
-            false
+/// What the connection's client accepts, for encoding what goes to it.
+pub struct Wire<'a> {
+    pub version: ProtocolVersion,
+    /// The client's Maximum Packet Size.
+    pub max_size: usize,
+    /// Topic aliases towards the client, when it takes them (5.0).
+    pub aliases: Option<&'a mut Aliases>,
+}
+
+impl Wire<'_> {
+    /// Appends `delivery`'s PUBLISH, with a topic alias where the client takes them; returns
+    /// its length and the alias it set, if any.
+    fn encode(
+        &mut self,
+        delivery: &Delivery,
+        packet_id: u16,
+        dup: bool,
+        now: Instant,
+        out: &mut BytesMut,
+    ) -> Result<(usize, Option<u16>), EncodeError> {
+        let alias = match self.aliases.as_deref_mut() {
+            Some(aliases) => aliases.lookup(&delivery.message.topic),
+            None => TopicAlias::None,
+        };
+        let set = match alias {
+            TopicAlias::Set(alias) => Some(alias),
+            TopicAlias::None | TopicAlias::Use(_) => None,
+        };
+        delivery
+            .encode(packet_id, dup, now, self.version, alias, out)
+            .map(|len| (len, set))
+            .inspect_err(|_| self.forget(set))
+    }
+
+    /// Keeps a packet just encoded at `start` if it is within the client's Maximum Packet
+    /// Size; otherwise (or if it could not be encoded) takes it back out, and the alias it
+    /// set with it. Returns whether it stays.
+    fn fits(
+        &mut self,
+        encoded: Result<(usize, Option<u16>), EncodeError>,
+        out: &mut BytesMut,
+        start: usize,
+    ) -> bool {
+        match encoded {
+            Ok((len, _)) if len <= self.max_size => true,
+            Ok((_, set)) => {
+                out.truncate(start);
+                self.forget(set);
+                false
+            }
+            Err(error) => {
+                out.truncate(start);
+                tracing::warn!(%error, "cannot encode PUBLISH");
+                false
+            }
         }
-        Err(error) => {
-            out.truncate(start);
-            tracing::warn!(%error, "cannot encode PUBLISH");
-            false
+    }
+
+    fn forget(&mut self, set: Option<u16>) {
+        if let (Some(aliases), Some(alias)) = (self.aliases.as_deref_mut(), set) {
+            aliases.forget(alias);
         }
     }
 }

@@ -57,6 +57,20 @@ pub struct Delivered<'a> {
     /// What is left of the message's lifetime, in seconds.
     pub message_expiry_interval: Option<u32>,
     pub subscription_identifiers: &'a [u32],
+    /// 5.0 only: the Topic Alias to send the topic with.
+    pub topic_alias: TopicAlias,
+}
+
+/// How a PUBLISH names its topic (MQTT 5 §3.3.2.3.4).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TopicAlias {
+    /// The topic, no alias.
+    #[default]
+    None,
+    /// The topic and an alias for it, which the receiver remembers.
+    Set(u16),
+    /// An alias the receiver knows, and an empty topic.
+    Use(u16),
 }
 
 /// Appends a PUBLISH built from a stored message's parts and one delivery's details, without
@@ -102,7 +116,11 @@ struct PublishParts<'a> {
 
 impl PublishParts<'_> {
     fn body(&self, v5: bool, s: &mut impl Sink) -> Result<(), EncodeError> {
-        string(s, self.topic)?;
+        let topic = match self.delivered.topic_alias {
+            TopicAlias::Use(_) if v5 => "",
+            _ => self.topic,
+        };
+        string(s, topic)?;
         if self.delivered.qos != QoS::AtMostOnce {
             s.put_u16(self.delivered.packet_id);
         }
@@ -126,6 +144,9 @@ impl PublishParts<'_> {
         for &identifier in self.delivered.subscription_identifiers {
             s.put_u8(id::SUBSCRIPTION_IDENTIFIER);
             varint(s, identifier as usize)?;
+        }
+        if let TopicAlias::Set(alias) | TopicAlias::Use(alias) = self.delivered.topic_alias {
+            put_u16(s, id::TOPIC_ALIAS, Some(alias));
         }
         Ok(())
     }
