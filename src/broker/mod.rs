@@ -2,17 +2,22 @@
 //!
 //! [`Broker`] is the state shared by all connections; [`serve`] runs one client connection
 //! against it. How the parts fit:
-//! - `connection` reads packets, drives the session, and writes packets back;
+//! - `connection` reads packets, drives the session, and writes packets back; `inbound` is
+//!   what each packet from a client does;
 //! - `session` is what the broker remembers about a client (subscriptions, queue, in-flight);
-//! - `registry` is the table of sessions by client id (takeover, resumption, expiry, wills);
+//!   `queue` is its bounded queue, and `flow` what a full one does to the messages that meet
+//!   it (a local publisher waits, a route never does, a slow session is cut off);
+//! - `registry` is the table of sessions by client id (takeover, resumption, wills), and
+//!   `expiry` the one table of disconnected sessions waiting to end or to send their Will;
 //! - `router` is the subscription trie that finds the subscribers of a topic;
-//! - `retained` keeps the last retained message per topic;
+//! - `retained` keeps the last retained message per topic, in a trie of its own;
 //! - `message` is a publication shared by all its deliveries; `outbox` hands a connection's
-//!   answers to its writer; `keepalive` closes silent connections, all from one task;
-//!   `stats` counts what happened.
+//!   answers to its writer; `aliases` are the topic aliases towards one client; `keepalive`
+//!   closes silent connections, all from one task; `stats` counts what happened.
 //!
-//! Locks are short and always taken in the order registry → session → router → retained,
-//! never the other way round: a publish reads the router, lets go, and only then locks each
+//! Locks are short and always taken in the order registry → expiry → session → router →
+//! retained (a route's backlog list and the cluster's state come after the session's), never
+//! the other way round: a publish reads the router, lets go, and only then locks each
 //! matching session in turn, so a publish never waits on a slow subscriber.
 
 mod aliases;
