@@ -40,6 +40,7 @@ use crate::cluster::{Cluster, GroupRef};
 use crate::config::Limits;
 use crate::protocol::{Publish, SubscriptionOptions, reason};
 
+pub(crate) use connect::{is_sys_topic, within_limits};
 pub use connection::serve;
 pub use groups::{Choice, Strategy, choose};
 pub use keepalive::sweep as keep_alive_sweep;
