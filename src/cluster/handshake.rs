@@ -30,9 +30,10 @@
 //! name its node and cluster and give a `HOST:PORT` address ([`validate::info`]) before any
 //! of it is compared or logged.
 //!
-//! Refusals (malformed INFO, wrong secret, cluster name or protocol version, a route to oneself, another node
-//! with this node's name) are sent to the peer as a REFUSED frame when it is a route at all,
-//! so both sides log the same reason. A plain MQTT client on the route port gets a CONNACK
+//! Refusals (malformed INFO, wrong secret, cluster name or protocol version, a route to
+//! oneself, another node with this node's name) are sent to the peer as a REFUSED frame when
+//! it is a route at all, so both sides log the same reason; a peer's own refusal text is cut
+//! to a log line's worth ([`validate::loggable`]). A plain MQTT client on the route port gets a CONNACK
 //! "Server unavailable" instead.
 
 use std::time::Duration;
