@@ -14,9 +14,9 @@
 //! message crosses at most one route.
 //!
 //! Whoever is on the other side of a route, what it sends is held to a client's limits
-//! ([`validate`]): an invalid item is refused ([`Cluster::refused`]) and the route stays up.
+//! (`validate`): an invalid item is refused ([`Cluster::refused`]) and the route stays up.
 //! Before a peer has proved the secret the node holds only a bounded amount for it
-//! ([`handshake`], [`mesh`]), and no recursion goes as deep as a peer likes ([`interest`]).
+//! (`handshake`, `mesh`), and no recursion goes as deep as a peer likes (`interest`).
 //!
 //! On a graceful shutdown ([`Cluster::shutdown`]) the node stops accepting and dialling, and
 //! each route sends what is already queued on it before it closes.
