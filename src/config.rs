@@ -204,6 +204,9 @@ pub struct ClusterConfig {
     pub max_peers: usize,
     /// Filters one peer may declare interest in; past it the route is closed.
     pub max_peer_interest: usize,
+    /// Route connections in their handshake (not yet authenticated) at once; past it a new
+    /// one is closed as soon as it is accepted.
+    pub max_pending_routes: usize,
     /// How a consumer group picks its member: "random", "round_robin" or "prefer_local".
     pub group_strategy: String,
 }
@@ -225,6 +228,7 @@ impl Default for ClusterConfig {
             route_backlog_bytes: 64 * 1024 * 1024,
             max_peers: 64,
             max_peer_interest: 1_000_000,
+            max_pending_routes: 64,
             group_strategy: "random".to_string(),
         }
     }
@@ -765,21 +769,27 @@ impl Config {
         for (key, addr) in std::iter::once(("cluster.advertise", &c.advertise))
             .chain(c.routes.iter().map(|r| ("cluster.routes", r)))
         {
+            // Held to what peers accept (src/cluster/validate.rs), so they can dial it.
             if !addr.is_empty()
-                && addr
-                    .rsplit_once(':')
-                    .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+                && let Err(why) = crate::cluster::check_address(addr)
             {
-                return Err(Problem::new(
-                    key,
-                    format!("{addr:?} is not a HOST:PORT address"),
-                ));
+                return Err(Problem::new(key, format!("{addr:?} {why}")));
             }
         }
         if c.name.is_empty() {
             return Err(Problem::new(
                 "cluster.name",
                 "must not be empty".to_string(),
+            ));
+        }
+        if c.name.len() > crate::cluster::MAX_NAME {
+            return Err(Problem::new(
+                "cluster.name",
+                format!(
+                    "is {} bytes long; peers accept at most {}",
+                    c.name.len(),
+                    crate::cluster::MAX_NAME
+                ),
             ));
         }
         at_least("cluster.heartbeat_ms", c.heartbeat_ms, 10)?;
@@ -794,6 +804,7 @@ impl Config {
         at_least("cluster.route_backlog_bytes", c.route_backlog_bytes, 1024)?;
         at_least("cluster.max_peers", c.max_peers, 1)?;
         at_least("cluster.max_peer_interest", c.max_peer_interest, 1)?;
+        at_least("cluster.max_pending_routes", c.max_pending_routes, 1)?;
         if !["random", "round_robin", "prefer_local"].contains(&c.group_strategy.as_str()) {
             return Err(Problem::new(
                 "cluster.group_strategy",
@@ -808,11 +819,9 @@ impl Config {
         if name.is_empty() {
             return Err(Problem::new("node.name", "must not be empty".to_string()));
         }
-        if name.chars().any(char::is_whitespace) {
-            return Err(Problem::new(
-                "node.name",
-                format!("{name:?} contains whitespace"),
-            ));
+        // Held to what peers accept in a handshake (src/cluster/validate.rs).
+        if let Err(why) = crate::cluster::check_node_name(name) {
+            return Err(Problem::new("node.name", format!("{name:?} {why}")));
         }
 
         let level = &self.log.level;

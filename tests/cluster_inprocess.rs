@@ -199,3 +199,33 @@ async fn a_slow_subscriber_holds_up_neither_the_route_nor_the_other_subscribers(
     // Still connected, and still served what its window allows.
     assert_eq!(slow.recv_publish().await.topic, "slow/probe");
 }
+
+/// The cluster counts what it refuses from peers: invalid items from an authenticated one
+/// (`refused`) and connections past `cluster.max_pending_routes` (`turned_away`); valid items
+/// are not counted.
+#[tokio::test]
+async fn refused_items_and_turned_away_connections_are_counted() {
+    let route = free_port();
+    let mut config = node("a", route, &[]);
+    config.cluster.max_pending_routes = 1;
+    let a = TestBroker::start(config).await;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], route));
+    let mut peer = RoutePeer::connect(addr, "peer", "supermq", "", None).await;
+    let cluster = a.broker.cluster().expect("the cluster runs");
+    peer.interest("ok/#").await;
+    peer.interest(&"/".repeat(65_535)).await;
+    peer.interest("a/#/b").await;
+    peer.message("$SYS/forged", b"").await;
+    wait_until("three refusals", || cluster.refused() == 3).await;
+
+    // The peer's handshake is over, so its slot is free again: the first silent connection
+    // takes it (connections are accepted in order), the three after it are turned away.
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    }
+    wait_until("three turned away", || cluster.turned_away() == 3).await;
+    tokio::time::sleep(common::QUIET).await;
+    assert_eq!(cluster.turned_away(), 3, "and no more");
+    assert_eq!(cluster.peers(), ["peer"], "the route stayed up");
+}

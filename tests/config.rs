@@ -504,6 +504,50 @@ fn node_name_must_be_a_word() {
     );
 }
 
+/// Names and addresses are held to what peers accept in a handshake, so a node never sends
+/// one its peers refuse.
+#[test]
+fn node_names_and_route_addresses_are_what_peers_accept() {
+    let long = "n".repeat(256);
+    assert_file_error(
+        &format!("[node]\nname = \"{long}\"\n"),
+        &format!("node.name: \"{long}\" is longer than 255 bytes"),
+    );
+    assert_ok(&format!("[node]\nname = \"{}\"\n", "n".repeat(255)));
+    assert_file_error(
+        "[node]\nname = \"a\\u0007b\"\n",
+        "node.name: \"a\\u{7}b\" contains a control character",
+    );
+    assert_file_error(
+        &format!("[cluster]\nname = \"{long}\"\n"),
+        "cluster.name: is 256 bytes long; peers accept at most 255",
+    );
+    assert_file_error(
+        "[cluster]\nroutes = [\":1\"]\n",
+        "cluster.routes: \":1\" is not a HOST:PORT address",
+    );
+    let address = format!("{}:1", "h".repeat(258));
+    assert_file_error(
+        &format!("[cluster]\nadvertise = \"{address}\"\n"),
+        &format!("cluster.advertise: \"{address}\" is longer than 259 bytes"),
+    );
+}
+
+#[test]
+fn pending_routes_are_bounded() {
+    assert_eq!(Config::default().cluster.max_pending_routes, 64);
+    assert_file_error(
+        "[cluster]\nmax_pending_routes = 0\n",
+        "cluster.max_pending_routes: must be at least 1, found 0",
+    );
+    assert_eq!(
+        assert_ok("[cluster]\nmax_pending_routes = 1\n")
+            .cluster
+            .max_pending_routes,
+        1
+    );
+}
+
 #[test]
 fn log_level_must_be_a_tracing_filter() {
     let (file, message) = error("[log]\nlevel = \"supermq=loud\"\n", &[]);

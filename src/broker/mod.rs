@@ -49,6 +49,7 @@ use crate::cluster::{Cluster, GroupRef};
 use crate::config::Limits;
 use crate::protocol::{Publish, SubscriptionOptions, reason};
 
+pub(crate) use connect::{is_sys_topic, within_limits};
 pub use connection::serve;
 pub use expiry::run as expire_sessions;
 pub use flow::Backlog;

@@ -19,8 +19,17 @@ pub const MAGIC: &[u8; 4] = b"SMQR";
 /// proven by challenge and response instead of sent in the INFO.
 pub const PROTOCOL_VERSION: u16 = 2;
 
-/// Largest control frame (INFO, interest): a filter is at most 65535 bytes, peers are bounded.
+/// Largest control frame (interest, discovery) on an established route: a filter is at most
+/// 65535 bytes, peers are bounded.
 const MAX_CONTROL_FRAME: usize = 1024 * 1024;
+
+/// Largest handshake frame, read before the peer has proved the secret. An INFO is four short
+/// strings and a peer list, which the sender keeps within [`MAX_INFO_PEERS_BYTES`].
+pub const MAX_HANDSHAKE_FRAME: usize = 64 * 1024;
+
+/// Bytes of peer addresses an INFO carries at most, so it stays within
+/// [`MAX_HANDSHAKE_FRAME`] whatever `cluster.max_peers` is.
+pub const MAX_INFO_PEERS_BYTES: usize = 48 * 1024;
 
 /// Bytes a route's reader asks the socket for at least, so one system call brings many frames.
 const READ_CHUNK: usize = 16 * 1024;
@@ -281,18 +290,22 @@ impl Outgoing<'_> {
     }
 }
 
-/// Reads one frame, and not a byte more: for the handshake, whose reader is handed on to the
-/// route afterwards. `max_packet` bounds message frames (the MQTT maximum packet size plus
-/// the frame's own header and group list).
-pub async fn read_frame<R: AsyncRead + Unpin>(
+/// Reads one handshake frame, and not a byte more, as the reader is handed on to the route
+/// afterwards. The peer has proved nothing yet: a length over [`MAX_HANDSHAKE_FRAME`] is
+/// refused before anything is allocated for it, and no MESSAGE frame decodes.
+pub async fn read_handshake_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
-    max_packet: usize,
 ) -> Result<Frame, FrameError> {
     let len = reader.read_u32().await? as usize;
-    check_len(len, max_packet)?;
+    if len > MAX_HANDSHAKE_FRAME {
+        return Err(FrameError::TooLarge {
+            size: len,
+            max: MAX_HANDSHAKE_FRAME,
+        });
+    }
     let mut body = BytesMut::zeroed(len);
     reader.read_exact(&mut body).await?;
-    Frame::decode(body, max_packet)
+    Frame::decode(body, 0)
 }
 
 /// A running route's frame reader: reads as much as the socket has into one buffer and cuts
@@ -592,6 +605,55 @@ mod tests {
             reader.next().await,
             Err(FrameError::TooLarge { .. })
         ));
+    }
+
+    /// Before the peer has proved anything, a length over 64 KiB is refused as soon as it is
+    /// read: nothing is allocated for it and nothing more is read.
+    #[tokio::test]
+    async fn a_handshake_frame_over_64_kib_is_refused_before_it_is_read() {
+        let (mut tx, mut rx) = tokio::io::duplex(64);
+        tokio::io::AsyncWriteExt::write_all(&mut tx, &(1u32 << 30).to_be_bytes())
+            .await
+            .expect("written");
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            read_handshake_frame(&mut rx),
+        );
+        assert!(matches!(
+            read.await.expect("at once"),
+            Err(FrameError::TooLarge {
+                size: 1073741824,
+                max: MAX_HANDSHAKE_FRAME
+            })
+        ));
+        let ping = Frame::Ping.encode().expect("encodes");
+        let mut wire = &ping[..];
+        assert_eq!(
+            read_handshake_frame(&mut wire).await.expect("a ping"),
+            Frame::Ping
+        );
+    }
+
+    /// The largest INFO a node sends (names and address at their limits, a peer list cut to
+    /// its budget) fits a handshake frame.
+    #[test]
+    fn the_largest_info_fits_a_handshake_frame() {
+        let address = format!("{}:65535", "h".repeat(253));
+        let peers = vec![address.clone(); MAX_INFO_PEERS_BYTES / (2 + address.len())];
+        let info = Frame::Info(Info {
+            version: PROTOCOL_VERSION,
+            node: "n".repeat(255),
+            cluster: "c".repeat(255),
+            advertise: address,
+            nonce: "0f".repeat(32),
+            peers,
+        });
+        let bytes = info.encode().expect("encodes");
+        assert!(
+            bytes.len() - 4 <= MAX_HANDSHAKE_FRAME,
+            "{} bytes",
+            bytes.len()
+        );
     }
 
     #[test]

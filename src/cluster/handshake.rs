@@ -23,9 +23,17 @@
 //! secret offline; the dialler only proves itself to addresses it was configured with or
 //! learned from authenticated peers.
 //!
-//! Refusals (wrong secret, cluster name or protocol version, a route to oneself, another node
-//! with this node's name) are sent to the peer as a REFUSED frame when it is a route at all,
-//! so both sides log the same reason. A plain MQTT client on the route port gets a CONNACK
+//! Until the peer has proved the secret, the node holds only a small fixed amount for it: a
+//! handshake frame longer than [`frame::MAX_HANDSHAKE_FRAME`] is refused before anything is
+//! allocated for it, the whole exchange must finish within `cluster.heartbeat_timeout_ms`, and
+//! the mesh runs at most `cluster.max_pending_routes` handshakes at once. A peer's INFO must
+//! name its node and cluster and give a `HOST:PORT` address ([`validate::info`]) before any
+//! of it is compared or logged.
+//!
+//! Refusals (malformed INFO, wrong secret, cluster name or protocol version, a route to
+//! oneself, another node with this node's name) are sent to the peer as a REFUSED frame when
+//! it is a route at all, so both sides log the same reason; a peer's own refusal text is cut
+//! to a log line's worth ([`validate::loggable`]). A plain MQTT client on the route port gets a CONNACK
 //! "Server unavailable" instead.
 
 use std::time::Duration;
@@ -35,6 +43,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::frame::{self, Frame, FrameError, Info, MAGIC, PROTOCOL_VERSION};
+use super::validate;
 
 /// The refusal text for a route to oneself: the dialler recognises it and stops dialling
 /// that address, as the acceptor is the node itself.
@@ -132,6 +141,13 @@ fn nonce() -> Result<String, HandshakeError> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// Checks the names and address in a peer's INFO (see [`validate::info`]) before anything
+/// else looks at them or logs them.
+fn well_formed(theirs: &Info) -> Result<(), HandshakeError> {
+    validate::info(theirs)
+        .map_err(|invalid| HandshakeError::Refused(format!("malformed INFO: {invalid}")))
+}
+
 /// Checks that a peer's INFO is from a node of our cluster and protocol version; `Err` holds
 /// the reason, for the log and the peer.
 fn compatible(mine: &Info, theirs: &Info) -> Result<(), HandshakeError> {
@@ -148,6 +164,11 @@ fn compatible(mine: &Info, theirs: &Info) -> Result<(), HandshakeError> {
         )));
     }
     Ok(())
+}
+
+/// The peer refused us and said why: its text, made fit for our log.
+fn refused_by_peer(why: &str) -> HandshakeError {
+    HandshakeError::RefusedByPeer(validate::loggable(why))
 }
 
 /// The refusal of a peer whose proof does not match our secret.
@@ -185,10 +206,10 @@ where
         if &magic != MAGIC {
             return Err(HandshakeError::NotARoute);
         }
-        let challenge = match frame::read_frame(reader, 0).await? {
+        let challenge = match frame::read_handshake_frame(reader).await? {
             Frame::Challenge(challenge) => challenge,
             Frame::Refused(why) if why == MYSELF => return Err(HandshakeError::Myself),
-            Frame::Refused(why) => return Err(HandshakeError::RefusedByPeer(why)),
+            Frame::Refused(why) => return Err(refused_by_peer(&why)),
             _ => return Err(HandshakeError::NotARoute),
         };
         let proof = secret.prove(
@@ -198,21 +219,23 @@ where
             &[&mine.node, &mine.cluster],
         );
         send(writer, false, &[Frame::Proof(proof)]).await?;
-        let theirs = match frame::read_frame(reader, 0).await? {
+        let theirs = match frame::read_handshake_frame(reader).await? {
             Frame::Info(theirs) => theirs,
             Frame::Refused(why) if why == MYSELF => return Err(HandshakeError::Myself),
-            Frame::Refused(why) => return Err(HandshakeError::RefusedByPeer(why)),
+            Frame::Refused(why) => return Err(refused_by_peer(&why)),
             _ => return Err(HandshakeError::NotARoute),
         };
-        let Frame::Proof(proof) = frame::read_frame(reader, 0).await? else {
+        let Frame::Proof(proof) = frame::read_handshake_frame(reader).await? else {
             return Err(HandshakeError::NotARoute);
         };
         let names = [theirs.node.as_str(), &mine.node, &mine.cluster];
-        let checked = if secret.verify(&proof, Role::Acceptor, &mine.nonce, &challenge, &names) {
-            compatible(&mine, &theirs).and_then(|()| not_myself(&mine, &theirs))
-        } else {
-            Err(wrong_secret(&theirs))
-        };
+        let checked = well_formed(&theirs).and_then(|()| {
+            if secret.verify(&proof, Role::Acceptor, &mine.nonce, &challenge, &names) {
+                compatible(&mine, &theirs).and_then(|()| not_myself(&mine, &theirs))
+            } else {
+                Err(wrong_secret(&theirs))
+            }
+        });
         if let Err(error) = checked {
             refuse(writer, false, &error).await;
             return Err(error);
@@ -250,11 +273,11 @@ where
             }
             return Err(HandshakeError::NotARoute);
         }
-        let theirs = match frame::read_frame(reader, 0).await? {
+        let theirs = match frame::read_handshake_frame(reader).await? {
             Frame::Info(theirs) => theirs,
             _ => return Err(HandshakeError::NotARoute),
         };
-        if let Err(error) = compatible(mine, &theirs) {
+        if let Err(error) = well_formed(&theirs).and_then(|()| compatible(mine, &theirs)) {
             refuse(writer, true, &error).await;
             return Err(error);
         }
@@ -263,9 +286,9 @@ where
             ..mine.clone()
         };
         send(writer, true, &[Frame::Challenge(mine.nonce.clone())]).await?;
-        let proof = match frame::read_frame(reader, 0).await? {
+        let proof = match frame::read_handshake_frame(reader).await? {
             Frame::Proof(proof) => proof,
-            Frame::Refused(why) => return Err(HandshakeError::RefusedByPeer(why)),
+            Frame::Refused(why) => return Err(refused_by_peer(&why)),
             _ => return Err(HandshakeError::NotARoute),
         };
         let names = [theirs.node.as_str(), &theirs.cluster];

@@ -5,6 +5,10 @@
 //! with the route, so nothing learned from a peer outlives its route. Matching walks only the
 //! branches that can match a topic, as in the router. The number of filters is bounded by
 //! `cluster.max_peer_interest`.
+//!
+//! Inserting, pruning and dropping loop over a filter's levels instead of recursing, so no
+//! filter, however deep, can overflow the stack; filters are also validated before they get
+//! here ([`super::validate`]), which is what bounds the matching walk's recursion.
 
 use std::collections::HashMap;
 
@@ -21,6 +25,16 @@ struct Node {
     plain: bool,
     /// Group name → members on the peer.
     groups: HashMap<Box<str>, u32>,
+}
+
+/// Frees a subtree with a loop: the maps' own drop would recurse once per level.
+impl Drop for Node {
+    fn drop(&mut self) {
+        let mut below: Vec<Node> = self.children.drain().map(|(_, child)| child).collect();
+        while let Some(mut node) = below.pop() {
+            below.extend(node.children.drain().map(|(_, child)| child));
+        }
+    }
 }
 
 impl Node {
@@ -111,13 +125,50 @@ impl Interest {
             .try_fold(&self.root, |node, level| node.children.get(level))
     }
 
-    /// Applies `f` to the node of `filter` (created if missing), keeps the entry count, and
-    /// prunes branches left empty.
+    /// Applies `f` to the node of `filter` (created if missing), keeps the entry counts, and
+    /// prunes the branch if it is left empty.
     fn apply(&mut self, filter: &str, f: impl FnOnce(&mut Node)) {
-        let levels: Vec<&str> = filter.split('/').collect();
-        let (before, after) = apply(&mut self.root, &levels, filter, f);
+        let mut node = &mut self.root;
+        for level in filter.split('/') {
+            node = node.children.entry(level.into()).or_default();
+        }
+        let before = node.entries();
+        f(node);
+        node.filter.get_or_insert_with(|| filter.into());
+        let after = node.entries();
+        let emptied = node.is_empty();
         self.plain = self.plain + after.0 - before.0;
         self.grouped = self.grouped + after.1 - before.1;
+        if emptied {
+            self.prune(filter);
+        }
+    }
+
+    /// Removes the branch of `filter`, whose node is empty, up to the deepest node on its path
+    /// that holds something else (the root stays).
+    fn prune(&mut self, filter: &str) {
+        let mut cut = 0;
+        let mut node = &self.root;
+        for (depth, level) in filter.split('/').enumerate() {
+            if node.children.len() > 1 || node.plain || !node.groups.is_empty() {
+                cut = depth;
+            }
+            let Some(child) = node.children.get(level) else {
+                return;
+            };
+            node = child;
+        }
+        let mut levels = filter.split('/');
+        let mut node = &mut self.root;
+        for level in levels.by_ref().take(cut) {
+            let Some(child) = node.children.get_mut(level) else {
+                return;
+            };
+            node = child;
+        }
+        if let Some(level) = levels.next() {
+            node.children.remove(level);
+        }
     }
 
     /// The members the peer has in each of its groups whose filter matches `topic`.
@@ -147,26 +198,10 @@ impl Interest {
     }
 }
 
-fn apply(
-    node: &mut Node,
-    levels: &[&str],
-    filter: &str,
-    f: impl FnOnce(&mut Node),
-) -> ((usize, usize), (usize, usize)) {
-    let Some((first, rest)) = levels.split_first() else {
-        let before = node.entries();
-        f(node);
-        node.filter.get_or_insert_with(|| filter.into());
-        return (before, node.entries());
-    };
-    let child = node.children.entry((*first).into()).or_default();
-    let counts = apply(child, rest, filter, f);
-    if child.is_empty() {
-        node.children.remove(*first);
-    }
-    counts
-}
-
+/// The walk recurses once per level it descends, so its depth is at most the trie's, which is
+/// at most `limits.max_topic_levels`: every filter in the trie was validated first
+/// (`super::validate`), and so was every topic matched against it (a peer's there, a local
+/// client's in the broker).
 fn walk<'a>(node: &'a Node, topic: &str, visit: &mut impl FnMut(&'a Node)) {
     // MQTT-4.7.2-1: a topic starting with '$' is not matched by a leading wildcard.
     collect(node, Some(topic), !topic.starts_with('$'), visit);
@@ -263,6 +298,43 @@ mod tests {
                     "filter {filter:?}, topic {topic:?}"
                 );
             }
+        }
+    }
+
+    /// Removing a filter prunes its branch up to the nodes that still hold something.
+    #[test]
+    fn pruning_keeps_what_other_filters_share() {
+        let mut interest = Interest::new(10);
+        interest.add("a/b/c/d").unwrap();
+        interest.add("a/b").unwrap();
+        interest.set_group("g", "a/x", 1).unwrap();
+        interest.remove("a/b/c/d");
+        let a = &interest.root.children["a"];
+        assert_eq!(a.children.len(), 2);
+        assert!(a.children["b"].children.is_empty(), "c and d are gone");
+        assert!(interest.matches("a/b"));
+        interest.remove("a/b");
+        assert_eq!(interest.root.children["a"].children.len(), 1, "b is gone");
+        interest.set_group("g", "a/x", 0).unwrap();
+        assert!(interest.root.is_empty());
+    }
+
+    /// Insert, prune and drop loop instead of recursing: filters 65,535 levels deep (which
+    /// validation refuses before they get here) cost no stack.
+    #[test]
+    fn filters_of_65535_levels_are_inserted_pruned_and_dropped_without_recursion() {
+        for filter in ["/".repeat(65_535), "a/".repeat(32_767) + "a"] {
+            let mut interest = Interest::new(10);
+            interest.add(&filter).unwrap();
+            interest.set_group("g", &filter, 2).unwrap();
+            interest.add("x").unwrap();
+            assert!(interest.matches("x"));
+            interest.remove(&filter);
+            interest.set_group("g", &filter, 0).unwrap();
+            assert_eq!((interest.plain, interest.grouped), (1, 0));
+            assert_eq!(interest.root.children.len(), 1, "only x is left");
+            interest.add(&filter).unwrap();
+            drop(interest);
         }
     }
 

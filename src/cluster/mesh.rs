@@ -10,22 +10,32 @@
 //!   newer one, as the older is likely dead). Both sides compute the same answer.
 //! - On registration a route gets the full local interest and the retained messages, and the
 //!   other peers are told its address; on its end, everything learned from it goes with it.
+//! - Before a peer has proved the secret it costs a bounded amount: at most
+//!   `cluster.max_pending_routes` handshakes run at once (a connection past it is closed at
+//!   once, counted in [`Cluster::turned_away`]), each within `cluster.heartbeat_timeout_ms`
+//!   and with frames of at most 64 KiB.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::io::AsyncRead;
 use tokio::io::AsyncWrite;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
-use super::frame::{Frame, Info};
+use super::frame::{Frame, Info, MAX_INFO_PEERS_BYTES};
 use super::handshake::{self, HandshakeError};
 use super::route::{self, Route, RouteEnd};
-use super::{Cluster, State};
+use super::{Cluster, State, validate};
 
-/// Accepts routes until the node shuts down.
+/// Accepts routes until the node shuts down. At most `cluster.max_pending_routes` handshakes
+/// run at once; a connection past that is closed as soon as it is accepted, so strangers on
+/// the route port hold a bounded number of tasks, sockets and handshake buffers.
 pub async fn accept_loop(cluster: Arc<Cluster>, listener: TcpListener) {
     let mut closing = cluster.closing.subscribe();
+    let pending = Arc::new(Semaphore::new(cluster.max_pending));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -33,6 +43,11 @@ pub async fn accept_loop(cluster: Arc<Cluster>, listener: TcpListener) {
         };
         match accepted {
             Ok((stream, peer)) => {
+                let Ok(permit) = Arc::clone(&pending).try_acquire_owned() else {
+                    drop(stream);
+                    cluster.turn_away(peer);
+                    continue;
+                };
                 let cluster = Arc::clone(&cluster);
                 tokio::spawn(async move {
                     let _ = stream.set_nodelay(true);
@@ -40,8 +55,10 @@ pub async fn accept_loop(cluster: Arc<Cluster>, listener: TcpListener) {
                     let mine = cluster.info_now();
                     let timeout = cluster.timings.heartbeat_timeout;
                     let secret = &cluster.secret;
-                    match handshake::accept(&mut reader, &mut writer, &mine, secret, timeout).await
-                    {
+                    let handshake =
+                        handshake::accept(&mut reader, &mut writer, &mine, secret, timeout).await;
+                    drop(permit);
+                    match handshake {
                         Ok(theirs) => {
                             cluster.run_route(theirs, false, reader, writer).await;
                         }
@@ -72,11 +89,33 @@ enum Dialed {
 }
 
 impl Cluster {
-    /// Our INFO with the current peer list.
+    /// Our INFO with the current peer list, cut to fit a handshake frame. A peer that misses
+    /// an address there still meets that node: it is told of the new peer and dials it.
     fn info_now(&self) -> Info {
         let mut info = self.info.clone();
-        info.peers = self.routes().iter().map(|r| r.advertise.clone()).collect();
+        let mut budget = MAX_INFO_PEERS_BYTES;
+        info.peers = self
+            .routes()
+            .iter()
+            .map(|r| r.advertise.clone())
+            .take_while(|addr| match budget.checked_sub(2 + addr.len()) {
+                Some(left) => {
+                    budget = left;
+                    true
+                }
+                None => false,
+            })
+            .collect();
         info
+    }
+
+    /// A route connection accepted while `cluster.max_pending_routes` handshakes run was
+    /// closed: counted, and logged the first time and at every power of two.
+    fn turn_away(&self, peer: SocketAddr) {
+        let turned_away = self.turned_away.fetch_add(1, Ordering::Relaxed) + 1;
+        if turned_away.is_power_of_two() {
+            tracing::warn!(%peer, turned_away, max = self.max_pending, "route connection closed: cluster.max_pending_routes handshakes already under way");
+        }
     }
 
     /// Starts a dial loop for `addr` unless one runs already or it is this node.
@@ -100,10 +139,12 @@ impl Cluster {
         tokio::spawn(Arc::clone(self).dial_loop(addr, seed));
     }
 
-    /// Peer addresses learned from a peer: dial the ones we have no route to.
-    pub(super) fn discover(self: &Arc<Self>, peers: Vec<String>) {
-        for addr in peers {
-            if !self.connected_to(&addr) {
+    /// Peer addresses learned from the peer `from`: dial the valid ones we have no route to,
+    /// up to `cluster.max_peers` of them (`frame` names where they came from, for the log).
+    pub(super) fn discover(self: &Arc<Self>, from: &str, frame: &'static str, peers: Vec<String>) {
+        self.admit(from, frame, self.rules.peer_count(peers.len()));
+        for addr in peers.into_iter().take(self.max_peers) {
+            if self.admit(from, frame, validate::peer_address(&addr)) && !self.connected_to(&addr) {
                 self.start_dialing(addr, false);
             }
         }
@@ -226,7 +267,7 @@ impl Cluster {
             return;
         }
         tracing::info!(peer = %route.peer, advertise = %route.advertise, outbound, "route up");
-        self.discover(theirs.peers);
+        self.discover(&theirs.node, "INFO", theirs.peers);
         let end = route::run(self, &route, reader, writer).await;
         self.unregister(&route);
         match end {

@@ -13,6 +13,11 @@
 //! A message that came over a route is delivered locally only, never forwarded again, so a
 //! message crosses at most one route.
 //!
+//! Whoever is on the other side of a route, what it sends is held to a client's limits
+//! (`validate`): an invalid item is refused ([`Cluster::refused`]) and the route stays up.
+//! Before a peer has proved the secret the node holds only a bounded amount for it
+//! (`handshake`, `mesh`), and no recursion goes as deep as a peer likes (`interest`).
+//!
 //! On a graceful shutdown ([`Cluster::shutdown`]) the node stops accepting and dialling, and
 //! each route sends what is already queued on it before it closes.
 //!
@@ -25,10 +30,11 @@ mod handshake;
 mod interest;
 mod mesh;
 mod route;
+mod validate;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -43,6 +49,7 @@ use crate::protocol::{Delivered, Publish, QoS};
 pub use frame::GroupRef;
 use frame::{Frame, Info, Outgoing};
 use route::Route;
+pub(crate) use validate::{MAX_NAME, check_address, check_node_name};
 
 /// Why the cluster could not start.
 #[derive(Debug, thiserror::Error)]
@@ -89,10 +96,18 @@ pub struct Cluster {
     timings: Timings,
     max_peers: usize,
     max_interest: usize,
+    max_pending: usize,
     route_queue_bytes: usize,
     route_backlog_bytes: usize,
     /// Largest MQTT packet, which bounds message frames.
     max_packet: usize,
+    /// What a peer's filters, topics, names and addresses are held to.
+    rules: validate::Rules,
+    /// Items from peers refused by `rules`.
+    refused: AtomicU64,
+    /// Route connections closed at once because `cluster.max_pending_routes` handshakes were
+    /// under way.
+    turned_away: AtomicU64,
     broker: Weak<Broker>,
     state: Mutex<State>,
     /// The routes, for the publish path: read-locked per message, rebuilt on (un)registration.
@@ -163,9 +178,13 @@ impl Bound {
             },
             max_peers: c.max_peers,
             max_interest: c.max_peer_interest,
+            max_pending: c.max_pending_routes,
             route_queue_bytes: c.route_queue_bytes,
             route_backlog_bytes: c.route_backlog_bytes,
             max_packet: broker.limits().max_packet_size as usize,
+            rules: validate::Rules::new(broker.limits(), c.max_peers),
+            refused: AtomicU64::new(0),
+            turned_away: AtomicU64::new(0),
             broker: Arc::downgrade(broker),
             state: Mutex::new(State::default()),
             routes: RwLock::new(Vec::new()),
@@ -214,6 +233,18 @@ impl Cluster {
     /// Messages dropped because a route's queue was full, over the live routes.
     pub fn dropped(&self) -> u64 {
         self.routes().iter().map(|r| r.dropped()).sum()
+    }
+
+    /// Items peers sent that were refused as invalid (filters, topics, group names, client
+    /// ids, addresses; see the `validate` module), since start.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Route connections closed as soon as they were accepted because
+    /// `cluster.max_pending_routes` handshakes were already under way, since start.
+    pub fn turned_away(&self) -> u64 {
+        self.turned_away.load(Ordering::Relaxed)
     }
 
     /// A local filter's subscriber count went 0 → 1 (`present`) or 1 → 0. Called under the
@@ -485,5 +516,27 @@ impl PeerGroups<'_> {
                 self.assign(group, i);
             }
         }
+    }
+}
+
+/// A decoded route frame, for the route frame fuzz target (fuzz/fuzz_targets/route_frame.rs)
+/// and nothing else: the one way in to the private decoder and encoder.
+#[doc(hidden)]
+#[derive(Debug, PartialEq)]
+pub struct FuzzFrame(Frame);
+
+#[doc(hidden)]
+impl FuzzFrame {
+    /// Decodes a frame body (kind byte first, length prefix removed) as a route's reader does;
+    /// `max_packet` bounds the PUBLISH in a message frame.
+    pub fn decode(body: &[u8], max_packet: usize) -> Option<FuzzFrame> {
+        Frame::decode(bytes::BytesMut::from(body), max_packet)
+            .ok()
+            .map(FuzzFrame)
+    }
+
+    /// The frame encoded again, length prefix included; `None` if it cannot be encoded.
+    pub fn encode(&self) -> Option<Bytes> {
+        self.0.encode().ok()
     }
 }

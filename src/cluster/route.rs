@@ -261,29 +261,58 @@ async fn read_loop<R: AsyncRead + Unpin>(
     }
 }
 
-/// Applies one frame from the peer.
+/// Applies one frame from the peer. Every item in it is checked first, and an invalid one is
+/// skipped, counted and logged (see [`super::validate`] for what is checked, and why an
+/// invalid item does not close the route).
 fn apply(cluster: &Arc<Cluster>, route: &Route, frame: Frame) -> Result<(), RouteEnd> {
+    let rules = &cluster.rules;
+    let peer = route.peer.as_str();
     match frame {
         Frame::Ping => {}
-        Frame::Interest(filter) => route.interest_mut().add(&filter)?,
-        Frame::NoInterest(filter) => route.interest_mut().remove(&filter),
+        Frame::Interest(filter) => {
+            if cluster.admit(peer, "INTEREST", rules.filter(&filter)) {
+                route.interest_mut().add(&filter)?;
+            }
+        }
+        Frame::NoInterest(filter) => {
+            if cluster.admit(peer, "NO_INTEREST", rules.filter(&filter)) {
+                route.interest_mut().remove(&filter);
+            }
+        }
         Frame::GroupWeight {
             group,
             filter,
             members,
-        } => route.interest_mut().set_group(&group, &filter, members)?,
+        } => {
+            if cluster.admit(peer, "GROUP_WEIGHT", rules.group(&group, &filter)) {
+                route.interest_mut().set_group(&group, &filter, members)?;
+            }
+        }
         Frame::Message {
             plain,
             redirected,
-            groups,
+            mut groups,
             publish,
-        } => cluster.deliver(publish, plain, &groups, redirected, route),
-        Frame::Retained(publish) => cluster.store_retained(publish),
-        Frame::Peers(peers) => cluster.discover(peers),
-        Frame::ClientConnected(client_id) => cluster.client_elsewhere(&client_id, &route.peer),
+        } => {
+            if cluster.admit(peer, "MESSAGE", rules.topic(&publish.topic)) {
+                groups.retain(|g| cluster.admit(peer, "MESSAGE", rules.group(&g.group, &g.filter)));
+                cluster.deliver(publish, plain, &groups, redirected, route);
+            }
+        }
+        Frame::Retained(publish) => {
+            if cluster.admit(peer, "RETAINED", rules.topic(&publish.topic)) {
+                cluster.store_retained(publish);
+            }
+        }
+        Frame::Peers(peers) => cluster.discover(peer, "PEERS", peers),
+        Frame::ClientConnected(client_id) => {
+            if cluster.admit(peer, "CLIENT_CONNECTED", rules.client_id(&client_id)) {
+                cluster.client_elsewhere(&client_id, peer);
+            }
+        }
         // The dialler refuses after the acceptor's last handshake frame, when the acceptor
         // already runs the route.
-        Frame::Refused(why) => return Err(RouteEnd::Refused(why)),
+        Frame::Refused(why) => return Err(RouteEnd::Refused(super::validate::loggable(&why))),
         Frame::Info(_) => return Err(RouteEnd::Unexpected("INFO")),
         Frame::Challenge(_) => return Err(RouteEnd::Unexpected("CHALLENGE")),
         Frame::Proof(_) => return Err(RouteEnd::Unexpected("PROOF")),

@@ -146,6 +146,13 @@ impl Node {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// True while the node's process has not exited (a crash, an abort).
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| child.try_wait().ok().flatten().is_none())
+    }
+
     /// SIGKILL: no goodbye to the peers.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -242,7 +249,10 @@ pub struct RoutePeer {
 pub mod kind {
     pub const INFO: u8 = 1;
     pub const INTEREST: u8 = 4;
+    pub const GROUP_WEIGHT: u8 = 6;
     pub const MESSAGE: u8 = 7;
+    pub const PEERS: u8 = 9;
+    pub const CLIENT_CONNECTED: u8 = 10;
     pub const CHALLENGE: u8 = 11;
     pub const PROOF: u8 = 12;
 }
@@ -290,7 +300,23 @@ impl RoutePeer {
     pub async fn interest(&mut self, filter: &str) {
         let mut body = vec![kind::INTEREST];
         put_str(&mut body, filter);
-        self.write(&framed(&body)).await;
+        self.send(&body).await;
+    }
+
+    /// Sends a QoS 0 message on `topic` for the node's plain subscribers.
+    pub async fn message(&mut self, topic: &str, payload: &[u8]) {
+        let mut body = vec![kind::MESSAGE, 1, 0, 0];
+        let publish = super::publish_packet(topic, payload, QoS::AtMostOnce, false, 0);
+        let mut packet = bytes::BytesMut::new();
+        supermq::protocol::encode(&Packet::Publish(publish), ProtocolVersion::V5, &mut packet)
+            .expect("encodes");
+        body.extend_from_slice(&packet);
+        self.send(&body).await;
+    }
+
+    /// Sends one frame: `body` is its kind and what follows; the length prefix is added.
+    pub async fn send(&mut self, body: &[u8]) {
+        self.write(&framed(body)).await;
     }
 
     /// The next frame (kind and body), or `None` when the node closed the connection.
@@ -360,7 +386,7 @@ pub fn fake_info(node: &str, cluster: &str, nonce: &str) -> Vec<u8> {
     out
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
+pub fn put_str(out: &mut Vec<u8>, s: &str) {
     put_bytes(out, s.as_bytes());
 }
 

@@ -1,0 +1,182 @@
+//! The route port against a hostile peer: real `supermq` processes on loopback ports, attacked
+//! over raw TCP. Whatever arrives, the node stays up, an MQTT publisher and subscriber on it
+//! keep working, and real peers can still join.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::cluster::{Node, NodeSpec, RoutePeer, kind, put_str, wait_for_mesh};
+use supermq::protocol::{QoS, reason};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A publisher and a subscriber on `node` exchange a QoS 1 message.
+async fn pub_sub_works(node: &Node, tag: &str) {
+    let topic = format!("pair/{tag}");
+    let mut sub = node.client(&format!("sub-{tag}")).await;
+    sub.subscribe(&topic, QoS::AtLeastOnce).await;
+    let mut publisher = node.client(&format!("pub-{tag}")).await;
+    let code = publisher
+        .publish(&topic, b"still here", QoS::AtLeastOnce, false)
+        .await;
+    assert_eq!(code, reason::SUCCESS);
+    let got = sub.recv_acked().await;
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..]),
+        (topic.as_str(), &b"still here"[..])
+    );
+}
+
+/// Waits until the node closes `stream`; returns how long that took from `since`.
+async fn closed_after(stream: &mut TcpStream, since: Instant) -> Duration {
+    let mut buf = [0u8; 256];
+    loop {
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("closed within 10 s");
+        if !matches!(read, Ok(n) if n > 0) {
+            return since.elapsed();
+        }
+    }
+}
+
+/// The interest frame that aborted the node (65,535 '/'), and its kin, from a peer that passed
+/// the handshake: each invalid item is refused and logged, the route stays up and keeps
+/// working, and so does the node.
+#[tokio::test]
+async fn invalid_filters_and_topics_from_an_authenticated_peer_are_refused_and_the_route_stays() {
+    let mut node = Node::start(NodeSpec::new("node1", &[])).await;
+    let mut sub = node.client("local-sub").await;
+    sub.subscribe("in/#", QoS::AtMostOnce).await;
+    let mut peer = RoutePeer::connect(node.route_addr(), "hostile", "test", "s3cret", None).await;
+
+    peer.interest(&"/".repeat(65_535)).await;
+    peer.interest(&("a/".repeat(32_767) + "a")).await;
+    peer.interest("a/#/b").await;
+    let mut group = vec![kind::GROUP_WEIGHT];
+    put_str(&mut group, "bad/group");
+    put_str(&mut group, "t/#");
+    group.extend_from_slice(&1u32.to_be_bytes());
+    peer.send(&group).await;
+    let mut client_id = vec![kind::CLIENT_CONNECTED];
+    put_str(&mut client_id, &"c".repeat(300));
+    peer.send(&client_id).await;
+    let mut peers = vec![kind::PEERS, 0, 1];
+    put_str(&mut peers, "no port here");
+    peer.send(&peers).await;
+    // A topic deeper than limits.max_topic_levels (32) is not delivered...
+    peer.message(&format!("in{}", "/x".repeat(40)), b"too deep")
+        .await;
+    // ...and the valid message after it is: frames are applied in order, so everything above
+    // was handled by the time it arrives.
+    peer.message("in/ok", b"fine").await;
+    let got = sub.recv_publish().await;
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..]),
+        ("in/ok", &b"fine"[..])
+    );
+
+    assert!(node.running(), "the node is up; log:\n{}", node.log());
+    node.wait_for_log("invalid item from a peer refused").await;
+    node.wait_for_log("(65535 bytes) exceeds limits.max_topic_length")
+        .await;
+    assert!(
+        !node.log().contains("route down"),
+        "the route stayed up:\n{}",
+        node.log()
+    );
+
+    // The route still works both ways: the node forwards to the peer's valid interest.
+    peer.interest("ok/#").await;
+    peer.message("in/sync", b"interest applied").await;
+    assert_eq!(sub.recv_publish().await.topic, "in/sync");
+    let mut publisher = node.client("local-pub").await;
+    publisher
+        .publish("ok/1", b"to the peer", QoS::AtMostOnce, false)
+        .await;
+    loop {
+        let (kind, body) = peer.frame().await.expect("the route is open");
+        if kind == kind::MESSAGE {
+            assert!(body.ends_with(b"to the peer"));
+            break;
+        }
+    }
+    pub_sub_works(&node, "after-filters").await;
+}
+
+/// A handshake frame that claims 1 GiB is refused as soon as its length is read (no wait for
+/// the handshake timeout, nothing allocated for it), and a real peer joins afterwards.
+#[tokio::test]
+async fn a_handshake_frame_of_1_gib_is_refused_at_once() {
+    let mut node = Node::start(NodeSpec::new("node1", &[])).await;
+    let mut stream = TcpStream::connect(node.route_addr())
+        .await
+        .expect("connect");
+    let started = Instant::now();
+    let mut hello = b"SMQR".to_vec();
+    hello.extend_from_slice(&(1u32 << 30).to_be_bytes());
+    hello.extend_from_slice(&[kind::INFO; 1000]);
+    stream.write_all(&hello).await.expect("written");
+    let closed = closed_after(&mut stream, started).await;
+    // The handshake timeout in these tests is 1 s (heartbeat_timeout_ms).
+    assert!(
+        closed < Duration::from_millis(800),
+        "closed after {closed:?}"
+    );
+    node.wait_for_log("frame of 1073741824 bytes is larger than the limit of 65536")
+        .await;
+    assert!(node.running(), "the node is up; log:\n{}", node.log());
+    pub_sub_works(&node, "after-1gib").await;
+
+    let seed = node.spec.route;
+    let nodes = [node, Node::start(NodeSpec::new("node2", &[seed])).await];
+    wait_for_mesh(&nodes).await;
+}
+
+/// Past cluster.max_pending_routes silent connections, a new route connection is closed at
+/// once; the silent ones are closed at the handshake timeout, and a real peer that was turned
+/// away meanwhile joins by redialling.
+#[tokio::test]
+async fn silent_route_connections_past_max_pending_routes_are_closed_at_once() {
+    const PENDING: usize = 4;
+    const SILENT: usize = 12;
+    let mut spec = NodeSpec::new("node1", &[]);
+    spec.extra = format!("max_pending_routes = {PENDING}\n");
+    let mut node = Node::start(spec).await;
+    let started = Instant::now();
+    let mut silent = Vec::new();
+    for _ in 0..SILENT {
+        let mut stream = TcpStream::connect(node.route_addr())
+            .await
+            .expect("connect");
+        silent.push(tokio::spawn(async move {
+            closed_after(&mut stream, started).await
+        }));
+    }
+    // A real peer dials into the full node: turned away, it keeps redialling.
+    let second = Node::start(NodeSpec::new("node2", &[node.spec.route])).await;
+    pub_sub_works(&node, "during-flood").await;
+
+    let mut closed = Vec::new();
+    for watch in silent {
+        closed.push(watch.await.expect("watched"));
+    }
+    closed.sort();
+    let (at_once, timed_out) = closed.split_at(SILENT - PENDING);
+    assert!(
+        at_once.iter().all(|d| *d < Duration::from_millis(800)),
+        "{SILENT} silent connections, {PENDING} allowed: the rest closed at once: {closed:?}"
+    );
+    assert!(
+        timed_out.iter().all(|d| *d >= Duration::from_millis(900)),
+        "the {PENDING} pending ones wait for the 1 s handshake timeout: {closed:?}"
+    );
+    node.wait_for_log("cluster.max_pending_routes handshakes already under way")
+        .await;
+    assert!(node.running(), "the node is up; log:\n{}", node.log());
+
+    let nodes = [node, second];
+    wait_for_mesh(&nodes).await;
+    pub_sub_works(&nodes[0], "after-flood").await;
+}
