@@ -190,7 +190,7 @@ impl Backlog {
         self.bytes.load(Ordering::Acquire)
     }
 
-    /// The sessions to look at for stale parked messages, at most every [`SWEEP_EVERY`] and
+    /// The sessions to look at for stale parked messages, at most every `SWEEP_EVERY` and
     /// only while something is parked; the list forgets them as it hands them out (a session
     /// that parks again is registered again).
     pub fn due(&self) -> Vec<Arc<SessionHandle>> {

@@ -11,7 +11,8 @@
 //! client publishes ([`Cluster::forward`]) and when a client connects
 //! ([`Cluster::client_connected`]); the routes call back into the broker with what peers send.
 //! A message that came over a route is delivered locally only, never forwarded again, so a
-//! message crosses at most one route.
+//! message crosses at most one route, and delivered without waiting: what a full local queue
+//! cannot take waits on the route's backlog budget or is dropped for that session alone.
 //!
 //! Whoever is on the other side of a route, what it sends is held to a client's limits
 //! (`validate`): an invalid item is refused ([`Cluster::refused`]) and the route stays up.

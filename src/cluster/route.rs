@@ -1,7 +1,10 @@
 //! One route: an established, authenticated connection to one peer node.
 //!
-//! A [`Route`] owns what belongs to that connection and dies with it: the outbound queue,
-//! bounded in bytes, and the interest the peer declared on it. Past the bound a message is
+//! A [`Route`] owns what belongs to that connection: the outbound queue, bounded in bytes,
+//! the interest the peer declared on it, and the budget ([`Backlog`]) for the peer's messages
+//! that wait beside full local queues — the reader hands every message to the broker and never
+//! waits for a subscriber, so one slow session cannot hold up the rest of the route's traffic.
+//! Past the queue's bound a message is
 //! dropped, but a control frame (interest, discovery, client ids) never is, as the peer's
 //! picture would go wrong: a peer that lets that many pile up is disconnected instead, and
 //! gets the full picture again when the route comes back. [`run`] drives the
