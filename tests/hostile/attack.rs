@@ -4,8 +4,8 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
@@ -136,14 +136,12 @@ pub async fn publish_window(
 pub struct Counter {
     task: JoinHandle<()>,
     unique: Arc<AtomicU64>,
-    last: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Counter {
     pub fn start(mut client: TestClient, topic: &str) -> Counter {
         let unique = Arc::new(AtomicU64::new(0));
-        let last = Arc::new(Mutex::new(None));
-        let (counted, arrived) = (Arc::clone(&unique), Arc::clone(&last));
+        let counted = Arc::clone(&unique);
         let topic = topic.to_string();
         let task = tokio::spawn(async move {
             let mut seen = HashSet::new();
@@ -154,7 +152,6 @@ impl Counter {
                         let sequence = publish.payload.get(..4).map(<[u8]>::to_vec);
                         if publish.topic == topic && seen.insert(sequence) {
                             counted.fetch_add(1, Ordering::Relaxed);
-                            *arrived.lock().expect("lock") = Some(Instant::now());
                         }
                     }
                     Received::Packet(_) => {}
@@ -162,17 +159,16 @@ impl Counter {
                 }
             }
         });
-        Counter { task, unique, last }
+        Counter { task, unique }
     }
 
     /// Waits until `expected` distinct messages arrived or `deadline` passed; returns how
-    /// many arrived and when the last one did.
-    pub async fn wait_for(&self, expected: u64, deadline: Instant) -> (u64, Option<Instant>) {
+    /// many arrived.
+    pub async fn wait_for(&self, expected: u64, deadline: Instant) -> u64 {
         while self.unique.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let last = *self.last.lock().expect("lock");
-        (self.unique.load(Ordering::Relaxed), last)
+        self.unique.load(Ordering::Relaxed)
     }
 }
 

@@ -246,12 +246,12 @@ impl Drop for RealBroker {
     }
 }
 
-/// Two cluster nodes, node 2 seeded with node 1, each given `limits`; returns once a message
+/// Two cluster nodes with default limits, node 2 seeded with node 1; returns once a message
 /// published on node 1 reaches a subscriber on node 2.
-pub async fn two_nodes(name: &str, limits: impl Fn(Spec) -> Spec) -> (RealBroker, RealBroker) {
-    let first = RealBroker::start(limits(Spec::new(&format!("{name}-1")).cluster(&[]))).await;
+pub async fn two_nodes(name: &str) -> (RealBroker, RealBroker) {
+    let first = RealBroker::start(Spec::new(&format!("{name}-1")).cluster(&[])).await;
     let seed = first.route_port();
-    let second = RealBroker::start(limits(Spec::new(&format!("{name}-2")).cluster(&[seed]))).await;
+    let second = RealBroker::start(Spec::new(&format!("{name}-2")).cluster(&[seed])).await;
     wait_for_path(&first, &second).await;
     (first, second)
 }

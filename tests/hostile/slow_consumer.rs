@@ -61,7 +61,7 @@ mod one_node {
             |_| {},
         )
         .await;
-        let (got, _) = fast
+        let got = fast
             .wait_for(u64::from(MESSAGES), last_ack + DELIVERED_WITHIN)
             .await;
         assert_eq!(
@@ -94,7 +94,7 @@ mod two_nodes {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn slow_consumer_does_not_hold_up_a_route() {
-        let (mut node1, mut node2) = two_nodes("slow-route", |spec| spec).await;
+        let (mut node1, mut node2) = two_nodes("slow-route").await;
         let watch = Watch::start(&node2).await;
         // Interest reaches a peer in the order it changed, so once the fast subscriber's
         // filter is known on node 1 (a probe arrived), the slow one's is too.
@@ -131,7 +131,7 @@ mod two_nodes {
             last_ack = Some(std::time::Instant::now());
         }
         let last_ack = last_ack.expect("published");
-        let (got, _) = fast
+        let got = fast
             .wait_for(u64::from(MESSAGES), last_ack + DELIVERED_WITHIN)
             .await;
         assert_eq!(
