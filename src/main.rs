@@ -40,7 +40,8 @@ enum Command {
     ///
     /// Each run prints a table (or, with --format legacy, micro-mq's "Total sent" line) and
     /// then one JSON line, last on stdout, for scripts; progress goes to stderr every second.
-    /// `bench conns` opens idle connections and reports the broker's memory per connection.
+    /// `bench conns` opens idle connections and reports the broker's memory per connection;
+    /// `--isolation` runs a shape alone and beside a slow subscriber, and compares the two.
     Bench(Box<tools::bench::BenchArgs>),
     /// Check that a broker serves MQTT: CONNECT, CONNACK, DISCONNECT (exit 0 when it does)
     ///

@@ -542,15 +542,51 @@ async fn a_3_1_1_client_is_never_held_to_a_receive_maximum_it_was_not_told() {
     assert_eq!(broker.broker.stats().protocol_errors.get(), 0);
 }
 
-/// The inbound window frees up on PUBREL: a client that releases as it goes is never over it.
+/// The inbound window frees up on PUBREL (MQTT 5.0 §4.9): with our Receive Maximum filled by
+/// distinct unreleased QoS 2 packet ids, releasing one makes room for exactly one more, and the
+/// next one after that is over the window again (DISCONNECT 0x93). MQTT 5.0 only: a 3.1.1
+/// client is never told a Receive Maximum, so it is never held to one.
 #[tokio::test]
 async fn releasing_qos2_frees_our_receive_maximum() {
     let broker = TestBroker::start(config_with(|limits| limits.max_inflight = 2)).await;
-    let mut client = TestClient::v5(broker.addr, "steady").await;
-    for _ in 0..5 {
-        client.publish("steady", b"x", ExactlyOnce, false).await;
+    let (mut client, connack) = TestClient::connect(broker.addr, V5, "steady", true).await;
+    assert_eq!(connack.properties.receive_maximum, Some(2));
+    // Accepted, for nobody: no client subscribes to "steady".
+    const NOBODY: u8 = reason::NO_MATCHING_SUBSCRIBERS;
+    for id in [1, 2] {
+        client
+            .send_publish(publish_packet("steady", b"x", ExactlyOnce, false, id))
+            .await;
+        match client.recv().await {
+            Packet::PubRec(ack) => assert_eq!((ack.packet_id, ack.reason), (id, NOBODY)),
+            other => panic!("expected PUBREC {id}, got {other:?}"),
+        }
     }
-    client.ping().await;
+    // Both slots are taken by 1 and 2. Releasing 1 frees one of them...
+    client.send(&Packet::PubRel(Ack::new(1))).await;
+    match client.recv().await {
+        Packet::PubComp(ack) => assert_eq!(ack.packet_id, 1),
+        other => panic!("expected PUBCOMP 1, got {other:?}"),
+    }
+    // ...which 3 takes, so 2 and 3 fill the window again...
+    client
+        .send_publish(publish_packet("steady", b"x", ExactlyOnce, false, 3))
+        .await;
+    match client.recv().await {
+        Packet::PubRec(ack) => assert_eq!((ack.packet_id, ack.reason), (3, NOBODY)),
+        other => panic!("expected PUBREC 3, got {other:?}"),
+    }
+    // ...and 4 is one too many.
+    client
+        .send_publish(publish_packet("steady", b"x", ExactlyOnce, false, 4))
+        .await;
+    let before = client
+        .expect_disconnect(reason::RECEIVE_MAXIMUM_EXCEEDED)
+        .await;
+    assert!(
+        before.is_empty(),
+        "nothing before the DISCONNECT: {before:?}"
+    );
 }
 
 /// MQTT-3.10.4-2/4: after UNSUBSCRIBE (acknowledged with its packet id) the client gets no

@@ -24,7 +24,7 @@ async fn retained_for(broker: &TestBroker, filter: &str) -> Vec<Publish> {
     let mut client = TestClient::v311(broker.addr, "late").await;
     client.subscribe(filter, ExactlyOnce).await;
     let mut got = Vec::new();
-    while let Some(packet) = client.recv_within(QUIET).await {
+    while let Some(packet) = client.recv_within(QUIET).await.open() {
         match packet {
             Packet::Publish(publish) => {
                 client.ack(&publish).await;
@@ -192,7 +192,7 @@ async fn subscribe_counting_retained(client: &mut TestClient, filter: &str, hand
         .await;
     assert_eq!(suback.reasons, vec![0]);
     let mut count = 0;
-    while let Some(packet) = client.recv_within(QUIET).await {
+    while let Some(packet) = client.recv_within(QUIET).await.open() {
         match packet {
             Packet::Publish(publish) => {
                 assert!(publish.retain);
@@ -357,7 +357,7 @@ async fn a_subscribe_takes_no_more_retained_messages_than_its_queue_holds() {
         .await;
     assert_eq!(suback.reasons.len(), 5000);
     let mut got = 0;
-    while let Some(packet) = client.recv_within(QUIET).await {
+    while let Some(packet) = client.recv_within(QUIET).await.open() {
         match packet {
             Packet::Publish(publish) => {
                 assert!(publish.retain);

@@ -22,7 +22,8 @@ async fn join(client: &mut TestClient, filter: &str, publisher: &mut TestClient,
         publisher
             .publish(probe, b"probe", QoS::AtMostOnce, false)
             .await;
-        if let Some(Packet::Publish(p)) = client.recv_within(Duration::from_millis(30)).await {
+        if let Some(Packet::Publish(p)) = client.recv_within(Duration::from_millis(30)).await.open()
+        {
             client.ack(&p).await;
             if p.topic == probe {
                 return;

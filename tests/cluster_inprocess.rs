@@ -52,6 +52,7 @@ async fn wait_until_delivered(publisher: &mut common::TestClient, sub: &mut comm
         if sub
             .recv_within(std::time::Duration::from_millis(50))
             .await
+            .open()
             .is_some()
         {
             return;

@@ -207,3 +207,66 @@ async fn conns_opens_idle_connections_and_measures_memory() {
     assert!(json.f64("bytes_per_conn") >= 0.0, "{json:?}");
     assert!(ran.stdout.contains("per connection"), "{ran:#?}");
 }
+
+/// `--isolation` runs the shape alone and then beside a slow MQTT 5 subscriber (Receive
+/// Maximum 1, one acknowledgement every 50 ms), and reports both and their ratio. The broker's
+/// queues here hold the whole run, so the subscribers lose nothing either way; what the slow
+/// one costs a real broker is for `bench` to measure, not for this test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolation_compares_subscribers_alone_and_beside_a_slow_one() {
+    let broker = TestBroker::start(roomy()).await;
+    let port = broker.addr.port().to_string();
+    let ran = run(&[
+        "bench",
+        "-p",
+        &port,
+        "--quiet",
+        "--threads",
+        "2",
+        "--isolation",
+        "--slow-ack-ms",
+        "50",
+        "--subs",
+        "2",
+        "-n",
+        "2000",
+    ])
+    .await;
+    ran.expect_code(0);
+    let json = ran.json();
+    // The keys of the run beside the slow subscriber, at QoS 1 by default.
+    assert_lossless(&json, 2000, 4000);
+    assert_eq!(json.raw("qos"), "1");
+    assert!(json.raw("scenario").ends_with(" isolation\""), "{json:?}");
+    assert_eq!(json.u64("slow_ack_ms"), 50);
+    assert!(json.u64("slow_received") >= 1, "{json:?}");
+    assert_eq!(json.raw("slow_closed"), "null");
+    assert_eq!(json.u64("alone_lost"), 0);
+    for key in ["alone_recv_rate", "alone_p50_us", "alone_p99_us"] {
+        assert!(json.f64(key) > 0.0, "{key}: {json:?}");
+    }
+    // The ratios are the two runs' figures divided.
+    let rate_ratio = json.f64("recv_rate") / json.f64("alone_recv_rate");
+    assert!(
+        (json.f64("rate_ratio") - rate_ratio).abs() < 0.01 * rate_ratio.max(1.0),
+        "{json:?}"
+    );
+    assert!(json.f64("p99_ratio") > 0.0, "{json:?}");
+    // Both tables, then the comparison.
+    for line in [
+        "scenario     1->2 qos1 64B isolation, alone",
+        "scenario     1->2 qos1 64B isolation (",
+        "isolation    slow subscriber (MQTT 5, Receive Maximum 1, one acknowledgement every 50 ms",
+        "beside/alone rate ",
+    ] {
+        assert!(ran.stdout.contains(line), "{line:?} in:\n{}", ran.stdout);
+    }
+
+    // The slow subscriber is slow by its Receive Maximum, which QoS 0 does not count against.
+    let refused = run(&["bench", "-p", &port, "--isolation", "-q", "0"]).await;
+    refused.expect_code(2);
+    assert!(
+        refused.stderr.contains("--isolation needs -q 1 or 2"),
+        "{refused:#?}"
+    );
+}

@@ -1,5 +1,8 @@
 //! A session's queue: the messages waiting to be sent to its client, bounded in messages and
 //! bytes ([`Bounds`]), and the messages parked beside it while it is full ([`super::flow`]).
+//! The byte bound covers what the session holds in all: the queue and the messages sent and
+//! not yet acknowledged (in flight), so a client that reads but never acknowledges cannot make
+//! the broker hold `max_inflight` large messages on top of a full queue.
 //!
 //! Parked messages move in, oldest first, as soon as the queue has room, so a message never
 //! overtakes one parked before it. While messages are parked the queue times its *wait*
@@ -24,6 +27,8 @@ pub struct Queue {
     pending: VecDeque<Delivery>,
     /// Bytes of the messages in `pending` ([`Delivery::size`]).
     bytes: usize,
+    /// Bytes of the session's messages in flight (sent, not yet acknowledged).
+    in_flight: usize,
     wait: Option<Box<Wait>>,
 }
 
@@ -72,7 +77,22 @@ impl Queue {
     /// Whether a message of `size` bytes fits. An empty queue takes any one message, so a
     /// message larger than the byte bound (but within the packet size) still gets through.
     pub fn has_room(&self, size: usize, bounds: &Bounds) -> bool {
-        fits(self.pending.len(), self.bytes, size, bounds)
+        fits(self.pending.len(), self.held(), size, bounds)
+    }
+
+    /// Bytes held: queued and in flight.
+    fn held(&self) -> usize {
+        self.bytes + self.in_flight
+    }
+
+    /// A message of `size` bytes taken from the queue is now in flight.
+    pub fn fly(&mut self, size: usize) {
+        self.in_flight += size;
+    }
+
+    /// A message of `size` bytes in flight was acknowledged (or given up).
+    pub fn land(&mut self, size: usize) {
+        self.in_flight -= size;
     }
 
     /// Messages that still fit, by count (bytes are checked per message on [`Queue::push`]).
@@ -82,7 +102,7 @@ impl Queue {
 
     /// Half the queue or more is free: a slow session may take messages again.
     pub fn is_half_empty(&self, bounds: &Bounds) -> bool {
-        self.pending.len() <= bounds.messages / 2 && self.bytes <= bounds.bytes / 2
+        self.pending.len() <= bounds.messages / 2 && self.held() <= bounds.bytes / 2
     }
 
     /// Appends a message; the caller has checked the room.
@@ -126,7 +146,12 @@ impl Queue {
         }
         while let Some(next) = wait.parked.front() {
             let size = next.delivery.size();
-            if !fits(self.pending.len(), self.bytes, size, bounds) {
+            if !fits(
+                self.pending.len(),
+                self.bytes + self.in_flight,
+                size,
+                bounds,
+            ) {
                 return;
             }
             if let Some(Parked { delivery, .. }) = wait.parked.pop_front() {
@@ -212,6 +237,11 @@ impl Queue {
         self.wait = None;
     }
 
+    /// Forgets the messages in flight, as the session forgot them.
+    pub fn clear_in_flight(&mut self) {
+        self.in_flight = 0;
+    }
+
     fn retain(&mut self, mut keep: impl FnMut(&Delivery) -> bool) {
         let mut bytes = self.bytes;
         self.pending.retain(|d| {
@@ -225,9 +255,10 @@ impl Queue {
     }
 }
 
-/// Whether a message of `size` bytes fits in a queue of `len` messages and `bytes` bytes.
-fn fits(len: usize, bytes: usize, size: usize, bounds: &Bounds) -> bool {
-    len < bounds.messages && (len == 0 || bytes + size <= bounds.bytes)
+/// Whether a message of `size` bytes fits in a queue of `len` messages in a session holding
+/// `held` bytes.
+fn fits(len: usize, held: usize, size: usize, bounds: &Bounds) -> bool {
+    len < bounds.messages && (len == 0 || held + size <= bounds.bytes)
 }
 
 #[cfg(test)]
@@ -281,6 +312,19 @@ mod tests {
             queue.push(delivery(9));
         }
         assert!(!queue.has_room(0, &BOUNDS), "4 messages");
+    }
+
+    #[test]
+    fn messages_in_flight_count_against_the_byte_bound() {
+        let mut queue = Queue::default();
+        queue.push(delivery(399));
+        queue.fly(500);
+        assert!(
+            !queue.has_room(101, &BOUNDS),
+            "400 queued + 500 in flight + 101 > 1000"
+        );
+        queue.land(500);
+        assert!(queue.has_room(101, &BOUNDS));
     }
 
     #[test]

@@ -303,9 +303,11 @@ impl Session {
     /// not yet received, queued or parked), so another member can have them.
     pub fn take_group_deliveries(&mut self) -> Vec<Delivery> {
         let mut out = Vec::new();
+        let queue = &mut self.queue;
         self.inflight.retain(|flight| {
             let orphan = flight.delivery.group.is_some() && !flight.released;
             if orphan {
+                queue.land(flight.delivery.size());
                 out.push(flight.delivery.clone());
             }
             !orphan
@@ -354,6 +356,8 @@ impl Session {
         self.outbox = None;
         self.generation += 1;
         self.queue.clear();
+        self.inflight.clear();
+        self.queue.clear_in_flight();
         self.subscriptions
             .drain()
             .map(|(filter, _)| filter)
@@ -434,7 +438,9 @@ impl Session {
             .position(|f| f.packet_id == packet_id && ok(f))
         {
             Some(i) => {
-                self.inflight.remove(i);
+                if let Some(flight) = self.inflight.remove(i) {
+                    self.queue.land(flight.delivery.size());
+                }
                 true
             }
             None => false,
@@ -456,6 +462,7 @@ impl Session {
     ) {
         let now = Instant::now();
         if std::mem::take(&mut self.resend) {
+            let queue = &mut self.queue;
             self.inflight.retain(|flight| {
                 let start = out.len();
                 let encoded = if flight.released {
@@ -469,6 +476,7 @@ impl Session {
                     // MQTT-3.1.2-25: too large for the client's (new) Maximum Packet Size:
                     // discarded as if delivered, so it does not hold a window slot for ever.
                     stats.dropped_too_large.inc();
+                    queue.land(flight.delivery.size());
                 }
                 sent
             });
@@ -500,6 +508,7 @@ impl Session {
                 continue;
             }
             if packet_id != 0 {
+                self.queue.fly(delivery.size());
                 self.inflight.push_back(Inflight {
                     packet_id,
                     delivery,

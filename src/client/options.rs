@@ -18,6 +18,9 @@ pub struct ConnectOptions {
     pub password: Option<Bytes>,
     /// MQTT 5.0: how long the broker keeps the session after the connection ends, in seconds.
     pub session_expiry: Option<u32>,
+    /// MQTT 5.0: most QoS 1/2 messages the broker may have unacknowledged towards this client
+    /// (Receive Maximum); none means the protocol's 65,535.
+    pub receive_maximum: Option<u16>,
     /// Print every packet sent and received on stderr (`-d`).
     pub debug: bool,
 }
@@ -33,6 +36,7 @@ impl ConnectOptions {
             username: None,
             password: None,
             session_expiry: None,
+            receive_maximum: None,
             debug: false,
         }
     }
@@ -42,6 +46,7 @@ impl ConnectOptions {
         let mut properties = Properties::default();
         if self.version.is_v5() {
             properties.session_expiry_interval = self.session_expiry;
+            properties.receive_maximum = self.receive_maximum;
         }
         Connect {
             protocol: self.version,

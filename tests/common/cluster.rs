@@ -215,7 +215,7 @@ pub async fn wait_for_path(from: &Node, to: &Node, within: Duration) {
         publisher
             .publish(&topic, b"probe", QoS::AtMostOnce, false)
             .await;
-        if let Some(Packet::Publish(_)) = sub.recv_within(Duration::from_millis(100)).await {
+        if let Some(Packet::Publish(_)) = sub.recv_within(Duration::from_millis(100)).await.open() {
             return;
         }
         assert!(

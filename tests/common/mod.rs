@@ -222,6 +222,30 @@ pub fn tls_connector() -> tokio_rustls::TlsConnector {
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
+/// What [`TestClient::recv_within`] saw: a packet, nothing (the connection still open), or
+/// the end of the connection. Silence and a dead connection are different answers, so a test
+/// that expects nothing cannot pass on a broker that closed the connection.
+#[derive(Debug)]
+// Returned once per packet and matched at once: boxing the packet would only lengthen every
+// match.
+#[allow(clippy::large_enum_variant)]
+pub enum Received {
+    Packet(Packet),
+    Silent,
+    Closed,
+}
+
+impl Received {
+    /// The packet, or `None` for silence; fails the test if the connection ended.
+    pub fn open(self) -> Option<Packet> {
+        match self {
+            Received::Packet(packet) => Some(packet),
+            Received::Silent => None,
+            Received::Closed => panic!("the connection ended unexpectedly"),
+        }
+    }
+}
+
 /// A raw MQTT client over TCP, TLS or WebSocket.
 pub struct TestClient {
     io: Io,
@@ -352,36 +376,46 @@ impl TestClient {
         self.io.write_all(bytes).await.expect("write");
     }
 
-    /// The next packet; fails the test if none comes within [`WAIT`].
+    /// Sends bytes the broker may refuse before it has read them all: a write that fails
+    /// because the broker closed the connection is an answer, not a test failure.
+    pub async fn try_send_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.io.write_all(bytes).await
+    }
+
+    /// The next packet; fails the test if none comes within [`WAIT`] or the connection ends.
     pub async fn recv(&mut self) -> Packet {
         match self.recv_within(WAIT).await {
-            Some(packet) => packet,
-            None => panic!("no packet within {WAIT:?}"),
+            Received::Packet(packet) => packet,
+            Received::Silent => panic!("no packet within {WAIT:?}"),
+            Received::Closed => panic!("the connection ended while a packet was expected"),
         }
     }
 
-    /// The next packet, or `None` if nothing arrives within `wait` or the stream ends.
-    pub async fn recv_within(&mut self, wait: Duration) -> Option<Packet> {
+    /// The next packet, or what happened instead within `wait`: silence, or the end of the
+    /// stream (the broker closed it, or it failed).
+    pub async fn recv_within(&mut self, wait: Duration) -> Received {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             if let Some(packet) = protocol::decode(&mut self.buf, self.version, usize::MAX)
                 .expect("broker sent a valid packet")
             {
-                return Some(packet);
+                return Received::Packet(packet);
             }
             self.buf.reserve(4096);
-            let read = tokio::time::timeout_at(deadline, self.io.read_buf(&mut self.buf)).await;
-            match read {
-                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
+            match tokio::time::timeout_at(deadline, self.io.read_buf(&mut self.buf)).await {
+                Err(_) => return Received::Silent,
+                Ok(Ok(0)) | Ok(Err(_)) => return Received::Closed,
                 Ok(Ok(_)) => {}
             }
         }
     }
 
-    /// Asserts that nothing arrives for a short while.
+    /// Asserts that nothing arrives for a short while and that the connection is still open.
     pub async fn expect_nothing(&mut self) {
-        if let Some(packet) = self.recv_within(QUIET).await {
-            panic!("expected nothing, got {packet:?}");
+        match self.recv_within(QUIET).await {
+            Received::Silent => {}
+            Received::Packet(packet) => panic!("expected nothing, got {packet:?}"),
+            Received::Closed => panic!("expected nothing, but the connection ended"),
         }
     }
 
@@ -699,10 +733,11 @@ pub fn raw_connect(name: &[u8], level: u8, properties: bool, client_id: &str) ->
 }
 
 /// Receives (and acknowledges) PUBLISH packets until none arrives for `quiet`; returns them
-/// with the client. Run it in a task while another client publishes.
+/// with the client. Fails if the connection ends. Run it in a task while another client
+/// publishes.
 pub async fn collect(mut client: TestClient, quiet: Duration) -> (TestClient, Vec<Publish>) {
     let mut got = Vec::new();
-    while let Some(packet) = client.recv_within(quiet).await {
+    while let Some(packet) = client.recv_within(quiet).await.open() {
         if let Packet::Publish(publish) = packet {
             client.ack(&publish).await;
             got.push(publish);

@@ -312,11 +312,27 @@ class Receiver:
         assert done.wait(5), "no SUBACK"
 
 
+#: How long before a restart began a message may have been acknowledged and still be on its
+#: way to the subscriber (on a route, in its session's queue, in flight to it): delivery on an
+#: idle cluster takes milliseconds; half a second covers a loaded CI machine.
+IN_FLIGHT = 0.5
+#: How long after the subscriber's SUBACK on its new node that node's interest may take to
+#: reach the publisher's node over their route (milliseconds on an idle cluster).
+INTEREST_SETTLE = 1.0
+
+
 def test_rolling_restart_under_qos1_traffic(cluster):
-    """Restarts node1, node2, node3 in turn while a QoS 1 publisher and a persistent-session
-    subscriber run, each moving to another node when its own goes down. Reports lost and
-    duplicated messages; a message acknowledged while both clients' nodes were up and
-    connected (outside a restart of one of them) must arrive."""
+    """Restarts node1, node2, node3 in turn (SIGTERM: a graceful shutdown) while a QoS 1
+    publisher and a persistent-session subscriber run, each moving to another node when its own
+    goes down. Asserts what the README's "What the cluster guarantees" promises, no more:
+
+    - a node that shuts down gracefully first sends what is queued on its routes, so restarting
+      the publisher's node or a third node loses no acknowledged message;
+    - a persistent session lives on its node and goes with it, so restarting the subscriber's
+      node loses what was queued or in flight for it there, and what was published before it
+      had subscribed again on another node (and that node's interest reached the publisher's):
+      only acknowledged messages inside that window may be missing.
+    """
     topic = "rolling/t"
     receiver = Receiver(topic)
     sub = Roamer(cluster, "rolling-sub", "node2", clean=False, on_connect=receiver)
@@ -367,9 +383,11 @@ def test_rolling_restart_under_qos1_traffic(cluster):
                threading.Thread(target=subscriber_watch, daemon=True)]
     for thread in threads:
         thread.start()
-    # Windows in which a message may be lost: from a restart of a client's node until both
-    # clients are connected again, plus a settling second.
-    windows: list[tuple[float, float]] = []
+    # Windows in which an acknowledged message may be lost: only around a restart of the
+    # subscriber's node (its session went with it), from just before the restart until the
+    # subscriber has subscribed again elsewhere and that reached the publisher's node. A
+    # restart of any other node has no window: nothing acknowledged may be lost.
+    windows: list[tuple[float, float] | None] = []
     steps = []
     time.sleep(3)
     for node in NODES:
@@ -378,15 +396,19 @@ def test_rolling_restart_under_qos1_traffic(cluster):
         cluster.docker("restart", node, "-t", "10")
         cluster.wait_healthy(node)
         back = time.monotonic()
+        # A client whose node restarted counts as back once it has connected again (and, for
+        # the subscriber, subscribed: `reconnects` is appended after the SUBACK).
+        moved = [roamer for roamer, was in ((pub, before[0]), (sub, before[1])) if was == node]
         deadline = back + RECOVERY_TIMEOUT
-        while not (pub.client and pub.client.is_connected() and sub.client and sub.client.is_connected()):
+        while not (pub.client and pub.client.is_connected() and sub.client and sub.client.is_connected()
+                   and all(any(t >= start for t, _ in roamer.reconnects) for roamer in moved)):
             assert time.monotonic() < deadline, "clients did not reconnect"
             time.sleep(0.05)
-        settled = max(back, sub.reconnects[-1][0], pub.reconnects[-1][0])
-        if node in before:
-            windows.append((start - 0.5, settled + 1.0))
+        if sub in moved:
+            resubscribed = min(t for t, _ in sub.reconnects if t >= start)
+            windows.append((start - IN_FLIGHT, resubscribed + INTEREST_SETTLE))
         else:
-            windows.append((start, start))  # no client moved: nothing may be lost
+            windows.append(None)
         steps.append(f"{node}: restarted in {back - start:.1f} s, clients (pub, sub) {before} -> "
                      f"{(pub.node, sub.node)}")
         time.sleep(5)  # a stable stretch with traffic across a route
@@ -411,15 +433,21 @@ def test_rolling_restart_under_qos1_traffic(cluster):
     lost = sorted(i for i in acked if counts[i] == 0)
     duplicated = sum(c - 1 for c in counts.values() if c > 1)
     unexpected = sorted(set(counts) - set(acked))
-    protected = [i for i, t in acked.items() if not any(a <= t <= b for a, b in windows)]
+    allowed = [w for w in windows if w is not None]
+    protected = [i for i, t in acked.items() if not any(a <= t <= b for a, b in allowed)]
     lost_protected = [i for i in lost if i in set(protected)]
-    for step, (a, b) in zip(steps, windows):
+    for step, window in zip(steps, windows):
+        if window is None:
+            print(f"{step}; no loss allowed")
+            continue
+        a, b = window
         in_window = [i for i in lost if a <= acked[i] <= b]
-        print(f"{step}; lost in its window: {len(in_window)}"
+        print(f"{step}; window {b - a:.1f} s, lost in it: {len(in_window)}"
               + (f" (#{in_window[0]}..#{in_window[-1]})" if in_window else ""))
     print(f"rolling restart: {len(acked)} QoS 1 messages acknowledged, {len(lost)} lost "
-          f"({len(lost_protected)} of them outside a restart window), {duplicated} duplicates, "
-          f"{len(protected)} sent outside restart windows")
+          f"({len(lost_protected)} of them outside the subscriber's node's restart), {duplicated} "
+          f"duplicates, {len(protected)} sent outside that window")
     assert not unexpected, f"received messages never acknowledged: {unexpected[:10]}"
     assert len(protected) >= len(acked) // 3, "too little traffic outside the restart windows"
-    assert not lost_protected, f"lost while both clients' nodes were up: {lost_protected[:20]}"
+    assert not lost_protected, (
+        f"acknowledged and lost outside the subscriber's node's restart: {lost_protected[:20]}")

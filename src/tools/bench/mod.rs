@@ -6,10 +6,13 @@
 //! number. A run reports what was sent, confirmed, delivered, lost, duplicated and reordered,
 //! the publish and delivery rates and the latency percentiles — as a table and as one JSON line
 //! for scripts ([`report`]). `bench conns` measures idle connections instead ([`conns`]).
+//! `--isolation` runs a shape twice, alone and beside a slow subscriber (`slow`), and reports
+//! how much the slow one costs the others.
 //!
 //! - [`scenario`]: what to run (options, micro-mq presets), checked once;
 //! - [`run`](mod@run): connect, warm up, publish, drain, add up;
-//! - `publisher`, `subscriber`: the two hot loops, over `buffers` and `frame`;
+//! - `publisher`, `subscriber`: the two hot loops, over `buffers` and `frame`; `slow`: the
+//!   slow subscriber;
 //! - `payload`: the message header and the pre-encoded frames;
 //! - `tracker`, `histogram`, `counters`: the accounting;
 //! - [`report`] and `json`: the output; `procfs`: memory, CPU and descriptor limits.
@@ -26,6 +29,7 @@ mod publisher;
 pub mod report;
 pub mod run;
 pub mod scenario;
+mod slow;
 mod subscriber;
 mod tracker;
 
@@ -112,6 +116,20 @@ pub struct BenchArgs {
     /// Run the three micro-mq shapes and print micro-mq's "Total sent ..." lines.
     #[arg(long, conflicts_with = "preset")]
     legacy: bool,
+    /// Run the shape twice, alone and beside a slow subscriber (MQTT 5, Receive Maximum 1,
+    /// QoS 1, on every topic of the run), and compare the subscribers' delivery rate and
+    /// latency. Publishes at QoS 1 unless -q says 2 (QoS 0 does not count against a Receive
+    /// Maximum); needs a subscriber.
+    #[arg(long, conflicts_with = "legacy")]
+    isolation: bool,
+    /// How often the slow subscriber of --isolation acknowledges one message.
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 1500,
+        requires = "isolation"
+    )]
+    slow_ack_ms: u64,
     /// Name of the run in the report [default: derived from the shape].
     #[arg(long, value_name = "NAME")]
     scenario: Option<String>,
@@ -204,6 +222,9 @@ pub async fn run(args: BenchArgs) -> Result<(), ToolError> {
     if let Some(BenchCommand::Conns(conns)) = args.command {
         return conns::run(conns).await;
     }
+    if args.isolation {
+        return isolation(&args).await;
+    }
     let runs: Vec<(Option<Preset>, QoS)> = if args.legacy {
         Preset::ALL
             .into_iter()
@@ -223,35 +244,8 @@ pub async fn run(args: BenchArgs) -> Result<(), ToolError> {
     } else {
         args.format
     };
-    let pub_endpoints = args
-        .target
-        .endpoints(args.pub_host.as_deref(), args.pub_port)?;
-    let sub_endpoints = args
-        .target
-        .endpoints(args.sub_host.as_deref(), args.sub_port)?;
     for (preset, qos) in runs {
-        let scenario = Scenario::build(Request {
-            name: args.scenario.clone(),
-            preset,
-            publishers: args.pubs,
-            subscribers: args.subs,
-            messages: args.messages,
-            size: args.size,
-            qos,
-            sub_qos: args.sub_qos,
-            topic: args.topic.clone(),
-            shared_topic: args.shared_topic,
-            group: args.group.clone().map(|name| (name, args.group_syntax)),
-            inflight: args.inflight,
-            rate: args.rate,
-            warmup: args.warmup,
-            drain_timeout: args.drain_timeout,
-            version: args.target.version,
-            pub_endpoints: pub_endpoints.clone(),
-            sub_endpoints: sub_endpoints.clone(),
-            auth: args.target.auth.clone(),
-            transport: args.target.transport.name(),
-        })?;
+        let scenario = Scenario::build(request(&args, preset, qos)?)?;
         let outcome = run::run(&scenario, !args.quiet, args.broker_pid).await?;
         match format {
             Format::Table => print!("{}", report::table(&scenario, &outcome)),
@@ -266,6 +260,68 @@ pub async fn run(args: BenchArgs) -> Result<(), ToolError> {
         println!("{}", report::json(&scenario, &outcome));
     }
     Ok(())
+}
+
+/// `--isolation`: the shape alone, then beside the slow subscriber; one report of both.
+async fn isolation(args: &BenchArgs) -> Result<(), ToolError> {
+    if args.format == Format::Legacy {
+        return Err(ToolError::Usage(
+            "--isolation prints a table or JSON, not micro-mq's line".to_string(),
+        ));
+    }
+    let qos = args.qos.unwrap_or(QoS::AtLeastOnce);
+    let beside = Scenario::build(Request {
+        slow_ack: Some(Duration::from_millis(args.slow_ack_ms)),
+        ..request(args, args.preset, qos)?
+    })?;
+    let alone = beside.alone();
+    let alone_outcome = run::run(&alone, !args.quiet, args.broker_pid).await?;
+    let beside_outcome = run::run(&beside, !args.quiet, args.broker_pid).await?;
+    if args.format == Format::Table {
+        print!("{}", report::table(&alone, &alone_outcome));
+        println!();
+        print!("{}", report::table(&beside, &beside_outcome));
+        print!(
+            "{}",
+            report::isolation(&beside, &alone_outcome, &beside_outcome)
+        );
+    }
+    println!(
+        "{}",
+        report::isolation_json(&beside, &alone_outcome, &beside_outcome)
+    );
+    Ok(())
+}
+
+/// The run the command line asks for, in the shape of `preset` at `qos`.
+fn request(args: &BenchArgs, preset: Option<Preset>, qos: QoS) -> Result<Request, ToolError> {
+    Ok(Request {
+        name: args.scenario.clone(),
+        preset,
+        publishers: args.pubs,
+        subscribers: args.subs,
+        messages: args.messages,
+        size: args.size,
+        qos,
+        sub_qos: args.sub_qos,
+        topic: args.topic.clone(),
+        shared_topic: args.shared_topic,
+        group: args.group.clone().map(|name| (name, args.group_syntax)),
+        inflight: args.inflight,
+        rate: args.rate,
+        warmup: args.warmup,
+        drain_timeout: args.drain_timeout,
+        slow_ack: None,
+        version: args.target.version,
+        pub_endpoints: args
+            .target
+            .endpoints(args.pub_host.as_deref(), args.pub_port)?,
+        sub_endpoints: args
+            .target
+            .endpoints(args.sub_host.as_deref(), args.sub_port)?,
+        auth: args.target.auth.clone(),
+        transport: args.target.transport.name(),
+    })
 }
 
 /// `host`, `host:port`, `[v6]`, `[v6]:port`, or a bare IPv6 address.

@@ -15,6 +15,17 @@
 //! | `p50_us`, `p90_us`, `p99_us`, `max_us`, `mean_us` | latency from send to receipt, microseconds |
 //! | `drained` | everything expected arrived before the drain timeout |
 //! | `client_cpu`, `broker_cpu` | average CPU cores used by the bench and by `--broker-pid` |
+//!
+//! An `--isolation` run prints the table of each of its two runs, their comparison, and one
+//! JSON line: the keys above for the run beside the slow subscriber, and
+//!
+//! | key | meaning |
+//! |-----|---------|
+//! | `slow_ack_ms` | the slow subscriber acknowledged one message per this period |
+//! | `slow_received` | messages the broker sent the slow subscriber |
+//! | `slow_closed` | why its connection ended before the run did (null: it did not) |
+//! | `alone_recv_rate`, `alone_p50_us`, `alone_p90_us`, `alone_p99_us`, `alone_max_us`, `alone_lost` | the same run without the slow subscriber |
+//! | `rate_ratio`, `p50_ratio`, `p99_ratio` | beside / alone: delivery rate, p50 and p99 latency |
 
 use std::fmt::Write as _;
 
@@ -24,10 +35,14 @@ use super::scenario::Scenario;
 
 /// The JSON line of a run.
 pub fn json(scenario: &Scenario, outcome: &Outcome) -> String {
-    let micros = |nanos: Option<u64>| nanos.map(|nanos| nanos as f64 / 1000.0);
+    fields(scenario, outcome).finish()
+}
+
+/// The keys of a run's JSON line, for [`json`] and [`isolation_json`] to finish.
+fn fields(scenario: &Scenario, outcome: &Outcome) -> JsonLine {
     let latency = &outcome.latency;
-    JsonLine::new()
-        .string("scenario", &scenario.name)
+    let mut line = JsonLine::new();
+    line.string("scenario", &scenario.name)
         .optional_string("preset", scenario.preset.map(|preset| preset.name()))
         .string("version", scenario.version_name())
         .string("transport", scenario.transport)
@@ -68,8 +83,114 @@ pub fn json(scenario: &Scenario, outcome: &Outcome) -> String {
         .optional_number("mean_us", latency.mean().map(|nanos| nanos / 1000.0), 1)
         .boolean("drained", outcome.drained)
         .optional_number("client_cpu", outcome.client_cpu, 2)
-        .optional_number("broker_cpu", outcome.broker_cpu, 2)
-        .finish()
+        .optional_number("broker_cpu", outcome.broker_cpu, 2);
+    line
+}
+
+/// The JSON line of an isolation run: the run beside the slow subscriber, what the slow one
+/// saw, the run alone, and the ratios.
+pub fn isolation_json(scenario: &Scenario, alone: &Outcome, beside: &Outcome) -> String {
+    let slow = beside.slow.as_ref();
+    let (solo, with) = (&alone.latency, &beside.latency);
+    let mut line = fields(scenario, beside);
+    line.optional_number(
+        "slow_ack_ms",
+        scenario.slow_ack.map(|every| every.as_secs_f64() * 1000.0),
+        0,
+    )
+    .optional_number("slow_received", slow.map(|slow| slow.received as f64), 0)
+    .optional_string("slow_closed", slow.and_then(|slow| slow.closed.as_deref()))
+    .optional_number("alone_recv_rate", delivery_rate(alone), 1)
+    .optional_number("alone_p50_us", micros(solo.quantile(0.50)), 1)
+    .optional_number("alone_p90_us", micros(solo.quantile(0.90)), 1)
+    .optional_number("alone_p99_us", micros(solo.quantile(0.99)), 1)
+    .optional_number("alone_max_us", micros(solo.max()), 1)
+    .integer("alone_lost", alone.lost)
+    .optional_number(
+        "rate_ratio",
+        ratio(delivery_rate(beside), delivery_rate(alone)),
+        3,
+    )
+    .optional_number(
+        "p50_ratio",
+        ratio(micros(with.quantile(0.50)), micros(solo.quantile(0.50))),
+        3,
+    )
+    .optional_number(
+        "p99_ratio",
+        ratio(micros(with.quantile(0.99)), micros(solo.quantile(0.99))),
+        3,
+    );
+    line.finish()
+}
+
+/// The comparison that closes an isolation run's report.
+pub fn isolation(scenario: &Scenario, alone: &Outcome, beside: &Outcome) -> String {
+    let mut out = String::new();
+    let every = scenario
+        .slow_ack
+        .map_or(0.0, |every| every.as_secs_f64() * 1000.0);
+    let slow = match &beside.slow {
+        Some(slow) => match &slow.closed {
+            Some(why) => format!(
+                "sent {} messages, then its connection ended: {why}",
+                slow.received
+            ),
+            None => format!("sent {} messages", slow.received),
+        },
+        None => "did not run".to_string(),
+    };
+    let figures = |outcome: &Outcome| {
+        let latency = &outcome.latency;
+        let rate = delivery_rate(outcome).map_or("-".to_string(), |rate| format!("{rate:.0}"));
+        let us =
+            |nanos: Option<u64>| micros(nanos).map_or("-".to_string(), |us| format!("{us:.0}"));
+        format!(
+            "{rate} msg/s, latency us p50 {}, p90 {}, p99 {}, lost {}",
+            us(latency.quantile(0.50)),
+            us(latency.quantile(0.90)),
+            us(latency.quantile(0.99)),
+            outcome.lost
+        )
+    };
+    let times = |value: Option<f64>| value.map_or("-".to_string(), |value| format!("{value:.2}"));
+    let (solo, with) = (&alone.latency, &beside.latency);
+    // Writing to a String cannot fail.
+    let _ = writeln!(
+        out,
+        "\nisolation    slow subscriber (MQTT 5, Receive Maximum 1, one acknowledgement every \
+         {every:.0} ms, on {}/#): {slow}",
+        scenario.topic
+    );
+    let _ = writeln!(out, "alone        {}", figures(alone));
+    let _ = writeln!(out, "beside slow  {}", figures(beside));
+    let _ = writeln!(
+        out,
+        "beside/alone rate {}, p50 {}, p99 {}",
+        times(ratio(delivery_rate(beside), delivery_rate(alone))),
+        times(ratio(
+            micros(with.quantile(0.50)),
+            micros(solo.quantile(0.50))
+        )),
+        times(ratio(
+            micros(with.quantile(0.99)),
+            micros(solo.quantile(0.99))
+        ))
+    );
+    out
+}
+
+/// Nanoseconds as microseconds.
+fn micros(nanos: Option<u64>) -> Option<f64> {
+    nanos.map(|nanos| nanos as f64 / 1000.0)
+}
+
+/// `a / b`, when both are known and `b` is not zero.
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
 }
 
 /// The table of a run, for people.

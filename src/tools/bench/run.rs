@@ -1,14 +1,15 @@
 //! One bench run, start to finish:
 //!
-//! 1. connect and subscribe every subscriber, then connect every publisher (a bounded number
-//!    of handshakes at a time, so a thousand clients do not overflow the broker's accept queue);
+//! 1. connect and subscribe every subscriber, and the slow subscriber of an isolation run,
+//!    then connect every publisher (a bounded number of handshakes at a time, so a thousand
+//!    clients do not overflow the broker's accept queue);
 //! 2. warm up, if asked: each publisher sends its warm-up messages, and the run waits until
 //!    they are delivered, so connections, buffers and caches are hot before measuring;
 //! 3. start every publisher at one instant and wait until each has its last message
 //!    confirmed, showing progress every second on stderr;
 //! 4. drain: wait until every expected delivery arrived, or none arrived for the drain
 //!    timeout (a broker still delivering its backlog is not cut off);
-//! 5. stop the subscribers, collect their trackers and add them up.
+//! 5. stop the subscribers (and the slow one), collect their trackers and add them up.
 //!
 //! Rates are measured from the common start: publishing until the last publisher's final
 //! confirmation, delivery until the last message arrived at any subscriber.
@@ -27,6 +28,7 @@ use super::payload::Clock;
 use super::procfs;
 use super::publisher::{Phase, PhaseResult, Publisher};
 use super::scenario::Scenario;
+use super::slow::{SlowOutcome, SlowSubscriber};
 use super::subscriber::Subscriber;
 use super::tracker::{self, Tracker};
 use crate::client::{Client, ClientError, Parts};
@@ -64,6 +66,8 @@ pub struct Outcome {
     /// CPU cores used on average while publishing and delivering.
     pub client_cpu: Option<f64>,
     pub broker_cpu: Option<f64>,
+    /// What the slow subscriber saw, if one ran beside the others.
+    pub slow: Option<SlowOutcome>,
 }
 
 /// Runs `scenario`; `progress` prints a line per second on stderr.
@@ -76,8 +80,13 @@ pub async fn run(
     let counters = Arc::new(Counters::default());
 
     let subscribers = connect_subscribers(scenario).await?;
+    let slow = match scenario.slow_ack {
+        Some(every) => Some(SlowSubscriber::connect(scenario, every).await?),
+        None => None,
+    };
     let mut publishers = connect_publishers(scenario, clock, &counters).await?;
     let (stop, stopped) = watch::channel(false);
+    let slow = slow.map(|slow| tokio::spawn(slow.run(stopped.clone())));
     let mut receiving = Vec::with_capacity(scenario.subscribers);
     for parts in subscribers {
         let tracker = Tracker::new(scenario.publishers, scenario.messages);
@@ -147,6 +156,10 @@ pub async fn run(
     for task in receiving {
         trackers.push(task.await.map_err(task_failed)??);
     }
+    let slow = match slow {
+        Some(task) => Some(task.await.map_err(task_failed)?),
+        None => None,
+    };
     let cpu_after = cpu_snapshot(broker_pid);
     meter.finish();
 
@@ -157,6 +170,7 @@ pub async fn run(
     while closing.join_next().await.is_some() {}
 
     let mut outcome = outcome(scenario, &results, &trackers, start, published, drained);
+    outcome.slow = slow;
     // The CPU the drain's idle wait took is negligible; the busy time is what it is spread over.
     let busy = outcome
         .delivery_time
@@ -206,6 +220,7 @@ fn outcome(
         drained,
         client_cpu: None,
         broker_cpu: None,
+        slow: None,
     }
 }
 

@@ -93,6 +93,9 @@ pub struct Request {
     pub rate: Option<f64>,
     pub warmup: u32,
     pub drain_timeout: Duration,
+    /// A slow subscriber beside the others (`--isolation`), acknowledging one message per
+    /// this period.
+    pub slow_ack: Option<Duration>,
     pub version: ProtocolVersion,
     pub pub_endpoints: Vec<Endpoint>,
     pub sub_endpoints: Vec<Endpoint>,
@@ -122,6 +125,8 @@ pub struct Scenario {
     pub rate: Option<f64>,
     pub warmup: u32,
     pub drain_timeout: Duration,
+    /// The slow subscriber's period, if one runs beside the others ([`super::slow`]).
+    pub slow_ack: Option<Duration>,
     pub version: ProtocolVersion,
     pub pub_endpoints: Vec<Endpoint>,
     pub sub_endpoints: Vec<Endpoint>,
@@ -163,6 +168,23 @@ impl Scenario {
                 "the rate must be a positive number of messages per second",
             ));
         }
+        if let Some(every) = request.slow_ack {
+            if request.qos == QoS::AtMostOnce {
+                return Err(usage(
+                    "--isolation needs -q 1 or 2: the slow subscriber is slow by its Receive \
+                     Maximum, which QoS 0 messages do not count against",
+                ));
+            }
+            if subscribers == 0 {
+                return Err(usage(
+                    "--isolation measures the subscribers beside the slow one: --subs must be at \
+                     least 1",
+                ));
+            }
+            if every.is_zero() {
+                return Err(usage("--slow-ack-ms must be at least 1"));
+            }
+        }
         let bitmap_bytes = (subscribers as u64)
             .saturating_mul(publishers as u64)
             .saturating_mul(u64::from(messages.div_ceil(64)) * 8);
@@ -202,6 +224,9 @@ impl Scenario {
             if group.is_some() {
                 name.push_str(" group");
             }
+            if request.slow_ack.is_some() {
+                name.push_str(" isolation");
+            }
             name
         });
         let scenario = Scenario {
@@ -220,6 +245,7 @@ impl Scenario {
             rate: request.rate,
             warmup: request.warmup,
             drain_timeout: request.drain_timeout,
+            slow_ack: request.slow_ack,
             version: request.version,
             pub_endpoints: request.pub_endpoints,
             sub_endpoints: request.sub_endpoints,
@@ -230,6 +256,15 @@ impl Scenario {
         // A frame that cannot be encoded (a payload over MQTT's 256 MiB) is a usage error.
         scenario.template(scenario.publishers - 1)?;
         Ok(scenario)
+    }
+
+    /// The same run without the slow subscriber, named for the isolation report.
+    pub fn alone(&self) -> Scenario {
+        Scenario {
+            name: format!("{}, alone", self.name),
+            slow_ack: None,
+            ..self.clone()
+        }
     }
 
     /// The topic publisher `index` sends to.
