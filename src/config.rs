@@ -97,7 +97,8 @@ pub struct TlsConfig {
 pub struct Limits {
     /// Concurrent client connections; past it CONNECT is refused (3.1.1: 0x03, 5.0: 0x97).
     pub max_connections: usize,
-    /// Largest packet accepted from a client, in bytes (5.0 Maximum Packet Size).
+    /// Largest packet accepted from a client, in bytes (5.0 Maximum Packet Size). Also the
+    /// largest WebSocket message and frame.
     pub max_packet_size: u32,
     /// Seconds a new connection has to send CONNECT before it is closed.
     pub connect_timeout_secs: u64,

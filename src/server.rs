@@ -143,6 +143,7 @@ impl Server {
 
 async fn accept_loop(listener: Listener, broker: Arc<Broker>) {
     let handshake_timeout = Duration::from_secs(broker.limits().connect_timeout_secs);
+    let max_message = usize::try_from(broker.limits().max_packet_size).unwrap_or(usize::MAX);
     loop {
         match listener.accept().await {
             Ok((pending, peer)) => {
@@ -158,7 +159,7 @@ async fn accept_loop(listener: Listener, broker: Arc<Broker>) {
                 };
                 // Boxed, and made before the task: the TLS and WebSocket handshakes are large
                 // state machines.
-                let handshake = Box::pin(pending.handshake());
+                let handshake = Box::pin(pending.handshake(max_message));
                 tokio::spawn(async move {
                     let stream = match tokio::time::timeout(handshake_timeout, handshake).await {
                         Ok(Ok(stream)) => stream,

@@ -26,7 +26,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::protocol::{self, DecodeError, Disconnect, Packet, ProtocolVersion, reason};
-use crate::transport::Duplex;
+use crate::transport::{Duplex, MessageTooLarge};
 
 use super::connect::{self, Terms};
 use super::inbound::{Client, End};
@@ -423,6 +423,21 @@ enum ReadError {
     Decode(DecodeError),
 }
 
+impl ReadError {
+    /// A WebSocket message over `limits.max_packet_size` is answered as a packet over it.
+    fn from_io(error: std::io::Error) -> ReadError {
+        let too_large = error
+            .get_ref()
+            .and_then(|cause| cause.downcast_ref::<MessageTooLarge>());
+        match too_large {
+            Some(&MessageTooLarge { size, max }) => {
+                ReadError::Decode(DecodeError::PacketTooLarge { size, max })
+            }
+            None => ReadError::Io(error),
+        }
+    }
+}
+
 /// Reads whole packets from a byte stream.
 struct PacketReader<R> {
     io: R,
@@ -455,7 +470,7 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
             }
             let read = std::future::poll_fn(|cx| self.poll_fill(cx))
                 .await
-                .map_err(ReadError::Io)?;
+                .map_err(ReadError::from_io)?;
             if read == 0 {
                 return Ok(None);
             }
