@@ -1,7 +1,8 @@
 //! One client connection, from the first byte to the close.
 //!
-//! [`serve`] reads CONNECT (within the connect timeout), negotiates, attaches the session, and
-//! then runs two halves side by side in the connection's one task:
+//! [`serve`] reads CONNECT (by the deadline set at accept, while the socket is pending: see
+//! [`super::admission`]), negotiates, attaches the session, and then runs two halves side by
+//! side in the connection's one task:
 //! - the reader decodes packets and handles them ([`super::inbound`]), and notes when the
 //!   client was last heard from (keep alive is checked by [`super::keepalive`]);
 //! - the writer sends what the reader and the publishers queued: control packets from the
@@ -17,7 +18,6 @@
 //! at [`serve`] and [`run`], and docs/BENCHMARKS.md for the figures.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -28,6 +28,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::protocol::{self, DecodeError, Disconnect, Packet, ProtocolVersion, reason};
 use crate::transport::{Duplex, MessageTooLarge};
 
+use super::admission::{Arrival, Counted};
 use super::connect::{self, Terms};
 use super::inbound::{Client, End};
 use super::keepalive::Watch;
@@ -50,60 +51,57 @@ const KEEP_BUFFER: usize = 64 * 1024;
 
 /// Serves one client connection over an established byte stream until it closes.
 ///
+/// `count` and `arrival` come from [`Broker::admit`]: the connection is counted until it
+/// closes, and pending (evictable, under its deadline) until its CONNECT is answered.
+///
 /// A task keeps room for its largest state for as long as it lives, and most connections
 /// spend their life idle: so the wait for CONNECT and its answer run boxed, and are freed
-/// once the client is connected.
+/// once the client is connected, as is the boxed `arrival`.
 ///
 /// It returns an `async move` block rather than being an `async fn`: an async fn keeps its
 /// arguments twice in its state (as passed and as bound), a block that captures them once.
 #[allow(clippy::manual_async_fn)] // on purpose: see above
 pub fn serve<S: Duplex>(
-    broker: Arc<Broker>,
+    mut count: Counted,
     mut stream: S,
-    peer: SocketAddr,
+    arrival: Box<Arrival>,
 ) -> impl Future<Output = ()> {
     async move {
-        let count = Counted::new(&broker);
         let (read_half, write_half) = stream.halves();
-        let accepted = accept(&broker, read_half, write_half, peer, count.over_limit);
+        let accepted = accept(&mut count, read_half, write_half, arrival);
         let Some((terms, reader, writer)) = Box::pin(accepted).await else {
             return;
         };
-        // No span per connection: a live span costs every connection a few hundred bytes in
-        // the log subscriber for as long as it lasts. The lines a connection logs name the
-        // client themselves.
-        tracing::debug!(client_id = %terms.client_id, %peer, "CONNECT accepted");
-        run(&broker, terms, reader, writer).await;
+        run(count.broker(), terms, reader, writer).await;
     }
 }
 
-/// Reads CONNECT (within the connect timeout) and negotiates. Returns the terms and the
+/// Reads CONNECT (by the arrival's deadline) and negotiates. Returns the terms and the
 /// stream's halves, or `None` once the connection has been refused or has gone.
 async fn accept<R, W>(
-    broker: &Broker,
+    count: &mut Counted,
     read_half: R,
     mut write_half: W,
-    peer: SocketAddr,
-    over_limit: bool,
+    mut arrival: Box<Arrival>,
 ) -> Option<(Box<Terms>, PacketReader<R>, W)>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let broker = Arc::clone(count.broker());
+    let peer = arrival.peer();
     let mut reader = PacketReader::new(read_half, broker.limits.max_packet_size);
 
-    let connect_timeout = Duration::from_secs(broker.limits.connect_timeout_secs);
-    let mut shutdown = broker.shutdown.subscribe();
     let first = tokio::select! {
-        first = tokio::time::timeout(connect_timeout, reader.next(ProtocolVersion::V311)) => first,
-        // A connection still waiting for CONNECT has no session or Will to look after: on
-        // shutdown it is closed at once instead of holding the shutdown up to its timeout.
-        _ = shutdown.wait_for(|down| *down) => return None,
+        first = tokio::time::timeout_at(arrival.deadline(), reader.next(ProtocolVersion::V311)) => first,
+        // Evicted to make room for a newer socket, or shutting down: nothing to look after.
+        () = arrival.dismissed() => return None,
     };
     let connect = match first {
         Ok(Ok(Some(Packet::Connect(connect)))) => *connect,
         Ok(Err(ReadError::Decode(DecodeError::UnsupportedProtocolLevel(level)))) => {
-            refuse_version(&mut write_half, level, broker).await;
+            let (connack, version) = refuse_version(level, &broker);
+            refuse(&mut write_half, &connack, version, &mut arrival).await;
             return None;
         }
         Ok(Ok(Some(other))) => {
@@ -125,18 +123,36 @@ where
     };
 
     let version = connect.protocol;
-    match connect::negotiate(connect, &broker.limits, over_limit) {
-        // Boxed: the connected phase keeps its arguments for its whole life, and the terms
-        // are only needed at its start.
-        Ok(terms) => Some((Box::new(terms), reader, write_half)),
-        Err(refusal) => {
-            tracing::info!(%peer, why = refusal.why, code = refusal.code, "CONNECT refused");
-            broker.stats.connections_refused.inc();
-            let connack = Packet::ConnAck(refusal.connack(version));
-            write_and_close(&mut write_half, &connack, version).await;
-            None
+    let refusal = match arrival.take_refusal() {
+        // Logged (rate-limited) and counted when the socket was accepted.
+        Some(refusal) => {
+            tracing::debug!(%peer, why = refusal.why, code = refusal.code, "CONNECT refused");
+            refusal
         }
-    }
+        None => {
+            let full = !count.connect();
+            match connect::negotiate(connect, &broker.limits, full) {
+                Ok(terms) => {
+                    // No span per connection: a live span costs every connection a few
+                    // hundred bytes in the log subscriber for as long as it lasts. The lines
+                    // a connection logs name the client themselves.
+                    tracing::debug!(client_id = %terms.client_id, %peer, "CONNECT accepted");
+                    // Boxed: the connected phase keeps its arguments for its whole life, and
+                    // the terms are only needed at its start.
+                    return Some((Box::new(terms), reader, write_half));
+                }
+                Err(refusal) => {
+                    count.disconnect();
+                    tracing::info!(%peer, why = refusal.why, code = refusal.code, "CONNECT refused");
+                    refusal
+                }
+            }
+        }
+    };
+    broker.stats.connections_refused.inc();
+    let connack = Packet::ConnAck(refusal.connack(version));
+    refuse(&mut write_half, &connack, version, &mut arrival).await;
+    None
 }
 
 /// The connected phase: session attached, reader and writer running.
@@ -385,9 +401,9 @@ fn recycle(buf: &mut BytesMut) {
     }
 }
 
-/// Answers a CONNECT whose protocol level we do not speak (MQTT-3.1.2-2), in the format the
-/// client most likely reads: 5.0 for a newer level, 3.1.1 otherwise.
-async fn refuse_version<W: AsyncWrite + Unpin>(io: &mut W, level: u8, broker: &Broker) {
+/// The answer to a CONNECT whose protocol level we do not speak (MQTT-3.1.2-2), in the format
+/// the client most likely reads: 5.0 for a newer level, 3.1.1 otherwise.
+fn refuse_version(level: u8, broker: &Broker) -> (Packet, ProtocolVersion) {
     tracing::info!(level, "unsupported protocol level; refusing");
     broker.stats.connections_refused.inc();
     let refusal = connect::Refusal {
@@ -399,7 +415,21 @@ async fn refuse_version<W: AsyncWrite + Unpin>(io: &mut W, level: u8, broker: &B
     } else {
         ProtocolVersion::V311
     };
-    write_and_close(io, &Packet::ConnAck(refusal.connack(version)), version).await;
+    (Packet::ConnAck(refusal.connack(version)), version)
+}
+
+/// Sends a refusing CONNACK and closes, unless the socket is dismissed meanwhile (it is still
+/// pending, and counts as such until it is gone).
+async fn refuse<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    connack: &Packet,
+    version: ProtocolVersion,
+    arrival: &mut Arrival,
+) {
+    tokio::select! {
+        () = write_and_close(writer, connack, version) => {}
+        () = arrival.dismissed() => {}
+    }
 }
 
 async fn write_and_close<W: AsyncWrite + Unpin>(
@@ -504,29 +534,5 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
             }
             Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
         }
-    }
-}
-
-/// Counts a connection for `limits.max_connections` while it lives.
-struct Counted<'a> {
-    broker: &'a Broker,
-    over_limit: bool,
-}
-
-impl<'a> Counted<'a> {
-    fn new(broker: &'a Broker) -> Self {
-        use std::sync::atomic::Ordering;
-        let open = broker.connections.fetch_add(1, Ordering::Relaxed) + 1;
-        Counted {
-            broker,
-            over_limit: open > broker.limits.max_connections,
-        }
-    }
-}
-
-impl Drop for Counted<'_> {
-    fn drop(&mut self) {
-        use std::sync::atomic::Ordering;
-        self.broker.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }

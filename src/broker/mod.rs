@@ -2,6 +2,8 @@
 //!
 //! [`Broker`] is the state shared by all connections; [`serve`] runs one client connection
 //! against it. How the parts fit:
+//! - `admission` takes sockets on and counts them (`pending`: those without CONNECT yet;
+//!   `per_ip`: limits per client address; `log_limit`: log lines a flood cannot flood);
 //! - `connection` reads packets, drives the session, and writes packets back;
 //! - `session` is what the broker remembers about a client (subscriptions, queue, in-flight);
 //! - `registry` is the table of sessions by client id (takeover, resumption, expiry, wills);
@@ -15,13 +17,17 @@
 //! never the other way round: a publish reads the router, lets go, and only then locks each
 //! matching session in turn, so a publish never waits on a slow subscriber.
 
+mod admission;
 mod connect;
 mod connection;
 mod groups;
 mod inbound;
 mod keepalive;
+mod log_limit;
 mod message;
 mod outbox;
+mod pending;
+mod per_ip;
 mod registry;
 mod retained;
 mod router;
@@ -29,7 +35,6 @@ mod session;
 mod stats;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{
     Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
@@ -40,6 +45,7 @@ use crate::cluster::{Cluster, GroupRef};
 use crate::config::Limits;
 use crate::protocol::{Publish, SubscriptionOptions, reason};
 
+pub use admission::{Arrival, Counted};
 pub use connection::serve;
 pub use groups::{Choice, Strategy, choose};
 pub use keepalive::sweep as keep_alive_sweep;
@@ -86,7 +92,8 @@ pub struct Broker {
     router: RwLock<Router>,
     retained: RwLock<Retained>,
     sessions: Mutex<HashMap<Arc<str>, Arc<SessionHandle>>>,
-    connections: AtomicUsize,
+    /// Sockets open, pending and connected, and the limits on them.
+    admission: admission::Admission,
     shutdown: watch::Sender<bool>,
     /// The ticks that keep alive is counted in.
     clock: keepalive::Clock,
@@ -113,7 +120,7 @@ impl Broker {
                 limits.max_retained_bytes,
             )),
             sessions: Mutex::new(HashMap::new()),
-            connections: AtomicUsize::new(0),
+            admission: admission::Admission::new(&limits),
             shutdown: watch::channel(false).0,
             clock: keepalive::Clock::new(),
             stats: Stats::default(),
@@ -128,11 +135,6 @@ impl Broker {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
-    }
-
-    /// Open client connections (including ones that have not finished CONNECT yet).
-    pub fn connection_count(&self) -> usize {
-        self.connections.load(Ordering::Relaxed)
     }
 
     /// Sessions known, connected or not.

@@ -7,8 +7,8 @@
 //!
 //! 1. [`Listener::accept`] only accepts the TCP socket and returns a [`Pending`] connection;
 //! 2. [`Pending::handshake`] runs the TLS and/or WebSocket handshake and boxes the result
-//!    ([`Boxed`]). The broker calls it in the connection's own task, under the same timeout as
-//!    the wait for CONNECT. Plain TCP needs none: [`Pending::into_plain`] gives the
+//!    ([`Boxed`]). The broker calls it in the connection's own task, by the deadline that also
+//!    bounds the wait for CONNECT (`limits.connect_timeout_secs` from accept). Plain TCP needs none: [`Pending::into_plain`] gives the
 //!    [`TcpStream`] itself, which the broker serves unboxed (an idle connection costs less).
 //!
 //! - `listener`: binding, accepting, and the per-kind handshake;
