@@ -11,11 +11,16 @@
 //! Whichever half ends first ends the connection; then the session is detached, and the Will
 //! published if the way it ended calls for it.
 //!
+//! When the broker ends a connection with a reason (a DISCONNECT, or a refusing CONNACK), it
+//! closes gracefully: it writes the reason, shuts its write side down, and goes on reading and
+//! discarding for a short, bounded while ([`linger`]), so the client reads the reason instead
+//! of a reset.
+//!
 //! Most connections spend their life idle, and an idle connection costs what its task holds
 //! (a task keeps room for its largest state for as long as it lives) plus its buffers. So the
-//! rare and large states (the wait for CONNECT, waiting for room, the close) run boxed, no
-//! buffer is kept while idle, and the code is shaped to keep the task small: see the notes
-//! at [`serve`] and [`run`], and docs/BENCHMARKS.md for the figures.
+//! rare and large states (the wait for CONNECT, waiting for room, the close, the linger) run
+//! boxed, no buffer is kept while idle, and the code is shaped to keep the task small: see the
+//! notes at [`serve`] and [`run`], and docs/BENCHMARKS.md for the figures.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -38,6 +43,14 @@ use super::{Broker, Stats};
 
 /// How long a closing connection may take to write its last packets.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long, and for how many bytes, a connection the broker closed goes on reading (and
+/// discarding) what the client still sends: see [`linger`]. A second is many round trips;
+/// 64 KiB is thousands of the small packets (acks, PUBRELs) a client may have in flight.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 64 * 1024;
+/// Bytes discarded per read while lingering.
+const LINGER_CHUNK: usize = 4096;
 
 /// Room made in the read buffer before a read, at first: small, for the CONNECT. It doubles
 /// (up to [`MAX_READ_CHUNK`]) whenever a read fills all the room there was, so a busy
@@ -72,7 +85,13 @@ pub fn serve<S: Duplex>(
         let Some((terms, reader, writer)) = Box::pin(accepted).await else {
             return;
         };
-        run(count.broker(), terms, reader, writer).await;
+        let end = run(count.broker(), terms, reader, writer).await;
+        if let End::Closed(_) = end {
+            // The broker closed it, with a reason the client should get to read. Boxed: it
+            // happens once, at the end.
+            let (mut read_half, _) = stream.halves();
+            Box::pin(linger(&mut read_half)).await;
+        }
     }
 }
 
@@ -101,7 +120,14 @@ where
         Ok(Ok(Some(Packet::Connect(connect)))) => *connect,
         Ok(Err(ReadError::Decode(DecodeError::UnsupportedProtocolLevel(level)))) => {
             let (connack, version) = refuse_version(level, &broker);
-            refuse(&mut write_half, &connack, version, &mut arrival).await;
+            refuse(
+                &mut reader.io,
+                &mut write_half,
+                &connack,
+                version,
+                &mut arrival,
+            )
+            .await;
             return None;
         }
         Ok(Ok(Some(other))) => {
@@ -151,7 +177,14 @@ where
     };
     broker.stats.connections_refused.inc();
     let connack = Packet::ConnAck(refusal.connack(version));
-    refuse(&mut write_half, &connack, version, &mut arrival).await;
+    refuse(
+        &mut reader.io,
+        &mut write_half,
+        &connack,
+        version,
+        &mut arrival,
+    )
+    .await;
     None
 }
 
@@ -163,7 +196,7 @@ fn run<R, W>(
     terms: Box<Terms>,
     mut reader: PacketReader<R>,
     writer: W,
-) -> impl Future<Output = ()>
+) -> impl Future<Output = End>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -272,6 +305,7 @@ where
         tracing::debug!(client_id = session.client_id(), ?end, "connection closed");
         let will = will.filter(|_| end.publishes_will()).map(|will| *will);
         broker.close_session(&session, generation, will);
+        end
     }
 }
 
@@ -344,7 +378,8 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
         }
     }
 
-    /// Writes the last packets (and a DISCONNECT, for 5.0) and closes the stream.
+    /// Writes the last packets (and a DISCONNECT, for 5.0) and shuts the write side down;
+    /// [`serve`] then lingers, reading, if the broker closed the connection.
     async fn finish(&mut self, close: Close) -> End {
         let end = match close {
             Close::Quiet => End::Disconnected {
@@ -418,33 +453,66 @@ fn refuse_version(level: u8, broker: &Broker) -> (Packet, ProtocolVersion) {
     (Packet::ConnAck(refusal.connack(version)), version)
 }
 
-/// Sends a refusing CONNACK and closes, unless the socket is dismissed meanwhile (it is still
-/// pending, and counts as such until it is gone).
-async fn refuse<W: AsyncWrite + Unpin>(
+/// Sends a refusing CONNACK and closes gracefully, unless the socket is dismissed meanwhile
+/// (it is still pending, and counts as such until it is gone).
+async fn refuse<R, W>(
+    reader: &mut R,
     writer: &mut W,
     connack: &Packet,
     version: ProtocolVersion,
     arrival: &mut Arrival,
-) {
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     tokio::select! {
-        () = write_and_close(writer, connack, version) => {}
+        () = write_and_close(reader, writer, connack, version) => {}
         () = arrival.dismissed() => {}
     }
 }
 
-async fn write_and_close<W: AsyncWrite + Unpin>(
-    io: &mut W,
+/// Writes `packet`, shuts the write side down and [`linger`]s.
+async fn write_and_close<R, W>(
+    reader: &mut R,
+    writer: &mut W,
     packet: &Packet,
     version: ProtocolVersion,
-) {
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut buf = BytesMut::new();
     if protocol::encode(packet, version, &mut buf).is_ok() {
         let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
-            io.write_all(&buf).await?;
-            io.shutdown().await
+            writer.write_all(&buf).await?;
+            writer.shutdown().await
         })
         .await;
+        linger(reader).await;
     }
+}
+
+/// Reads and discards what the client still sends after the broker closed its side, until
+/// the client closes too, for at most [`LINGER`] and [`LINGER_BYTES`].
+///
+/// Why: a socket closed with bytes it has not read (or that receives more after the close)
+/// answers with a TCP reset instead of a normal close, and a client that is still sending
+/// (PUBRELs, say) then gets a broken pipe or a reset instead of the DISCONNECT or CONNACK
+/// that says why. Reading on keeps the close orderly; the bounds keep a client from holding
+/// the socket open by never stopping.
+async fn linger<R: AsyncRead + Unpin>(reader: &mut R) {
+    let discard = async {
+        // Allocated here, not kept in the future: only a closing connection pays for it.
+        let mut buf = vec![0; LINGER_CHUNK];
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => left = left.saturating_sub(read),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, discard).await;
 }
 
 /// Why reading a packet failed.
