@@ -95,12 +95,23 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// Concurrent client connections; past it CONNECT is refused (3.1.1: 0x03, 5.0: 0x97).
+    /// Concurrent client connections, counting only those that completed CONNECT; past it
+    /// CONNECT is refused (3.1.1: 0x03, 5.0: 0x97).
     pub max_connections: usize,
-    /// Largest packet accepted from a client, in bytes (5.0 Maximum Packet Size).
+    /// Largest packet accepted from a client, in bytes (5.0 Maximum Packet Size). Also the
+    /// largest WebSocket message and frame.
     pub max_packet_size: u32,
-    /// Seconds a new connection has to send CONNECT before it is closed.
+    /// Seconds a new connection has, from accept, to finish its TLS or WebSocket handshake and
+    /// send CONNECT before it is closed.
     pub connect_timeout_secs: u64,
+    /// Sockets accepted that have not completed CONNECT yet (handshake in progress, or waiting
+    /// for CONNECT). When full, the oldest of them is closed to make room for a new one.
+    pub max_pending_connections: usize,
+    /// Sockets open at once from one IP address, pending or connected; 0 means no limit.
+    pub max_connections_per_ip: usize,
+    /// New connections per second from one IP address, in bursts of up to as many; 0 means no
+    /// limit.
+    pub max_connect_rate_per_ip: u32,
     /// Largest keep alive granted, in seconds; larger (or zero) requests get this (5.0 Server
     /// Keep Alive). 0 means no cap.
     pub max_keep_alive: u16,
@@ -146,6 +157,9 @@ impl Default for Limits {
             max_connections: 100_000,
             max_packet_size: 1024 * 1024,
             connect_timeout_secs: 10,
+            max_pending_connections: 10_000,
+            max_connections_per_ip: 0,
+            max_connect_rate_per_ip: 0,
             max_keep_alive: 0,
             max_inflight: 256,
             max_queued_messages: 1000,
@@ -726,6 +740,19 @@ impl Config {
         // 268_435_455 is the largest size MQTT's variable byte integer can express.
         between("limits.max_packet_size", l.max_packet_size, 16, 268_435_455)?;
         at_least("limits.connect_timeout_secs", l.connect_timeout_secs, 1)?;
+        at_least(
+            "limits.max_pending_connections",
+            l.max_pending_connections,
+            1,
+        )?;
+        // More than a million a second would be no limit at all, and a rate that fine would
+        // round its interval to nothing.
+        between(
+            "limits.max_connect_rate_per_ip",
+            l.max_connect_rate_per_ip,
+            0,
+            1_000_000,
+        )?;
         at_least("limits.max_inflight", l.max_inflight, 1)?;
         at_least("limits.max_queued_messages", l.max_queued_messages, 1)?;
         at_least("limits.max_queued_bytes", l.max_queued_bytes, 1024)?;

@@ -144,30 +144,42 @@ impl Server {
 }
 
 async fn accept_loop(listener: Listener, broker: Arc<Broker>) {
-    let handshake_timeout = Duration::from_secs(broker.limits().connect_timeout_secs);
+    let max_message = usize::try_from(broker.limits().max_packet_size).unwrap_or(usize::MAX);
+    // A refused plain TCP socket can still read its CONNECT and be told why; for the other
+    // kinds that would take the very handshake the refusal is there to spare.
+    let answerable = listener.kind() == Kind::Tcp;
     loop {
         match listener.accept().await {
             Ok((pending, peer)) => {
-                let broker = Arc::clone(&broker);
+                let Some((count, mut arrival)) = broker.admit(peer, answerable) else {
+                    continue;
+                };
                 let pending = match pending.into_plain() {
                     Ok(tcp) => {
                         // No handshake: the task is the connection and nothing more, as a
                         // task keeps room for all it holds for the connection's whole life.
-                        tokio::spawn(broker::serve(broker, tcp, peer));
+                        tokio::spawn(broker::serve(count, tcp, arrival));
                         continue;
                     }
                     Err(pending) => pending,
                 };
                 // Boxed, and made before the task: the TLS and WebSocket handshakes are large
                 // state machines.
-                let handshake = Box::pin(pending.handshake());
+                let handshake = Box::pin(pending.handshake(max_message));
                 tokio::spawn(async move {
-                    let stream = match tokio::time::timeout(handshake_timeout, handshake).await {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(error)) => return tracing::info!(%peer, %error, "handshake failed"),
-                        Err(_) => return tracing::info!(%peer, "handshake timed out"),
+                    // Read from the arrival, not captured: a captured value is kept for the
+                    // connection's whole life.
+                    let (peer, deadline) = (arrival.peer(), arrival.deadline());
+                    let stream = tokio::select! {
+                        done = tokio::time::timeout_at(deadline, handshake) => match done {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(error)) => return tracing::info!(%peer, %error, "handshake failed"),
+                            Err(_) => return tracing::info!(%peer, "handshake timed out"),
+                        },
+                        // Evicted to make room for a newer socket, or shutting down.
+                        () = arrival.dismissed() => return,
                     };
-                    broker::serve(broker, stream, peer).await;
+                    broker::serve(count, stream, arrival).await;
                 });
             }
             Err(error) => {

@@ -1,16 +1,20 @@
-//! The `[limits]` of the configuration, each at its edge: max_connections, max_sessions,
-//! max_packet_size
-//! (checked from the fixed header, before the body arrives), max_queued_messages,
-//! max_topic_length, max_topic_levels and max_subscriptions. Each limit is shown to let the
-//! last allowed thing through and to refuse the first one past it, the way MQTT says.
+//! The `[limits]` of the configuration, each at its edge: max_connections (which silent
+//! sockets never use up), max_sessions, max_pending_connections (the oldest silent socket makes
+//! room), max_connections_per_ip and max_connect_rate_per_ip, max_packet_size (checked from the
+//! fixed header, before the body arrives), max_queued_messages, max_topic_length,
+//! max_topic_levels and max_subscriptions. Each limit is shown to let the last allowed thing
+//! through and to refuse the first one past it, the way MQTT says.
 //! (connect_timeout_secs and max_client_id_length: broker_connect.rs; max_keep_alive:
 //! broker_keepalive.rs; max_inflight: broker_publish.rs; max_retained_*: broker_retained.rs;
 //! max_topic_aliases: broker_v5.rs; max_session_expiry_secs: broker_session.rs.)
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use supermq::protocol::{Packet, Properties, ProtocolVersion, QoS, Unsubscribe, reason};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use ProtocolVersion::{V5, V311};
 use QoS::{AtLeastOnce, AtMostOnce};
@@ -86,6 +90,199 @@ async fn a_new_session_past_max_sessions_is_refused_but_resuming_one_works() {
     let mut replaced = TestClient::v311(broker.addr, "kept-b").await;
     replaced.ping().await;
     assert_eq!(broker.broker.stats().connections_refused.get(), 2);
+}
+
+/// Opens `n` sockets that send nothing, each counted as pending before the next is opened (so
+/// the first is the oldest).
+async fn silent_sockets(broker: &TestBroker, n: usize) -> Vec<TestClient> {
+    let mut sockets = Vec::new();
+    for _ in 0..n {
+        let before = broker.broker.pending_count();
+        sockets.push(TestClient::open(broker.addr, V311).await);
+        wait_until("the socket is pending", || {
+            broker.broker.pending_count() == before + 1
+        })
+        .await;
+    }
+    sockets
+}
+
+/// limits.max_connections counts connected clients only: sockets that never send CONNECT do
+/// not take their places.
+#[tokio::test]
+async fn silent_sockets_do_not_use_up_max_connections() {
+    let broker = TestBroker::start(one_connection()).await;
+    let _silent = silent_sockets(&broker, 5).await;
+    let mut client = TestClient::v5(broker.addr, "client").await;
+    client.ping().await;
+    assert_eq!(broker.broker.connected_count(), 1);
+    assert_eq!(broker.broker.pending_count(), 5);
+    assert_eq!(broker.broker.connection_count(), 6, "every open socket");
+    // The one place is taken now, by the client.
+    let (mut second, connack) =
+        TestClient::connect_with(broker.addr, connect_packet(V5, "second")).await;
+    assert_eq!(connack.code, reason::QUOTA_EXCEEDED);
+    assert_eq!(second.expect_closed().await, vec![]);
+}
+
+/// limits.max_pending_connections: with every pending place taken by silent sockets, a new
+/// socket closes the oldest of them instead of being locked out, and a client that sends
+/// CONNECT on it connects. The other silent sockets are untouched.
+#[tokio::test]
+async fn a_full_pending_set_closes_the_oldest_silent_socket_for_a_new_one() {
+    let broker = TestBroker::start(config_with(|limits| limits.max_pending_connections = 3)).await;
+    let mut silent = silent_sockets(&broker, 3).await;
+    let mut client = TestClient::v5(broker.addr, "prompt").await;
+    client.ping().await;
+    assert_eq!(
+        silent[0].expect_closed().await,
+        vec![],
+        "the oldest is closed"
+    );
+    assert_eq!(broker.broker.stats().pending_evicted.get(), 1);
+    assert_eq!(broker.broker.pending_count(), 2);
+    // The next oldest is still open, and can still connect.
+    let connack = silent[1].handshake(connect_packet(V311, "late")).await;
+    assert_eq!(connack.code, 0);
+    silent[1].ping().await;
+}
+
+/// The pending sockets include those still in a WebSocket (or TLS) handshake: a silent socket
+/// on the ws listener has a pending place, and is the one closed to make room.
+#[tokio::test]
+async fn a_socket_in_its_websocket_handshake_is_pending_too() {
+    let mut config = config_with(|limits| limits.max_pending_connections = 1);
+    config.mqtt.ws = "127.0.0.1:0".to_string();
+    let broker = TestBroker::start(config).await;
+    let ws = broker
+        .listener(supermq::transport::Kind::Ws)
+        .expect("ws listener");
+    let mut handshaking = TestClient::open(ws, V311).await;
+    wait_until("the socket is pending", || {
+        broker.broker.pending_count() == 1
+    })
+    .await;
+    let mut client = TestClient::v5(broker.addr, "prompt").await;
+    client.ping().await;
+    assert_eq!(handshaking.expect_closed().await, vec![]);
+    assert_eq!(broker.broker.stats().pending_evicted.get(), 1);
+}
+
+fn two_per_ip() -> supermq::config::Config {
+    config_with(|limits| limits.max_connections_per_ip = 2)
+}
+
+/// limits.max_connections_per_ip: the socket past it still has its CONNECT read, and is
+/// refused with 0x97 (quota exceeded) in 5.0, 0x03 (server unavailable) in 3.1.1. A closed
+/// connection frees its place.
+#[tokio::test]
+async fn connection_past_max_connections_per_ip_is_refused() {
+    let broker = TestBroker::start(two_per_ip()).await;
+    let mut first = TestClient::v5(broker.addr, "first").await;
+    let _second = TestClient::v311(broker.addr, "second").await;
+    let (mut v5, connack) =
+        TestClient::connect_with(broker.addr, connect_packet(V5, "third5")).await;
+    assert_eq!(connack.code, reason::QUOTA_EXCEEDED);
+    let why = connack.properties.reason_string.as_deref().unwrap_or("");
+    assert!(why.contains("limits.max_connections_per_ip"), "{why}");
+    assert_eq!(v5.expect_closed().await, vec![]);
+    let (mut v3, connack) =
+        TestClient::connect_with(broker.addr, connect_packet(V311, "third3")).await;
+    assert_eq!(connack.code, 0x03);
+    assert_eq!(v3.expect_closed().await, vec![]);
+    assert_eq!(broker.broker.stats().refused_per_ip_count.get(), 2);
+    first.ping().await;
+
+    first.disconnect().await;
+    wait_until("the first connection is gone", || {
+        broker.broker.connection_count() == 1
+    })
+    .await;
+    TestClient::v5(broker.addr, "again").await.ping().await;
+}
+
+/// Pending sockets count towards limits.max_connections_per_ip too.
+#[tokio::test]
+async fn silent_sockets_count_towards_max_connections_per_ip() {
+    let broker = TestBroker::start(two_per_ip()).await;
+    let _silent = silent_sockets(&broker, 2).await;
+    let (_, connack) = TestClient::connect_with(broker.addr, connect_packet(V5, "third")).await;
+    assert_eq!(connack.code, reason::QUOTA_EXCEEDED);
+}
+
+/// Opens `n` sockets at once (well within one bucket interval), then sends CONNECT on each.
+async fn connect_at_once(broker: &TestBroker, version: ProtocolVersion, n: usize) -> Vec<u8> {
+    let mut sockets = Vec::new();
+    for _ in 0..n {
+        sockets.push(TestClient::open(broker.addr, version).await);
+    }
+    let mut codes = Vec::new();
+    for (i, socket) in sockets.iter_mut().enumerate() {
+        socket
+            .send(&Packet::Connect(Box::new(connect_packet(
+                version,
+                &format!("c{i}"),
+            ))))
+            .await;
+        match socket.recv().await {
+            Packet::ConnAck(connack) => codes.push(connack.code),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+    codes
+}
+
+fn two_a_second() -> supermq::config::Config {
+    config_with(|limits| limits.max_connect_rate_per_ip = 2)
+}
+
+/// limits.max_connect_rate_per_ip: a burst of that many connections gets in; the next one
+/// has its CONNECT refused with 0x9F (connection rate exceeded) in 5.0. Half a second later
+/// (2 a second) there is room for one more.
+#[tokio::test]
+async fn connection_past_max_connect_rate_per_ip_is_refused_with_0x9f() {
+    let broker = TestBroker::start(two_a_second()).await;
+    let codes = connect_at_once(&broker, V5, 3).await;
+    assert_eq!(codes, vec![0, 0, reason::CONNECTION_RATE_EXCEEDED]);
+    assert_eq!(broker.broker.stats().refused_per_ip_rate.get(), 1);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    TestClient::v5(broker.addr, "later").await.ping().await;
+}
+
+/// ... and with 0x03 (server unavailable) in 3.1.1.
+#[tokio::test]
+async fn connection_past_max_connect_rate_per_ip_is_refused_with_0x03_in_3_1_1() {
+    let broker = TestBroker::start(two_a_second()).await;
+    let codes = connect_at_once(&broker, V311, 3).await;
+    assert_eq!(codes, vec![0, 0, 0x03]);
+}
+
+/// On a WebSocket (or TLS) listener a refused socket is closed at once: the handshake is the
+/// work the limit is there to spare.
+#[tokio::test]
+async fn a_websocket_past_max_connect_rate_per_ip_is_closed_before_its_handshake() {
+    let mut config = config_with(|limits| limits.max_connect_rate_per_ip = 1);
+    config.mqtt.ws = "127.0.0.1:0".to_string();
+    let broker = TestBroker::start(config).await;
+    let ws = broker
+        .listener(supermq::transport::Kind::Ws)
+        .expect("ws listener");
+    let mut first = TestClient::open_ws(ws, V5).await;
+    first.handshake(connect_packet(V5, "first")).await;
+    let mut second = tokio::net::TcpStream::connect(ws)
+        .await
+        .expect("tcp connect");
+    // Closed without a word: the upgrade request may not even be read, let alone answered.
+    let _ = second
+        .write_all(b"GET /mqtt HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(WAIT, second.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "still open after {WAIT:?}");
+    assert_eq!(String::from_utf8_lossy(&answer), "", "an HTTP answer");
+    assert_eq!(broker.broker.stats().refused_per_ip_rate.get(), 1);
+    assert_eq!(broker.broker.pending_count(), 0, "it took no pending place");
+    first.ping().await;
 }
 
 fn small_packets() -> supermq::config::Config {

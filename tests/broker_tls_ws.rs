@@ -2,17 +2,17 @@
 //! MQTT 3.1.1 §4.2 and §6): TLS with a client trusting tests/certs/ca.pem, WebSocket on /mqtt
 //! with the `mqtt` subprotocol, and secure WebSocket. Each does CONNECT, SUBSCRIBE and PUBLISH
 //! on its own, messages cross between transports, and MQTT packets need not line up with
-//! WebSocket frames.
+//! WebSocket frames. WebSocket messages are bounded by limits.max_packet_size.
 
 mod common;
 
 use common::*;
 use supermq::config::Config;
-use supermq::protocol::{Packet, ProtocolVersion, QoS};
+use supermq::protocol::{Packet, ProtocolVersion, QoS, reason};
 use supermq::transport::Kind;
 
 use ProtocolVersion::{V5, V311};
-use QoS::{AtLeastOnce, ExactlyOnce};
+use QoS::{AtLeastOnce, AtMostOnce, ExactlyOnce};
 
 /// TCP, TLS, WS and WSS listeners on loopback ports, with the test certificate.
 fn all_transports() -> Config {
@@ -171,4 +171,32 @@ async fn will_is_published_when_a_websocket_connection_drops() {
         .await;
     drop(client);
     assert_eq!(&watcher.recv_acked().await.payload[..], b"ws gone");
+}
+
+/// limits.max_packet_size bounds WebSocket messages too (not tungstenite's 16 MiB): a message
+/// of max_packet_size bytes goes through; a larger one is refused before it is buffered whole,
+/// and answered as a packet too large would be, with DISCONNECT 0x95 before the close.
+#[tokio::test]
+async fn websocket_message_larger_than_max_packet_size_gets_disconnect_0x95() {
+    let mut config = all_transports();
+    config.limits.max_packet_size = 100;
+    let broker = TestBroker::start(config).await;
+    let mut watcher = TestClient::v5(broker.addr, "watcher").await;
+    watcher.subscribe("b", AtMostOnce).await;
+    let mut client = TestClient::open_ws(addr(&broker, Kind::Ws), V5).await;
+    client.handshake(connect_packet(V5, "ws-big")).await;
+    // 1 (type) + 1 (length) + 3 (topic "b") + 1 (no properties) + 94 = 100 bytes: one message.
+    client.publish("b", &[0; 94], AtMostOnce, false).await;
+    assert_eq!(watcher.recv_publish().await.payload.len(), 94);
+    // Two of those in one message: 200 bytes. Each packet is within the limit, so only the
+    // bound on the message refuses them.
+    let mut two = bytes::BytesMut::new();
+    for _ in 0..2 {
+        let publish = publish_packet("b", &[0; 94], AtMostOnce, false, 0);
+        supermq::protocol::encode(&Packet::Publish(publish), V5, &mut two).expect("encode");
+    }
+    client.send_bytes(&two).await;
+    client.expect_disconnect(reason::PACKET_TOO_LARGE).await;
+    watcher.expect_nothing().await;
+    assert_eq!(broker.broker.stats().protocol_errors.get(), 1);
 }

@@ -453,6 +453,7 @@ fn limits_are_checked_with_the_key_named() {
         ("max_connections", 0, 1),
         ("max_packet_size", 15, 16),
         ("connect_timeout_secs", 0, 1),
+        ("max_pending_connections", 0, 1),
         ("max_inflight", 0, 1),
         ("max_queued_messages", 0, 1),
         ("max_topic_length", 0, 1),
@@ -484,8 +485,39 @@ fn limits_are_checked_with_the_key_named() {
         "limits.max_client_id_length: must be at least 23, found 22: \
          MQTT servers must accept 23-byte client ids",
     );
+    assert_file_error(
+        "[limits]\nmax_connect_rate_per_ip = 1000001\n",
+        "limits.max_connect_rate_per_ip: must be between 0 and 1000000, found 1000001",
+    );
+    assert_ok("[limits]\nmax_connect_rate_per_ip = 1000000\n");
     // Zero is meaningful where the file says so.
     assert_ok("[limits]\nmax_keep_alive = 0\nmax_topic_aliases = 0\nmax_retained_messages = 0\n");
+}
+
+#[test]
+fn admission_limits_default_to_a_pending_cap_and_no_per_ip_limits() {
+    let limits = assert_ok("").limits;
+    assert_eq!(limits.max_pending_connections, 10_000);
+    assert_eq!(limits.max_connections_per_ip, 0, "off");
+    assert_eq!(limits.max_connect_rate_per_ip, 0, "off");
+    let config = load_from(
+        None,
+        env(&[
+            ("SUPERMQ_LIMITS_MAX_PENDING_CONNECTIONS", "50"),
+            ("SUPERMQ_LIMITS_MAX_CONNECTIONS_PER_IP", "20"),
+            ("SUPERMQ_LIMITS_MAX_CONNECT_RATE_PER_IP", "5"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.limits.max_pending_connections, 50);
+    assert_eq!(config.limits.max_connections_per_ip, 20);
+    assert_eq!(config.limits.max_connect_rate_per_ip, 5);
+    let (_, message) = error("", &[("SUPERMQ_LIMITS_MAX_PENDING_CONNECTIONS", "0")]);
+    assert_eq!(
+        message,
+        "SUPERMQ_LIMITS_MAX_PENDING_CONNECTIONS: limits.max_pending_connections: must be at \
+         least 1, found 0"
+    );
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
-use supermq::transport::{BoxStream, Kind, Listener, TransportError, load_tls};
+use supermq::transport::{BoxStream, Kind, Listener, MessageTooLarge, TransportError, load_tls};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -61,6 +61,10 @@ fn server_tls_with_client_ca() -> Arc<rustls::ServerConfig> {
     .unwrap()
 }
 
+/// The largest WebSocket message the server side accepts in these tests (the broker passes its
+/// `limits.max_packet_size`).
+const MAX_MESSAGE: usize = 4096;
+
 /// The echo harness: accepts connections forever, runs each handshake in its own task (as the
 /// broker will), copies every byte back, and reports how each connection ended: `Ok` at end of
 /// stream, `Err` with the error's text if the handshake or a read failed.
@@ -71,7 +75,7 @@ fn echo(listener: Listener) -> mpsc::UnboundedReceiver<Result<(), String>> {
             let (pending, _peer) = listener.accept().await.unwrap();
             let outcomes = outcomes.clone();
             tokio::spawn(async move {
-                let outcome = match pending.handshake().await {
+                let outcome = match pending.handshake(MAX_MESSAGE).await {
                     Ok(stream) => copy_back(stream.0).await.map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
                 };
@@ -98,7 +102,7 @@ async fn copy_back(mut stream: BoxStream) -> std::io::Result<()> {
 /// what the broker would read.
 async fn accept_one(listener: &Listener) -> Result<BoxStream, TransportError> {
     let (pending, _peer) = listener.accept().await.unwrap();
-    pending.handshake().await.map(|stream| stream.0)
+    pending.handshake(MAX_MESSAGE).await.map(|stream| stream.0)
 }
 
 /// Writes `data` and checks it comes back unchanged.
@@ -693,18 +697,56 @@ async fn ws_shutdown_sends_a_close_frame() {
     ));
 }
 
-#[tokio::test]
-async fn ws_message_larger_than_16_mib_is_a_read_error() {
-    let (mut client, mut server) = ws_pair().await;
-    // The server stops reading at the frame header, so the client may never finish sending.
-    tokio::spawn(async move {
-        let _ = client
-            .send(Message::binary(vec![0u8; (16 << 20) + 1]))
-            .await;
-    });
+/// Reads from the server side of `ws_pair` and expects the read to fail with MessageTooLarge.
+async fn assert_too_large(server: &mut BoxStream, size: usize) {
     let mut buf = [0u8; 16];
     let error = within("read", server.read(&mut buf)).await.unwrap_err();
     assert_eq!(error.kind(), std::io::ErrorKind::InvalidData, "{error}");
+    let cause = error
+        .get_ref()
+        .and_then(|cause| cause.downcast_ref::<MessageTooLarge>())
+        .unwrap_or_else(|| panic!("not a MessageTooLarge: {error}"));
+    assert_eq!((cause.size, cause.max), (size, MAX_MESSAGE));
+}
+
+#[tokio::test]
+async fn ws_message_of_exactly_the_maximum_is_read() {
+    let (mut client, mut server) = ws_pair().await;
+    client
+        .send(Message::binary(vec![7u8; MAX_MESSAGE]))
+        .await
+        .unwrap();
+    let mut data = vec![0u8; MAX_MESSAGE];
+    within("read", server.read_exact(&mut data)).await.unwrap();
+    assert!(data.iter().all(|&byte| byte == 7));
+}
+
+/// A frame over the maximum is refused from its header: the server reads no further, so the
+/// client may never finish sending it.
+#[tokio::test]
+async fn ws_frame_larger_than_the_maximum_is_a_read_error_from_its_header() {
+    let (mut client, mut server) = ws_pair().await;
+    tokio::spawn(async move {
+        let _ = client.send(Message::binary(vec![0u8; 16 << 20])).await;
+    });
+    assert_too_large(&mut server, 16 << 20).await;
+    // After the error the stream reads as ended: nothing more of the frame is buffered.
+    let mut buf = [0u8; 16];
+    assert_eq!(within("read", server.read(&mut buf)).await.unwrap(), 0);
+}
+
+/// The bound is on messages, not just frames: one made of small frames is refused too.
+#[tokio::test]
+async fn ws_message_of_small_frames_over_the_maximum_is_a_read_error() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let (mut client, mut server) = ws_pair().await;
+    let half = MAX_MESSAGE / 2;
+    let first = Frame::message(vec![1u8; half], OpCode::Data(Data::Binary), false);
+    client.send(Message::Frame(first)).await.unwrap();
+    let rest = Frame::message(vec![2u8; half + 1], OpCode::Data(Data::Continue), true);
+    client.send(Message::Frame(rest)).await.unwrap();
+    assert_too_large(&mut server, MAX_MESSAGE + 1).await;
 }
 
 // ---------------------------------------------------------------------------------------------

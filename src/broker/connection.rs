@@ -1,7 +1,8 @@
 //! One client connection, from the first byte to the close.
 //!
-//! [`serve`] reads CONNECT (within the connect timeout), negotiates, attaches the session, and
-//! then runs two halves side by side in the connection's one task:
+//! [`serve`] reads CONNECT (by the deadline set at accept, while the socket is pending: see
+//! [`super::admission`]), negotiates, attaches the session, and then runs two halves side by
+//! side in the connection's one task:
 //! - the reader decodes packets and handles them ([`super::inbound`]), and notes when the
 //!   client was last heard from (keep alive is checked by [`super::keepalive`]);
 //! - the writer sends what the reader and the publishers queued: control packets from the
@@ -10,14 +11,18 @@
 //! Whichever half ends first ends the connection; then the session is detached, and the Will
 //! published if the way it ended calls for it.
 //!
+//! When the broker ends a connection with a reason (a DISCONNECT, or a refusing CONNACK), it
+//! closes gracefully: it writes the reason, shuts its write side down, and goes on reading and
+//! discarding for a short, bounded while ([`linger`]), so the client reads the reason instead
+//! of a reset.
+//!
 //! Most connections spend their life idle, and an idle connection costs what its task holds
 //! (a task keeps room for its largest state for as long as it lives) plus its buffers. So the
-//! rare and large states (the wait for CONNECT, waiting for room, the close) run boxed, no
-//! buffer is kept while idle, and the code is shaped to keep the task small: see the notes
-//! at [`serve`] and [`run`], and docs/BENCHMARKS.md for the figures.
+//! rare and large states (the wait for CONNECT, waiting for room, the close, the linger) run
+//! boxed, no buffer is kept while idle, and the code is shaped to keep the task small: see the
+//! notes at [`serve`] and [`run`], and docs/BENCHMARKS.md for the figures.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -26,9 +31,10 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::protocol::{self, DecodeError, Disconnect, Packet, ProtocolVersion, reason};
-use crate::transport::Duplex;
+use crate::transport::{Duplex, MessageTooLarge};
 
 use super::Broker;
+use super::admission::{Arrival, Counted};
 use super::aliases::Aliases;
 use super::connect::{self, Terms};
 use super::inbound::{Client, End};
@@ -38,6 +44,14 @@ use super::session::{SessionHandle, Wire};
 
 /// How long a closing connection may take to write its last packets.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long, and for how many bytes, a connection the broker closed goes on reading (and
+/// discarding) what the client still sends: see [`linger`]. A second is many round trips;
+/// 64 KiB is thousands of the small packets (acks, PUBRELs) a client may have in flight.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 64 * 1024;
+/// Bytes discarded per read while lingering.
+const LINGER_CHUNK: usize = 4096;
 
 /// Room made in the read buffer before a read, at first: small, for the CONNECT. It doubles
 /// (up to [`MAX_READ_CHUNK`]) whenever a read fills all the room there was, so a busy
@@ -51,60 +65,70 @@ const KEEP_BUFFER: usize = 64 * 1024;
 
 /// Serves one client connection over an established byte stream until it closes.
 ///
+/// `count` and `arrival` come from [`Broker::admit`]: the connection is counted until it
+/// closes, and pending (evictable, under its deadline) until its CONNECT is answered.
+///
 /// A task keeps room for its largest state for as long as it lives, and most connections
 /// spend their life idle: so the wait for CONNECT and its answer run boxed, and are freed
-/// once the client is connected.
+/// once the client is connected, as is the boxed `arrival`.
 ///
 /// It returns an `async move` block rather than being an `async fn`: an async fn keeps its
 /// arguments twice in its state (as passed and as bound), a block that captures them once.
 #[allow(clippy::manual_async_fn)] // on purpose: see above
 pub fn serve<S: Duplex>(
-    broker: Arc<Broker>,
+    mut count: Counted,
     mut stream: S,
-    peer: SocketAddr,
+    arrival: Box<Arrival>,
 ) -> impl Future<Output = ()> {
     async move {
-        let count = Counted::new(&broker);
         let (read_half, write_half) = stream.halves();
-        let accepted = accept(&broker, read_half, write_half, peer, count.over_limit);
+        let accepted = accept(&mut count, read_half, write_half, arrival);
         let Some((terms, reader, writer)) = Box::pin(accepted).await else {
             return;
         };
-        // No span per connection: a live span costs every connection a few hundred bytes in
-        // the log subscriber for as long as it lasts. The lines a connection logs name the
-        // client themselves.
-        tracing::debug!(client_id = %terms.client_id, %peer, "CONNECT accepted");
-        run(&broker, terms, reader, writer).await;
+        let end = run(count.broker(), terms, reader, writer).await;
+        if let End::Closed(_) = end {
+            // The broker closed it, with a reason the client should get to read. Boxed: it
+            // happens once, at the end.
+            let (mut read_half, _) = stream.halves();
+            Box::pin(linger(&mut read_half)).await;
+        }
     }
 }
 
-/// Reads CONNECT (within the connect timeout) and negotiates. Returns the terms and the
+/// Reads CONNECT (by the arrival's deadline) and negotiates. Returns the terms and the
 /// stream's halves, or `None` once the connection has been refused or has gone.
 async fn accept<R, W>(
-    broker: &Broker,
+    count: &mut Counted,
     read_half: R,
     mut write_half: W,
-    peer: SocketAddr,
-    over_limit: bool,
+    mut arrival: Box<Arrival>,
 ) -> Option<(Box<Terms>, PacketReader<R>, W)>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let broker = Arc::clone(count.broker());
+    let peer = arrival.peer();
     let mut reader = PacketReader::new(read_half, broker.limits.max_packet_size);
 
-    let connect_timeout = Duration::from_secs(broker.limits.connect_timeout_secs);
-    let mut shutdown = broker.shutdown.subscribe();
     let first = tokio::select! {
-        first = tokio::time::timeout(connect_timeout, reader.next(ProtocolVersion::V311)) => first,
-        // A connection still waiting for CONNECT has no session or Will to look after: on
-        // shutdown it is closed at once instead of holding the shutdown up to its timeout.
-        _ = shutdown.wait_for(|down| *down) => return None,
+        first = tokio::time::timeout_at(arrival.deadline(), reader.next(ProtocolVersion::V311)) => first,
+        // Evicted to make room for a newer socket, or shutting down: nothing to look after.
+        () = arrival.dismissed() => return None,
     };
     let connect = match first {
         Ok(Ok(Some(Packet::Connect(connect)))) => *connect,
         Ok(Err(ReadError::Decode(DecodeError::UnsupportedProtocolLevel(level)))) => {
-            refuse_version(&mut write_half, level, broker).await;
+            let (connack, version) = refuse_version(level, &broker);
+            refuse(
+                &mut reader.io,
+                &mut write_half,
+                &connack,
+                version,
+                &mut arrival,
+            )
+            .await;
             return None;
         }
         Ok(Ok(Some(other))) => {
@@ -126,18 +150,43 @@ where
     };
 
     let version = connect.protocol;
-    match connect::negotiate(connect, &broker.limits, over_limit) {
-        // Boxed: the connected phase keeps its arguments for its whole life, and the terms
-        // are only needed at its start.
-        Ok(terms) => Some((Box::new(terms), reader, write_half)),
-        Err(refusal) => {
-            tracing::info!(%peer, why = refusal.why, code = refusal.code, "CONNECT refused");
-            broker.stats.connections_refused.inc();
-            let connack = Packet::ConnAck(refusal.connack(version));
-            write_and_close(&mut write_half, &connack, version).await;
-            None
+    let refusal = match arrival.take_refusal() {
+        // Logged (rate-limited) and counted when the socket was accepted.
+        Some(refusal) => {
+            tracing::debug!(%peer, why = refusal.why, code = refusal.code, "CONNECT refused");
+            refusal
         }
-    }
+        None => {
+            let full = !count.connect();
+            match connect::negotiate(connect, &broker.limits, full) {
+                Ok(terms) => {
+                    // No span per connection: a live span costs every connection a few
+                    // hundred bytes in the log subscriber for as long as it lasts. The lines
+                    // a connection logs name the client themselves.
+                    tracing::debug!(client_id = %terms.client_id, %peer, "CONNECT accepted");
+                    // Boxed: the connected phase keeps its arguments for its whole life, and
+                    // the terms are only needed at its start.
+                    return Some((Box::new(terms), reader, write_half));
+                }
+                Err(refusal) => {
+                    count.disconnect();
+                    tracing::info!(%peer, why = refusal.why, code = refusal.code, "CONNECT refused");
+                    refusal
+                }
+            }
+        }
+    };
+    broker.stats.connections_refused.inc();
+    let connack = Packet::ConnAck(refusal.connack(version));
+    refuse(
+        &mut reader.io,
+        &mut write_half,
+        &connack,
+        version,
+        &mut arrival,
+    )
+    .await;
+    None
 }
 
 /// The connected phase: session attached, reader and writer running.
@@ -148,7 +197,7 @@ fn run<R, W>(
     terms: Box<Terms>,
     mut reader: PacketReader<R>,
     mut writer: W,
-) -> impl Future<Output = ()>
+) -> impl Future<Output = End>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -170,8 +219,8 @@ where
                 Ok(opened) => opened,
                 Err(refusal) => {
                     // Boxed: it happens once, at the end.
-                    Box::pin(refuse(broker, &mut writer, &terms, &refusal)).await;
-                    return;
+                    Box::pin(refuse_session(broker, &mut writer, &terms, &refusal)).await;
+                    return End::Closed(refusal.code);
                 }
             };
             broker.online.insert(&outbox);
@@ -275,6 +324,7 @@ where
         tracing::debug!(client_id = session.client_id(), ?end, "connection closed");
         let will = will.filter(|_| end.publishes_will()).map(|will| *will);
         broker.close_session(&session, generation, will);
+        end
     }
 }
 
@@ -354,7 +404,8 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
         }
     }
 
-    /// Writes the last packets (and a DISCONNECT, for 5.0) and closes the stream.
+    /// Writes the last packets (and a DISCONNECT, for 5.0) and shuts the write side down;
+    /// [`serve`] then lingers, reading, if the broker closed the connection.
     async fn finish(&mut self, close: Close) -> End {
         let end = match close {
             Close::Quiet => End::Disconnected {
@@ -411,8 +462,9 @@ fn recycle(buf: &mut BytesMut) {
     }
 }
 
-/// Refuses an accepted CONNECT after all (no session for it): CONNACK with the reason, close.
-async fn refuse<W: AsyncWrite + Unpin>(
+/// Refuses a CONNECT that was accepted but gets no session after all: CONNACK with the
+/// reason, and the write side shut down (the caller then lingers, as for any close).
+async fn refuse_session<W: AsyncWrite + Unpin>(
     broker: &Broker,
     io: &mut W,
     terms: &Terms,
@@ -420,13 +472,20 @@ async fn refuse<W: AsyncWrite + Unpin>(
 ) {
     tracing::info!(client_id = %terms.client_id, why = refusal.why, code = refusal.code, "CONNECT refused");
     broker.stats.connections_refused.inc();
+    let mut buf = BytesMut::new();
     let connack = Packet::ConnAck(refusal.connack(terms.version));
-    write_and_close(io, &connack, terms.version).await;
+    if protocol::encode(&connack, terms.version, &mut buf).is_ok() {
+        let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
+            io.write_all(&buf).await?;
+            io.shutdown().await
+        })
+        .await;
+    }
 }
 
-/// Answers a CONNECT whose protocol level we do not speak (MQTT-3.1.2-2), in the format the
-/// client most likely reads: 5.0 for a newer level, 3.1.1 otherwise.
-async fn refuse_version<W: AsyncWrite + Unpin>(io: &mut W, level: u8, broker: &Broker) {
+/// The answer to a CONNECT whose protocol level we do not speak (MQTT-3.1.2-2), in the format
+/// the client most likely reads: 5.0 for a newer level, 3.1.1 otherwise.
+fn refuse_version(level: u8, broker: &Broker) -> (Packet, ProtocolVersion) {
     tracing::info!(level, "unsupported protocol level; refusing");
     broker.stats.connections_refused.inc();
     let refusal = connect::Refusal {
@@ -438,28 +497,90 @@ async fn refuse_version<W: AsyncWrite + Unpin>(io: &mut W, level: u8, broker: &B
     } else {
         ProtocolVersion::V311
     };
-    write_and_close(io, &Packet::ConnAck(refusal.connack(version)), version).await;
+    (Packet::ConnAck(refusal.connack(version)), version)
 }
 
-async fn write_and_close<W: AsyncWrite + Unpin>(
-    io: &mut W,
+/// Sends a refusing CONNACK and closes gracefully, unless the socket is dismissed meanwhile
+/// (it is still pending, and counts as such until it is gone).
+async fn refuse<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    connack: &Packet,
+    version: ProtocolVersion,
+    arrival: &mut Arrival,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    tokio::select! {
+        () = write_and_close(reader, writer, connack, version) => {}
+        () = arrival.dismissed() => {}
+    }
+}
+
+/// Writes `packet`, shuts the write side down and [`linger`]s.
+async fn write_and_close<R, W>(
+    reader: &mut R,
+    writer: &mut W,
     packet: &Packet,
     version: ProtocolVersion,
-) {
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut buf = BytesMut::new();
     if protocol::encode(packet, version, &mut buf).is_ok() {
         let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
-            io.write_all(&buf).await?;
-            io.shutdown().await
+            writer.write_all(&buf).await?;
+            writer.shutdown().await
         })
         .await;
+        linger(reader).await;
     }
+}
+
+/// Reads and discards what the client still sends after the broker closed its side, until
+/// the client closes too, for at most [`LINGER`] and [`LINGER_BYTES`].
+///
+/// Why: a socket closed with bytes it has not read (or that receives more after the close)
+/// answers with a TCP reset instead of a normal close, and a client that is still sending
+/// (PUBRELs, say) then gets a broken pipe or a reset instead of the DISCONNECT or CONNACK
+/// that says why. Reading on keeps the close orderly; the bounds keep a client from holding
+/// the socket open by never stopping.
+async fn linger<R: AsyncRead + Unpin>(reader: &mut R) {
+    let discard = async {
+        // Allocated here, not kept in the future: only a closing connection pays for it.
+        let mut buf = vec![0; LINGER_CHUNK];
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => left = left.saturating_sub(read),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, discard).await;
 }
 
 /// Why reading a packet failed.
 enum ReadError {
     Io(std::io::Error),
     Decode(DecodeError),
+}
+
+impl ReadError {
+    /// A WebSocket message over `limits.max_packet_size` is answered as a packet over it.
+    fn from_io(error: std::io::Error) -> ReadError {
+        let too_large = error
+            .get_ref()
+            .and_then(|cause| cause.downcast_ref::<MessageTooLarge>());
+        match too_large {
+            Some(&MessageTooLarge { size, max }) => {
+                ReadError::Decode(DecodeError::PacketTooLarge { size, max })
+            }
+            None => ReadError::Io(error),
+        }
+    }
 }
 
 /// Reads whole packets from a byte stream.
@@ -494,7 +615,7 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
             }
             let read = std::future::poll_fn(|cx| self.poll_fill(cx))
                 .await
-                .map_err(ReadError::Io)?;
+                .map_err(ReadError::from_io)?;
             if read == 0 {
                 return Ok(None);
             }
@@ -528,29 +649,5 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
             }
             Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
         }
-    }
-}
-
-/// Counts a connection for `limits.max_connections` while it lives.
-struct Counted<'a> {
-    broker: &'a Broker,
-    over_limit: bool,
-}
-
-impl<'a> Counted<'a> {
-    fn new(broker: &'a Broker) -> Self {
-        use std::sync::atomic::Ordering;
-        let open = broker.connections.fetch_add(1, Ordering::Relaxed) + 1;
-        Counted {
-            broker,
-            over_limit: open > broker.limits.max_connections,
-        }
-    }
-}
-
-impl Drop for Counted<'_> {
-    fn drop(&mut self) {
-        use std::sync::atomic::Ordering;
-        self.broker.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -2,6 +2,8 @@
 //!
 //! [`Broker`] is the state shared by all connections; [`serve`] runs one client connection
 //! against it. How the parts fit:
+//! - `admission` takes sockets on and counts them (`pending`: those without CONNECT yet;
+//!   `per_ip`: limits per client address; `log_limit`: log lines a flood cannot flood);
 //! - `connection` reads packets, drives the session, and writes packets back; `inbound` is
 //!   what each packet from a client does;
 //! - `session` is what the broker remembers about a client (subscriptions, queue, in-flight);
@@ -20,6 +22,7 @@
 //! the other way round: a publish reads the router, lets go, and only then locks each
 //! matching session in turn, so a publish never waits on a slow subscriber.
 
+mod admission;
 mod aliases;
 mod connect;
 mod connection;
@@ -28,8 +31,11 @@ mod flow;
 mod groups;
 mod inbound;
 mod keepalive;
+mod log_limit;
 mod message;
 mod outbox;
+mod pending;
+mod per_ip;
 mod queue;
 mod registry;
 mod retained;
@@ -38,7 +44,6 @@ mod session;
 mod stats;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{
     Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
@@ -49,6 +54,7 @@ use crate::cluster::{Cluster, GroupRef};
 use crate::config::Limits;
 use crate::protocol::{Publish, SubscriptionOptions, reason};
 
+pub use admission::{Arrival, Counted};
 pub(crate) use connect::{is_sys_topic, within_limits};
 pub use connection::serve;
 pub use expiry::run as expire_sessions;
@@ -102,7 +108,8 @@ pub struct Broker {
     router: RwLock<Router>,
     retained: RwLock<Retained>,
     sessions: Mutex<HashMap<Arc<str>, Arc<SessionHandle>>>,
-    connections: AtomicUsize,
+    /// Sockets open, pending and connected, and the limits on them.
+    admission: admission::Admission,
     shutdown: watch::Sender<bool>,
     /// The ticks that keep alive is counted in.
     clock: keepalive::Clock,
@@ -133,7 +140,7 @@ impl Broker {
                 limits.max_retained_bytes,
             )),
             sessions: Mutex::new(HashMap::new()),
-            connections: AtomicUsize::new(0),
+            admission: admission::Admission::new(&limits),
             shutdown: watch::channel(false).0,
             clock: keepalive::Clock::new(),
             expiry: expiry::Expiry::default(),
@@ -151,11 +158,6 @@ impl Broker {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
-    }
-
-    /// Open client connections (including ones that have not finished CONNECT yet).
-    pub fn connection_count(&self) -> usize {
-        self.connections.load(Ordering::Relaxed)
     }
 
     /// Sessions known, connected or not.

@@ -33,6 +33,15 @@ pub struct Stats {
     pub connections_accepted: Counter,
     /// CONNECTs refused (limit, bad client id, unsupported version, ...).
     pub connections_refused: Counter,
+    /// Sockets closed before CONNECT to make room for newer ones
+    /// (`limits.max_pending_connections`).
+    pub pending_evicted: Counter,
+    /// Sockets refused at accept because their address had `limits.max_connections_per_ip`
+    /// open.
+    pub refused_per_ip_count: Counter,
+    /// Sockets refused at accept because their address connected faster than
+    /// `limits.max_connect_rate_per_ip`.
+    pub refused_per_ip_rate: Counter,
     /// PUBLISH packets received from clients.
     pub messages_received: Counter,
     /// Messages queued to a session (one per subscriber).

@@ -124,14 +124,18 @@ impl Pending {
     /// Runs the TLS and/or WebSocket handshake and returns the connection's byte stream, boxed.
     /// For plain TCP this is immediate. Has no timeout of its own: wrap it in the connect
     /// timeout.
-    pub async fn handshake(self) -> Result<Boxed, TransportError> {
+    ///
+    /// `max_message` bounds the WebSocket messages and frames the client may send (the
+    /// broker's `limits.max_packet_size`; a larger one fails the read with
+    /// [`super::MessageTooLarge`]); other kinds ignore it.
+    pub async fn handshake(self, max_message: usize) -> Result<Boxed, TransportError> {
         Ok(Boxed(match self.upgrade {
             Upgrade::Tcp => Box::new(self.stream),
             Upgrade::Tls(acceptor) => Box::new(tls_handshake(&acceptor, self.stream).await?),
-            Upgrade::Ws => Box::new(websocket::accept(self.stream).await?),
+            Upgrade::Ws => Box::new(websocket::accept(self.stream, max_message).await?),
             Upgrade::Wss(acceptor) => {
                 let tls = tls_handshake(&acceptor, self.stream).await?;
-                Box::new(websocket::accept(tls).await?)
+                Box::new(websocket::accept(tls, max_message).await?)
             }
         }))
     }

@@ -7,14 +7,15 @@
 //!
 //! 1. [`Listener::accept`] only accepts the TCP socket and returns a [`Pending`] connection;
 //! 2. [`Pending::handshake`] runs the TLS and/or WebSocket handshake and boxes the result
-//!    ([`Boxed`]). The broker calls it in the connection's own task, under the same timeout as
-//!    the wait for CONNECT. Plain TCP needs none: [`Pending::into_plain`] gives the
+//!    ([`Boxed`]). The broker calls it in the connection's own task, by the deadline that also
+//!    bounds the wait for CONNECT (`limits.connect_timeout_secs` from accept). Plain TCP needs none: [`Pending::into_plain`] gives the
 //!    [`TcpStream`] itself, which the broker serves unboxed (an idle connection costs less).
 //!
 //! - `listener`: binding, accepting, and the per-kind handshake;
 //! - `tls`: loading PEM certificates and keys into a rustls server configuration;
-//! - `websocket`: the HTTP upgrade on `/mqtt` and the adapter from binary frames to bytes; its
-//!   client side ([`websocket_connect`]) serves the client tools.
+//! - `websocket`: the HTTP upgrade on `/mqtt` and the adapter from binary frames to bytes, with
+//!   messages bounded by the broker's maximum packet size ([`MessageTooLarge`]); its client
+//!   side ([`websocket_connect`]) serves the client tools.
 
 mod listener;
 mod tls;
@@ -31,7 +32,7 @@ use tokio::net::tcp;
 
 pub use listener::{Listener, Pending};
 pub use tls::load_tls;
-pub use websocket::connect as websocket_connect;
+pub use websocket::{MessageTooLarge, connect as websocket_connect};
 
 /// A connection's byte stream, whatever the transport underneath.
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}

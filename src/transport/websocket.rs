@@ -22,7 +22,7 @@ use futures_util::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderValue, StatusCode, header};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -38,10 +38,9 @@ const PATH: &str = "/mqtt";
 /// 5.0), `mqttv3.1` what MQTT 3.1 clients still send.
 const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
 
-/// Largest WebSocket message (and frame) accepted: 16 MiB. It bounds what one frame can make
-/// tungstenite buffer. MQTT packets larger than this still work when the client splits them
-/// over several frames, which MQTT allows; the broker's own maximum packet size applies on top.
-const MAX_MESSAGE_SIZE: usize = 16 << 20;
+/// Largest WebSocket message (and frame) the client side accepts from a broker: 16 MiB. (The
+/// server side takes its bound from the broker: see [`accept`].)
+const CLIENT_MAX_MESSAGE_SIZE: usize = 16 << 20;
 
 /// Read buffer, allocated when the handshake completes and the most read from the socket per
 /// system call. Small, because it is held for the connection's whole life.
@@ -52,7 +51,16 @@ const READ_BUFFER_SIZE: usize = 1024;
 const MAX_WRITE_FRAME: usize = 8 << 10;
 
 /// Runs the server side of the WebSocket upgrade on `stream` (TCP or TLS).
-pub(super) async fn accept<S>(stream: S) -> Result<WsStream<S>, TransportError>
+///
+/// Messages and frames from the client are bounded by `max_message`, the broker's
+/// `limits.max_packet_size`: tungstenite buffers a whole message (and a whole frame) before
+/// handing it on, so this bounds what a client can make the broker hold, as the packet size
+/// does on TCP. No slack is added for headers: MQTT's packet size counts the fixed header, so
+/// any packet the broker accepts fits in one message. A packet may still span messages, and a
+/// message may hold several packets as long as it stays within the bound. A larger frame is
+/// refused from its header, before its payload is read, and the read fails with
+/// [`MessageTooLarge`].
+pub(super) async fn accept<S>(stream: S, max_message: usize) -> Result<WsStream<S>, TransportError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -61,8 +69,8 @@ where
         // Write each frame to the socket at once instead of collecting a batch in tungstenite's
         // buffer: the broker batches packets itself, before they reach us.
         .write_buffer_size(0)
-        .max_message_size(Some(MAX_MESSAGE_SIZE))
-        .max_frame_size(Some(MAX_MESSAGE_SIZE));
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message));
     let ws = tokio_tungstenite::accept_hdr_async_with_config(stream, answer_upgrade, Some(config))
         .await
         .map_err(|error| TransportError::WebSocketHandshake(Box::new(error)))?;
@@ -91,8 +99,8 @@ where
     let config = WebSocketConfig::default()
         .read_buffer_size(CLIENT_READ_BUFFER_SIZE)
         .write_buffer_size(0)
-        .max_message_size(Some(MAX_MESSAGE_SIZE))
-        .max_frame_size(Some(MAX_MESSAGE_SIZE));
+        .max_message_size(Some(CLIENT_MAX_MESSAGE_SIZE))
+        .max_frame_size(Some(CLIENT_MAX_MESSAGE_SIZE));
     let (ws, _response) =
         tokio_tungstenite::client_async_with_config(request, stream, Some(config))
             .await
@@ -143,11 +151,23 @@ fn choose_subprotocol(headers: &HeaderMap) -> Option<&'static str> {
     SUBPROTOCOLS.into_iter().find(|ours| offered.contains(ours))
 }
 
+/// A WebSocket message or frame larger than allowed, as the cause of the read error
+/// ([`std::io::Error::get_ref`]) that reports it: the broker answers it as it answers a
+/// packet larger than its maximum.
+#[derive(Debug, thiserror::Error)]
+#[error("WebSocket message of {size} bytes exceeds the maximum of {max}")]
+pub struct MessageTooLarge {
+    pub size: usize,
+    pub max: usize,
+}
+
 /// A WebSocket connection seen as a byte stream.
 ///
 /// Reading: binary frame payloads are handed out in order, as one continuous stream. Pings are
 /// answered by tungstenite; a close frame is answered and then reads as end of stream; a text
-/// frame is refused with close code 1003 and a read error (MQTT-6.0.0-1).
+/// frame is refused with close code 1003 and a read error (MQTT-6.0.0-1); a message or frame
+/// over the bound is a read error with [`MessageTooLarge`] (the connection can still write,
+/// so the broker can say why before it closes). After a read error the stream reads as ended.
 ///
 /// Writing: each write sends its bytes as one binary frame (at most [`MAX_WRITE_FRAME`] bytes;
 /// a longer write is partial, as `AsyncWrite` allows); shutdown sends a close frame and then
@@ -294,6 +314,13 @@ fn into_io(error: WsError) -> io::Error {
         | WsError::Protocol(ProtocolError::SendAfterClosing) => {
             io::Error::new(io::ErrorKind::BrokenPipe, error)
         }
+        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => io::Error::new(
+            io::ErrorKind::InvalidData,
+            MessageTooLarge {
+                size,
+                max: max_size,
+            },
+        ),
         other => io::Error::new(io::ErrorKind::InvalidData, other),
     }
 }

@@ -1,0 +1,252 @@
+//! Admission: which sockets the broker takes on, and how it counts them from accept to close.
+//!
+//! A listener's socket goes through [`Broker::admit`] before anything else (before any TLS or
+//! WebSocket work), which counts it and gives two things:
+//! - a [`Counted`], held for the socket's whole life: it counts the socket among the open ones
+//!   (what shutdown waits for), among its address's (`limits.max_connections_per_ip`) and,
+//!   once its CONNECT is accepted, among the connected clients (`limits.max_connections`);
+//! - an [`Arrival`], held only until CONNECT is answered: the socket's place among the pending
+//!   ones ([`super::pending`]), its deadline (`limits.connect_timeout_secs` from accept, for
+//!   the handshake and the CONNECT together) and, if a per-address limit refused it
+//!   ([`super::per_ip`]), the refusal its CONNECT will get.
+//!
+//! So silent sockets are bounded on their own, and never take a connected client's place.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::config::Limits;
+use crate::protocol::reason;
+
+use super::Broker;
+use super::connect::Refusal;
+use super::log_limit::LogLimit;
+use super::pending::{PendingSet, Place};
+use super::per_ip::{Exceeded, PerIp};
+
+/// The broker's counts and tables of sockets.
+pub(super) struct Admission {
+    /// Sockets open, in any phase (handshake, waiting for CONNECT, connected, closing).
+    open: AtomicUsize,
+    /// Sockets whose CONNECT was accepted and that are still open.
+    connected: AtomicUsize,
+    pending: PendingSet,
+    /// `None` when both per-address limits are off.
+    per_ip: Option<PerIp>,
+    evicted_log: LogLimit,
+    refused_log: LogLimit,
+}
+
+impl Admission {
+    pub fn new(limits: &Limits) -> Self {
+        Admission {
+            open: AtomicUsize::new(0),
+            connected: AtomicUsize::new(0),
+            pending: PendingSet::new(limits.max_pending_connections),
+            per_ip: PerIp::new(limits),
+            evicted_log: LogLimit::default(),
+            refused_log: LogLimit::default(),
+        }
+    }
+}
+
+impl Broker {
+    /// Takes on a socket a listener accepted from `peer`. `answerable` says whether a socket
+    /// that a per-address limit refuses may still read its CONNECT and be answered with a
+    /// refusing CONNACK (plain TCP); otherwise (TLS, WebSocket) it gets `None` and is to be
+    /// closed at once, as the handshake is the very work the limit is there to spare.
+    pub fn admit(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        answerable: bool,
+    ) -> Option<(Counted, Box<Arrival>)> {
+        let ip = peer.ip().to_canonical();
+        let mut counted_ip = None;
+        let mut refusal = None;
+        if let Some(per_ip) = &self.admission.per_ip {
+            match per_ip.admit(ip, Instant::now()) {
+                Ok(()) => counted_ip = Some(ip),
+                Err(exceeded) => {
+                    self.refused(ip, exceeded);
+                    if !answerable {
+                        return None;
+                    }
+                    refusal = Some(refusal_for(exceeded));
+                }
+            }
+        }
+        self.admission.open.fetch_add(1, Ordering::Relaxed);
+        let counted = Counted {
+            broker: Arc::clone(self),
+            ip: counted_ip,
+            connected: false,
+        };
+        let (place, evicted) = self.admission.pending.enter();
+        if evicted {
+            self.stats.pending_evicted.inc();
+            if let Some(held_back) = self.admission.evicted_log.allow() {
+                tracing::warn!(
+                    held_back,
+                    "limits.max_pending_connections reached: closed the oldest connection \
+                     that had not completed CONNECT"
+                );
+            }
+        }
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs(self.limits.connect_timeout_secs);
+        let arrival = Arrival {
+            broker: Arc::clone(self),
+            peer,
+            deadline,
+            refusal,
+            place,
+            shutdown: self.shutdown.subscribe(),
+        };
+        Some((counted, Box::new(arrival)))
+    }
+
+    /// Open client sockets, in any phase: in a TLS or WebSocket handshake, waiting for
+    /// CONNECT, connected, or closing. Shutdown waits for this to reach zero.
+    pub fn connection_count(&self) -> usize {
+        self.admission.open.load(Ordering::Relaxed)
+    }
+
+    /// Connections whose CONNECT was accepted and that are still open: what
+    /// `limits.max_connections` bounds.
+    pub fn connected_count(&self) -> usize {
+        self.admission.connected.load(Ordering::Relaxed)
+    }
+
+    /// Sockets that have not completed CONNECT: what `limits.max_pending_connections` bounds.
+    pub fn pending_count(&self) -> usize {
+        self.admission.pending.len()
+    }
+
+    fn refused(&self, ip: IpAddr, exceeded: Exceeded) {
+        let key = match exceeded {
+            Exceeded::Count => {
+                self.stats.refused_per_ip_count.inc();
+                "limits.max_connections_per_ip"
+            }
+            Exceeded::Rate => {
+                self.stats.refused_per_ip_rate.inc();
+                "limits.max_connect_rate_per_ip"
+            }
+        };
+        if let Some(held_back) = self.admission.refused_log.allow() {
+            tracing::warn!(%ip, limit = key, held_back, "connection refused: per-address limit");
+        }
+    }
+}
+
+/// The CONNACK a socket refused by a per-address limit gets for its CONNECT.
+fn refusal_for(exceeded: Exceeded) -> Refusal {
+    match exceeded {
+        Exceeded::Count => Refusal {
+            code: reason::QUOTA_EXCEEDED,
+            why: "too many connections from this address (limits.max_connections_per_ip)",
+        },
+        Exceeded::Rate => Refusal {
+            code: reason::CONNECTION_RATE_EXCEEDED,
+            why: "connections from this address too frequent (limits.max_connect_rate_per_ip)",
+        },
+    }
+}
+
+/// A socket's place in the broker's counts, from accept to close (see the module doc).
+pub struct Counted {
+    broker: Arc<Broker>,
+    /// The address it counts for, when the per-address limits are on and counted it.
+    ip: Option<IpAddr>,
+    /// Whether it counts among the connected clients.
+    connected: bool,
+}
+
+impl Counted {
+    pub(super) fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// Counts the socket among the connected clients if `limits.max_connections` leaves room;
+    /// false if it does not.
+    pub(super) fn connect(&mut self) -> bool {
+        let max = self.broker.limits.max_connections;
+        self.connected = self
+            .broker
+            .admission
+            .connected
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok();
+        self.connected
+    }
+
+    /// Gives the connected client's place back (its CONNECT was refused after all).
+    pub(super) fn disconnect(&mut self) {
+        if std::mem::take(&mut self.connected) {
+            self.broker
+                .admission
+                .connected
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.disconnect();
+        let admission = &self.broker.admission;
+        admission.open.fetch_sub(1, Ordering::Relaxed);
+        if let (Some(ip), Some(per_ip)) = (self.ip, &admission.per_ip) {
+            per_ip.release(ip, Instant::now());
+        }
+    }
+}
+
+/// A socket until its CONNECT is answered (see the module doc). Dropping it gives its pending
+/// place back.
+pub struct Arrival {
+    broker: Arc<Broker>,
+    peer: SocketAddr,
+    deadline: tokio::time::Instant,
+    refusal: Option<Refusal>,
+    place: Place,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Arrival {
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// When the handshake and CONNECT must be done: `limits.connect_timeout_secs` after accept.
+    pub fn deadline(&self) -> tokio::time::Instant {
+        self.deadline
+    }
+
+    /// The refusal a per-address limit decided at accept, taken once.
+    pub(super) fn take_refusal(&mut self) -> Option<Refusal> {
+        self.refusal.take()
+    }
+
+    /// Completes when the socket must close without waiting any longer: it is the oldest
+    /// pending socket and room was needed, or the broker is shutting down. It has no session
+    /// or Will to look after yet. Cancel safe.
+    pub async fn dismissed(&mut self) {
+        tokio::select! {
+            () = self.place.dismissed() => {}
+            _ = self.shutdown.wait_for(|down| *down) => {}
+        }
+    }
+}
+
+impl Drop for Arrival {
+    fn drop(&mut self) {
+        self.broker.admission.pending.leave(&self.place);
+    }
+}
