@@ -339,3 +339,60 @@ async fn queues_are_bounded_in_bytes_as_well_as_messages() {
         "one 2000-byte message fits"
     );
 }
+
+/// A client that publishes to its own subscription, faster than its queue drains, and acks
+/// what it is sent as it goes: it is held back like any publisher, but while it is held it can
+/// still acknowledge, so it drains its own queue. Nothing is lost and nobody is declared slow
+/// (a reader that stopped reading altogether would wait `queue_full_wait_ms` and then drop).
+#[tokio::test]
+async fn a_client_publishing_to_its_own_subscription_loses_nothing() {
+    let mut config = small_queue(10_000);
+    config.limits.max_inflight = 2;
+    let broker = TestBroker::start(config).await;
+    let mut client = TestClient::v5(broker.addr, "echo").await;
+    client.subscribe("self/#", QoS::AtLeastOnce).await;
+    const COUNT: u16 = 300;
+    let started = Instant::now();
+    let (mut acked, mut received) = (0, Vec::new());
+    // First a burst that fills everything the broker takes before it holds the client back:
+    // 2 in flight, 4 queued, 64 parked. Its next packets are the acks it must read.
+    const BURST: u16 = 2 + 4 + 64;
+    for id in 1..=BURST {
+        let publish =
+            common::publish_packet("self/t", &id.to_be_bytes(), QoS::AtLeastOnce, false, id);
+        client.send(&Packet::Publish(publish)).await;
+    }
+    let mut id = BURST;
+    while acked < COUNT || received.len() < usize::from(COUNT) {
+        if id < COUNT {
+            id += 1;
+            let publish =
+                common::publish_packet("self/t", &id.to_be_bytes(), QoS::AtLeastOnce, false, id);
+            client.send(&Packet::Publish(publish)).await;
+        }
+        // Whatever has arrived, acknowledged at once, as a client library does.
+        let wait = if id < COUNT { 1 } else { 200 };
+        let mut acks = Vec::new();
+        while let Some(packet) = client.recv_within(Duration::from_millis(wait)).await.open() {
+            match packet {
+                Packet::PubAck(_) => acked += 1,
+                Packet::Publish(publish) => {
+                    acks.push(publish.packet_id);
+                    received.push(u16::from_be_bytes([publish.payload[0], publish.payload[1]]));
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        for packet_id in acks {
+            client.send(&Packet::PubAck(Ack::new(packet_id))).await;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "stuck: {acked} acked"
+        );
+    }
+    assert_eq!(received, (1..=COUNT).collect::<Vec<_>>(), "all, in order");
+    let stats = broker.broker.stats();
+    assert_eq!(stats.slow_consumers.get(), 0);
+    assert_eq!(stats.dropped_slow_consumer.get(), 0);
+}

@@ -22,6 +22,7 @@
 //! boxed, no buffer is kept while idle, and the code is shaped to keep the task small: see the
 //! notes at [`serve`] and [`run`], and docs/BENCHMARKS.md for the figures.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -268,36 +269,25 @@ where
             loop {
                 // In a block of its own: the packet must not stay in this future's state while
                 // it waits below.
-                let end = {
+                let mut end = {
                     let next = reader.next(version).await;
                     if reader.take_fresh() {
                         // Once per read, not per packet: the clock costs a system call's
                         // worth of time. (Keep alive is watched by `keepalive::sweep`.)
                         outbox.keep_alive().heard(broker.clock.now());
                     }
-                    match next {
-                        Ok(Some(packet)) => client.handle(packet),
-                        Ok(None) => Some(End::Lost),
-                        Err(ReadError::Io(error)) => {
-                            tracing::debug!(client_id = session.client_id(), %error, "read failed");
-                            Some(End::Lost)
-                        }
-                        Err(ReadError::Decode(error)) => Some(client.malformed(&error)),
-                    }
+                    take(&mut client, next, &session)
                 };
-                if let Some(end) = end {
-                    break end;
-                }
-                if client.is_blocked() || outbox.is_full() {
+                while end.is_none() && (client.is_blocked() || outbox.is_full()) {
                     // The broker holds the reader up: that is no silence of the client's.
                     outbox.keep_alive().pause();
-                    // Boxed: waiting for room is rare, and its state is large.
-                    Box::pin(async {
-                        client.settle().await;
-                        outbox.wait_for_room().await;
-                    })
-                    .await;
+                    // Boxed: being held is rare, and its state is large.
+                    end =
+                        Box::pin(held(&mut client, &mut reader, &outbox, &session, version)).await;
                     outbox.keep_alive().heard(broker.clock.now());
+                }
+                if let Some(end) = end {
+                    break end;
                 }
             }
         });
@@ -326,6 +316,106 @@ where
         broker.close_session(&session, generation, will);
         end
     }
+}
+
+/// Handles what the reader got: a packet, the end of the stream, or an error.
+fn take(
+    client: &mut Client<'_>,
+    next: Result<Option<Packet>, ReadError>,
+    session: &SessionHandle,
+) -> Option<End> {
+    match next {
+        Ok(Some(packet)) => client.handle(packet),
+        Ok(None) => Some(End::Lost),
+        Err(ReadError::Io(error)) => {
+            tracing::debug!(client_id = session.client_id(), %error, "read failed");
+            Some(End::Lost)
+        }
+        Err(ReadError::Decode(error)) => Some(client.malformed(&error)),
+    }
+}
+
+/// While the broker holds a client back, because its answers pile up unread or its parked
+/// deliveries wait for full queues ([`super::flow`]). In the second case the reader goes on
+/// reading, to find the packets that let things move — acknowledgements of what the client
+/// is sent, and PINGREQ: a client that publishes to its own subscription, or two that publish
+/// to each other, must be able to take their messages while they are held, and a client
+/// library writes its acks into the same stream as its publications. The packets that do not
+/// (PUBLISH, SUBSCRIBE, DISCONNECT, ...) are set aside, in order and within [`SET_ASIDE`]
+/// packets and [`SET_ASIDE_BYTES`], and handled once the hold is over. Returns how the
+/// connection ends, if it does.
+async fn held<R: AsyncRead + Unpin>(
+    client: &mut Client<'_>,
+    reader: &mut PacketReader<R>,
+    outbox: &Outbox,
+    session: &SessionHandle,
+    version: ProtocolVersion,
+) -> Option<End> {
+    let mut aside: VecDeque<Packet> = VecDeque::new();
+    let mut aside_bytes = 0;
+    loop {
+        if outbox.is_full() {
+            // The client does not read our answers: read nothing from it either.
+            outbox.wait_for_room().await;
+            continue;
+        }
+        if !client.is_blocked() {
+            // Not held (any more): what was set aside goes first, in order.
+            let packet = aside.pop_front()?;
+            aside_bytes -= weight(&packet);
+            if let Some(end) = client.handle(packet) {
+                return Some(end);
+            }
+            continue;
+        }
+        let mut settle = std::pin::pin!(client.settle()?);
+        loop {
+            let room = aside.len() < SET_ASIDE && aside_bytes < SET_ASIDE_BYTES;
+            let next = tokio::select! {
+                biased;
+                () = &mut settle => break,
+                next = reader.next(version), if room => next,
+            };
+            match next {
+                Ok(Some(packet)) if !lets_things_move(&packet) => {
+                    aside_bytes += weight(&packet);
+                    aside.push_back(packet);
+                }
+                next => {
+                    if let Some(end) = take(client, next, session) {
+                        return Some(end);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Packets a held client may set aside while it looks for acknowledgements, and their bytes.
+const SET_ASIDE: usize = 64;
+const SET_ASIDE_BYTES: usize = 64 * 1024;
+
+/// What a packet set aside weighs against [`SET_ASIDE_BYTES`]: a PUBLISH its topic and
+/// payload, anything else little.
+fn weight(packet: &Packet) -> usize {
+    match packet {
+        Packet::Publish(publish) => publish.topic.len() + publish.payload.len(),
+        _ => 64,
+    }
+}
+
+/// Packets a held client may still send and have handled at once: they free room
+/// (acknowledgements of what it was sent), answer its own exchanges or keep it alive, and
+/// neither publish nor change what it subscribes to.
+fn lets_things_move(packet: &Packet) -> bool {
+    matches!(
+        packet,
+        Packet::PubAck(_)
+            | Packet::PubRec(_)
+            | Packet::PubRel(_)
+            | Packet::PubComp(_)
+            | Packet::PingReq
+    )
 }
 
 /// The writing half of a connection.

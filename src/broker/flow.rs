@@ -22,17 +22,20 @@
 //! and nothing at all to the other subscribers; a fast subscriber with more publishers than it
 //! can take keeps them paced to its speed, losing nothing.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
+use dashmap::DashMap;
 use tokio::sync::Notify;
 
 use crate::config::Limits;
+use crate::protocol::Packet;
 
 use super::message::Delivery;
+use super::outbox::Outbox;
 use super::session::SessionHandle;
+use super::stats::Stats;
 
 /// What to do with a slow session (`limits.slow_consumer_policy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,30 +92,78 @@ impl Drop for Claim {
     }
 }
 
-/// A local publisher's wait for its message's parked deliveries. One per connection, reused
-/// for each message: the reader handles one message at a time.
-#[derive(Default)]
+/// A local publisher's parked deliveries, and the acknowledgements that wait for them.
+///
+/// A publisher's reader goes on reading while fewer than [`PUBLISHER_WINDOW`] of its
+/// deliveries are parked, and stops there ([`Waiter::is_full`]). The PUBACK or PUBREC of a
+/// message waits until every parked delivery (of it, and of the messages before it) has moved
+/// in, and so does every later one, as MQTT wants them in order (MQTT-4.6.0-2/3); when the
+/// last parked delivery moves in, the one who moved it sends them all at once. So a publisher
+/// held back by a busy subscriber gets its acks in batches, one write for many, instead of
+/// one wake-up and one write per message.
 pub struct Waiter {
-    outstanding: AtomicUsize,
+    state: Mutex<Held>,
+    /// The count fell to zero.
     settled: Notify,
+    /// Where the acks go: the publisher's connection.
+    outbox: Arc<Outbox>,
 }
 
+#[derive(Default)]
+struct Held {
+    /// Parked deliveries not yet moved in or dropped.
+    outstanding: usize,
+    /// Acks that wait for them, in order.
+    acks: Vec<Packet>,
+}
+
+/// Deliveries a publisher may have parked before its socket stops being read.
+pub const PUBLISHER_WINDOW: usize = 64;
+
 impl Waiter {
-    /// A delivery of the current message was parked.
+    pub fn new(outbox: Arc<Outbox>) -> Waiter {
+        Waiter {
+            state: Mutex::new(Held::default()),
+            settled: Notify::new(),
+            outbox,
+        }
+    }
+
+    /// A delivery of the publisher's was parked.
     pub fn parked(self: &Arc<Self>) -> Claim {
-        self.outstanding.fetch_add(1, Ordering::AcqRel);
+        self.state().outstanding += 1;
         Claim::Publisher(Arc::clone(self))
     }
 
     fn done(&self) {
-        if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
+        let mut held = self.state();
+        held.outstanding -= 1;
+        if held.outstanding == 0 {
+            // Sent under the lock, so an ack that comes after cannot overtake them.
+            self.outbox.send_all(held.acks.drain(..));
+            drop(held);
             self.settled.notify_one();
         }
     }
 
-    /// Parked deliveries of the current message still waiting.
+    /// Sends an ack for a publication now, or after the parked deliveries it must follow.
+    pub fn ack(&self, ack: Packet) {
+        let mut held = self.state();
+        if held.outstanding > 0 {
+            held.acks.push(ack);
+        } else {
+            self.outbox.send(ack);
+        }
+    }
+
+    /// Parked deliveries not yet moved in or dropped.
     pub fn outstanding(&self) -> usize {
-        self.outstanding.load(Ordering::Acquire)
+        self.state().outstanding
+    }
+
+    /// Whether the publisher has as many deliveries parked as it may: its reader waits.
+    pub fn is_full(&self) -> bool {
+        self.outstanding() >= PUBLISHER_WINDOW
     }
 
     /// Waits until every parked delivery has moved in or been dropped, or until `deadline`;
@@ -130,33 +181,54 @@ impl Waiter {
             }
         }
     }
+
+    fn state(&self) -> MutexGuard<'_, Held> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
-/// The bytes one route's messages hold parked in full sessions (`cluster.route_backlog_bytes`),
-/// and the sessions that hold them, so the route can expire the stale ones.
+/// Waits until `waiter`'s parked deliveries have all moved in or been dropped. The wait ends
+/// when the first of `sessions` (where they are parked) has kept messages waiting for its
+/// patience: those sessions are declared slow, which drops what waits for them.
+pub async fn settle(
+    waiter: &Waiter,
+    sessions: &[Arc<SessionHandle>],
+    bounds: &Bounds,
+    stats: &Stats,
+) {
+    loop {
+        // A session's wait may have begun before this publisher's message came.
+        let began = sessions
+            .iter()
+            .filter_map(|session| session.waiting_since(bounds))
+            .min()
+            .unwrap_or_else(Instant::now);
+        let deadline = tokio::time::Instant::from_std(began + bounds.patience);
+        if waiter.settled(deadline).await {
+            return;
+        }
+        for session in sessions {
+            session.expire_stale(bounds, stats);
+        }
+    }
+}
+
+/// The bytes one route's messages hold parked in full sessions (`cluster.route_backlog_bytes`).
 pub struct Backlog {
     bytes: AtomicUsize,
     max: usize,
-    sessions: Mutex<HashMap<u64, Weak<SessionHandle>>>,
-    swept: Mutex<Instant>,
 }
-
-/// How often a route looks for stale parked messages while it has any.
-const SWEEP_EVERY: Duration = Duration::from_millis(100);
 
 impl Backlog {
     pub fn new(max: usize) -> Arc<Backlog> {
         Arc::new(Backlog {
             bytes: AtomicUsize::new(0),
             max,
-            sessions: Mutex::new(HashMap::new()),
-            swept: Mutex::new(Instant::now()),
         })
     }
 
-    /// Takes `bytes` of the budget for a message parked in `session`; `None` when the budget
-    /// has no room for it.
-    pub fn claim(self: &Arc<Self>, bytes: usize, session: &Arc<SessionHandle>) -> Option<Claim> {
+    /// Takes `bytes` of the budget for a parked message; `None` when it has no room for it.
+    pub fn claim(self: &Arc<Self>, bytes: usize) -> Option<Claim> {
         let mut used = self.bytes.load(Ordering::Relaxed);
         loop {
             if used + bytes > self.max {
@@ -172,9 +244,6 @@ impl Backlog {
                 Err(now) => used = now,
             }
         }
-        self.sessions()
-            .entry(session.id())
-            .or_insert_with(|| Arc::downgrade(session));
         Some(Claim::Route {
             backlog: Arc::clone(self),
             bytes,
@@ -189,50 +258,51 @@ impl Backlog {
     pub fn used(&self) -> usize {
         self.bytes.load(Ordering::Acquire)
     }
+}
 
-    /// The sessions to look at for stale parked messages, at most every `SWEEP_EVERY` and
-    /// only while something is parked; the list forgets them as it hands them out (a session
-    /// that parks again is registered again).
-    pub fn due(&self) -> Vec<Arc<SessionHandle>> {
-        if self.used() == 0 {
-            return Vec::new();
-        }
-        {
-            let mut swept = self.swept.lock().unwrap_or_else(PoisonError::into_inner);
-            if swept.elapsed() < SWEEP_EVERY {
-                return Vec::new();
+/// The sessions that keep messages waiting, so that one that keeps them too long is declared
+/// slow on time even when nothing else comes for it (the keep-alive sweep looks at them four
+/// times a second).
+#[derive(Default)]
+pub struct Waits(DashMap<u64, Weak<SessionHandle>>);
+
+impl Waits {
+    /// `session` began keeping messages waiting.
+    pub fn began(&self, session: &Arc<SessionHandle>) {
+        self.0.insert(session.id(), Arc::downgrade(session));
+    }
+
+    /// Declares slow the sessions that have kept messages waiting for their patience, and
+    /// forgets those that no longer keep any.
+    pub fn expire(&self, bounds: &Bounds, stats: &Stats) {
+        let sessions: Vec<(u64, Option<Arc<SessionHandle>>)> = self
+            .0
+            .iter()
+            .map(|entry| (*entry.key(), entry.value().upgrade()))
+            .collect();
+        for (id, session) in sessions {
+            let waiting = session.is_some_and(|session| {
+                session.expire_stale(bounds, stats);
+                session.waiting_since(bounds).is_some()
+            });
+            if !waiting {
+                self.0.remove(&id);
             }
-            *swept = Instant::now();
         }
-        self.sessions()
-            .drain()
-            .filter_map(|(_, session)| session.upgrade())
-            .collect()
-    }
-
-    /// Registers `session` again after a sweep left parked messages of this route in it.
-    pub fn keep(&self, session: &Arc<SessionHandle>) {
-        self.sessions()
-            .entry(session.id())
-            .or_insert_with(|| Arc::downgrade(session));
-    }
-
-    fn sessions(&self) -> MutexGuard<'_, HashMap<u64, Weak<SessionHandle>>> {
-        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::Ack;
 
     #[test]
     fn a_backlog_claims_within_its_budget_and_gets_it_back_when_claims_drop() {
         let backlog = Backlog::new(100);
-        let session = SessionHandle::new("c");
-        let first = backlog.claim(60, &session).expect("room");
-        assert!(backlog.claim(60, &session).is_none(), "over the budget");
-        let second = backlog.claim(40, &session).expect("room");
+        let first = backlog.claim(60).expect("room");
+        assert!(backlog.claim(60).is_none(), "over the budget");
+        let second = backlog.claim(40).expect("room");
         assert_eq!(backlog.used(), 100);
         drop(first);
         drop(second);
@@ -240,15 +310,31 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_waiter_settles_when_its_last_claim_goes_and_not_before() {
-        let waiter = Arc::new(Waiter::default());
+    async fn a_waiter_settles_when_its_last_claim_goes_and_then_sends_the_acks_in_order() {
+        let outbox = Arc::new(Outbox::default());
+        let waiter = Arc::new(Waiter::new(Arc::clone(&outbox)));
+        waiter.ack(Packet::PingResp);
+        assert_eq!(outbox.take().0.len(), 1, "nothing parked: sent at once");
         let a = waiter.parked();
         let b = waiter.parked();
+        waiter.ack(Packet::PubAck(Ack::new(1)));
+        waiter.ack(Packet::PubAck(Ack::new(2)));
         let soon = tokio::time::Instant::now() + Duration::from_millis(50);
         drop(a);
         assert!(!waiter.settled(soon).await, "one still parked");
+        assert!(outbox.take().0.is_empty(), "the acks wait");
         drop(b);
         let later = tokio::time::Instant::now() + Duration::from_secs(5);
         assert!(waiter.settled(later).await);
+        let ids: Vec<u16> = outbox
+            .take()
+            .0
+            .iter()
+            .map(|p| match p {
+                Packet::PubAck(ack) => ack.packet_id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(ids, [1, 2]);
     }
 }

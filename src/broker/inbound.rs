@@ -6,6 +6,7 @@
 //! cancelled at any await point without losing a half-handled packet.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, MutexGuard};
 
 use crate::protocol::{
@@ -15,7 +16,7 @@ use crate::protocol::{
 
 use super::Broker;
 use super::connect::{Terms, is_sys_topic, within_limits};
-use super::flow::Waiter;
+use super::flow::{self, Waiter};
 use super::groups::{self, Filter, GroupFilterError};
 use super::message::{Delivery, Message};
 use super::outbox::Outbox;
@@ -48,7 +49,7 @@ impl End {
 /// A connected client, as the reader sees it.
 pub struct Client<'a> {
     broker: &'a Broker,
-    outbox: &'a Outbox,
+    outbox: &'a Arc<Outbox>,
     session: Arc<SessionHandle>,
     generation: u64,
     version: ProtocolVersion,
@@ -60,24 +61,21 @@ pub struct Client<'a> {
     /// connection's memory for good.
     #[allow(clippy::box_collection)] // a HashMap is 48 bytes even when empty; the box is 8
     aliases: Option<Box<HashMap<u16, String>>>,
-    /// The wait for the last message's deliveries that met full queues. Boxed and made on
-    /// the first PUBLISH: the client lives in its connection's memory for good.
+    /// The client's deliveries parked beside full queues, and the acks that wait for them.
+    /// Boxed and made on the first PUBLISH: the client lives in its connection's memory for
+    /// good.
     hold: Option<Box<Hold>>,
 }
 
-/// A publisher held back by full queues ([`super::flow`]): its reader stops until the
-/// deliveries of its last message have moved in, and only then is the message acknowledged.
-#[derive(Default)]
+/// A publisher held back by full queues ([`super::flow`]).
 struct Hold {
     waiter: Arc<Waiter>,
-    /// Sessions where a delivery of the last message was parked.
+    /// Sessions where its deliveries are parked (since it last had none parked).
     sessions: Vec<Arc<SessionHandle>>,
-    /// The ack that goes out once they have.
-    ack: Option<Packet>,
 }
 
 impl<'a> Client<'a> {
-    pub fn new(broker: &'a Broker, terms: &Terms, opened: Opened, outbox: &'a Outbox) -> Self {
+    pub fn new(broker: &'a Broker, terms: &Terms, opened: Opened, outbox: &'a Arc<Outbox>) -> Self {
         Client {
             broker,
             outbox,
@@ -221,7 +219,7 @@ impl<'a> Client<'a> {
             QoS::AtLeastOnce => {
                 let matched = self.route(publish);
                 let ack = self.delivered_ack(packet_id, matched);
-                self.ack_routed(Packet::PubAck(ack));
+                self.send_ack(Packet::PubAck(ack));
             }
             QoS::ExactlyOnce => {
                 // A 3.1.1 client cannot be told a Receive Maximum, so it is never held to one:
@@ -241,12 +239,12 @@ impl<'a> Client<'a> {
                         ));
                     }
                     Some(Qos2Receipt::Duplicate) => {
-                        self.outbox.send(Packet::PubRec(Ack::new(packet_id)));
+                        self.send_ack(Packet::PubRec(Ack::new(packet_id)));
                     }
                     Some(Qos2Receipt::New) => {
                         let matched = self.route(publish);
                         let ack = self.delivered_ack(packet_id, matched);
-                        self.ack_routed(Packet::PubRec(ack));
+                        self.send_ack(Packet::PubRec(ack));
                     }
                 }
             }
@@ -294,8 +292,8 @@ impl<'a> Client<'a> {
         let ack = self.ack(publish.packet_id, code, Some(why));
         match publish.qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.outbox.send(Packet::PubAck(ack)),
-            QoS::ExactlyOnce => self.outbox.send(Packet::PubRec(ack)),
+            QoS::AtLeastOnce => self.send_ack(Packet::PubAck(ack)),
+            QoS::ExactlyOnce => self.send_ack(Packet::PubRec(ack)),
         }
         None
     }
@@ -311,65 +309,56 @@ impl<'a> Client<'a> {
     }
 
     /// Routes the message; returns how many sessions matched. Deliveries parked beside full
-    /// queues are waited for in [`Client::settle`].
+    /// queues hold the message's ack back ([`flow::Waiter`]).
     fn route(&mut self, publish: Publish) -> usize {
-        let hold = self.hold.get_or_insert_default();
+        let hold = self.hold.get_or_insert_with(|| {
+            Box::new(Hold {
+                waiter: Arc::new(Waiter::new(Arc::clone(self.outbox))),
+                sessions: Vec::new(),
+            })
+        });
+        if hold.waiter.outstanding() == 0 {
+            hold.sessions.clear();
+        }
         let routed = self.broker.publish(
             Message::from_publish(publish, self.session.id()),
             Sender::Publisher(&hold.waiter),
         );
-        hold.sessions = routed.parked;
+        for session in routed.parked {
+            if !hold.sessions.iter().any(|s| Arc::ptr_eq(s, &session)) {
+                hold.sessions.push(session);
+            }
+        }
         routed.matched
     }
 
-    /// Sends `ack` for a routed message: now, or after [`Client::settle`] if some subscriber's
-    /// queue was full (the publisher only learns its message was taken once it really was).
-    fn ack_routed(&mut self, ack: Packet) {
-        match self.hold.as_mut() {
-            Some(hold) if hold.waiter.outstanding() > 0 => hold.ack = Some(ack),
-            _ => self.outbox.send(ack),
+    /// Sends a PUBACK or PUBREC: now, or after the parked deliveries it must follow (the
+    /// publisher only learns its message was taken once it really was, and acks stay in
+    /// order).
+    fn send_ack(&self, ack: Packet) {
+        match &self.hold {
+            Some(hold) => hold.waiter.ack(ack),
+            None => self.outbox.send(ack),
         }
     }
 
-    /// Whether the last message met a full queue, and [`Client::settle`] has work to do.
+    /// Whether the client has as many deliveries parked as it may, and its reader must wait.
     pub fn is_blocked(&self) -> bool {
-        self.hold
-            .as_ref()
-            .is_some_and(|hold| hold.waiter.outstanding() > 0 || hold.ack.is_some())
+        self.hold.as_ref().is_some_and(|hold| hold.waiter.is_full())
     }
 
-    /// Waits until the deliveries of the last message that met full queues have moved in,
-    /// then sends its ack. This is the broker's flow control: a publisher that outpaces a
-    /// subscriber is slowed to its pace (its ack is late and its socket is not read meanwhile)
-    /// instead of losing messages — for at most `limits.queue_full_wait_ms` per message,
-    /// after which the sessions still holding it up are declared slow ([`super::flow`]).
-    pub async fn settle(&mut self) {
-        let Some(hold) = self.hold.as_mut() else {
-            return;
-        };
-        let bounds = &self.broker.bounds;
-        let stats = &self.broker.stats;
-        loop {
-            // The wait ends when the first of these sessions has kept messages waiting for its
-            // patience (its wait may have begun before this message came).
-            let began = hold
-                .sessions
-                .iter()
-                .filter_map(|session| session.waiting_since(bounds))
-                .min()
-                .unwrap_or_else(std::time::Instant::now);
-            let deadline = tokio::time::Instant::from_std(began + bounds.patience);
-            if hold.waiter.settled(deadline).await {
-                break;
-            }
-            for session in &hold.sessions {
-                session.expire_stale(bounds, stats);
-            }
-        }
-        hold.sessions.clear();
-        if let Some(ack) = hold.ack.take() {
-            self.outbox.send(ack);
-        }
+    /// Waits until the client's parked deliveries have moved in (or been dropped, once the
+    /// sessions holding them up are declared slow). This is the broker's flow control: a
+    /// publisher that outpaces a subscriber is slowed to its pace (its acks are late and its
+    /// socket is not read meanwhile) instead of losing messages, for at most
+    /// `limits.queue_full_wait_ms` ([`super::flow`]). Does not borrow the client, so that its
+    /// acknowledgements can be handled meanwhile.
+    pub fn settle(&self) -> Option<impl Future<Output = ()> + use<'a>> {
+        let hold = self.hold.as_ref()?;
+        let waiter = Arc::clone(&hold.waiter);
+        let sessions = hold.sessions.clone();
+        let broker = self.broker;
+        Some(async move { flow::settle(&waiter, &sessions, &broker.bounds, &broker.stats).await })
     }
 
     /// PUBREC for a message we sent: release it with PUBREL, or forget it if the 5.0 client

@@ -126,8 +126,9 @@ fn key(outbox: &Arc<Outbox>) -> usize {
     Arc::as_ptr(outbox) as usize
 }
 
-/// Closes silent connections, once per tick (250 ms), for as long as the broker runs. Each
-/// connection logs its own close, with its client id.
+/// Closes silent connections, once per tick (250 ms), for as long as the broker runs (each
+/// connection logs its own close, with its client id), and declares slow the sessions that
+/// have kept messages waiting for too long ([`super::flow`]).
 pub async fn sweep(broker: Arc<Broker>) {
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -136,6 +137,8 @@ pub async fn sweep(broker: Arc<Broker>) {
         for outbox in broker.online.silent(broker.clock.now()) {
             outbox.close(reason::KEEP_ALIVE_TIMEOUT, "keep alive timeout");
         }
+        // The same tick times out subscribers that keep messages waiting too long.
+        broker.waits.expire(&broker.bounds, &broker.stats);
     }
 }
 

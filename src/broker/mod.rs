@@ -117,6 +117,8 @@ pub struct Broker {
     expiry: expiry::Expiry,
     /// The connected clients, for keep alive.
     online: keepalive::Online,
+    /// Sessions keeping messages waiting for room, for the same sweep to time out.
+    waits: flow::Waits,
     stats: Stats,
     /// Set once when the node is part of a cluster; a standalone broker pays one atomic load
     /// per publish and subscription change for it.
@@ -145,6 +147,7 @@ impl Broker {
             clock: keepalive::Clock::new(),
             expiry: expiry::Expiry::default(),
             online: keepalive::Online::default(),
+            waits: flow::Waits::default(),
             stats: Stats::default(),
             cluster: OnceLock::new(),
             bounds: Bounds::from_limits(&limits),
@@ -275,7 +278,12 @@ impl Broker {
         };
         routed.matched += 1;
         self.stats.messages_routed.inc();
-        if m.session.offer(delivery, sender, &self.bounds, &self.stats) == Offer::Parked {
+        if let Offer::Parked { began } =
+            m.session.offer(delivery, sender, &self.bounds, &self.stats)
+        {
+            if began {
+                self.waits.began(&m.session);
+            }
             routed.parked.push(m.session);
         }
     }
@@ -374,17 +382,6 @@ impl Broker {
             if !self.serve_group(&message, key, 0, !redirected, sender, &mut routed) {
                 self.stats.dropped_queue_full.inc();
                 tracing::debug!(group = %key.group, filter = %key.filter, "group message with no member left; dropped");
-            }
-        }
-    }
-
-    /// Drops the messages of `backlog`'s route that waited too long beside full queues, so a
-    /// stuck session does not keep the route's budget; the route calls it as it reads.
-    pub(crate) fn sweep_backlog(&self, backlog: &Arc<Backlog>) {
-        for session in backlog.due() {
-            session.expire_stale(&self.bounds, &self.stats);
-            if session.holds(backlog) {
-                backlog.keep(&session);
             }
         }
     }

@@ -75,6 +75,18 @@ impl Outbox {
         self.wake.notify_one();
     }
 
+    /// Queues packets for the client, in order, and wakes the writer once.
+    pub fn send_all(&self, packets: impl IntoIterator<Item = Packet>) {
+        let mut state = self.state();
+        let before = state.control.len();
+        state.control.extend(packets);
+        let added = state.control.len() > before;
+        drop(state);
+        if added {
+            self.wake.notify_one();
+        }
+    }
+
     /// Asks the writer to end the connection with DISCONNECT `reason` once the queued packets
     /// are out. A writer stuck on a client that does not read is abandoned ([`Outbox::killed`]).
     /// The first reason wins: a connection closes once, for one reason.

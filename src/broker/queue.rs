@@ -14,12 +14,11 @@
 //! never fill their queue, and every session carries this type for its whole life.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::Instant;
 
 use crate::protocol::QoS;
 
-use super::flow::{Backlog, Bounds, Claim, Parked};
+use super::flow::{Bounds, Parked};
 use super::message::Delivery;
 
 #[derive(Default)]
@@ -154,7 +153,9 @@ impl Queue {
             ) {
                 return;
             }
-            if let Some(Parked { delivery, .. }) = wait.parked.pop_front() {
+            if let Some(Parked { delivery, claim }) = wait.parked.pop_front() {
+                // Moved in: whoever waited for it (a publisher, a route's budget) is released.
+                drop(claim);
                 self.bytes += size;
                 self.pending.push_back(delivery);
             }
@@ -162,14 +163,18 @@ impl Queue {
         wait.emptied = Some(Instant::now());
     }
 
-    /// Parks a message beside the full queue, continuing the wait or starting one.
-    pub fn park(&mut self, parked: Parked, now: Instant, bounds: &Bounds) {
+    /// Parks a message beside the full queue, continuing the wait or starting one; true if a
+    /// wait began.
+    pub fn park(&mut self, parked: Parked, now: Instant, bounds: &Bounds) -> bool {
+        let mut began = self.wait.is_none();
         let wait = self.wait.get_or_insert_with(|| Box::new(Wait::new(now)));
         if wait.parked.is_empty() && wait.lapsed(now, bounds) {
             **wait = Wait::new(now);
+            began = true;
         }
         wait.emptied = None;
         wait.parked.push_back(parked);
+        began
     }
 
     pub fn has_parked(&self) -> bool {
@@ -180,16 +185,6 @@ impl Queue {
     pub fn waiting_since(&self, now: Instant, bounds: &Bounds) -> Option<Instant> {
         let wait = self.wait.as_ref()?;
         (!wait.parked.is_empty() || !wait.lapsed(now, bounds)).then_some(wait.since)
-    }
-
-    /// Whether a message of `backlog`'s route is parked here.
-    pub fn holds(&self, backlog: &Arc<Backlog>) -> bool {
-        self.wait.as_ref().is_some_and(|wait| {
-            wait.parked.iter().any(|p| match &p.claim {
-                Claim::Route { backlog: b, .. } => Arc::ptr_eq(b, backlog),
-                Claim::Publisher(_) => false,
-            })
-        })
     }
 
     /// Drops every parked message (releasing what waits for them) and ends the wait;
@@ -263,11 +258,13 @@ fn fits(len: usize, held: usize, size: usize, bounds: &Bounds) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::time::Duration;
 
     use super::*;
     use crate::broker::flow::{SlowPolicy, Waiter};
     use crate::broker::message::Message;
+    use crate::broker::outbox::Outbox;
     use crate::protocol::Publish;
 
     const BOUNDS: Bounds = Bounds {
@@ -292,6 +289,10 @@ mod tests {
             subscription_ids: Vec::new(),
             group: None,
         }
+    }
+
+    fn waiter() -> Arc<Waiter> {
+        Arc::new(Waiter::new(Arc::new(Outbox::default())))
     }
 
     fn parked(waiter: &Arc<Waiter>, payload: usize) -> Parked {
@@ -329,7 +330,7 @@ mod tests {
 
     #[test]
     fn parked_messages_move_in_in_order_and_release_their_claims() {
-        let waiter = Arc::new(Waiter::default());
+        let waiter = waiter();
         let mut queue = Queue::default();
         let now = Instant::now();
         for _ in 0..4 {
@@ -352,7 +353,7 @@ mod tests {
     /// queue's worth does.
     #[test]
     fn the_wait_ends_with_half_a_queue_drained_not_with_one_message() {
-        let waiter = Arc::new(Waiter::default());
+        let waiter = waiter();
         let mut queue = Queue::default();
         let start = Instant::now();
         for _ in 0..4 {

@@ -54,8 +54,11 @@ pub enum Sender<'a> {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Offer {
     Queued,
-    /// Parked beside the full queue, until it has room ([`super::flow`]).
-    Parked,
+    /// Parked beside the full queue, until it has room ([`super::flow`]); `began`: the
+    /// session began keeping messages waiting with this one.
+    Parked {
+        began: bool,
+    },
     /// Not queued: QoS 0 for an offline session (by design), or no room and no waiting
     /// (counted, by reason).
     Dropped,
@@ -140,7 +143,7 @@ impl SessionHandle {
         }
         let claim = match sender {
             Sender::Publisher(waiter) => waiter.parked(),
-            Sender::Route(backlog) => match backlog.claim(size, self) {
+            Sender::Route(backlog) => match backlog.claim(size) {
                 Some(claim) => claim,
                 None => {
                     stats.dropped_route_backlog.inc();
@@ -154,8 +157,8 @@ impl SessionHandle {
                 return Offer::Dropped;
             }
         };
-        session.queue.park(Parked { delivery, claim }, now, bounds);
-        Offer::Parked
+        let began = session.queue.park(Parked { delivery, claim }, now, bounds);
+        Offer::Parked { began }
     }
 
     /// When the session began keeping messages waiting for room, if it does.
@@ -175,11 +178,6 @@ impl SessionHandle {
         if stale {
             session.declare_slow(&self.client_id, bounds, stats);
         }
-    }
-
-    /// Whether a message of `backlog`'s route is parked here.
-    pub fn holds(&self, backlog: &Arc<Backlog>) -> bool {
-        self.lock().queue.holds(backlog)
     }
 }
 

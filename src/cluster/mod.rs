@@ -399,7 +399,6 @@ impl Cluster {
         if let Some(broker) = self.broker.upgrade() {
             tracing::trace!(peer = %route.peer, topic = %publish.topic, "message from peer");
             broker.deliver_from_route(publish, plain, groups, redirected, route.backlog());
-            broker.sweep_backlog(route.backlog());
         }
     }
 
