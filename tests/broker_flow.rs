@@ -396,3 +396,59 @@ async fn a_client_publishing_to_its_own_subscription_loses_nothing() {
     assert_eq!(stats.slow_consumers.get(), 0);
     assert_eq!(stats.dropped_slow_consumer.get(), 0);
 }
+
+/// A client that reads every message but never acknowledges one: what it has in flight counts
+/// against `max_queued_bytes`, so it cannot make the broker hold a whole Receive Maximum of
+/// large messages; once its window holds the bound, it keeps messages waiting and is slow.
+#[tokio::test]
+async fn a_client_that_reads_but_never_acknowledges_holds_no_more_than_the_byte_bound() {
+    let mut config = config();
+    config.limits.max_queued_bytes = 1024;
+    config.limits.queue_full_wait_ms = 300;
+    let broker = TestBroker::start(config).await;
+    let mut hoarder = TestClient::v5(broker.addr, "hoarder").await;
+    hoarder.subscribe("flow/#", QoS::AtLeastOnce).await;
+    let (mut publisher, _) =
+        TestClient::connect(broker.addr, ProtocolVersion::V311, "pub", true).await;
+    for i in 0..10u8 {
+        publisher
+            .publish("flow/t", &[i; 400], QoS::AtLeastOnce, false)
+            .await;
+    }
+    // Two 406-byte messages fit in 1024 bytes; it reads them and acknowledges neither.
+    for i in 0..2u8 {
+        assert_eq!(hoarder.recv_publish().await.payload[0], i);
+    }
+    hoarder.expect_nothing().await;
+    let stats = broker.broker.stats();
+    assert_eq!(stats.dropped_slow_consumer.get(), 8);
+}
+
+/// The byte bound counts a message's properties too: user properties (or correlation data)
+/// can carry as much as a payload.
+#[tokio::test]
+async fn properties_count_against_the_byte_bound() {
+    let mut config = config();
+    config.limits.max_queued_bytes = 1024;
+    config.limits.queue_full_wait_ms = 300;
+    let broker = TestBroker::start(config).await;
+    let mut hoarder = TestClient::v5(broker.addr, "hoarder").await;
+    hoarder.subscribe("flow/#", QoS::AtLeastOnce).await;
+    let mut publisher = TestClient::v5(broker.addr, "pub").await;
+    for i in 0..5u16 {
+        let mut publish = common::publish_packet("flow/t", b"x", QoS::AtLeastOnce, false, i + 1);
+        publish.properties.user_properties = vec![("k".to_string(), "v".repeat(600))];
+        publisher.publish_qos1(publish).await;
+    }
+    assert_eq!(
+        hoarder
+            .recv_publish()
+            .await
+            .properties
+            .user_properties
+            .len(),
+        1
+    );
+    hoarder.expect_nothing().await;
+    assert_eq!(broker.broker.stats().dropped_slow_consumer.get(), 4);
+}

@@ -29,6 +29,8 @@ pub struct Message {
     pub expires_at: Option<Instant>,
     /// The session that published it, for the no-local option; 0 for the broker itself.
     pub origin: u64,
+    /// What it counts for against byte bounds ([`Message::size`]), worked out once.
+    size: usize,
 }
 
 impl Message {
@@ -38,15 +40,15 @@ impl Message {
         let expires_at = take_expiry(&mut properties);
         properties.topic_alias = None;
         properties.subscription_identifiers.clear();
-        Message {
-            topic: publish.topic,
-            payload: publish.payload,
-            qos: publish.qos,
-            retain: publish.retain,
+        Message::new(
+            publish.topic,
+            publish.payload,
+            publish.qos,
+            publish.retain,
             properties,
             expires_at,
             origin,
-        }
+        )
     }
 
     /// A message from a Will. The will delay is a property of the Will, not of the message.
@@ -54,14 +56,36 @@ impl Message {
         let mut properties = will.properties;
         let expires_at = take_expiry(&mut properties);
         properties.will_delay_interval = None;
-        Message {
-            topic: will.topic,
-            payload: will.payload,
-            qos: will.qos,
-            retain: will.retain,
+        Message::new(
+            will.topic,
+            will.payload,
+            will.qos,
+            will.retain,
             properties,
             expires_at,
             origin,
+        )
+    }
+
+    fn new(
+        topic: String,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+        properties: Properties,
+        expires_at: Option<Instant>,
+        origin: u64,
+    ) -> Message {
+        let size = topic.len() + payload.len() + protocol::properties_size(&properties);
+        Message {
+            topic,
+            payload,
+            qos,
+            retain,
+            properties,
+            expires_at,
+            origin,
+            size,
         }
     }
 
@@ -88,9 +112,11 @@ impl Message {
         }
     }
 
-    /// What the message counts for against a queue's byte bound: its topic and payload.
+    /// What the message counts for against byte bounds (a session's, a route's backlog): its
+    /// topic, payload and properties, as they go on the wire. User properties and correlation
+    /// data can be as large as a payload, so they count too.
     pub fn size(&self) -> usize {
-        self.topic.len() + self.payload.len()
+        self.size
     }
 
     /// True once the message's lifetime has run out; expired messages are never delivered.

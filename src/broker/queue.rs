@@ -73,8 +73,9 @@ impl Queue {
         self.pending.front()
     }
 
-    /// Whether a message of `size` bytes fits. An empty queue takes any one message, so a
-    /// message larger than the byte bound (but within the packet size) still gets through.
+    /// Whether a message of `size` bytes fits. A session that holds nothing takes any one
+    /// message, so a message larger than the byte bound (but within the packet size) still
+    /// gets through.
     pub fn has_room(&self, size: usize, bounds: &Bounds) -> bool {
         fits(self.pending.len(), self.held(), size, bounds)
     }
@@ -253,7 +254,7 @@ impl Queue {
 /// Whether a message of `size` bytes fits in a queue of `len` messages in a session holding
 /// `held` bytes.
 fn fits(len: usize, held: usize, size: usize, bounds: &Bounds) -> bool {
-    len < bounds.messages && (len == 0 || held + size <= bounds.bytes)
+    len < bounds.messages && (held == 0 || held + size <= bounds.bytes)
 }
 
 #[cfg(test)]
@@ -305,7 +306,10 @@ mod tests {
     #[test]
     fn bounded_by_count_and_by_bytes_but_an_empty_queue_takes_one_of_any_size() {
         let mut queue = Queue::default();
-        assert!(queue.has_room(5000, &BOUNDS), "empty: any one message");
+        assert!(
+            queue.has_room(5000, &BOUNDS),
+            "holding nothing: any one message"
+        );
         queue.push(delivery(599));
         assert!(!queue.has_room(401, &BOUNDS), "600 + 401 bytes > 1000");
         assert!(queue.has_room(400, &BOUNDS));
@@ -326,6 +330,11 @@ mod tests {
         );
         queue.land(500);
         assert!(queue.has_room(101, &BOUNDS));
+        // An empty queue behind a full window takes nothing larger than the room left.
+        let mut queue = Queue::default();
+        queue.fly(990);
+        assert!(!queue.has_room(11, &BOUNDS));
+        assert!(queue.has_room(10, &BOUNDS));
     }
 
     #[test]
