@@ -63,12 +63,6 @@ pub struct Expiry {
     sooner: Notify,
 }
 
-/// Something the task must do now.
-pub enum Action {
-    Will(Arc<SessionHandle>, Box<Will>),
-    End(Arc<SessionHandle>),
-}
-
 impl Expiry {
     /// Schedules, for the connection of `generation` that just left `session`, its Will after
     /// `will`'s delay and the end of the session after `end` (`None`: never).
@@ -124,10 +118,17 @@ impl Expiry {
         self.table().waiting.len()
     }
 
-    /// What is due at `now`, taken out of the table, and when the next deadline is.
-    fn due(&self, now: Instant) -> (Vec<Action>, Option<Instant>) {
+    /// Takes what is due at `now` out of the table: Wills go to `publish` at once, under the
+    /// table's lock, so that a session resumed or replaced meanwhile ([`Expiry::cancel`]) either
+    /// finds the Will still here or already sent, never lost in between; the sessions to end
+    /// are returned with the generation that left them, and the next deadline with them.
+    fn due(
+        &self,
+        now: Instant,
+        mut publish: impl FnMut(Will, u64),
+    ) -> (Vec<(Arc<SessionHandle>, u64)>, Option<Instant>) {
         let mut table = self.table();
-        let mut actions = Vec::new();
+        let mut ends = Vec::new();
         while let Some(&(at, id, what)) = table.order.first() {
             if at > now {
                 break;
@@ -136,16 +137,16 @@ impl Expiry {
             let Some(waiting) = table.waiting.get_mut(&id) else {
                 continue;
             };
-            let current = {
+            let away = {
                 let session = waiting.session.lock();
                 session.generation() == waiting.generation && session.outbox().is_none()
             };
             match what {
                 Due::Will => {
                     if let Some((_, will)) = waiting.will.take()
-                        && current
+                        && away
                     {
-                        actions.push(Action::Will(Arc::clone(&waiting.session), will));
+                        publish(*will, id);
                     }
                     if waiting.end.is_none() {
                         table.waiting.remove(&id);
@@ -153,14 +154,14 @@ impl Expiry {
                 }
                 Due::End => {
                     if let Some(waiting) = table.remove(id)
-                        && current
+                        && away
                     {
-                        actions.push(Action::End(waiting.session));
+                        ends.push((waiting.session, waiting.generation));
                     }
                 }
             }
         }
-        (actions, table.order.first().map(|(at, ..)| *at))
+        (ends, table.order.first().map(|(at, ..)| *at))
     }
 
     fn table(&self) -> MutexGuard<'_, Table> {
@@ -174,12 +175,11 @@ pub async fn run(broker: Arc<Broker>) {
         // Registered before the table is read, so a sooner deadline added meanwhile wakes us.
         let mut sooner = std::pin::pin!(broker.expiry.sooner.notified());
         sooner.as_mut().enable();
-        let (actions, next) = broker.expiry.due(Instant::now());
-        for action in actions {
-            match action {
-                Action::Will(session, will) => broker.publish_will(*will, session.id()),
-                Action::End(session) => broker.end_session(&session),
-            }
+        let (ends, next) = broker.expiry.due(Instant::now(), |will, origin| {
+            broker.publish_will(will, origin)
+        });
+        for (session, generation) in ends {
+            broker.end_session(&session, generation);
         }
         match next {
             Some(at) => {
@@ -223,16 +223,12 @@ mod tests {
         );
         expiry.schedule(&b, gb, None, Some(Duration::ZERO));
         assert_eq!(expiry.len(), 2);
-        let (due, next) = expiry.due(Instant::now());
-        let kinds: Vec<&str> = due
-            .iter()
-            .map(|d| match d {
-                Action::Will(s, _) => s.client_id(),
-                Action::End(s) => s.client_id(),
-            })
-            .collect();
-        assert_eq!(kinds.len(), 2);
-        assert!(kinds.contains(&"a") && kinds.contains(&"b"));
+        let mut wills = Vec::new();
+        let (ends, next) = expiry.due(Instant::now(), |will, origin| wills.push((will, origin)));
+        assert_eq!(wills.len(), 1);
+        assert_eq!(wills[0].1, a.id());
+        assert_eq!(ends.len(), 1);
+        assert_eq!(ends[0].0.client_id(), "b");
         assert!(next.is_some(), "a's end is still to come");
         assert!(expiry.cancel(a.id()).is_none(), "its Will went already");
         assert_eq!(expiry.len(), 0);

@@ -133,7 +133,7 @@ impl Broker {
             delay => Some((secs(delay), will)),
         });
         match expiry {
-            0 => self.end_session(handle),
+            0 => self.end_session(handle, generation),
             // 0xFFFFFFFF: the session does not expire (MQTT 5 §3.1.2.11.2).
             u32::MAX => self.expiry.schedule(handle, generation, delayed_will, None),
             expiry => {
@@ -152,14 +152,22 @@ impl Broker {
             .is_some_and(|current| Arc::ptr_eq(current, handle))
     }
 
-    /// Removes the session and its subscriptions.
-    pub(super) fn end_session(&self, handle: &Arc<SessionHandle>) {
+    /// Removes the session and its subscriptions, if the connection of `generation` was the
+    /// last one and no other has attached since (a client that resumes the session just as it
+    /// expires keeps it); checked under the session table's lock, which resuming takes too.
+    pub(super) fn end_session(&self, handle: &Arc<SessionHandle>, generation: u64) {
         let mut sessions = self.sessions();
         if !sessions
             .get(handle.client_id())
             .is_some_and(|current| Arc::ptr_eq(current, handle))
         {
             return;
+        }
+        {
+            let session = handle.lock();
+            if session.generation() != generation || session.outbox().is_some() {
+                return;
+            }
         }
         sessions.remove(handle.client_id());
         drop(sessions);
