@@ -46,6 +46,9 @@ impl End {
     }
 }
 
+/// Refused filters named in a SUBACK's reason string; the rest are counted.
+const REASONS_SHOWN: usize = 8;
+
 /// A connected client, as the reader sees it.
 pub struct Client<'a> {
     broker: &'a Broker,
@@ -394,51 +397,74 @@ impl<'a> Client<'a> {
             .subscription_identifiers
             .first()
             .copied();
-        let mut reasons = Vec::with_capacity(subscribe.filters.len());
-        let mut refusals = Vec::new();
-        // The filters whose retained messages are to be sent, each once (a packet may repeat
-        // a filter; its last options count, as for the subscription itself).
-        let mut wanted: Vec<(&str, QoS)> = Vec::new();
-        let retained = {
+        // Each filter once, with the options of its last mention (a repeat replaces the
+        // subscription, MQTT-3.8.4-3), before any lock is taken: a packet that repeats a filter
+        // thousands of times costs one subscription, not thousands.
+        let mut distinct: Vec<(&str, SubscriptionOptions)> = Vec::new();
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        for (filter, options) in &subscribe.filters {
+            match index.get(filter.as_str()) {
+                Some(&i) => distinct[i].1 = *options,
+                None => {
+                    index.insert(filter, distinct.len());
+                    distinct.push((filter, *options));
+                }
+            }
+        }
+        let (outcomes, room) = {
             let Some(mut session) = self.session() else {
                 return Some(End::Closed(reason::SESSION_TAKEN_OVER));
             };
-            for (filter, options) in &subscribe.filters {
-                match self.subscribe_one(&mut session, filter, *options, id) {
-                    Ok(send_retained) => {
-                        reasons.push(options.qos as u8);
-                        let earlier = wanted.iter().position(|(f, _)| f == filter);
-                        match (send_retained, earlier) {
-                            (true, Some(i)) => wanted[i].1 = options.qos,
-                            (true, None) => wanted.push((filter, options.qos)),
-                            // Retain handling 1 on a repeat: the filter was new to this
-                            // packet's first mention, which still gets its messages.
-                            (false, Some(i)) => wanted[i].1 = options.qos,
-                            (false, None) => {}
-                        }
-                    }
-                    Err((code, why)) => {
-                        tracing::info!(
-                            client_id = self.session.client_id(),
-                            filter,
-                            why,
-                            "subscription refused"
-                        );
-                        reasons.push(if self.v5() {
-                            code
-                        } else {
-                            reason::V3_SUBACK_FAILURE
-                        });
-                        refusals.push(format!("{filter}: {why}"));
-                    }
-                }
-            }
-            self.retained_for(&wanted, id, session.room(&self.broker.bounds))
+            let outcomes: Vec<_> = distinct
+                .iter()
+                .map(|&(filter, options)| self.subscribe_one(&mut session, filter, options, id))
+                .collect();
+            (outcomes, session.room(&self.broker.bounds))
         };
+        let mut reasons = Vec::with_capacity(subscribe.filters.len());
+        for (filter, options) in &subscribe.filters {
+            reasons.push(match &outcomes[index[filter.as_str()]] {
+                Ok(_) => options.qos as u8,
+                Err(_) if !self.v5() => reason::V3_SUBACK_FAILURE,
+                Err((code, _)) => *code,
+            });
+        }
+        let refusals: Vec<String> = distinct
+            .iter()
+            .zip(&outcomes)
+            .filter_map(|((filter, _), outcome)| {
+                outcome
+                    .as_ref()
+                    .err()
+                    .map(|(_, why)| format!("{filter}: {why}"))
+            })
+            .collect();
+        if let Some(first) = refusals.first() {
+            // One line per packet, however many filters it has.
+            tracing::info!(
+                client_id = self.session.client_id(),
+                refused = refusals.len(),
+                first,
+                "subscriptions refused"
+            );
+        }
         let mut properties = Properties::default();
         if self.v5() && self.problem_info && !refusals.is_empty() {
-            properties.reason_string = Some(refusals.join("; "));
+            let mut why = refusals[..refusals.len().min(REASONS_SHOWN)].join("; ");
+            if refusals.len() > REASONS_SHOWN {
+                why.push_str(&format!("; and {} more", refusals.len() - REASONS_SHOWN));
+            }
+            properties.reason_string = Some(why);
         }
+        // Retained messages are looked up outside the session's lock, which every publisher
+        // to this client takes.
+        let wanted: Vec<(&str, QoS)> = distinct
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| matches!(outcome, Ok(true)))
+            .map(|(&(filter, options), _)| (filter, options.qos))
+            .collect();
+        let retained = self.retained_for(&wanted, id, room);
         self.outbox.send(Packet::SubAck(SubAck {
             packet_id: subscribe.packet_id,
             reasons,
@@ -464,8 +490,11 @@ impl<'a> Client<'a> {
     fn retained_for(&self, wanted: &[(&str, QoS)], id: Option<u32>, room: usize) -> Vec<Delivery> {
         let mut out = Vec::new();
         let store = self.broker.retained_store();
+        // The walks of one SUBSCRIBE together visit at most twice the store's trie: wildcard
+        // filters that match little cannot make it walk the store over and over.
+        let mut budget = store.nodes() * 2 + 1024;
         for (filter, qos) in wanted {
-            let (messages, more) = store.matching(filter, room - out.len());
+            let (messages, more) = store.matching(filter, room - out.len(), &mut budget);
             out.extend(messages.into_iter().map(|message| Delivery {
                 qos: message.qos.min(*qos),
                 // MQTT-3.3.1-9: retained messages sent on subscribe carry RETAIN.
@@ -480,7 +509,7 @@ impl<'a> Client<'a> {
                     client_id = self.session.client_id(),
                     filter,
                     room,
-                    "more retained messages match than the session's queue holds (limits.max_queued_messages); the rest are not sent"
+                    "retained messages not all sent: more match than the session's queue holds (limits.max_queued_messages), or than one SUBSCRIBE may walk"
                 );
                 break;
             }

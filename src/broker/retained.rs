@@ -37,6 +37,8 @@ struct Node {
 pub struct Retained {
     root: Node,
     count: usize,
+    /// Nodes in the trie, root excluded: what a walk of the whole store visits.
+    nodes: usize,
     bytes: usize,
     max_messages: usize,
     max_bytes: usize,
@@ -47,6 +49,7 @@ impl Retained {
         Retained {
             root: Node::default(),
             count: 0,
+            nodes: 0,
             bytes: 0,
             max_messages,
             max_bytes,
@@ -78,7 +81,10 @@ impl Retained {
         }
         let mut node = &mut self.root;
         for level in message.topic.split('/') {
-            node = node.children.entry(level.into()).or_default();
+            node = node.children.entry(level.into()).or_insert_with(|| {
+                self.nodes += 1;
+                Node::default()
+            });
         }
         node.message = Some(message);
         self.bytes = bytes;
@@ -97,16 +103,22 @@ impl Retained {
     /// Removes `topic`'s message and prunes the branch it leaves empty.
     fn remove(&mut self, topic: &str) {
         let levels: Vec<&str> = topic.split('/').collect();
-        if let Some(old) = take(&mut self.root, &levels) {
+        if let Some(old) = take(&mut self.root, &levels, &mut self.nodes) {
             self.bytes -= old.payload.len();
             self.count -= 1;
         }
     }
 
     /// The live retained messages matching `filter` (a valid topic filter), at most `limit`
-    /// of them; the flag says whether more matched. Expired ones are skipped here and
-    /// removed by [`Retained::purge_expired`].
-    pub fn matching(&self, filter: &str, limit: usize) -> (Vec<Arc<Message>>, bool) {
+    /// of them, visiting at most `budget` nodes (taken off it); the flag says whether more
+    /// matched, or the budget ran out first. Expired ones are skipped here and removed by
+    /// [`Retained::purge_expired`].
+    pub fn matching(
+        &self,
+        filter: &str,
+        limit: usize,
+        budget: &mut usize,
+    ) -> (Vec<Arc<Message>>, bool) {
         let now = Instant::now();
         let levels: Vec<&str> = filter.split('/').collect();
         let mut found = Vec::new();
@@ -125,6 +137,10 @@ impl Retained {
         // (node, index of the filter level to match against its children)
         let mut stack = vec![(&self.root, 0usize)];
         'walk: while let Some((node, i)) = stack.pop() {
+            if !spend(budget) {
+                more = true;
+                break;
+            }
             let Some(level) = levels.get(i) else {
                 if let Some(message) = &node.message
                     && !keep(message)
@@ -150,6 +166,10 @@ impl Retained {
                         .map(|(_, child)| child)
                         .collect();
                     while let Some(next) = below.pop() {
+                        if !spend(budget) {
+                            more = true;
+                            break 'walk;
+                        }
                         if let Some(message) = &next.message
                             && !keep(message)
                         {
@@ -188,6 +208,11 @@ impl Retained {
         self.count
     }
 
+    /// Nodes in the trie: the work of one walk over the whole store.
+    pub fn nodes(&self) -> usize {
+        self.nodes
+    }
+
     /// Every retained message, expired or not (for a node joining the cluster).
     pub fn all(&self) -> Vec<Arc<Message>> {
         let mut out = Vec::with_capacity(self.count);
@@ -205,17 +230,25 @@ impl Retained {
     }
 }
 
-/// Takes the message at `levels` below `node`, pruning the nodes left empty. Recursive, one
-/// frame per level: topics are bounded by `limits.max_topic_levels` (at most 1024) before
-/// they get here, from clients and peers alike.
-fn take(node: &mut Node, levels: &[&str]) -> Option<Arc<Message>> {
+/// Takes one node's visit off `budget`; false when it is spent.
+fn spend(budget: &mut usize) -> bool {
+    let left = budget.checked_sub(1);
+    *budget = left.unwrap_or(0);
+    left.is_some()
+}
+
+/// Takes the message at `levels` below `node`, pruning the nodes left empty (counted off
+/// `nodes`). Recursive, one frame per level: topics are bounded by `limits.max_topic_levels`
+/// (at most 1024) before they get here, from clients and peers alike.
+fn take(node: &mut Node, levels: &[&str], nodes: &mut usize) -> Option<Arc<Message>> {
     let Some((first, rest)) = levels.split_first() else {
         return node.message.take();
     };
     let child = node.children.get_mut(*first)?;
-    let taken = take(child, rest);
+    let taken = take(child, rest, nodes);
     if child.message.is_none() && child.children.is_empty() {
         node.children.remove(*first);
+        *nodes -= 1;
     }
     taken
 }
@@ -239,8 +272,9 @@ mod tests {
     }
 
     fn topics(store: &Retained, filter: &str) -> Vec<String> {
+        let mut budget = usize::MAX;
         let mut found: Vec<String> = store
-            .matching(filter, usize::MAX)
+            .matching(filter, usize::MAX, &mut budget)
             .0
             .iter()
             .map(|m| m.topic.clone())
@@ -280,10 +314,15 @@ mod tests {
         for i in 0..10 {
             store.store(message(&format!("t/{i}"), "x"));
         }
-        let (found, more) = store.matching("t/#", 4);
+        let (found, more) = store.matching("t/#", 4, &mut 1000);
         assert_eq!((found.len(), more), (4, true));
-        let (found, more) = store.matching("t/#", 10);
+        let (found, more) = store.matching("t/#", 10, &mut 1000);
         assert_eq!((found.len(), more), (10, false));
+        assert_eq!(store.nodes(), 11, "t and its ten children");
+        let mut budget = 5;
+        let (found, more) = store.matching("t/#", 10, &mut budget);
+        assert!(found.len() < 10 && more, "the budget ran out first");
+        assert_eq!(budget, 0);
     }
 
     #[test]
@@ -303,6 +342,7 @@ mod tests {
         assert_eq!(store.store(message("a/c", "")), Stored::Cleared);
         assert_eq!((store.len(), store.bytes), (0, 0));
         assert!(store.root.children.is_empty(), "empty branches are pruned");
+        assert_eq!(store.nodes(), 0);
         assert!(!store.contains("a/b"));
     }
 }
