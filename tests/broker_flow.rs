@@ -452,3 +452,39 @@ async fn properties_count_against_the_byte_bound() {
     hoarder.expect_nothing().await;
     assert_eq!(broker.broker.stats().dropped_slow_consumer.get(), 4);
 }
+
+/// A session that was slow takes messages again once it has drained, but for a while it makes
+/// nobody wait: a subscriber just under the speed that makes it slow does not pace its
+/// publishers again each time it catches up.
+#[tokio::test]
+async fn a_subscriber_that_was_slow_makes_nobody_wait_again_for_a_while() {
+    let broker = TestBroker::start(small_queue(300)).await;
+    let mut subscriber = slow_subscriber(&broker, "recovering").await;
+    let (mut publisher, _) =
+        TestClient::connect(broker.addr, ProtocolVersion::V311, "pub", true).await;
+    for i in 0..6u8 {
+        publisher
+            .publish("flow/t", &[i], QoS::AtLeastOnce, false)
+            .await;
+    }
+    assert_eq!(broker.broker.stats().slow_consumers.get(), 1);
+    for i in 0..5u8 {
+        assert_eq!(subscriber.recv_acked().await.payload.as_ref(), [i]);
+    }
+    let started = Instant::now();
+    for i in 10..20u8 {
+        publisher
+            .publish("flow/t", &[i], QoS::AtLeastOnce, false)
+            .await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(250),
+        "the publisher waited {:?}",
+        started.elapsed()
+    );
+    // What fitted came through, in order: one in flight and four queued.
+    for i in 10..15u8 {
+        assert_eq!(subscriber.recv_acked().await.payload.as_ref(), [i]);
+    }
+    assert_eq!(broker.broker.stats().slow_consumers.get(), 1);
+}

@@ -338,6 +338,25 @@ async fn topic_aliases_towards_clients_are_per_connection_and_bounded() {
     assert_eq!(aliased(&mut subscriber).await, ("ta/a".to_string(), None));
 }
 
+/// A PUBLISH that fits the client's Maximum Packet Size only without the alias it would set
+/// goes without it, rather than being dropped as too large.
+#[tokio::test]
+async fn a_publish_that_fits_only_without_its_alias_goes_without_it() {
+    let broker = TestBroker::start_default().await;
+    let mut connect = connect_packet(V5, "tight");
+    connect.properties.topic_alias_maximum = Some(10);
+    // "ta/a" with a 20-byte payload at QoS 0 is 29 bytes; with a Topic Alias, 32.
+    connect.properties.maximum_packet_size = Some(29);
+    let (mut subscriber, _) = TestClient::connect_with(broker.addr, connect).await;
+    subscriber.subscribe("ta/#", AtMostOnce).await;
+    let mut publisher = TestClient::v5(broker.addr, "pub").await;
+    for _ in 0..2 {
+        publisher.publish("ta/a", &[7; 20], AtMostOnce, false).await;
+        assert_eq!(aliased(&mut subscriber).await, ("ta/a".to_string(), None));
+    }
+    assert_eq!(broker.broker.stats().dropped_too_large.get(), 0);
+}
+
 async fn subscribe_with_id(client: &mut TestClient, filter: &str, id: Option<u32>) {
     let properties = Properties {
         subscription_identifiers: id.into_iter().collect(),

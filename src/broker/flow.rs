@@ -16,11 +16,13 @@
 //! then does not end the wait. A session that keeps messages waiting for
 //! `limits.queue_full_wait_ms` is declared *slow* ([`SlowPolicy`]): its parked messages are
 //! dropped (counted), and so is everything for it until its queue has drained to half — or
-//! its client is disconnected. Put as a rate: a subscriber is slow when, with messages waiting
-//! for it, it takes fewer than `max_queued_messages / 2` per `queue_full_wait_ms` (250 a second
-//! with the defaults). So one stuck or slow subscriber costs its publishers that wait once,
-//! and nothing at all to the other subscribers; a fast subscriber with more publishers than it
-//! can take keeps them paced to its speed, losing nothing.
+//! its client is disconnected. For ten times that wait afterwards it takes what fits in its
+//! queue but makes nobody wait: a full queue drops. Put as a rate: a subscriber is slow when,
+//! with messages waiting for it, it takes fewer than `max_queued_messages / 2` per
+//! `queue_full_wait_ms` (250 a second with the defaults). So a stuck or slow subscriber costs
+//! its publishers that wait at most once in every eleven, and nothing at all to the other
+//! subscribers; a fast subscriber with more publishers than it can take keeps them paced to
+//! its speed, losing nothing.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -253,11 +255,6 @@ impl Backlog {
     fn release(&self, bytes: usize) {
         self.bytes.fetch_sub(bytes, Ordering::AcqRel);
     }
-
-    /// Bytes parked now.
-    pub fn used(&self) -> usize {
-        self.bytes.load(Ordering::Acquire)
-    }
 }
 
 /// The sessions that keep messages waiting, so that one that keeps them too long is declared
@@ -303,10 +300,10 @@ mod tests {
         let first = backlog.claim(60).expect("room");
         assert!(backlog.claim(60).is_none(), "over the budget");
         let second = backlog.claim(40).expect("room");
-        assert_eq!(backlog.used(), 100);
+        assert_eq!(backlog.bytes.load(Ordering::Acquire), 100);
         drop(first);
         drop(second);
-        assert_eq!(backlog.used(), 0);
+        assert_eq!(backlog.bytes.load(Ordering::Acquire), 0);
     }
 
     #[tokio::test]

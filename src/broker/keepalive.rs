@@ -26,9 +26,13 @@ use crate::protocol::reason;
 
 use super::Broker;
 use super::outbox::Outbox;
+use super::stats::DropReport;
 
 /// The sweep's period, and the unit the watches count in.
 const TICK: Duration = Duration::from_millis(250);
+
+/// Ticks between two reports of dropped messages: 10 s.
+const REPORT_EVERY: u64 = 40;
 
 /// `heard` while the broker holds the reader up: never expires.
 const PAUSED: u64 = u64::MAX;
@@ -127,13 +131,18 @@ fn key(outbox: &Arc<Outbox>) -> usize {
 }
 
 /// Closes silent connections, once per tick (250 ms), for as long as the broker runs (each
-/// connection logs its own close, with its client id), and declares slow the sessions that
-/// have kept messages waiting for too long ([`super::flow`]).
+/// connection logs its own close, with its client id), declares slow the sessions that have
+/// kept messages waiting for too long ([`super::flow`]), and every 10 s logs the messages
+/// dropped meanwhile.
 pub async fn sweep(broker: Arc<Broker>) {
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    let mut drops = DropReport::default();
+    for tick in 1u64.. {
         ticks.tick().await;
+        if tick % REPORT_EVERY == 0 {
+            drops.report(&broker.stats);
+        }
         for outbox in broker.online.silent(broker.clock.now()) {
             outbox.close(reason::KEEP_ALIVE_TIMEOUT, "keep alive timeout");
         }

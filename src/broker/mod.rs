@@ -9,6 +9,7 @@
 //! - `session` is what the broker remembers about a client (subscriptions, queue, in-flight);
 //!   `queue` is its bounded queue, and `flow` what a full one does to the messages that meet
 //!   it (a local publisher waits, a route never does, a slow session is cut off);
+//!   `unreleased` the inbound QoS 2 ids it must remember;
 //! - `registry` is the table of sessions by client id (takeover, resumption, wills), and
 //!   `expiry` the one table of disconnected sessions waiting to end or to send their Will;
 //! - `router` is the subscription trie that finds the subscribers of a topic;
@@ -18,9 +19,10 @@
 //!   closes silent connections, all from one task; `stats` counts what happened.
 //!
 //! Locks are short and always taken in the order registry → expiry → session → router →
-//! retained (a route's backlog list and the cluster's state come after the session's), never
-//! the other way round: a publish reads the router, lets go, and only then locks each
-//! matching session in turn, so a publish never waits on a slow subscriber.
+//! cluster state → retained → a publisher's waiter → outbox, never the other way round (the
+//! `Online`, `Waits` and route tables are leaves: nothing is locked while one is held). A
+//! publish reads the router, lets go, and only then locks each matching session in turn, so
+//! a publish never waits on a slow subscriber.
 
 mod admission;
 mod aliases;
@@ -42,6 +44,7 @@ mod retained;
 mod router;
 mod session;
 mod stats;
+mod unreleased;
 
 use std::collections::HashMap;
 use std::sync::{
@@ -58,7 +61,7 @@ pub use admission::{Arrival, Counted};
 pub(crate) use connect::{is_sys_topic, within_limits};
 pub use connection::serve;
 pub use expiry::run as expire_sessions;
-pub use flow::Backlog;
+pub(crate) use flow::Backlog;
 pub use groups::{Choice, Strategy, choose};
 pub use keepalive::sweep as keep_alive_sweep;
 pub use stats::{Counter, Stats};
@@ -380,7 +383,7 @@ impl Broker {
         }
         for key in groups {
             if !self.serve_group(&message, key, 0, !redirected, sender, &mut routed) {
-                self.stats.dropped_queue_full.inc();
+                self.stats.dropped_no_group_member.inc();
                 tracing::debug!(group = %key.group, filter = %key.filter, "group message with no member left; dropped");
             }
         }
@@ -402,7 +405,7 @@ impl Broker {
                     &mut routed,
                 )
             {
-                self.stats.dropped_queue_full.inc();
+                self.stats.dropped_no_group_member.inc();
             }
         }
     }

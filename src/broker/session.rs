@@ -9,7 +9,7 @@
 //! What happens when the queue is full is [`super::flow`]'s business.
 //! All state is plain data so that a later issue can persist it.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
@@ -17,7 +17,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 
 use crate::protocol::{
-    self, Ack, EncodeError, Packet, ProtocolVersion, QoS, SubscriptionOptions, TopicAlias, reason,
+    self, Ack, Packet, ProtocolVersion, QoS, SubscriptionOptions, TopicAlias, reason,
 };
 
 use super::aliases::Aliases;
@@ -26,6 +26,12 @@ use super::message::Delivery;
 use super::outbox::Outbox;
 use super::queue::Queue;
 use super::stats::Stats;
+use super::unreleased::Unreleased;
+
+/// How many times `limits.queue_full_wait_ms` a session that was slow makes nobody wait: a
+/// subscriber just under the speed that makes it slow would otherwise pace its publishers
+/// again each time it has drained to half.
+const DISTRUST: u32 = 10;
 
 /// Stop filling the write buffer past this many bytes, so one busy session cannot make its
 /// writer's buffer grow without bound; the rest goes out on the next round.
@@ -46,7 +52,9 @@ pub enum Sender<'a> {
     Publisher(&'a Arc<Waiter>),
     /// Another node's message: parked on the route's budget; the route does not wait.
     Route(&'a Arc<Backlog>),
-    /// The broker itself (Wills, group hand-overs): dropped when there is no room.
+    /// The broker itself (Wills, group hand-overs): dropped when there is no room. (Retained
+    /// messages for a new subscription take the same rule through [`Session::enqueue`], under
+    /// a lock the subscriber already holds.)
     Broker,
 }
 
@@ -132,6 +140,11 @@ impl SessionHandle {
             return Offer::Queued;
         }
         let now = Instant::now();
+        if session.distrusted_until.is_some_and(|until| now < until) {
+            // Slow a moment ago: it takes what fits, but makes nobody wait again so soon.
+            stats.dropped_slow_consumer.inc();
+            return Offer::Dropped;
+        }
         if session
             .queue
             .waiting_since(now, bounds)
@@ -215,8 +228,7 @@ pub struct Session {
     last_packet_id: u16,
     /// Inbound QoS 2 packet ids answered with PUBREC and not yet released by PUBREL.
     /// Boxed and made on first use: most sessions never receive QoS 2.
-    #[allow(clippy::box_collection)] // a HashSet is 48 bytes even when empty; the box is 8
-    inbound_qos2: Option<Box<HashSet<u16>>>,
+    inbound_qos2: Option<Box<Unreleased>>,
     /// Seconds the session lives after its connection ends (0: ends with it).
     pub expiry_interval: u32,
     /// Set on reattachment: the in-flight messages must be sent again first.
@@ -224,6 +236,8 @@ pub struct Session {
     /// Declared slow ([`super::flow`]): messages for it are dropped until its queue has
     /// drained to half (or its connection ends).
     slow: bool,
+    /// Until then, after being slow, a full queue drops instead of making anyone wait.
+    distrusted_until: Option<Instant>,
 }
 
 impl Session {
@@ -240,6 +254,7 @@ impl Session {
             expiry_interval: 0,
             resend: false,
             slow: false,
+            distrusted_until: None,
         }
     }
 
@@ -251,6 +266,7 @@ impl Session {
         self.generation += 1;
         self.resend = !self.inflight.is_empty();
         self.slow = false;
+        self.distrusted_until = None;
         self.generation
     }
 
@@ -272,6 +288,7 @@ impl Session {
             return;
         }
         self.slow = true;
+        self.distrusted_until = Some(Instant::now() + bounds.patience * DISTRUST);
         stats.slow_consumers.inc();
         stats.dropped_slow_consumer.add(self.queue.drop_parked());
         let queued = self.queue.len();
@@ -381,7 +398,7 @@ impl Session {
     /// waiting (the Receive Maximum we announced).
     pub fn receive_qos2(&mut self, packet_id: u16, limit: usize) -> Qos2Receipt {
         let ids = self.inbound_qos2.get_or_insert_default();
-        if ids.contains(&packet_id) {
+        if ids.contains(packet_id) {
             Qos2Receipt::Duplicate
         } else if ids.len() >= limit {
             Qos2Receipt::OverLimit
@@ -395,7 +412,7 @@ impl Session {
     pub fn release_qos2(&mut self, packet_id: u16) -> bool {
         self.inbound_qos2
             .as_mut()
-            .is_some_and(|ids| ids.remove(&packet_id))
+            .is_some_and(|ids| ids.remove(packet_id))
     }
 
     /// PUBACK from the client. Returns false for an unknown packet id.
@@ -462,14 +479,13 @@ impl Session {
         if std::mem::take(&mut self.resend) {
             let queue = &mut self.queue;
             self.inflight.retain(|flight| {
-                let start = out.len();
-                let encoded = if flight.released {
+                let sent = if flight.released {
+                    // A PUBREL is a few bytes: always within the client's maximum.
                     let pubrel = Packet::PubRel(Ack::new(flight.packet_id));
-                    protocol::encode(&pubrel, wire.version, out).map(|len| (len, None))
+                    protocol::encode(&pubrel, wire.version, out).is_ok()
                 } else {
-                    wire.encode(&flight.delivery, flight.packet_id, true, now, out)
+                    wire.put(&flight.delivery, flight.packet_id, true, now, out)
                 };
-                let sent = wire.fits(encoded, out, start);
                 if !sent {
                     // MQTT-3.1.2-25: too large for the client's (new) Maximum Packet Size:
                     // discarded as if delivered, so it does not hold a window slot for ever.
@@ -499,9 +515,7 @@ impl Session {
                 QoS::AtMostOnce => 0,
                 _ => self.next_packet_id(),
             };
-            let start = out.len();
-            let encoded = wire.encode(&delivery, packet_id, false, now, out);
-            if !wire.fits(encoded, out, start) {
+            if !wire.put(&delivery, packet_id, false, now, out) {
                 stats.dropped_too_large.inc();
                 continue;
             }
@@ -549,56 +563,49 @@ pub struct Wire<'a> {
 }
 
 impl Wire<'_> {
-    /// Appends `delivery`'s PUBLISH, with a topic alias where the client takes them; returns
-    /// its length and the alias it set, if any.
-    fn encode(
+    /// Appends `delivery`'s PUBLISH, with a topic alias where the client takes them, if it is
+    /// within the client's Maximum Packet Size: a PUBLISH that is too large only with the
+    /// alias that would be set goes without it. Returns whether it was appended.
+    fn put(
         &mut self,
         delivery: &Delivery,
         packet_id: u16,
         dup: bool,
         now: Instant,
         out: &mut BytesMut,
-    ) -> Result<(usize, Option<u16>), EncodeError> {
+    ) -> bool {
         let alias = match self.aliases.as_deref_mut() {
             Some(aliases) => aliases.lookup(&delivery.message.topic),
             None => TopicAlias::None,
         };
-        let set = match alias {
-            TopicAlias::Set(alias) => Some(alias),
-            TopicAlias::None | TopicAlias::Use(_) => None,
-        };
-        delivery
-            .encode(packet_id, dup, now, self.version, alias, out)
-            .map(|len| (len, set))
-            .inspect_err(|_| self.forget(set))
-    }
-
-    /// Keeps a packet just encoded at `start` if it is within the client's Maximum Packet
-    /// Size; otherwise (or if it could not be encoded) takes it back out, and the alias it
-    /// set with it. Returns whether it stays.
-    fn fits(
-        &mut self,
-        encoded: Result<(usize, Option<u16>), EncodeError>,
-        out: &mut BytesMut,
-        start: usize,
-    ) -> bool {
+        let start = out.len();
+        let encoded = delivery.encode(packet_id, dup, now, self.version, alias, out);
         match encoded {
-            Ok((len, _)) if len <= self.max_size => true,
-            Ok((_, set)) => {
-                out.truncate(start);
-                self.forget(set);
-                false
-            }
+            Ok(len) if len <= self.max_size => return true,
+            Ok(_) => out.truncate(start),
             Err(error) => {
                 out.truncate(start);
+                self.forget(alias);
                 tracing::warn!(%error, "cannot encode PUBLISH");
+                return false;
+            }
+        }
+        if !matches!(alias, TopicAlias::Set(_)) {
+            return false;
+        }
+        // The client never learns an alias set with a PUBLISH it did not get.
+        self.forget(alias);
+        match delivery.encode(packet_id, dup, now, self.version, TopicAlias::None, out) {
+            Ok(len) if len <= self.max_size => true,
+            _ => {
+                out.truncate(start);
                 false
             }
         }
     }
 
-    fn forget(&mut self, set: Option<u16>) {
-        if let (Some(aliases), Some(alias)) = (self.aliases.as_deref_mut(), set) {
+    fn forget(&mut self, alias: TopicAlias) {
+        if let (Some(aliases), TopicAlias::Set(alias)) = (self.aliases.as_deref_mut(), alias) {
             aliases.forget(alias);
         }
     }

@@ -1,8 +1,8 @@
 //! Counters of what the broker did, and of what it refused or dropped.
 //!
-//! Every dropped message and every refused input increments one of these, next to its log
-//! line, so that an operator can see losses without reading logs; a later issue exposes them
-//! over `$SYS` and Prometheus.
+//! Every dropped message and every refused input increments one of these, so that an operator
+//! can see losses; drops are summed up in the log every few seconds ([`DropReport`]), and a
+//! later issue exposes the counters over `$SYS` and Prometheus.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -64,10 +64,51 @@ pub struct Stats {
     pub dropped_expired: Counter,
     /// Messages dropped because they exceed the receiving client's Maximum Packet Size.
     pub dropped_too_large: Counter,
+    /// Group messages dropped because no member of the group was left, here or elsewhere.
+    pub dropped_no_group_member: Counter,
     /// PUBLISH packets refused (topic over the limits, `$SYS`, ...).
     pub publishes_refused: Counter,
     /// Connections closed for a malformed packet or a protocol error.
     pub protocol_errors: Counter,
     /// Wills published.
     pub wills_published: Counter,
+}
+
+impl Stats {
+    /// Every count of dropped messages, by reason.
+    pub fn drops(&self) -> [(&'static str, u64); 6] {
+        [
+            ("queue_full", self.dropped_queue_full.get()),
+            ("slow_consumer", self.dropped_slow_consumer.get()),
+            ("route_backlog", self.dropped_route_backlog.get()),
+            ("expired", self.dropped_expired.get()),
+            ("too_large", self.dropped_too_large.get()),
+            ("no_group_member", self.dropped_no_group_member.get()),
+        ]
+    }
+}
+
+/// Says in the log, now and then, how many messages were dropped since it last said, by
+/// reason: most drops are logged one by one only at debug level, as a flood of them would
+/// flood the log, so this is what tells an operator that something is being lost.
+#[derive(Default)]
+pub struct DropReport {
+    last: [u64; 6],
+}
+
+impl DropReport {
+    /// Logs the drops since the last call, if there were any.
+    pub fn report(&mut self, stats: &Stats) {
+        let now = stats.drops();
+        let since: Vec<String> = now
+            .iter()
+            .zip(self.last)
+            .filter(|((_, count), last)| count > last)
+            .map(|((reason, count), last)| format!("{reason}={}", count - last))
+            .collect();
+        self.last = now.map(|(_, count)| count);
+        if !since.is_empty() {
+            tracing::info!(dropped = %since.join(" "), "messages dropped since the last report");
+        }
+    }
 }
