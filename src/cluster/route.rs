@@ -4,15 +4,14 @@
 //! the interest the peer declared on it, and the budget ([`Backlog`]) for the peer's messages
 //! that wait beside full local queues — the reader hands every message to the broker and never
 //! waits for a subscriber, so one slow session cannot hold up the rest of the route's traffic.
-//! Past the queue's bound a message is
-//! dropped, but a control frame (interest, discovery, client ids) never is, as the peer's
-//! picture would go wrong: a peer that lets that many pile up is disconnected instead, and
-//! gets the full picture again when the route comes back. [`run`] drives the
-//! connection with two halves: the writer drains the queue (many frames per system call) and
-//! sends a heartbeat when the route has been idle for `heartbeat_ms`; the reader applies the
-//! peer's frames and closes the route when nothing arrives within `heartbeat_timeout_ms`.
-//! A route is ended either at once ([`Route::close`]) or, on a graceful shutdown, after the
-//! writer has sent everything already queued ([`Route::drain`]).
+//! Past the queue's bound a message is dropped, but a control frame (interest, discovery,
+//! client ids) never is, as the peer's picture would go wrong: a peer that lets that many pile
+//! up is disconnected instead, and gets the full picture again when the route comes back.
+//! [`run`] drives the connection with two halves: the writer drains the queue (many frames per
+//! system call) and sends a heartbeat when the route has been idle for `heartbeat_ms`; the
+//! reader applies the peer's frames and closes the route when nothing arrives within
+//! `heartbeat_timeout_ms`. A route is ended either at once ([`Route::close`]) or, on a graceful
+//! shutdown, after the writer has sent everything already queued ([`Route::drain`]).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
