@@ -81,14 +81,14 @@ pub struct Parked {
 /// Who waits for a parked message. Dropping the claim releases it: the publisher's count goes
 /// down, or the route's budget is given back.
 pub enum Claim {
-    Publisher(Arc<Waiter>),
+    Publisher { waiter: Arc<Waiter>, bytes: usize },
     Route { backlog: Arc<Backlog>, bytes: usize },
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
         match self {
-            Claim::Publisher(waiter) => waiter.done(),
+            Claim::Publisher { waiter, bytes } => waiter.done(*bytes),
             Claim::Route { backlog, bytes } => backlog.release(*bytes),
         }
     }
@@ -97,7 +97,9 @@ impl Drop for Claim {
 /// A local publisher's parked deliveries, and the acknowledgements that wait for them.
 ///
 /// A publisher's reader goes on reading while fewer than [`PUBLISHER_WINDOW`] of its
-/// deliveries are parked, and stops there ([`Waiter::is_full`]). The PUBACK or PUBREC of a
+/// deliveries, and [`PUBLISHER_WINDOW_BYTES`] of them, are parked, and stops there
+/// ([`Waiter::is_full`]): what a held publisher makes the broker hold beside full queues is
+/// bounded, whatever size its messages are. The PUBACK or PUBREC of a
 /// message waits until every parked delivery (of it, and of the messages before it) has moved
 /// in, and so does every later one, as MQTT wants them in order (MQTT-4.6.0-2/3); when the
 /// last parked delivery moves in, the one who moved it sends them all at once. So a publisher
@@ -113,14 +115,17 @@ pub struct Waiter {
 
 #[derive(Default)]
 struct Held {
-    /// Parked deliveries not yet moved in or dropped.
+    /// Parked deliveries not yet moved in or dropped, and their bytes.
     outstanding: usize,
+    bytes: usize,
     /// Acks that wait for them, in order.
     acks: Vec<Packet>,
 }
 
-/// Deliveries a publisher may have parked before its socket stops being read.
+/// Deliveries a publisher may have parked before its socket stops being read, and their
+/// bytes ([`Delivery::size`]; a message parked in two sessions counts twice).
 pub const PUBLISHER_WINDOW: usize = 64;
+pub const PUBLISHER_WINDOW_BYTES: usize = 256 * 1024;
 
 impl Waiter {
     pub fn new(outbox: Arc<Outbox>) -> Waiter {
@@ -131,15 +136,21 @@ impl Waiter {
         }
     }
 
-    /// A delivery of the publisher's was parked.
-    pub fn parked(self: &Arc<Self>) -> Claim {
-        self.state().outstanding += 1;
-        Claim::Publisher(Arc::clone(self))
+    /// A delivery of the publisher's, of `bytes`, was parked.
+    pub fn parked(self: &Arc<Self>, bytes: usize) -> Claim {
+        let mut held = self.state();
+        held.outstanding += 1;
+        held.bytes += bytes;
+        Claim::Publisher {
+            waiter: Arc::clone(self),
+            bytes,
+        }
     }
 
-    fn done(&self) {
+    fn done(&self, bytes: usize) {
         let mut held = self.state();
         held.outstanding -= 1;
+        held.bytes -= bytes;
         if held.outstanding == 0 {
             // Sent under the lock, so an ack that comes after cannot overtake them.
             self.outbox.send_all(held.acks.drain(..));
@@ -163,9 +174,11 @@ impl Waiter {
         self.state().outstanding
     }
 
-    /// Whether the publisher has as many deliveries parked as it may: its reader waits.
+    /// Whether the publisher has as many deliveries (or bytes) parked as it may: its reader
+    /// waits.
     pub fn is_full(&self) -> bool {
-        self.outstanding() >= PUBLISHER_WINDOW
+        let held = self.state();
+        held.outstanding >= PUBLISHER_WINDOW || held.bytes >= PUBLISHER_WINDOW_BYTES
     }
 
     /// Waits until every parked delivery has moved in or been dropped, or until `deadline`;
@@ -312,8 +325,8 @@ mod tests {
         let waiter = Arc::new(Waiter::new(Arc::clone(&outbox)));
         waiter.ack(Packet::PingResp);
         assert_eq!(outbox.take().0.len(), 1, "nothing parked: sent at once");
-        let a = waiter.parked();
-        let b = waiter.parked();
+        let a = waiter.parked(10);
+        let b = waiter.parked(10);
         waiter.ack(Packet::PubAck(Ack::new(1)));
         waiter.ack(Packet::PubAck(Ack::new(2)));
         let soon = tokio::time::Instant::now() + Duration::from_millis(50);

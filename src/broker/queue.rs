@@ -297,9 +297,10 @@ mod tests {
     }
 
     fn parked(waiter: &Arc<Waiter>, payload: usize) -> Parked {
+        let delivery = delivery(payload);
         Parked {
-            delivery: delivery(payload),
-            claim: waiter.parked(),
+            claim: waiter.parked(delivery.size()),
+            delivery,
         }
     }
 

@@ -155,7 +155,7 @@ impl SessionHandle {
             return Offer::Dropped;
         }
         let claim = match sender {
-            Sender::Publisher(waiter) => waiter.parked(),
+            Sender::Publisher(waiter) => waiter.parked(size),
             Sender::Route(backlog) => match backlog.claim(size) {
                 Some(claim) => claim,
                 None => {
