@@ -10,6 +10,7 @@
 
 mod common;
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use common::*;
@@ -208,6 +209,109 @@ async fn silent_sockets_count_towards_max_connections_per_ip() {
     let _silent = silent_sockets(&broker, 2).await;
     let (_, connack) = TestClient::connect_with(broker.addr, connect_packet(V5, "third")).await;
     assert_eq!(connack.code, reason::QUOTA_EXCEEDED);
+}
+
+/// A socket a per-address limit refuses takes no pending place: however many of them one
+/// address opens, they never close another address's pending socket to make room. (Before,
+/// each one took a pending place for `connect_timeout_secs` and evicted the oldest.) One that
+/// sends CONNECT still gets its refusal.
+#[tokio::test]
+async fn sockets_refused_per_ip_never_evict_another_address_pending_socket() {
+    let broker = TestBroker::start(config_with(|limits| {
+        limits.max_connections_per_ip = 2;
+        limits.max_pending_connections = 3;
+    }))
+    .await;
+    let stats = broker.broker.stats();
+    let mut other = TestClient::open_from(broker.addr, Ipv4Addr::new(127, 0, 0, 2), V5).await;
+    wait_until("the other address's socket is pending", || {
+        broker.broker.pending_count() == 1
+    })
+    .await;
+    // Every pending place is taken now.
+    let _silent = silent_sockets(&broker, 2).await;
+    let mut refused = Vec::new();
+    for _ in 0..20 {
+        refused.push(TestClient::open(broker.addr, V5).await);
+    }
+    // Each of them was either refused or (had it taken a pending place) evicted another.
+    wait_until("twenty sockets taken in", || {
+        stats.refused_per_ip_count.get() + stats.pending_evicted.get() >= 20
+    })
+    .await;
+    assert_eq!(stats.pending_evicted.get(), 0, "no pending socket evicted");
+    assert_eq!(stats.refused_per_ip_count.get(), 20);
+    assert_eq!(broker.broker.pending_count(), 3);
+    other.handshake(connect_packet(V5, "other")).await;
+    other.ping().await;
+    let last = refused.last_mut().expect("twenty");
+    last.send(&Packet::Connect(Box::new(connect_packet(V5, "refused"))))
+        .await;
+    match last.recv().await {
+        Packet::ConnAck(connack) => assert_eq!(connack.code, reason::QUOTA_EXCEEDED),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+/// A socket a per-address limit refused has about a second to send its CONNECT (enough to be
+/// told why), not `connect_timeout_secs`.
+#[tokio::test]
+async fn a_silent_socket_refused_per_ip_is_closed_after_about_a_second() {
+    let broker = TestBroker::start(config_with(|limits| {
+        limits.max_connections_per_ip = 1;
+        limits.connect_timeout_secs = 30;
+    }))
+    .await;
+    let _silent = silent_sockets(&broker, 1).await;
+    let opened = tokio::time::Instant::now();
+    let mut refused = TestClient::open(broker.addr, V5).await;
+    assert_eq!(refused.expect_closed().await, vec![]);
+    let took = opened.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "closed after {took:?}"
+    );
+    assert_eq!(broker.broker.stats().refused_per_ip_count.get(), 1);
+}
+
+/// The sockets refused per address that wait for their CONNECT are few (256 at once, as the
+/// README says); past that a refused socket is closed at once, unanswered.
+#[tokio::test]
+async fn past_256_waiting_refused_sockets_another_refused_one_is_closed_at_once() {
+    const WAITING: usize = 256;
+    const MORE: usize = 10;
+    let broker = TestBroker::start(config_with(|limits| limits.max_connections_per_ip = 1)).await;
+    let _silent = silent_sockets(&broker, 1).await;
+    let opened = tokio::time::Instant::now();
+    let mut refused = Vec::new();
+    for _ in 0..WAITING + MORE {
+        refused.push(TestClient::open(broker.addr, V5).await);
+    }
+    let stats = broker.broker.stats();
+    wait_until("all refused", || {
+        stats.refused_per_ip_count.get() == (WAITING + MORE) as u64
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut closed = 0;
+    for socket in &mut refused {
+        // A closed socket reads its end at once; an open one is silent.
+        if let Received::Closed = socket.recv_within(Duration::ZERO).await {
+            closed += 1;
+        }
+    }
+    // Counted well within the second the waiting ones have, or they could have timed out.
+    let counted = opened.elapsed();
+    assert!(
+        counted < Duration::from_millis(900),
+        "counting took until {counted:?}; too slow a machine for this test"
+    );
+    assert_eq!(
+        closed,
+        MORE,
+        "of {} refused sockets, all but {WAITING} are closed at once",
+        WAITING + MORE
+    );
 }
 
 /// Opens `n` sockets at once (well within one bucket interval), then sends CONNECT on each.

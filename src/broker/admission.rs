@@ -11,6 +11,13 @@
 //!   ([`super::per_ip`]), the refusal its CONNECT will get.
 //!
 //! So silent sockets are bounded on their own, and never take a connected client's place.
+//!
+//! A socket a per-address limit refused is not pending in that sense: the limit is there to
+//! spare the broker a flood from one address, so the socket takes none of the places other
+//! addresses' sockets need. On TCP it may still be told why (its CONNECT is read and answered
+//! with a refusing CONNACK), but only within [`REFUSED_DEADLINE`] and among at most
+//! [`MAX_REFUSED_WAITING`] such sockets, which never dismiss one another; past that a refused
+//! socket is closed at once, unanswered.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -28,13 +35,25 @@ use super::log_limit::LogLimit;
 use super::pending::{PendingSet, Place};
 use super::per_ip::{Exceeded, PerIp};
 
+/// How long a socket refused by a per-address limit has, from accept, to send the CONNECT
+/// that its refusal answers: a client sends CONNECT within a round trip of connecting, and a
+/// silent one is owed no wait.
+const REFUSED_DEADLINE: Duration = Duration::from_secs(1);
+
+/// Sockets refused by a per-address limit that wait for their CONNECT at once. Enough for the
+/// clients of a busy address to learn why they were refused, few enough that a flood of them
+/// costs little: at most this many descriptors and CONNECT buffers.
+const MAX_REFUSED_WAITING: usize = 256;
+
 /// The broker's counts and tables of sockets.
 pub(super) struct Admission {
     /// Sockets open, in any phase (handshake, waiting for CONNECT, connected, closing).
     open: AtomicUsize,
     /// Sockets whose CONNECT was accepted and that are still open.
     connected: AtomicUsize,
-    pending: PendingSet,
+    pending: Arc<PendingSet>,
+    /// The sockets a per-address limit refused that wait for their CONNECT, to answer it.
+    refused_waiting: Arc<PendingSet>,
     /// `None` when both per-address limits are off.
     per_ip: Option<PerIp>,
     evicted_log: LogLimit,
@@ -47,6 +66,7 @@ impl Admission {
             open: AtomicUsize::new(0),
             connected: AtomicUsize::new(0),
             pending: PendingSet::new(limits.max_pending_connections),
+            refused_waiting: PendingSet::new(MAX_REFUSED_WAITING),
             per_ip: PerIp::new(limits),
             evicted_log: LogLimit::default(),
             refused_log: LogLimit::default(),
@@ -58,7 +78,8 @@ impl Broker {
     /// Takes on a socket a listener accepted from `peer`. `answerable` says whether a socket
     /// that a per-address limit refuses may still read its CONNECT and be answered with a
     /// refusing CONNACK (plain TCP); otherwise (TLS, WebSocket) it gets `None` and is to be
-    /// closed at once, as the handshake is the very work the limit is there to spare.
+    /// closed at once, as the handshake is the very work the limit is there to spare. A
+    /// refused socket also gets `None` when [`MAX_REFUSED_WAITING`] refused ones wait already.
     pub fn admit(
         self: &Arc<Self>,
         peer: SocketAddr,
@@ -72,19 +93,40 @@ impl Broker {
                 Ok(()) => counted_ip = Some(ip),
                 Err(exceeded) => {
                     self.refused(ip, exceeded);
-                    if !answerable {
-                        return None;
-                    }
                     refusal = Some(refusal_for(exceeded));
                 }
             }
         }
+        let (place, wait) = match refusal {
+            None => (
+                self.enter_pending(),
+                Duration::from_secs(self.limits.connect_timeout_secs),
+            ),
+            Some(_) if answerable => (
+                self.admission.refused_waiting.try_enter()?,
+                REFUSED_DEADLINE,
+            ),
+            Some(_) => return None,
+        };
         self.admission.open.fetch_add(1, Ordering::Relaxed);
         let counted = Counted {
             broker: Arc::clone(self),
             ip: counted_ip,
             connected: false,
         };
+        let arrival = Arrival {
+            peer,
+            deadline: tokio::time::Instant::now() + wait,
+            refusal,
+            place,
+            shutdown: self.shutdown.subscribe(),
+        };
+        Some((counted, Box::new(arrival)))
+    }
+
+    /// A pending place for a socket that no limit refused, made by closing the oldest pending
+    /// socket if need be.
+    fn enter_pending(&self) -> Place {
         let (place, evicted) = self.admission.pending.enter();
         if evicted {
             self.stats.pending_evicted.inc();
@@ -96,17 +138,7 @@ impl Broker {
                 );
             }
         }
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_secs(self.limits.connect_timeout_secs);
-        let arrival = Arrival {
-            broker: Arc::clone(self),
-            peer,
-            deadline,
-            refusal,
-            place,
-            shutdown: self.shutdown.subscribe(),
-        };
-        Some((counted, Box::new(arrival)))
+        place
     }
 
     /// Open client sockets, in any phase: in a TLS or WebSocket handshake, waiting for
@@ -208,10 +240,9 @@ impl Drop for Counted {
     }
 }
 
-/// A socket until its CONNECT is answered (see the module doc). Dropping it gives its pending
-/// place back.
+/// A socket until its CONNECT is answered (see the module doc). Dropping it gives its place
+/// back.
 pub struct Arrival {
-    broker: Arc<Broker>,
     peer: SocketAddr,
     deadline: tokio::time::Instant,
     refusal: Option<Refusal>,
@@ -224,7 +255,8 @@ impl Arrival {
         self.peer
     }
 
-    /// When the handshake and CONNECT must be done: `limits.connect_timeout_secs` after accept.
+    /// When the handshake and CONNECT must be done: `limits.connect_timeout_secs` after accept
+    /// ([`REFUSED_DEADLINE`] for a socket a per-address limit refused).
     pub fn deadline(&self) -> tokio::time::Instant {
         self.deadline
     }
@@ -242,11 +274,5 @@ impl Arrival {
             () = self.place.dismissed() => {}
             _ = self.shutdown.wait_for(|down| *down) => {}
         }
-    }
-}
-
-impl Drop for Arrival {
-    fn drop(&mut self) {
-        self.broker.admission.pending.leave(&self.place);
     }
 }
