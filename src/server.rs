@@ -165,7 +165,7 @@ async fn accept_loop(listener: Listener, broker: Arc<Broker>) {
                 };
                 // Boxed, and made before the task: the TLS and WebSocket handshakes are large
                 // state machines.
-                let handshake = Box::pin(pending.handshake(max_message));
+                let handshake = Box::pin(pending.handshake(max_message, arrival.read_budget()));
                 tokio::spawn(async move {
                     // Read from the arrival, not captured: a captured value is kept for the
                     // connection's whole life.

@@ -28,6 +28,7 @@ use tokio::sync::watch;
 
 use crate::config::Limits;
 use crate::protocol::reason;
+use crate::transport::ReadBudget;
 
 use super::Broker;
 use super::connect::Refusal;
@@ -39,6 +40,12 @@ use super::per_ip::{Exceeded, PerIp};
 /// that its refusal answers: a client sends CONNECT within a round trip of connecting, and a
 /// silent one is owed no wait.
 const REFUSED_DEADLINE: Duration = Duration::from_secs(1);
+
+/// What a TLS or WebSocket socket may send before its CONNECT is accepted besides the CONNECT
+/// (`limits.max_connect_size`): its handshakes, framing and read-ahead. 64 KiB is what rustls
+/// allows a TLS handshake message and tungstenite an HTTP upgrade request, and some fifty times
+/// what a usual client sends for both.
+const HANDSHAKE_BYTES: usize = 64 * 1024;
 
 /// Sockets refused by a per-address limit that wait for their CONNECT at once. Enough for the
 /// clients of a busy address to learn why they were refused, few enough that a flood of them
@@ -119,6 +126,8 @@ impl Broker {
             deadline: tokio::time::Instant::now() + wait,
             refusal,
             place,
+            max_connect: self.max_connect_size(),
+            budget: None,
             shutdown: self.shutdown.subscribe(),
         };
         Some((counted, Box::new(arrival)))
@@ -151,6 +160,14 @@ impl Broker {
     /// `limits.max_connections` bounds.
     pub fn connected_count(&self) -> usize {
         self.admission.connected.load(Ordering::Relaxed)
+    }
+
+    /// The largest CONNECT taken: `limits.max_connect_size`, or `limits.max_packet_size` if
+    /// that is smaller.
+    pub(super) fn max_connect_size(&self) -> u32 {
+        self.limits
+            .max_connect_size
+            .min(self.limits.max_packet_size)
     }
 
     /// Sockets that have not completed CONNECT: what `limits.max_pending_connections` bounds.
@@ -247,6 +264,10 @@ pub struct Arrival {
     deadline: tokio::time::Instant,
     refusal: Option<Refusal>,
     place: Place,
+    /// The largest CONNECT taken ([`Broker::max_connect_size`]).
+    max_connect: u32,
+    /// What a TLS or WebSocket socket may still send, once [`Arrival::read_budget`] made it.
+    budget: Option<ReadBudget>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -259,6 +280,24 @@ impl Arrival {
     /// ([`REFUSED_DEADLINE`] for a socket a per-address limit refused).
     pub fn deadline(&self) -> tokio::time::Instant {
         self.deadline
+    }
+
+    /// The bytes the socket may send through its TLS and WebSocket layers until its CONNECT
+    /// is accepted (then [`Arrival::accepted`] lifts it): the largest CONNECT and
+    /// [`HANDSHAKE_BYTES`]. So the layers under MQTT, which buffer what they read until it
+    /// makes a whole record or message, hold no more for a socket that has proved nothing.
+    pub fn read_budget(&mut self) -> ReadBudget {
+        let connect = usize::try_from(self.max_connect).unwrap_or(usize::MAX);
+        let budget = ReadBudget::new(connect.saturating_add(HANDSHAKE_BYTES));
+        self.budget = Some(budget.clone());
+        budget
+    }
+
+    /// The socket's CONNECT was accepted: it may send without the bound of its read budget.
+    pub(super) fn accepted(&self) {
+        if let Some(budget) = &self.budget {
+            budget.lift();
+        }
     }
 
     /// The refusal a per-address limit decided at accept, taken once.

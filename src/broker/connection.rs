@@ -31,7 +31,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::protocol::{self, DecodeError, Disconnect, Packet, ProtocolVersion, reason};
-use crate::transport::{Duplex, MessageTooLarge};
+use crate::transport::{BudgetSpent, Duplex, MessageTooLarge};
 
 use super::Broker;
 use super::admission::{Arrival, Counted};
@@ -110,7 +110,9 @@ where
 {
     let broker = Arc::clone(count.broker());
     let peer = arrival.peer();
-    let mut reader = PacketReader::new(read_half, broker.limits.max_packet_size);
+    // The CONNECT has a bound of its own (`limits.max_connect_size`): the most a socket that
+    // has proved nothing can make the broker hold.
+    let mut reader = PacketReader::new(read_half, broker.max_connect_size());
 
     let first = tokio::select! {
         first = tokio::time::timeout_at(arrival.deadline(), reader.next(ProtocolVersion::V311)) => first,
@@ -137,9 +139,37 @@ where
             broker.stats.protocol_errors.inc();
             return None;
         }
+        Ok(Err(ReadError::Decode(error @ DecodeError::PacketTooLarge { .. }))) => {
+            tracing::info!(%peer, %error, "CONNECT larger than limits.max_connect_size; refused");
+            broker.stats.connections_refused.inc();
+            // Only 5.0 has a code for it; the version is read from the CONNECT's first bytes.
+            if protocol::connect_version(&reader.buf) == Some(ProtocolVersion::V5) {
+                let refusal = connect::Refusal {
+                    code: reason::PACKET_TOO_LARGE,
+                    why: "CONNECT larger than the broker takes (limits.max_connect_size)",
+                };
+                let connack = Packet::ConnAck(refusal.connack(ProtocolVersion::V5));
+                let version = ProtocolVersion::V5;
+                refuse(
+                    &mut reader.io,
+                    &mut write_half,
+                    &connack,
+                    version,
+                    &mut arrival,
+                )
+                .await;
+            }
+            return None;
+        }
         Ok(Err(ReadError::Decode(error))) => {
             tracing::info!(%peer, %error, "malformed CONNECT; closing");
             broker.stats.protocol_errors.inc();
+            return None;
+        }
+        Ok(Err(ReadError::Io(error))) if is_budget_spent(&error) => {
+            // A TLS or WebSocket socket that sent more than a CONNECT's worth before one.
+            tracing::info!(%peer, %error, "closed before CONNECT (limits.max_connect_size)");
+            broker.stats.connections_refused.inc();
             return None;
         }
         Ok(Ok(None) | Err(ReadError::Io(_))) => return None,
@@ -164,6 +194,8 @@ where
                     // hundred bytes in the log subscriber for as long as it lasts. The lines
                     // a connection logs name the client themselves.
                     tracing::debug!(client_id = %terms.client_id, %peer, "CONNECT accepted");
+                    arrival.accepted();
+                    reader.set_max_packet_size(broker.limits.max_packet_size);
                     // Boxed: the connected phase keeps its arguments for its whole life, and
                     // the terms are only needed at its start.
                     return Some((Box::new(terms), reader, write_half));
@@ -562,6 +594,14 @@ async fn linger<R: AsyncRead + Unpin>(reader: &mut R) {
     let _ = tokio::time::timeout(LINGER, discard).await;
 }
 
+/// Whether a read failed because the socket sent more than its read budget before its
+/// CONNECT was accepted (see [`Arrival::read_budget`]).
+fn is_budget_spent(error: &std::io::Error) -> bool {
+    error
+        .get_ref()
+        .is_some_and(|cause| cause.is::<BudgetSpent>())
+}
+
 /// Why reading a packet failed.
 enum ReadError {
     Io(std::io::Error),
@@ -595,13 +635,20 @@ struct PacketReader<R> {
 
 impl<R: AsyncRead + Unpin> PacketReader<R> {
     fn new(io: R, max_packet_size: u32) -> Self {
-        PacketReader {
+        let mut reader = PacketReader {
             io,
             buf: BytesMut::new(),
             fresh: false,
             chunk: MIN_READ_CHUNK,
-            max_packet_size: usize::try_from(max_packet_size).unwrap_or(usize::MAX),
-        }
+            max_packet_size: 0,
+        };
+        reader.set_max_packet_size(max_packet_size);
+        reader
+    }
+
+    /// Bounds the packets read from now on.
+    fn set_max_packet_size(&mut self, max_packet_size: u32) {
+        self.max_packet_size = usize::try_from(max_packet_size).unwrap_or(usize::MAX);
     }
 
     /// The next packet, or `None` at the end of the stream. Cancel-safe: bytes read are kept
