@@ -223,8 +223,8 @@ pub struct ClusterConfig {
     pub max_peers: usize,
     /// Filters one peer may declare interest in; past it the route is closed.
     pub max_peer_interest: usize,
-    /// Route connections in their handshake (not yet authenticated) at once; past it a new
-    /// one is closed as soon as it is accepted.
+    /// Route connections in their handshake (not yet authenticated) at once; when all places
+    /// are taken, a new one closes the oldest handshake to make room.
     pub max_pending_routes: usize,
     /// How a consumer group picks its member: "random", "round_robin" or "prefer_local".
     pub group_strategy: String,

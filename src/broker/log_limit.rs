@@ -1,7 +1,8 @@
 //! Log lines for events that an attacker can repeat at will (sockets refused or evicted by
-//! the admission limits): at most one line a second per kind of event, each saying how many
-//! were held back since the last, so a flood cannot flood the log too. The counters in
-//! [`super::Stats`] still count every one.
+//! the admission limits, CONNECTs refused, failed handshakes; on the route port, connections
+//! evicted and refused, invalid items from peers): at most one line a second per kind of
+//! event, each saying how many were held back since the last, so a flood cannot flood the log
+//! too. The counters ([`super::Stats`], the cluster's) still count every one.
 
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ const INTERVAL: Duration = Duration::from_secs(1);
 
 /// Lets one kind of log line through at most once per [`INTERVAL`].
 #[derive(Default)]
-pub(super) struct LogLimit {
+pub(crate) struct LogLimit {
     state: Mutex<State>,
 }
 
