@@ -227,3 +227,60 @@ async fn a_peer_joins_while_more_than_max_pending_routes_silent_connections_are_
     drop(silent);
     pub_sub_works(&nodes[0], "after-silent-loops").await;
 }
+
+/// Lines a log limited to one a second may hold for a run of `elapsed`, with one for the
+/// second it started in and one for where the count of seconds rounds down.
+fn lines_within(elapsed: Duration) -> usize {
+    elapsed.as_secs() as usize + 2
+}
+
+/// Whoever floods the route port with connections that fail their handshake, or a peer with
+/// invalid items, cannot flood the log: each kind of line is written at most once a second,
+/// with the number held back. (Before: a line per failed handshake, and a line per power of
+/// two of invalid items.)
+#[tokio::test]
+async fn failed_handshakes_and_invalid_items_do_not_flood_the_log() {
+    const FLOOD: usize = 300;
+    let node = Node::start(NodeSpec::new("node1", &[])).await;
+    let started = Instant::now();
+    for _ in 0..FLOOD {
+        let mut stream = TcpStream::connect(node.route_addr())
+            .await
+            .expect("connect");
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("written");
+        closed_after(&mut stream, started).await;
+    }
+    let mut peer = RoutePeer::connect(node.route_addr(), "peer", "test", "s3cret", None).await;
+    for _ in 0..FLOOD {
+        peer.interest("a/#/b").await;
+    }
+    // Applied in order: once this valid one is, every invalid one before it was refused.
+    peer.interest("ok/#").await;
+    let mut publisher = node.client("probe").await;
+    while publisher
+        .publish("ok/1", b"", QoS::AtLeastOnce, false)
+        .await
+        == reason::NO_MATCHING_SUBSCRIBERS
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "interest never applied"
+        );
+    }
+    let allowed = lines_within(started.elapsed());
+    let log = node.log();
+    for line in ["route refused", "invalid item from a peer refused"] {
+        let written = log.matches(line).count();
+        assert!(
+            (1..=allowed).contains(&written),
+            "{written} lines of {line:?} for {FLOOD} events (at most {allowed}):\n{log}"
+        );
+    }
+    assert!(
+        log.contains("held_back="),
+        "the lines say how many were held back"
+    );
+}

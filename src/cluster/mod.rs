@@ -129,6 +129,8 @@ struct Logs {
     evicted: LogLimit,
     /// Handshakes that failed.
     refused: LogLimit,
+    /// Invalid items from authenticated peers.
+    invalid: LogLimit,
 }
 
 /// A bound route listener, not yet accepting.
