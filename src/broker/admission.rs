@@ -28,7 +28,7 @@ use tokio::sync::watch;
 
 use crate::config::Limits;
 use crate::protocol::reason;
-use crate::transport::ReadBudget;
+use crate::transport::{ReadBudget, TransportError};
 
 use super::Broker;
 use super::connect::Refusal;
@@ -63,8 +63,27 @@ pub(super) struct Admission {
     refused_waiting: Arc<PendingSet>,
     /// `None` when both per-address limits are off.
     per_ip: Option<PerIp>,
-    evicted_log: LogLimit,
-    refused_log: LogLimit,
+    pub logs: Logs,
+}
+
+/// The log lines of the connection phase, which anyone who can connect can repeat at will:
+/// each kind is let through at most once a second ([`LogLimit`]).
+#[derive(Default)]
+pub(super) struct Logs {
+    /// Pending sockets closed to make room for newer ones.
+    pub evicted: LogLimit,
+    /// Sockets refused by a per-address limit.
+    pub refused_per_ip: LogLimit,
+    /// TLS and WebSocket handshakes that failed or timed out.
+    pub handshake_failed: LogLimit,
+    /// CONNECTs refused with a reason: a limit, the protocol version, the client id, no room
+    /// for a session.
+    pub connect_refused: LogLimit,
+    /// Sockets closed for what they sent instead of a CONNECT the broker could take: another
+    /// packet, a malformed one, too many bytes.
+    pub connect_invalid: LogLimit,
+    /// Sockets that sent no CONNECT in time.
+    pub connect_timed_out: LogLimit,
 }
 
 impl Admission {
@@ -75,8 +94,7 @@ impl Admission {
             pending: PendingSet::new(limits.max_pending_connections),
             refused_waiting: PendingSet::new(MAX_REFUSED_WAITING),
             per_ip: PerIp::new(limits),
-            evicted_log: LogLimit::default(),
-            refused_log: LogLimit::default(),
+            logs: Logs::default(),
         }
     }
 }
@@ -122,6 +140,7 @@ impl Broker {
             connected: false,
         };
         let arrival = Arrival {
+            broker: Arc::clone(self),
             peer,
             deadline: tokio::time::Instant::now() + wait,
             refusal,
@@ -139,7 +158,7 @@ impl Broker {
         let (place, evicted) = self.admission.pending.enter();
         if evicted {
             self.stats.pending_evicted.inc();
-            if let Some(held_back) = self.admission.evicted_log.allow() {
+            if let Some(held_back) = self.admission.logs.evicted.allow() {
                 tracing::warn!(
                     held_back,
                     "limits.max_pending_connections reached: closed the oldest connection \
@@ -186,7 +205,7 @@ impl Broker {
                 "limits.max_connect_rate_per_ip"
             }
         };
-        if let Some(held_back) = self.admission.refused_log.allow() {
+        if let Some(held_back) = self.admission.logs.refused_per_ip.allow() {
             tracing::warn!(%ip, limit = key, held_back, "connection refused: per-address limit");
         }
     }
@@ -260,6 +279,7 @@ impl Drop for Counted {
 /// A socket until its CONNECT is answered (see the module doc). Dropping it gives its place
 /// back.
 pub struct Arrival {
+    broker: Arc<Broker>,
     peer: SocketAddr,
     deadline: tokio::time::Instant,
     refusal: Option<Refusal>,
@@ -297,6 +317,21 @@ impl Arrival {
     pub(super) fn accepted(&self) {
         if let Some(budget) = &self.budget {
             budget.lift();
+        }
+    }
+
+    /// Its TLS or WebSocket handshake failed: logged, at most once a second.
+    pub fn handshake_failed(&self, error: &TransportError) {
+        if let Some(held_back) = self.broker.admission.logs.handshake_failed.allow() {
+            tracing::info!(peer = %self.peer, %error, held_back, "handshake failed");
+        }
+    }
+
+    /// Its TLS or WebSocket handshake did not finish by the deadline: logged, at most once a
+    /// second (with the failed ones).
+    pub fn handshake_timed_out(&self) {
+        if let Some(held_back) = self.broker.admission.logs.handshake_failed.allow() {
+            tracing::info!(peer = %self.peer, held_back, "handshake timed out");
         }
     }
 

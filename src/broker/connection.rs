@@ -135,12 +135,17 @@ where
         }
         Ok(Ok(Some(other))) => {
             // MQTT-3.1.0-1: the first packet must be CONNECT.
-            tracing::info!(%peer, packet = other.name(), "first packet is not CONNECT; closing");
+            if let Some(held_back) = broker.admission.logs.connect_invalid.allow() {
+                let packet = other.name();
+                tracing::info!(%peer, packet, held_back, "first packet is not CONNECT; closing");
+            }
             broker.stats.protocol_errors.inc();
             return None;
         }
         Ok(Err(ReadError::Decode(error @ DecodeError::PacketTooLarge { .. }))) => {
-            tracing::info!(%peer, %error, "CONNECT larger than limits.max_connect_size; refused");
+            if let Some(held_back) = broker.admission.logs.connect_refused.allow() {
+                tracing::info!(%peer, %error, held_back, "CONNECT larger than limits.max_connect_size; refused");
+            }
             broker.stats.connections_refused.inc();
             // Only 5.0 has a code for it; the version is read from the CONNECT's first bytes.
             if protocol::connect_version(&reader.buf) == Some(ProtocolVersion::V5) {
@@ -162,19 +167,25 @@ where
             return None;
         }
         Ok(Err(ReadError::Decode(error))) => {
-            tracing::info!(%peer, %error, "malformed CONNECT; closing");
+            if let Some(held_back) = broker.admission.logs.connect_invalid.allow() {
+                tracing::info!(%peer, %error, held_back, "malformed CONNECT; closing");
+            }
             broker.stats.protocol_errors.inc();
             return None;
         }
         Ok(Err(ReadError::Io(error))) if is_budget_spent(&error) => {
             // A TLS or WebSocket socket that sent more than a CONNECT's worth before one.
-            tracing::info!(%peer, %error, "closed before CONNECT (limits.max_connect_size)");
+            if let Some(held_back) = broker.admission.logs.connect_invalid.allow() {
+                tracing::info!(%peer, %error, held_back, "closed before CONNECT (limits.max_connect_size)");
+            }
             broker.stats.connections_refused.inc();
             return None;
         }
         Ok(Ok(None) | Err(ReadError::Io(_))) => return None,
         Err(_) => {
-            tracing::info!(%peer, "no CONNECT within limits.connect_timeout_secs; closing");
+            if let Some(held_back) = broker.admission.logs.connect_timed_out.allow() {
+                tracing::info!(%peer, held_back, "no CONNECT within limits.connect_timeout_secs; closing");
+            }
             return None;
         }
     };
@@ -202,7 +213,10 @@ where
                 }
                 Err(refusal) => {
                     count.disconnect();
-                    tracing::info!(%peer, why = refusal.why, code = refusal.code, "CONNECT refused");
+                    if let Some(held_back) = broker.admission.logs.connect_refused.allow() {
+                        let (why, code) = (refusal.why, refusal.code);
+                        tracing::info!(%peer, why, code, held_back, "CONNECT refused");
+                    }
                     refusal
                 }
             }
@@ -502,7 +516,10 @@ async fn refuse_session<W: AsyncWrite + Unpin>(
     terms: &Terms,
     refusal: &connect::Refusal,
 ) {
-    tracing::info!(client_id = %terms.client_id, why = refusal.why, code = refusal.code, "CONNECT refused");
+    if let Some(held_back) = broker.admission.logs.connect_refused.allow() {
+        let (why, code) = (refusal.why, refusal.code);
+        tracing::info!(client_id = %terms.client_id, why, code, held_back, "CONNECT refused");
+    }
     broker.stats.connections_refused.inc();
     let mut buf = BytesMut::new();
     let connack = Packet::ConnAck(refusal.connack(terms.version));
@@ -518,7 +535,9 @@ async fn refuse_session<W: AsyncWrite + Unpin>(
 /// The answer to a CONNECT whose protocol level we do not speak (MQTT-3.1.2-2), in the format
 /// the client most likely reads: 5.0 for a newer level, 3.1.1 otherwise.
 fn refuse_version(level: u8, broker: &Broker) -> (Packet, ProtocolVersion) {
-    tracing::info!(level, "unsupported protocol level; refusing");
+    if let Some(held_back) = broker.admission.logs.connect_refused.allow() {
+        tracing::info!(level, held_back, "unsupported protocol level; refusing");
+    }
     broker.stats.connections_refused.inc();
     let refusal = connect::Refusal {
         code: reason::UNSUPPORTED_PROTOCOL_VERSION,

@@ -325,3 +325,88 @@ async fn tls_handshakes_left_hanging_cost_a_bounded_amount_each() {
         .await;
     drop(held);
 }
+
+/// Sockets in each kind of the log flood below.
+const LOG_FLOOD: usize = 300;
+
+/// Memory: the flood's sockets are all gone by the verdict.
+const LOG_FLOOD_RSS_BOUND: u64 = 16 * MIB;
+
+/// Lines a log limited to one a second may hold for a run of `elapsed`: one for the second it
+/// started in, and one for where the count of seconds rounds down.
+fn lines_within(elapsed: Duration) -> usize {
+    elapsed.as_secs() as usize + 2
+}
+
+/// Sends `bytes` on a new socket to `addr` and waits until the broker closes it, reading what
+/// it answers.
+async fn send_until_closed(addr: std::net::SocketAddr, bytes: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let _ = stream.write_all(bytes).await;
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(WAIT, stream.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the broker keeps a socket it refused");
+}
+
+/// Every way a connection can be refused before it is a client, repeated by a flood: each
+/// kind of log line is written at most once a second, with the number held back, instead of
+/// once per connection. (Before: a line for every refused CONNECT, malformed first packet,
+/// failed TLS handshake and socket that timed out.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connections_do_not_flood_the_log() {
+    // The pair takes two places, a holder the third, so every CONNECT of the flood is refused.
+    let spec = Spec::new("log-flood")
+        .tls()
+        .limit("max_connections", 3)
+        .limit("connect_timeout_secs", 1);
+    let mut broker = RealBroker::start(spec).await;
+    let watch = Watch::start(&broker).await;
+    let _holder = TestClient::v5(broker.addr(), "holder").await;
+    let started = std::time::Instant::now();
+    let mut connect = bytes::BytesMut::new();
+    let refused = connect_packet(ProtocolVersion::V5, "refused");
+    let packet = supermq::protocol::Packet::Connect(Box::new(refused));
+    supermq::protocol::encode(&packet, ProtocolVersion::V5, &mut connect).expect("encode");
+    let floods: [(&str, std::net::SocketAddr, Vec<u8>); 4] = [
+        ("CONNECT refused", broker.addr(), connect.to_vec()),
+        (
+            "first packet is not CONNECT",
+            broker.addr(),
+            vec![0xC0, 0x00],
+        ),
+        (
+            "unsupported protocol level",
+            broker.addr(),
+            crate::common::raw_connect(b"MQTT", 9, false, "c"),
+        ),
+        (
+            "handshake failed",
+            broker.tls_addr(),
+            b"not a ClientHello".to_vec(),
+        ),
+    ];
+    for (_, addr, bytes) in &floods {
+        futures_util::future::join_all((0..LOG_FLOOD).map(|_| send_until_closed(*addr, bytes)))
+            .await;
+    }
+    // Silent ones, closed at connect_timeout_secs.
+    futures_util::future::join_all((0..LOG_FLOOD).map(|_| send_until_closed(broker.addr(), &[])))
+        .await;
+    let allowed = lines_within(started.elapsed());
+    let log = broker.log();
+    let lines = floods
+        .iter()
+        .map(|(line, _, _)| *line)
+        .chain(["no CONNECT within limits.connect_timeout_secs"]);
+    for line in lines {
+        let written = log.matches(line).count();
+        assert!(
+            (1..=allowed).contains(&written),
+            "{written} lines of {line:?} for {LOG_FLOOD} connections (at most {allowed})"
+        );
+    }
+    watch
+        .verdict(&mut broker, Rss::Peak, LOG_FLOOD_RSS_BOUND)
+        .await;
+}

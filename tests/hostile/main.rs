@@ -29,7 +29,8 @@
 //!   descriptors and do not lock out a client that sends CONNECT; a socket that sends part of
 //!   a CONNECT holds at most about twice `limits.max_connect_size`, over TCP and WebSocket
 //!   alike, and a TLS handshake left hanging a bounded amount; a WebSocket message larger than
-//!   `max_packet_size` closes the connection;
+//!   `max_packet_size` closes the connection; a flood of refused connections writes a log line
+//!   a second per kind, not one per connection;
 //! - [`route`]: an INTEREST frame of 65,535 `/` after a valid handshake, and a handshake frame
 //!   claiming 1 GiB, do not crash the node.
 //!
