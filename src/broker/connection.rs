@@ -1,8 +1,9 @@
 //! One client connection, from the first byte to the close.
 //!
 //! [`serve`] reads CONNECT (by the deadline set at accept, while the socket is pending: see
-//! [`super::admission`]), negotiates, attaches the session, and then runs two halves side by
-//! side in the connection's one task:
+//! [`super::admission`]; a CONNECT larger than `limits.max_connect_size` is refused from its
+//! fixed header, so a socket that has proved nothing holds little), negotiates, attaches the
+//! session, and then runs two halves side by side in the connection's one task:
 //! - the reader decodes packets and handles them ([`super::inbound`]), and notes when the
 //!   client was last heard from (keep alive is checked by [`super::keepalive`]);
 //! - the writer sends what the reader and the publishers queued: control packets from the

@@ -24,21 +24,38 @@ const LIFTED: usize = usize::MAX;
 /// The bytes a connection may still send; shared between the broker, which lifts it, and the
 /// socket, which spends it.
 #[derive(Clone, Debug)]
-pub struct ReadBudget(Arc<AtomicUsize>);
+pub struct ReadBudget(Arc<Budget>);
+
+#[derive(Debug)]
+struct Budget {
+    /// Bytes left, or [`LIFTED`].
+    left: AtomicUsize,
+    /// Bytes given, for the error.
+    given: usize,
+}
 
 impl ReadBudget {
     pub fn new(bytes: usize) -> ReadBudget {
-        ReadBudget(Arc::new(AtomicUsize::new(bytes.min(LIFTED - 1))))
+        let given = bytes.min(LIFTED - 1);
+        ReadBudget(Arc::new(Budget {
+            left: AtomicUsize::new(given),
+            given,
+        }))
     }
 
     /// Lets the connection send without bound from now on.
     pub fn lift(&self) {
-        self.0.store(LIFTED, Ordering::Relaxed);
+        self.0.left.store(LIFTED, Ordering::Relaxed);
+    }
+
+    fn left(&self) -> usize {
+        self.0.left.load(Ordering::Relaxed)
     }
 
     /// Takes `n` bytes read; `false` if the budget was lifted meanwhile.
     fn spend(&self, n: usize) -> bool {
         self.0
+            .left
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
                 (left != LIFTED).then(|| left.saturating_sub(n))
             })
@@ -59,17 +76,13 @@ pub(super) struct Budgeted<S> {
     /// `None` once the budget was seen lifted: the connection's whole life after CONNECT then
     /// holds neither the budget nor its check.
     budget: Option<ReadBudget>,
-    /// The budget as given, for the error.
-    given: usize,
 }
 
 impl<S> Budgeted<S> {
     pub fn new(inner: S, budget: ReadBudget) -> Budgeted<S> {
-        let given = budget.0.load(Ordering::Relaxed);
         Budgeted {
             inner,
             budget: Some(budget),
-            given,
         }
     }
 }
@@ -81,16 +94,18 @@ impl<S: AsyncRead + Unpin> AsyncRead for Budgeted<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        let left = match &this.budget {
-            Some(budget) => budget.0.load(Ordering::Relaxed),
-            None => LIFTED,
+        let Some(budget) = &this.budget else {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
         };
+        let left = budget.left();
         if left == LIFTED {
             this.budget = None;
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
         if left == 0 {
-            let spent = BudgetSpent { budget: this.given };
+            let spent = BudgetSpent {
+                budget: budget.0.given,
+            };
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, spent)));
         }
         // Read no more than is left, so that no layer above ever holds more than the budget.
