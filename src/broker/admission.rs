@@ -43,7 +43,7 @@ const REFUSED_DEADLINE: Duration = Duration::from_secs(1);
 
 /// What a TLS or WebSocket socket may send before its CONNECT is accepted besides the CONNECT
 /// (`limits.max_connect_size`): its handshakes, framing and read-ahead. 64 KiB is what rustls
-/// allows a TLS handshake message and tungstenite an HTTP upgrade request, and some fifty times
+/// allows a TLS handshake message and tungstenite an HTTP upgrade request, and dozens of times
 /// what a usual client sends for both.
 const HANDSHAKE_BYTES: usize = 64 * 1024;
 
@@ -63,6 +63,7 @@ pub(super) struct Admission {
     refused_waiting: Arc<PendingSet>,
     /// `None` when both per-address limits are off.
     per_ip: Option<PerIp>,
+    /// The connection phase's log lines.
     pub logs: Logs,
 }
 
