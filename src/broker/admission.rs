@@ -105,7 +105,8 @@ impl Broker {
     /// that a per-address limit refuses may still read its CONNECT and be answered with a
     /// refusing CONNACK (plain TCP); otherwise (TLS, WebSocket) it gets `None` and is to be
     /// closed at once, as the handshake is the very work the limit is there to spare. A
-    /// refused socket also gets `None` when [`MAX_REFUSED_WAITING`] refused ones wait already.
+    /// refused socket also gets `None` when 256 refused ones (`MAX_REFUSED_WAITING`) wait
+    /// already.
     pub fn admit(
         self: &Arc<Self>,
         peer: SocketAddr,
@@ -298,15 +299,15 @@ impl Arrival {
     }
 
     /// When the handshake and CONNECT must be done: `limits.connect_timeout_secs` after accept
-    /// ([`REFUSED_DEADLINE`] for a socket a per-address limit refused).
+    /// (a second, `REFUSED_DEADLINE`, for a socket a per-address limit refused).
     pub fn deadline(&self) -> tokio::time::Instant {
         self.deadline
     }
 
     /// The bytes the socket may send through its TLS and WebSocket layers until its CONNECT
-    /// is accepted (then [`Arrival::accepted`] lifts it): the largest CONNECT and
-    /// [`HANDSHAKE_BYTES`]. So the layers under MQTT, which buffer what they read until it
-    /// makes a whole record or message, hold no more for a socket that has proved nothing.
+    /// is accepted (then it is lifted): the largest CONNECT and 64 KiB (`HANDSHAKE_BYTES`).
+    /// So the layers under MQTT, which buffer what they read until it makes a whole record or
+    /// message, hold no more for a socket that has proved nothing.
     pub fn read_budget(&mut self) -> ReadBudget {
         let connect = usize::try_from(self.max_connect).unwrap_or(usize::MAX);
         let budget = ReadBudget::new(connect.saturating_add(HANDSHAKE_BYTES));

@@ -130,7 +130,7 @@ impl Pending {
     /// `max_message` bounds the WebSocket messages and frames the client may send (the
     /// broker's `limits.max_packet_size`; a larger one fails the read with
     /// [`super::MessageTooLarge`]); other kinds ignore it. Reads from the socket, from the
-    /// handshake on, take from `budget` until the broker lifts it ([`super::read_budget`]).
+    /// handshake on, take from `budget` until the broker lifts it ([`super::ReadBudget`]).
     pub async fn handshake(
         self,
         max_message: usize,
