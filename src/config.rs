@@ -101,6 +101,10 @@ pub struct Limits {
     /// Largest packet accepted from a client, in bytes (5.0 Maximum Packet Size). Also the
     /// largest WebSocket message and frame.
     pub max_packet_size: u32,
+    /// Largest CONNECT accepted, in bytes (Will and password included; at most
+    /// `max_packet_size` counts). It bounds what a socket can make the broker hold before its
+    /// CONNECT is accepted: a larger one is refused from its fixed header.
+    pub max_connect_size: u32,
     /// Seconds a new connection has, from accept, to finish its TLS or WebSocket handshake and
     /// send CONNECT before it is closed.
     pub connect_timeout_secs: u64,
@@ -156,6 +160,7 @@ impl Default for Limits {
         Limits {
             max_connections: 100_000,
             max_packet_size: 1024 * 1024,
+            max_connect_size: 64 * 1024,
             connect_timeout_secs: 10,
             max_pending_connections: 10_000,
             max_connections_per_ip: 0,
@@ -218,8 +223,8 @@ pub struct ClusterConfig {
     pub max_peers: usize,
     /// Filters one peer may declare interest in; past it the route is closed.
     pub max_peer_interest: usize,
-    /// Route connections in their handshake (not yet authenticated) at once; past it a new
-    /// one is closed as soon as it is accepted.
+    /// Route connections in their handshake (not yet authenticated) at once; when all places
+    /// are taken, a new one closes the oldest handshake to make room.
     pub max_pending_routes: usize,
     /// How a consumer group picks its member: "random", "round_robin" or "prefer_local".
     pub group_strategy: String,
@@ -739,6 +744,13 @@ impl Config {
         at_least("limits.max_connections", l.max_connections, 1)?;
         // 268_435_455 is the largest size MQTT's variable byte integer can express.
         between("limits.max_packet_size", l.max_packet_size, 16, 268_435_455)?;
+        // Enough for a CONNECT with the 23-byte client id every server must take, and more.
+        between(
+            "limits.max_connect_size",
+            l.max_connect_size,
+            128,
+            268_435_455,
+        )?;
         at_least("limits.connect_timeout_secs", l.connect_timeout_secs, 1)?;
         at_least(
             "limits.max_pending_connections",

@@ -165,16 +165,16 @@ async fn accept_loop(listener: Listener, broker: Arc<Broker>) {
                 };
                 // Boxed, and made before the task: the TLS and WebSocket handshakes are large
                 // state machines.
-                let handshake = Box::pin(pending.handshake(max_message));
+                let handshake = Box::pin(pending.handshake(max_message, arrival.read_budget()));
                 tokio::spawn(async move {
                     // Read from the arrival, not captured: a captured value is kept for the
                     // connection's whole life.
-                    let (peer, deadline) = (arrival.peer(), arrival.deadline());
+                    let deadline = arrival.deadline();
                     let stream = tokio::select! {
                         done = tokio::time::timeout_at(deadline, handshake) => match done {
                             Ok(Ok(stream)) => stream,
-                            Ok(Err(error)) => return tracing::info!(%peer, %error, "handshake failed"),
-                            Err(_) => return tracing::info!(%peer, "handshake timed out"),
+                            Ok(Err(error)) => return arrival.handshake_failed(&error),
+                            Err(_) => return arrival.handshake_timed_out(),
                         },
                         // Evicted to make room for a newer socket, or shutting down.
                         () = arrival.dismissed() => return,

@@ -10,10 +10,14 @@
 
 mod common;
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use bytes::Bytes;
 use common::*;
-use supermq::protocol::{Packet, Properties, ProtocolVersion, QoS, Unsubscribe, reason};
+use supermq::protocol::{
+    self, Connect, Packet, Properties, ProtocolVersion, QoS, Unsubscribe, reason,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use ProtocolVersion::{V5, V311};
@@ -210,6 +214,109 @@ async fn silent_sockets_count_towards_max_connections_per_ip() {
     assert_eq!(connack.code, reason::QUOTA_EXCEEDED);
 }
 
+/// A socket a per-address limit refuses takes no pending place: however many of them one
+/// address opens, they never close another address's pending socket to make room. (Before,
+/// each one took a pending place for `connect_timeout_secs` and evicted the oldest.) One that
+/// sends CONNECT still gets its refusal.
+#[tokio::test]
+async fn sockets_refused_per_ip_never_evict_another_address_pending_socket() {
+    let broker = TestBroker::start(config_with(|limits| {
+        limits.max_connections_per_ip = 2;
+        limits.max_pending_connections = 3;
+    }))
+    .await;
+    let stats = broker.broker.stats();
+    let mut other = TestClient::open_from(broker.addr, Ipv4Addr::new(127, 0, 0, 2), V5).await;
+    wait_until("the other address's socket is pending", || {
+        broker.broker.pending_count() == 1
+    })
+    .await;
+    // Every pending place is taken now.
+    let _silent = silent_sockets(&broker, 2).await;
+    let mut refused = Vec::new();
+    for _ in 0..20 {
+        refused.push(TestClient::open(broker.addr, V5).await);
+    }
+    // Each of them was either refused or (had it taken a pending place) evicted another.
+    wait_until("twenty sockets taken in", || {
+        stats.refused_per_ip_count.get() + stats.pending_evicted.get() >= 20
+    })
+    .await;
+    assert_eq!(stats.pending_evicted.get(), 0, "no pending socket evicted");
+    assert_eq!(stats.refused_per_ip_count.get(), 20);
+    assert_eq!(broker.broker.pending_count(), 3);
+    other.handshake(connect_packet(V5, "other")).await;
+    other.ping().await;
+    let last = refused.last_mut().expect("twenty");
+    last.send(&Packet::Connect(Box::new(connect_packet(V5, "refused"))))
+        .await;
+    match last.recv().await {
+        Packet::ConnAck(connack) => assert_eq!(connack.code, reason::QUOTA_EXCEEDED),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+/// A socket a per-address limit refused has about a second to send its CONNECT (enough to be
+/// told why), not `connect_timeout_secs`.
+#[tokio::test]
+async fn a_silent_socket_refused_per_ip_is_closed_after_about_a_second() {
+    let broker = TestBroker::start(config_with(|limits| {
+        limits.max_connections_per_ip = 1;
+        limits.connect_timeout_secs = 30;
+    }))
+    .await;
+    let _silent = silent_sockets(&broker, 1).await;
+    let opened = tokio::time::Instant::now();
+    let mut refused = TestClient::open(broker.addr, V5).await;
+    assert_eq!(refused.expect_closed().await, vec![]);
+    let took = opened.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "closed after {took:?}"
+    );
+    assert_eq!(broker.broker.stats().refused_per_ip_count.get(), 1);
+}
+
+/// The sockets refused per address that wait for their CONNECT are few (256 at once, as the
+/// README says); past that a refused socket is closed at once, unanswered.
+#[tokio::test]
+async fn past_256_waiting_refused_sockets_another_refused_one_is_closed_at_once() {
+    const WAITING: usize = 256;
+    const MORE: usize = 10;
+    let broker = TestBroker::start(config_with(|limits| limits.max_connections_per_ip = 1)).await;
+    let _silent = silent_sockets(&broker, 1).await;
+    let opened = tokio::time::Instant::now();
+    let mut refused = Vec::new();
+    for _ in 0..WAITING + MORE {
+        refused.push(TestClient::open(broker.addr, V5).await);
+    }
+    let stats = broker.broker.stats();
+    wait_until("all refused", || {
+        stats.refused_per_ip_count.get() == (WAITING + MORE) as u64
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut closed = 0;
+    for socket in &mut refused {
+        // A closed socket reads its end at once; an open one is silent.
+        if let Received::Closed = socket.recv_within(Duration::ZERO).await {
+            closed += 1;
+        }
+    }
+    // Counted well within the second the waiting ones have, or they could have timed out.
+    let counted = opened.elapsed();
+    assert!(
+        counted < Duration::from_millis(900),
+        "counting took until {counted:?}; too slow a machine for this test"
+    );
+    assert_eq!(
+        closed,
+        MORE,
+        "of {} refused sockets, all but {WAITING} are closed at once",
+        WAITING + MORE
+    );
+}
+
 /// Opens `n` sockets at once (well within one bucket interval), then sends CONNECT on each.
 async fn connect_at_once(broker: &TestBroker, version: ProtocolVersion, n: usize) -> Vec<u8> {
     let mut sockets = Vec::new();
@@ -336,12 +443,98 @@ async fn oversized_packet_is_refused_from_its_fixed_header_alone() {
     client.expect_disconnect(reason::PACKET_TOO_LARGE).await;
 }
 
-/// The same check applies to CONNECT: an oversized one is closed without a CONNACK.
+/// The same check applies to CONNECT: an oversized one whose version is not known yet (only
+/// its fixed header came) is closed without a CONNACK.
 #[tokio::test]
 async fn oversized_connect_is_closed_without_connack() {
     let broker = TestBroker::start(small_packets()).await;
     let mut client = TestClient::open(broker.addr, V311).await;
     client.send_bytes(&[0x10, 0xFF, 0xFF, 0x03]).await;
+    assert_eq!(client.expect_closed().await, vec![]);
+}
+
+/// `limits.max_connect_size` in the CONNECT tests below.
+const MAX_CONNECT: u32 = 1024;
+
+fn small_connects() -> supermq::config::Config {
+    config_with(|limits| limits.max_connect_size = MAX_CONNECT)
+}
+
+/// A CONNECT whose password makes it exactly `size` bytes long (with a user name, which
+/// 3.1.1 requires with a password).
+fn connect_of_size(version: ProtocolVersion, client_id: &str, size: usize) -> Connect {
+    let mut connect = connect_packet(version, client_id);
+    connect.username = Some("user".to_string());
+    connect.password = Some(Bytes::new());
+    let encoded = |connect: &Connect| {
+        let mut out = bytes::BytesMut::new();
+        protocol::encode(
+            &Packet::Connect(Box::new(connect.clone())),
+            version,
+            &mut out,
+        )
+        .expect("encode")
+    };
+    let bare = encoded(&connect);
+    // Past 127 bytes the remaining length takes a second byte.
+    let header = if size > 129 { 1 } else { 0 };
+    connect.password = Some(Bytes::from(vec![b'p'; size - bare - header]));
+    assert_eq!(encoded(&connect), size);
+    connect
+}
+
+/// limits.max_connect_size: a CONNECT larger than it is refused from its fixed header, with
+/// CONNACK 0x95 (packet too large) for a 5.0 client, however much larger `max_packet_size`
+/// is; one of exactly that size connects, and from then on packets up to `max_packet_size`
+/// are taken.
+#[tokio::test]
+async fn a_connect_larger_than_max_connect_size_is_refused_with_0x95() {
+    let broker = TestBroker::start(small_connects()).await;
+    let size = MAX_CONNECT as usize;
+    let (mut refused, connack) =
+        TestClient::connect_with(broker.addr, connect_of_size(V5, "big", size + 1)).await;
+    assert_eq!(connack.code, reason::PACKET_TOO_LARGE);
+    let why = connack.properties.reason_string.as_deref().unwrap_or("");
+    assert!(why.contains("limits.max_connect_size"), "{why}");
+    assert_eq!(refused.expect_closed().await, vec![]);
+    assert_eq!(broker.broker.stats().connections_refused.get(), 1);
+
+    let (mut client, connack) =
+        TestClient::connect_with(broker.addr, connect_of_size(V5, "edge", size)).await;
+    assert_eq!(connack.code, 0, "{connack:?}");
+    client.subscribe("big", AtMostOnce).await;
+    let payload = vec![1u8; 4 * size];
+    client.publish("big", &payload, AtMostOnce, false).await;
+    assert_eq!(client.recv_publish().await.payload.len(), payload.len());
+}
+
+/// A 3.1.1 client has no code for it: its CONNECT is refused by closing the connection.
+#[tokio::test]
+async fn a_3_1_1_connect_larger_than_max_connect_size_is_closed() {
+    let broker = TestBroker::start(small_connects()).await;
+    let size = MAX_CONNECT as usize;
+    let connect = connect_of_size(V311, "big", size + 1);
+    let mut client = TestClient::open(broker.addr, V311).await;
+    client.send(&Packet::Connect(Box::new(connect))).await;
+    assert_eq!(client.expect_closed().await, vec![]);
+    assert_eq!(broker.broker.stats().connections_refused.get(), 1);
+    TestClient::connect_with(broker.addr, connect_of_size(V311, "edge", size)).await;
+}
+
+/// The default (64 KiB) refuses the CONNECT that could hold a pending socket's 1 MiB: the
+/// broker answers its fixed header at once instead of waiting for (and keeping) the rest.
+#[tokio::test]
+async fn by_default_a_connect_of_max_packet_size_is_refused_from_its_header() {
+    let broker = TestBroker::start_default().await;
+    let mut client = TestClient::open(broker.addr, V5).await;
+    // A 5.0 CONNECT announcing 1 MiB - 1: its fixed header, name and level, and no more.
+    let mut start = vec![0x10, 0xFB, 0xFF, 0x3F];
+    start.extend_from_slice(&[0x00, 0x04, b'M', b'Q', b'T', b'T', 5]);
+    client.send_bytes(&start).await;
+    match client.recv().await {
+        Packet::ConnAck(connack) => assert_eq!(connack.code, reason::PACKET_TOO_LARGE),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
     assert_eq!(client.expect_closed().await, vec![]);
 }
 

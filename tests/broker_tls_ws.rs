@@ -200,3 +200,35 @@ async fn websocket_message_larger_than_max_packet_size_gets_disconnect_0x95() {
     watcher.expect_nothing().await;
     assert_eq!(broker.broker.stats().protocol_errors.get(), 1);
 }
+
+/// Before its CONNECT is accepted a WebSocket may send at most `limits.max_connect_size` and
+/// 64 KiB for its handshake: the WebSocket layer buffers a message whole before handing it on,
+/// so the bound is kept below it, on the socket. A 900 KiB frame (within max_packet_size)
+/// that never ends is cut off there, instead of being held until connect_timeout_secs.
+#[tokio::test]
+async fn a_websocket_sending_far_more_than_a_connect_before_it_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = all_transports();
+    config.limits.connect_timeout_secs = 60;
+    let broker = TestBroker::start(config).await;
+    let ws = addr(&broker, Kind::Ws);
+    let tcp = tokio::net::TcpStream::connect(ws).await.expect("connect");
+    let (mut client, _) = tokio_tungstenite::client_async(format!("ws://{ws}/mqtt"), tcp)
+        .await
+        .expect("upgrade");
+    // A masked binary frame announcing 900 KiB (mask key 0: the payload goes as is), and
+    // 200 KiB of it.
+    let mut frame = vec![0x82, 0xFF];
+    frame.extend_from_slice(&(900u64 * 1024).to_be_bytes());
+    frame.extend_from_slice(&[0; 4]);
+    frame.resize(frame.len() + 200 * 1024, 0);
+    let socket = client.get_mut();
+    // The broker may stop reading before all of it is written.
+    let _ = socket.write_all(&frame).await;
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(WAIT, socket.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "a WebSocket that sent 200 KiB of an unfinished frame before CONNECT is still open"
+    );
+}

@@ -202,10 +202,11 @@ async fn a_slow_subscriber_holds_up_neither_the_route_nor_the_other_subscribers(
 }
 
 /// The cluster counts what it refuses from peers: invalid items from an authenticated one
-/// (`refused`) and connections past `cluster.max_pending_routes` (`turned_away`); valid items
-/// are not counted.
+/// (`refused`) and handshakes closed to make room past `cluster.max_pending_routes`
+/// (`pending_evicted`); valid items are not counted.
 #[tokio::test]
-async fn refused_items_and_turned_away_connections_are_counted() {
+async fn refused_items_and_evicted_handshakes_are_counted() {
+    use tokio::io::AsyncReadExt;
     let route = free_port();
     let mut config = node("a", route, &[]);
     config.cluster.max_pending_routes = 1;
@@ -219,14 +220,28 @@ async fn refused_items_and_turned_away_connections_are_counted() {
     peer.message("$SYS/forged", b"").await;
     wait_until("three refusals", || cluster.refused() == 3).await;
 
-    // The peer's handshake is over, so its slot is free again: the first silent connection
-    // takes it (connections are accepted in order), the three after it are turned away.
+    // The peer's handshake is over, so its place is free again: the first silent connection
+    // takes it, and each one after closes the one before (connections are accepted in order).
     let mut silent = Vec::new();
     for _ in 0..4 {
         silent.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
     }
-    wait_until("three turned away", || cluster.turned_away() == 3).await;
+    wait_until("three evicted", || cluster.pending_evicted() == 3).await;
+    let newest = silent.pop().expect("four");
+    for mut oldest in silent {
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(common::WAIT, oldest.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0) | Err(_))),
+            "an evicted one is closed: {read:?}"
+        );
+    }
     tokio::time::sleep(common::QUIET).await;
-    assert_eq!(cluster.turned_away(), 3, "and no more");
+    assert_eq!(cluster.pending_evicted(), 3, "and no more");
+    let mut buf = [0u8; 16];
+    assert!(
+        newest.try_read(&mut buf).is_err(),
+        "the newest is still waiting in its handshake"
+    );
     assert_eq!(cluster.peers(), ["peer"], "the route stayed up");
 }

@@ -1206,6 +1206,29 @@ fn max_packet_size_counts_the_fixed_header() {
     );
 }
 
+/// A CONNECT refused for its size is answered in the client's version, read from its first
+/// bytes: the name and level are there long before the rest.
+#[test]
+fn the_version_of_a_connect_is_read_from_its_first_bytes() {
+    for version in [V31, V311, V5] {
+        let bytes = encoded(&Packet::Connect(Box::new(connect(version, "c"))), version);
+        // Cut after the level byte: header (2), name length (2), name (4 or 6), level (1).
+        let cut = 2 + 2 + if version == V31 { 6 } else { 4 } + 1;
+        assert_eq!(connect_version(&bytes[..cut]), Some(version), "{version:?}");
+        assert_eq!(
+            connect_version(&bytes[..cut - 1]),
+            None,
+            "{version:?} cut short"
+        );
+    }
+    // A 5.0 CONNECT announcing 1 MiB, of which only the start came.
+    assert_eq!(connect_version(&raw("10 80 80 40 'MQTT 05 02")), Some(V5));
+    // Too short, a level we do not speak, a name that is not MQTT's, not a CONNECT.
+    for other in ["10", "10 0a 'MQTT 06", "10 0a 'MQT 05", "30 0a 'MQTT 05"] {
+        assert_eq!(connect_version(&raw(other)), None, "{other}");
+    }
+}
+
 #[test]
 fn garbage_first_byte_is_refused_at_once() {
     // No need to wait for a length when the first byte is already wrong.

@@ -452,6 +452,7 @@ fn limits_are_checked_with_the_key_named() {
     let lower = [
         ("max_connections", 0, 1),
         ("max_packet_size", 15, 16),
+        ("max_connect_size", 127, 128),
         ("connect_timeout_secs", 0, 1),
         ("max_pending_connections", 0, 1),
         ("max_inflight", 0, 1),
@@ -476,6 +477,10 @@ fn limits_are_checked_with_the_key_named() {
     );
     assert_ok("[limits]\nmax_packet_size = 268435455\n");
     assert_file_error(
+        "[limits]\nmax_connect_size = 268435456\n",
+        "limits.max_connect_size: must be between 128 and 268435455, found 268435456",
+    );
+    assert_file_error(
         "[limits]\nmax_topic_length = 65536\n",
         "limits.max_topic_length: must be between 1 and 65535, found 65536",
     );
@@ -498,6 +503,7 @@ fn limits_are_checked_with_the_key_named() {
 fn admission_limits_default_to_a_pending_cap_and_no_per_ip_limits() {
     let limits = assert_ok("").limits;
     assert_eq!(limits.max_pending_connections, 10_000);
+    assert_eq!(limits.max_connect_size, 65_536);
     assert_eq!(limits.max_connections_per_ip, 0, "off");
     assert_eq!(limits.max_connect_rate_per_ip, 0, "off");
     let config = load_from(

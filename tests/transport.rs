@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
-use supermq::transport::{BoxStream, Kind, Listener, MessageTooLarge, TransportError, load_tls};
+use supermq::transport::{
+    BoxStream, BudgetSpent, Kind, Listener, MessageTooLarge, ReadBudget, TransportError, load_tls,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -65,6 +67,11 @@ fn server_tls_with_client_ca() -> Arc<rustls::ServerConfig> {
 /// `limits.max_packet_size`).
 const MAX_MESSAGE: usize = 4096;
 
+/// A read budget no test here reaches, for the tests that are not about it.
+fn unbounded() -> ReadBudget {
+    ReadBudget::new(usize::MAX)
+}
+
 /// The echo harness: accepts connections forever, runs each handshake in its own task (as the
 /// broker will), copies every byte back, and reports how each connection ended: `Ok` at end of
 /// stream, `Err` with the error's text if the handshake or a read failed.
@@ -75,7 +82,7 @@ fn echo(listener: Listener) -> mpsc::UnboundedReceiver<Result<(), String>> {
             let (pending, _peer) = listener.accept().await.unwrap();
             let outcomes = outcomes.clone();
             tokio::spawn(async move {
-                let outcome = match pending.handshake(MAX_MESSAGE).await {
+                let outcome = match pending.handshake(MAX_MESSAGE, unbounded()).await {
                     Ok(stream) => copy_back(stream.0).await.map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
                 };
@@ -101,8 +108,19 @@ async fn copy_back(mut stream: BoxStream) -> std::io::Result<()> {
 /// Accepts one connection and returns its server-side stream, for tests that look at exactly
 /// what the broker would read.
 async fn accept_one(listener: &Listener) -> Result<BoxStream, TransportError> {
+    accept_one_within(listener, unbounded()).await
+}
+
+/// [`accept_one`], with reads from the socket taking from `budget`.
+async fn accept_one_within(
+    listener: &Listener,
+    budget: ReadBudget,
+) -> Result<BoxStream, TransportError> {
     let (pending, _peer) = listener.accept().await.unwrap();
-    pending.handshake(MAX_MESSAGE).await.map(|stream| stream.0)
+    pending
+        .handshake(MAX_MESSAGE, budget)
+        .await
+        .map(|stream| stream.0)
 }
 
 /// Writes `data` and checks it comes back unchanged.
@@ -747,6 +765,47 @@ async fn ws_message_of_small_frames_over_the_maximum_is_a_read_error() {
     let rest = Frame::message(vec![2u8; half + 1], OpCode::Data(Data::Continue), true);
     client.send(Message::Frame(rest)).await.unwrap();
     assert_too_large(&mut server, MAX_MESSAGE + 1).await;
+}
+
+/// Until the broker lifts it, a read budget bounds what the WebSocket layer may read from the
+/// socket, handshake included: a message that would take more fails the read, before it is
+/// buffered whole. Once lifted, the same message goes through.
+#[tokio::test]
+async fn ws_reads_stop_at_the_read_budget_until_it_is_lifted() {
+    const BUDGET: usize = 2048;
+    for lifted in [false, true] {
+        let listener = bind(Kind::Ws, None).await;
+        let addr = listener.local_addr();
+        let budget = ReadBudget::new(BUDGET);
+        let given = budget.clone();
+        let server = tokio::spawn(async move { accept_one_within(&listener, given).await });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (mut client, _) = within("ws handshake", ws_connect(tcp, addr, "/mqtt", Some("mqtt")))
+            .await
+            .unwrap();
+        let mut server = server.await.unwrap().unwrap();
+        if lifted {
+            budget.lift();
+        }
+        // Within the message bound, beyond the budget.
+        client
+            .send(Message::binary(vec![7u8; MAX_MESSAGE]))
+            .await
+            .unwrap();
+        let mut data = vec![0u8; MAX_MESSAGE];
+        let read = within("read", server.read_exact(&mut data)).await;
+        if lifted {
+            read.unwrap();
+            assert!(data.iter().all(|&byte| byte == 7));
+            continue;
+        }
+        let error = read.unwrap_err();
+        let cause = error
+            .get_ref()
+            .and_then(|cause| cause.downcast_ref::<BudgetSpent>())
+            .unwrap_or_else(|| panic!("not a BudgetSpent: {error}"));
+        assert_eq!(cause.budget, BUDGET);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

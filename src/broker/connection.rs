@@ -1,8 +1,9 @@
 //! One client connection, from the first byte to the close.
 //!
 //! [`serve`] reads CONNECT (by the deadline set at accept, while the socket is pending: see
-//! [`super::admission`]), negotiates, attaches the session, and then runs two halves side by
-//! side in the connection's one task:
+//! [`super::admission`]; a CONNECT larger than `limits.max_connect_size` is refused from its
+//! fixed header, so a socket that has proved nothing holds little), negotiates, attaches the
+//! session, and then runs two halves side by side in the connection's one task:
 //! - the reader decodes packets and handles them ([`super::inbound`]), and notes when the
 //!   client was last heard from (keep alive is checked by [`super::keepalive`]);
 //! - the writer sends what the reader and the publishers queued: control packets from the
@@ -32,7 +33,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::protocol::{self, DecodeError, Disconnect, Packet, ProtocolVersion, reason};
-use crate::transport::{Duplex, MessageTooLarge};
+use crate::transport::{BudgetSpent, Duplex, MessageTooLarge};
 
 use super::Broker;
 use super::admission::{Arrival, Counted};
@@ -111,7 +112,9 @@ where
 {
     let broker = Arc::clone(count.broker());
     let peer = arrival.peer();
-    let mut reader = PacketReader::new(read_half, broker.limits.max_packet_size);
+    // The CONNECT has a bound of its own (`limits.max_connect_size`): the most a socket that
+    // has proved nothing can make the broker hold.
+    let mut reader = PacketReader::new(read_half, broker.max_connect_size());
 
     let first = tokio::select! {
         first = tokio::time::timeout_at(arrival.deadline(), reader.next(ProtocolVersion::V311)) => first,
@@ -134,18 +137,57 @@ where
         }
         Ok(Ok(Some(other))) => {
             // MQTT-3.1.0-1: the first packet must be CONNECT.
-            tracing::info!(%peer, packet = other.name(), "first packet is not CONNECT; closing");
+            if let Some(held_back) = broker.admission.logs.connect_invalid.allow() {
+                let packet = other.name();
+                tracing::info!(%peer, packet, held_back, "first packet is not CONNECT; closing");
+            }
             broker.stats.protocol_errors.inc();
             return None;
         }
+        Ok(Err(ReadError::Decode(error @ DecodeError::PacketTooLarge { .. }))) => {
+            if let Some(held_back) = broker.admission.logs.connect_refused.allow() {
+                tracing::info!(%peer, %error, held_back, "CONNECT larger than limits.max_connect_size; refused");
+            }
+            broker.stats.connections_refused.inc();
+            // Only 5.0 has a code for it; the version is read from the CONNECT's first bytes.
+            if protocol::connect_version(&reader.buf) == Some(ProtocolVersion::V5) {
+                let refusal = connect::Refusal {
+                    code: reason::PACKET_TOO_LARGE,
+                    why: "CONNECT larger than the broker takes (limits.max_connect_size)",
+                };
+                let connack = Packet::ConnAck(refusal.connack(ProtocolVersion::V5));
+                let version = ProtocolVersion::V5;
+                refuse(
+                    &mut reader.io,
+                    &mut write_half,
+                    &connack,
+                    version,
+                    &mut arrival,
+                )
+                .await;
+            }
+            return None;
+        }
         Ok(Err(ReadError::Decode(error))) => {
-            tracing::info!(%peer, %error, "malformed CONNECT; closing");
+            if let Some(held_back) = broker.admission.logs.connect_invalid.allow() {
+                tracing::info!(%peer, %error, held_back, "malformed CONNECT; closing");
+            }
             broker.stats.protocol_errors.inc();
+            return None;
+        }
+        Ok(Err(ReadError::Io(error))) if is_budget_spent(&error) => {
+            // A TLS or WebSocket socket that sent more than a CONNECT's worth before one.
+            if let Some(held_back) = broker.admission.logs.connect_invalid.allow() {
+                tracing::info!(%peer, %error, held_back, "closed before CONNECT (limits.max_connect_size)");
+            }
+            broker.stats.connections_refused.inc();
             return None;
         }
         Ok(Ok(None) | Err(ReadError::Io(_))) => return None,
         Err(_) => {
-            tracing::info!(%peer, "no CONNECT within limits.connect_timeout_secs; closing");
+            if let Some(held_back) = broker.admission.logs.connect_timed_out.allow() {
+                tracing::info!(%peer, held_back, "no CONNECT within limits.connect_timeout_secs; closing");
+            }
             return None;
         }
     };
@@ -165,13 +207,18 @@ where
                     // hundred bytes in the log subscriber for as long as it lasts. The lines
                     // a connection logs name the client themselves.
                     tracing::debug!(client_id = %terms.client_id, %peer, "CONNECT accepted");
+                    arrival.accepted();
+                    reader.set_max_packet_size(broker.limits.max_packet_size);
                     // Boxed: the connected phase keeps its arguments for its whole life, and
                     // the terms are only needed at its start.
                     return Some((Box::new(terms), reader, write_half));
                 }
                 Err(refusal) => {
                     count.disconnect();
-                    tracing::info!(%peer, why = refusal.why, code = refusal.code, "CONNECT refused");
+                    if let Some(held_back) = broker.admission.logs.connect_refused.allow() {
+                        let (why, code) = (refusal.why, refusal.code);
+                        tracing::info!(%peer, why, code, held_back, "CONNECT refused");
+                    }
                     refusal
                 }
             }
@@ -560,7 +607,10 @@ async fn refuse_session<W: AsyncWrite + Unpin>(
     terms: &Terms,
     refusal: &connect::Refusal,
 ) {
-    tracing::info!(client_id = %terms.client_id, why = refusal.why, code = refusal.code, "CONNECT refused");
+    if let Some(held_back) = broker.admission.logs.connect_refused.allow() {
+        let (why, code) = (refusal.why, refusal.code);
+        tracing::info!(client_id = %terms.client_id, why, code, held_back, "CONNECT refused");
+    }
     broker.stats.connections_refused.inc();
     let mut buf = BytesMut::new();
     let connack = Packet::ConnAck(refusal.connack(terms.version));
@@ -576,7 +626,9 @@ async fn refuse_session<W: AsyncWrite + Unpin>(
 /// The answer to a CONNECT whose protocol level we do not speak (MQTT-3.1.2-2), in the format
 /// the client most likely reads: 5.0 for a newer level, 3.1.1 otherwise.
 fn refuse_version(level: u8, broker: &Broker) -> (Packet, ProtocolVersion) {
-    tracing::info!(level, "unsupported protocol level; refusing");
+    if let Some(held_back) = broker.admission.logs.connect_refused.allow() {
+        tracing::info!(level, held_back, "unsupported protocol level; refusing");
+    }
     broker.stats.connections_refused.inc();
     let refusal = connect::Refusal {
         code: reason::UNSUPPORTED_PROTOCOL_VERSION,
@@ -652,6 +704,14 @@ async fn linger<R: AsyncRead + Unpin>(reader: &mut R) {
     let _ = tokio::time::timeout(LINGER, discard).await;
 }
 
+/// Whether a read failed because the socket sent more than its read budget before its
+/// CONNECT was accepted (see [`Arrival::read_budget`]).
+fn is_budget_spent(error: &std::io::Error) -> bool {
+    error
+        .get_ref()
+        .is_some_and(|cause| cause.is::<BudgetSpent>())
+}
+
 /// Why reading a packet failed.
 enum ReadError {
     Io(std::io::Error),
@@ -685,13 +745,20 @@ struct PacketReader<R> {
 
 impl<R: AsyncRead + Unpin> PacketReader<R> {
     fn new(io: R, max_packet_size: u32) -> Self {
-        PacketReader {
+        let mut reader = PacketReader {
             io,
             buf: BytesMut::new(),
             fresh: false,
             chunk: MIN_READ_CHUNK,
-            max_packet_size: usize::try_from(max_packet_size).unwrap_or(usize::MAX),
-        }
+            max_packet_size: 0,
+        };
+        reader.set_max_packet_size(max_packet_size);
+        reader
+    }
+
+    /// Bounds the packets read from now on.
+    fn set_max_packet_size(&mut self, max_packet_size: u32) {
+        self.max_packet_size = usize::try_from(max_packet_size).unwrap_or(usize::MAX);
     }
 
     /// The next packet, or `None` at the end of the stream. Cancel-safe: bytes read are kept

@@ -2,8 +2,9 @@
 //!
 //! [`Broker`] is the state shared by all connections; [`serve`] runs one client connection
 //! against it. How the parts fit:
-//! - `admission` takes sockets on and counts them (`pending`: those without CONNECT yet;
-//!   `per_ip`: limits per client address; `log_limit`: log lines a flood cannot flood);
+//! - `admission` takes sockets on and counts them (`pending`: those without CONNECT yet, a
+//!   bounded set the cluster uses for its route handshakes too; `per_ip`: limits per client
+//!   address; `log_limit`: log lines a flood cannot flood, the cluster's too);
 //! - `connection` reads packets, drives the session, and writes packets back; `inbound` is
 //!   what each packet from a client does;
 //! - `session` is what the broker remembers about a client (subscriptions, queue, in-flight);
@@ -64,6 +65,8 @@ pub use expiry::run as expire_sessions;
 pub(crate) use flow::Backlog;
 pub use groups::{Choice, Strategy, choose};
 pub use keepalive::sweep as keep_alive_sweep;
+pub(crate) use log_limit::LogLimit;
+pub(crate) use pending::PendingSet;
 pub use stats::{Counter, Stats};
 
 pub use message::Message;

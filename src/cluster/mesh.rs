@@ -11,9 +11,14 @@
 //! - On registration a route gets the full local interest and the retained messages, and the
 //!   other peers are told its address; on its end, everything learned from it goes with it.
 //! - Before a peer has proved the secret it costs a bounded amount: at most
-//!   `cluster.max_pending_routes` handshakes run at once (a connection past it is closed at
-//!   once, counted in [`Cluster::turned_away`]), each within `cluster.heartbeat_timeout_ms`
-//!   and with frames of at most 64 KiB.
+//!   `cluster.max_pending_routes` handshakes run at once, each within
+//!   `cluster.heartbeat_timeout_ms` and with frames of at most 64 KiB. When all places are
+//!   taken, the oldest handshake is closed to make room for the new connection (counted in
+//!   [`Cluster::pending_evicted`]), as for MQTT sockets without CONNECT: a peer's handshake
+//!   takes a round trip or two, so the oldest is the one most likely never to finish, and a
+//!   peer gets in unless that many newer connections arrive before its handshake is done.
+//!   (Closing the newest instead let whoever held every place, retaking each as it timed out,
+//!   keep every peer out.)
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,7 +28,8 @@ use std::time::Duration;
 use tokio::io::AsyncRead;
 use tokio::io::AsyncWrite;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+
+use crate::broker::PendingSet;
 
 use super::frame::{Frame, Info, MAX_INFO_PEERS_BYTES};
 use super::handshake::{self, HandshakeError};
@@ -31,11 +37,11 @@ use super::route::{self, Route, RouteEnd};
 use super::{Cluster, State, validate};
 
 /// Accepts routes until the node shuts down. At most `cluster.max_pending_routes` handshakes
-/// run at once; a connection past that is closed as soon as it is accepted, so strangers on
-/// the route port hold a bounded number of tasks, sockets and handshake buffers.
+/// run at once; a new connection closes the oldest of them when all places are taken, so
+/// strangers on the route port hold a bounded number of tasks, sockets and handshake buffers.
 pub async fn accept_loop(cluster: Arc<Cluster>, listener: TcpListener) {
     let mut closing = cluster.closing.subscribe();
-    let pending = Arc::new(Semaphore::new(cluster.max_pending));
+    let pending = PendingSet::new(cluster.max_pending);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -43,11 +49,10 @@ pub async fn accept_loop(cluster: Arc<Cluster>, listener: TcpListener) {
         };
         match accepted {
             Ok((stream, peer)) => {
-                let Ok(permit) = Arc::clone(&pending).try_acquire_owned() else {
-                    drop(stream);
-                    cluster.turn_away(peer);
-                    continue;
-                };
+                let (mut place, evicted) = pending.enter();
+                if evicted {
+                    cluster.evicted();
+                }
                 let cluster = Arc::clone(&cluster);
                 tokio::spawn(async move {
                     let _ = stream.set_nodelay(true);
@@ -55,9 +60,12 @@ pub async fn accept_loop(cluster: Arc<Cluster>, listener: TcpListener) {
                     let mine = cluster.info_now();
                     let timeout = cluster.timings.heartbeat_timeout;
                     let secret = &cluster.secret;
-                    let handshake =
-                        handshake::accept(&mut reader, &mut writer, &mine, secret, timeout).await;
-                    drop(permit);
+                    let handshake = tokio::select! {
+                        handshake = handshake::accept(&mut reader, &mut writer, &mine, secret, timeout) => handshake,
+                        // Closed to make room for a newer connection.
+                        () = place.dismissed() => return,
+                    };
+                    drop(place);
                     match handshake {
                         Ok(theirs) => {
                             cluster.run_route(theirs, false, reader, writer).await;
@@ -65,9 +73,7 @@ pub async fn accept_loop(cluster: Arc<Cluster>, listener: TcpListener) {
                         Err(HandshakeError::Myself) => {
                             tracing::debug!(%peer, "route to this node itself closed");
                         }
-                        Err(error) => {
-                            tracing::warn!(%peer, %error, "route refused");
-                        }
+                        Err(error) => cluster.refused_handshake(peer, &error),
                     }
                 });
             }
@@ -109,12 +115,24 @@ impl Cluster {
         info
     }
 
-    /// A route connection accepted while `cluster.max_pending_routes` handshakes run was
-    /// closed: counted, and logged the first time and at every power of two.
-    fn turn_away(&self, peer: SocketAddr) {
-        let turned_away = self.turned_away.fetch_add(1, Ordering::Relaxed) + 1;
-        if turned_away.is_power_of_two() {
-            tracing::warn!(%peer, turned_away, max = self.max_pending, "route connection closed: cluster.max_pending_routes handshakes already under way");
+    /// A route connection still in its handshake was closed to make room for a newer one
+    /// (`cluster.max_pending_routes`): counted, and logged at most once a second.
+    fn evicted(&self) {
+        self.pending_evicted.fetch_add(1, Ordering::Relaxed);
+        if let Some(held_back) = self.logs.evicted.allow() {
+            tracing::warn!(
+                held_back,
+                max = self.max_pending,
+                "cluster.max_pending_routes handshakes under way: closed the oldest to make room"
+            );
+        }
+    }
+
+    /// A connection to the route port failed its handshake: logged at most once a second, as
+    /// anyone who can reach the port can fail as many as they like.
+    fn refused_handshake(&self, peer: SocketAddr, error: &HandshakeError) {
+        if let Some(held_back) = self.logs.refused.allow() {
+            tracing::warn!(%peer, %error, held_back, "route refused");
         }
     }
 

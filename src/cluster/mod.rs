@@ -43,7 +43,7 @@ use bytes::Bytes;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::broker::{Broker, Message};
+use crate::broker::{Broker, LogLimit, Message};
 use crate::config::ClusterConfig;
 use crate::protocol::{Delivered, Publish, QoS};
 
@@ -106,9 +106,11 @@ pub struct Cluster {
     rules: validate::Rules,
     /// Items from peers refused by `rules`.
     refused: AtomicU64,
-    /// Route connections closed at once because `cluster.max_pending_routes` handshakes were
-    /// under way.
-    turned_away: AtomicU64,
+    /// Route connections closed in their handshake to make room for a newer one
+    /// (`cluster.max_pending_routes`).
+    pending_evicted: AtomicU64,
+    /// The lines for what anyone on the route port, or any peer, can repeat at will.
+    logs: Logs,
     broker: Weak<Broker>,
     state: Mutex<State>,
     /// The routes, for the publish path: read-locked per message, rebuilt on (un)registration.
@@ -117,6 +119,18 @@ pub struct Cluster {
     turn: AtomicUsize,
     /// Set once on shutdown: no route is accepted, dialled or registered any more.
     closing: watch::Sender<bool>,
+}
+
+/// Log lines a flood could otherwise repeat without end, each let through at most once a
+/// second ([`LogLimit`]).
+#[derive(Default)]
+struct Logs {
+    /// Handshakes closed to make room for newer ones.
+    evicted: LogLimit,
+    /// Handshakes that failed.
+    refused: LogLimit,
+    /// Invalid items from authenticated peers.
+    invalid: LogLimit,
 }
 
 /// A bound route listener, not yet accepting.
@@ -185,7 +199,8 @@ impl Bound {
             max_packet: broker.limits().max_packet_size as usize,
             rules: validate::Rules::new(broker.limits(), c.max_peers),
             refused: AtomicU64::new(0),
-            turned_away: AtomicU64::new(0),
+            pending_evicted: AtomicU64::new(0),
+            logs: Logs::default(),
             broker: Arc::downgrade(broker),
             state: Mutex::new(State::default()),
             routes: RwLock::new(Vec::new()),
@@ -242,10 +257,10 @@ impl Cluster {
         self.refused.load(Ordering::Relaxed)
     }
 
-    /// Route connections closed as soon as they were accepted because
-    /// `cluster.max_pending_routes` handshakes were already under way, since start.
-    pub fn turned_away(&self) -> u64 {
-        self.turned_away.load(Ordering::Relaxed)
+    /// Route connections closed in their handshake to make room for a newer one, because
+    /// `cluster.max_pending_routes` handshakes were under way, since start.
+    pub fn pending_evicted(&self) -> u64 {
+        self.pending_evicted.load(Ordering::Relaxed)
     }
 
     /// A local filter's subscriber count went 0 → 1 (`present`) or 1 → 0. Called under the

@@ -29,8 +29,8 @@
 //! other message between the two nodes, and a closed route comes back with the peer's full
 //! set, the same item included. Broken framing leaves nothing to read the next frame from, so
 //! it closes the route. Every skipped item is counted ([`Cluster::refused`]) and logged with
-//! the peer and the reason, the first time and then at every power of two, so a peer that
-//! keeps sending them cannot flood the log.
+//! the peer and the reason, at most once a second (saying how many lines were held back), so
+//! a peer that keeps sending them cannot flood the log.
 
 use std::fmt;
 use std::sync::atomic::Ordering;
@@ -246,7 +246,7 @@ pub fn loggable(text: &str) -> String {
 
 impl Cluster {
     /// True if `checked` passed. Otherwise the item is refused: counted, and logged with the
-    /// peer and the frame it came in, the first time and at every power of two.
+    /// peer and the frame it came in, at most once a second.
     pub(super) fn admit(
         &self,
         peer: &str,
@@ -256,9 +256,9 @@ impl Cluster {
         let Err(invalid) = checked else {
             return true;
         };
-        let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
-        if refused.is_power_of_two() {
-            tracing::warn!(peer, frame, %invalid, refused, "invalid item from a peer refused; the route stays up");
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        if let Some(held_back) = self.logs.invalid.allow() {
+            tracing::warn!(peer, frame, %invalid, held_back, "invalid item from a peer refused; the route stays up");
         }
         false
     }

@@ -59,6 +59,23 @@ pub fn decode(
     Ok(Some(packet))
 }
 
+/// The protocol version that a CONNECT at the front of `buf` names, if `buf` holds enough of
+/// it and the version is one we speak; `buf` is left untouched. It lets the broker answer a
+/// CONNECT it refuses before decoding it (one larger than it takes) in the client's version.
+pub fn connect_version(buf: &[u8]) -> Option<ProtocolVersion> {
+    let header = FixedHeader::peek(buf, ProtocolVersion::V311).ok()??;
+    if header.first >> 4 != CONNECT {
+        return None;
+    }
+    // The protocol name (two length bytes and at most six) and the level byte.
+    let start = buf.get(header.len..)?;
+    let head = &start[..start.len().min(9)];
+    let mut reader = Reader {
+        bytes: Bytes::copy_from_slice(head),
+    };
+    protocol(&mut reader).ok()
+}
+
 /// Packet types: the high four bits of the first byte (§2.1.2).
 const CONNECT: u8 = 1;
 const CONNACK: u8 = 2;

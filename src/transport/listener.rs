@@ -9,9 +9,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use super::read_budget::{Budgeted, ReadBudget};
 use super::{Boxed, Kind, TransportError, websocket};
 
 /// A bound listener of one [`Kind`].
@@ -127,24 +129,30 @@ impl Pending {
     ///
     /// `max_message` bounds the WebSocket messages and frames the client may send (the
     /// broker's `limits.max_packet_size`; a larger one fails the read with
-    /// [`super::MessageTooLarge`]); other kinds ignore it.
-    pub async fn handshake(self, max_message: usize) -> Result<Boxed, TransportError> {
+    /// [`super::MessageTooLarge`]); other kinds ignore it. Reads from the socket, from the
+    /// handshake on, take from `budget` until the broker lifts it ([`super::ReadBudget`]).
+    pub async fn handshake(
+        self,
+        max_message: usize,
+        budget: ReadBudget,
+    ) -> Result<Boxed, TransportError> {
+        let stream = Budgeted::new(self.stream, budget);
         Ok(Boxed(match self.upgrade {
-            Upgrade::Tcp => Box::new(self.stream),
-            Upgrade::Tls(acceptor) => Box::new(tls_handshake(&acceptor, self.stream).await?),
-            Upgrade::Ws => Box::new(websocket::accept(self.stream, max_message).await?),
+            Upgrade::Tcp => Box::new(stream),
+            Upgrade::Tls(acceptor) => Box::new(tls_handshake(&acceptor, stream).await?),
+            Upgrade::Ws => Box::new(websocket::accept(stream, max_message).await?),
             Upgrade::Wss(acceptor) => {
-                let tls = tls_handshake(&acceptor, self.stream).await?;
+                let tls = tls_handshake(&acceptor, stream).await?;
                 Box::new(websocket::accept(tls, max_message).await?)
             }
         }))
     }
 }
 
-async fn tls_handshake(
+async fn tls_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     acceptor: &TlsAcceptor,
-    stream: TcpStream,
-) -> Result<tokio_rustls::server::TlsStream<TcpStream>, TransportError> {
+    stream: S,
+) -> Result<tokio_rustls::server::TlsStream<S>, TransportError> {
     acceptor
         .accept(stream)
         .await

@@ -8,16 +8,20 @@
 //! 1. [`Listener::accept`] only accepts the TCP socket and returns a [`Pending`] connection;
 //! 2. [`Pending::handshake`] runs the TLS and/or WebSocket handshake and boxes the result
 //!    ([`Boxed`]). The broker calls it in the connection's own task, by the deadline that also
-//!    bounds the wait for CONNECT (`limits.connect_timeout_secs` from accept). Plain TCP needs none: [`Pending::into_plain`] gives the
-//!    [`TcpStream`] itself, which the broker serves unboxed (an idle connection costs less).
+//!    bounds the wait for CONNECT (`limits.connect_timeout_secs` from accept), and with a
+//!    [`ReadBudget`] that bounds what the client can make it hold until its CONNECT is
+//!    accepted. Plain TCP needs neither: [`Pending::into_plain`] gives the [`TcpStream`]
+//!    itself, which the broker serves unboxed (an idle connection costs less).
 //!
 //! - `listener`: binding, accepting, and the per-kind handshake;
+//! - `read_budget`: the bound on bytes read from a TLS or WebSocket socket until it is lifted;
 //! - `tls`: loading PEM certificates and keys into a rustls server configuration;
 //! - `websocket`: the HTTP upgrade on `/mqtt` and the adapter from binary frames to bytes, with
 //!   messages bounded by the broker's maximum packet size ([`MessageTooLarge`]); its client
 //!   side ([`websocket_connect`]) serves the client tools.
 
 mod listener;
+mod read_budget;
 mod tls;
 mod websocket;
 
@@ -31,6 +35,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp;
 
 pub use listener::{Listener, Pending};
+pub use read_budget::{BudgetSpent, ReadBudget};
 pub use tls::load_tls;
 pub use websocket::{MessageTooLarge, connect as websocket_connect};
 

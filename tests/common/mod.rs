@@ -261,6 +261,22 @@ impl TestClient {
         TestClient::over(Io::Tcp(stream), version)
     }
 
+    /// Opens a TCP connection from the loopback address `source` (any of 127.0.0.0/8), so
+    /// that the broker sees another client address than 127.0.0.1, without sending anything.
+    pub async fn open_from(
+        addr: SocketAddr,
+        source: std::net::Ipv4Addr,
+        version: ProtocolVersion,
+    ) -> TestClient {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::from((source, 0)))
+            .expect("bind the source address");
+        let stream = socket.connect(addr).await.expect("tcp connect");
+        stream.set_nodelay(true).expect("nodelay");
+        TestClient::over(Io::Tcp(stream), version)
+    }
+
     /// Opens a TLS connection (server name `localhost`, trusting the test CA).
     pub async fn open_tls(addr: SocketAddr, version: ProtocolVersion) -> TestClient {
         TestClient::over(Io::Tls(Box::new(tls_stream(addr).await)), version)

@@ -1,6 +1,6 @@
 //! The attackers and the measuring clients around them, on the raw [`TestClient`]: a slow
 //! subscriber, a publisher with a window of QoS 1 messages, a subscriber that counts what
-//! reaches it, and packets built by hand.
+//! reaches it, and packets (and a TLS ClientHello) built by hand.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -188,4 +188,43 @@ pub fn raw_subscribe(packet_id: u16, filter: &str, copies: usize) -> Vec<u8> {
         body.extend_from_slice(&entry);
     }
     raw_packet(0x82, &body)
+}
+
+/// The first `size - 1` bytes of an MQTT 5.0 CONNECT of `size` bytes (at least 12): its fixed
+/// header, protocol name and level, and filler. The broker can only wait for the last byte.
+pub fn connect_but_the_last_byte(size: usize) -> Vec<u8> {
+    // One byte of type, and the remaining length in one, two or three bytes.
+    let header = if size <= 129 {
+        2
+    } else if size <= 16_386 {
+        3
+    } else {
+        4
+    };
+    let mut bytes = vec![0x10];
+    let mut remaining = size - header;
+    while remaining >= 0x80 {
+        bytes.push((remaining & 0x7F) as u8 | 0x80);
+        remaining >>= 7;
+    }
+    bytes.push(remaining as u8);
+    assert_eq!(bytes.len(), header, "a fixed header for {size} bytes");
+    bytes.extend_from_slice(&[0x00, 0x04, b'M', b'Q', b'T', b'T', 5]);
+    bytes.resize(size - 1, 0);
+    bytes
+}
+
+/// The ClientHello a TLS client sends first, for the server name `localhost`.
+pub fn client_hello() -> Vec<u8> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("server name");
+    let mut client = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
+    let mut hello = Vec::new();
+    client.write_tls(&mut hello).expect("ClientHello");
+    hello
 }

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::common::cluster::free_port;
-use crate::common::{TestClient, WAIT, raw_connect};
+use crate::common::{TestClient, WAIT, cert, raw_connect};
 use supermq::protocol::{Packet, QoS};
 
 /// The cluster name and secret of every node these tests start.
@@ -28,6 +28,7 @@ pub struct Spec {
     name: String,
     mqtt: u16,
     ws: Option<u16>,
+    tls: Option<u16>,
     route: Option<u16>,
     seeds: Vec<u16>,
     limits: Vec<String>,
@@ -40,6 +41,7 @@ impl Spec {
             name: name.to_string(),
             mqtt: free_port(),
             ws: None,
+            tls: None,
             route: None,
             seeds: Vec::new(),
             limits: Vec::new(),
@@ -58,6 +60,12 @@ impl Spec {
         self
     }
 
+    /// Adds the MQTT over TLS listener, with the test certificate (tests/certs).
+    pub fn tls(mut self) -> Spec {
+        self.tls = Some(free_port());
+        self
+    }
+
     /// Makes the broker a cluster node with a route listener, seeded with `seeds` (route ports).
     pub fn cluster(mut self, seeds: &[u16]) -> Spec {
         self.route = Some(free_port());
@@ -72,6 +80,13 @@ impl Spec {
         );
         if let Some(ws) = self.ws {
             text.push_str(&format!("ws = \"127.0.0.1:{ws}\"\n"));
+        }
+        if let Some(tls) = self.tls {
+            text.push_str(&format!(
+                "tls = \"127.0.0.1:{tls}\"\n\n[tls]\ncert = {:?}\nkey = {:?}\n",
+                cert("server.pem").display().to_string(),
+                cert("server.key").display().to_string()
+            ));
         }
         text.push_str("\n[limits]\n");
         for line in &self.limits {
@@ -162,6 +177,11 @@ impl RealBroker {
 
     pub fn ws_addr(&self) -> SocketAddr {
         let port = self.spec.ws.expect("started with a WebSocket listener");
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    pub fn tls_addr(&self) -> SocketAddr {
+        let port = self.spec.tls.expect("started with a TLS listener");
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 

@@ -26,8 +26,11 @@
 //!   expiry leaves nothing behind per reconnect;
 //! - [`queues`]: a subscriber that never reads costs at most `limits.max_queued_bytes`;
 //! - [`connections`]: silent sockets past `limits.max_pending_connections` cost bounded
-//!   descriptors and do not lock out a client that sends CONNECT; a WebSocket message larger
-//!   than `max_packet_size` closes the connection;
+//!   descriptors and do not lock out a client that sends CONNECT; a socket that sends part of
+//!   a CONNECT holds at most about twice `limits.max_connect_size`, over TCP and WebSocket
+//!   alike, and a TLS handshake left hanging a bounded amount; a WebSocket message larger than
+//!   `max_packet_size` closes the connection; a flood of refused connections writes a log line
+//!   a second per kind, not one per connection;
 //! - [`route`]: an INTEREST frame of 65,535 `/` after a valid handshake, and a handshake frame
 //!   claiming 1 GiB, do not crash the node.
 //!
