@@ -627,7 +627,12 @@ async fn refuse_session<W: AsyncWrite + Unpin>(
 /// the client most likely reads: 5.0 for a newer level, 3.1.1 otherwise.
 fn refuse_version(level: u8, broker: &Broker) -> (Packet, ProtocolVersion) {
     if let Some(held_back) = broker.admission.logs.connect_refused.allow() {
-        tracing::info!(level, held_back, "unsupported protocol level; refusing");
+        tracing::info!(
+            level,
+            held_back,
+            why = "unsupported protocol version",
+            "CONNECT refused"
+        );
     }
     broker.stats.connections_refused.inc();
     let refusal = connect::Refusal {
@@ -770,6 +775,7 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
             {
                 return Ok(Some(packet));
             }
+            self.make_room();
             let read = std::future::poll_fn(|cx| self.poll_fill(cx))
                 .await
                 .map_err(ReadError::from_io)?;
@@ -784,10 +790,30 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
         std::mem::take(&mut self.fresh)
     }
 
+    /// Gives a packet that is larger than the buffer a buffer of exactly its size. Left to
+    /// grow, the buffer would double past it, and as a message's payload is a slice of the
+    /// buffer it was read into (no copy), every queued message would keep up to twice its
+    /// size allocated.
+    fn make_room(&mut self) {
+        if let Some(size) = protocol::packet_size(&self.buf)
+            && size > self.buf.capacity()
+        {
+            let mut exact = BytesMut::with_capacity(size);
+            exact.extend_from_slice(&self.buf);
+            self.buf = exact;
+        }
+    }
+
     /// Reads what the stream has into the buffer. While the stream has nothing more, an
     /// empty buffer is given back to the allocator: an idle connection holds none.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        self.buf.reserve(self.chunk);
+        // A chunk, or for a packet larger than one (given room of its own by `make_room`)
+        // what it still needs, so its buffer does not grow past it.
+        let need = match protocol::packet_size(&self.buf) {
+            Some(size) if size > self.chunk => size.saturating_sub(self.buf.len()).max(1),
+            _ => self.chunk,
+        };
+        self.buf.reserve(need);
         let room = self.buf.capacity() - self.buf.len();
         let polled = std::pin::pin!(self.io.read_buf(&mut self.buf)).poll(cx);
         match polled {

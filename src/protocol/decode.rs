@@ -59,6 +59,14 @@ pub fn decode(
     Ok(Some(packet))
 }
 
+/// The size of the packet at the front of `buf` (fixed header included), once its fixed
+/// header is there and valid; `buf` is left untouched. A reader uses it to make room for a
+/// large packet at once, rather than let its buffer grow by doubling past it.
+pub fn packet_size(buf: &[u8]) -> Option<usize> {
+    let header = FixedHeader::peek(buf, ProtocolVersion::V5).ok()??;
+    Some(header.len + header.remaining)
+}
+
 /// The protocol version that a CONNECT at the front of `buf` names, if `buf` holds enough of
 /// it and the version is one we speak; `buf` is left untouched. It lets the broker answer a
 /// CONNECT it refuses before decoding it (one larger than it takes) in the client's version.

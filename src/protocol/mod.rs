@@ -16,7 +16,7 @@ pub mod properties;
 pub mod reason;
 pub mod topic;
 
-pub use decode::{connect_version, decode};
+pub use decode::{connect_version, decode, packet_size};
 pub use encode::{Delivered, TopicAlias, encode, encode_publish, properties_size};
 pub use error::{DecodeError, EncodeError};
 pub use packet::*;
