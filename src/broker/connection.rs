@@ -775,7 +775,6 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
             {
                 return Ok(Some(packet));
             }
-            self.make_room();
             let read = std::future::poll_fn(|cx| self.poll_fill(cx))
                 .await
                 .map_err(ReadError::from_io)?;
@@ -790,30 +789,30 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
         std::mem::take(&mut self.fresh)
     }
 
-    /// Gives a packet that is larger than the buffer a buffer of exactly its size. Left to
-    /// grow, the buffer would double past it, and as a message's payload is a slice of the
-    /// buffer it was read into (no copy), every queued message would keep up to twice its
-    /// size allocated.
+    /// Makes room for what comes next: a chunk, or for a packet larger than one, exactly what
+    /// it still needs, in a buffer of exactly its size. Left to grow, the buffer would double
+    /// past a large packet, and as a message's payload is a slice of the buffer it was read
+    /// into (no copy), every queued message would keep up to twice its size allocated.
     fn make_room(&mut self) {
-        if let Some(size) = protocol::packet_size(&self.buf)
-            && size > self.buf.capacity()
-        {
+        let size = match protocol::packet_size(&self.buf) {
+            Some(size) if size > self.chunk => size,
+            _ => {
+                self.buf.reserve(self.chunk);
+                return;
+            }
+        };
+        if size > self.buf.capacity() {
             let mut exact = BytesMut::with_capacity(size);
             exact.extend_from_slice(&self.buf);
             self.buf = exact;
         }
+        self.buf.reserve(size - self.buf.len());
     }
 
     /// Reads what the stream has into the buffer. While the stream has nothing more, an
     /// empty buffer is given back to the allocator: an idle connection holds none.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        // A chunk, or for a packet larger than one (given room of its own by `make_room`)
-        // what it still needs, so its buffer does not grow past it.
-        let need = match protocol::packet_size(&self.buf) {
-            Some(size) if size > self.chunk => size.saturating_sub(self.buf.len()).max(1),
-            _ => self.chunk,
-        };
-        self.buf.reserve(need);
+        self.make_room();
         let room = self.buf.capacity() - self.buf.len();
         let polled = std::pin::pin!(self.io.read_buf(&mut self.buf)).poll(cx);
         match polled {

@@ -106,20 +106,17 @@ impl Drop for Claim {
 /// held back by a busy subscriber gets its acks in batches, one write for many, instead of
 /// one wake-up and one write per message.
 pub struct Waiter {
-    state: Mutex<Held>,
+    /// Parked deliveries not yet moved in or dropped, and their bytes. Changed only under
+    /// `acks`' lock, but read without it: the publisher's reader looks at them for every
+    /// packet, and almost always finds nothing parked.
+    outstanding: AtomicUsize,
+    bytes: AtomicUsize,
+    /// Acks that wait for the parked deliveries, in order.
+    acks: Mutex<Vec<Packet>>,
     /// The count fell to zero.
     settled: Notify,
     /// Where the acks go: the publisher's connection.
     outbox: Arc<Outbox>,
-}
-
-#[derive(Default)]
-struct Held {
-    /// Parked deliveries not yet moved in or dropped, and their bytes.
-    outstanding: usize,
-    bytes: usize,
-    /// Acks that wait for them, in order.
-    acks: Vec<Packet>,
 }
 
 /// Deliveries a publisher may have parked before its socket stops being read, and their
@@ -130,7 +127,9 @@ pub const PUBLISHER_WINDOW_BYTES: usize = 256 * 1024;
 impl Waiter {
     pub fn new(outbox: Arc<Outbox>) -> Waiter {
         Waiter {
-            state: Mutex::new(Held::default()),
+            outstanding: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            acks: Mutex::new(Vec::new()),
             settled: Notify::new(),
             outbox,
         }
@@ -138,9 +137,9 @@ impl Waiter {
 
     /// A delivery of the publisher's, of `bytes`, was parked.
     pub fn parked(self: &Arc<Self>, bytes: usize) -> Claim {
-        let mut held = self.state();
-        held.outstanding += 1;
-        held.bytes += bytes;
+        let _acks = self.acks();
+        self.outstanding.fetch_add(1, Ordering::AcqRel);
+        self.bytes.fetch_add(bytes, Ordering::AcqRel);
         Claim::Publisher {
             waiter: Arc::clone(self),
             bytes,
@@ -148,22 +147,31 @@ impl Waiter {
     }
 
     fn done(&self, bytes: usize) {
-        let mut held = self.state();
-        held.outstanding -= 1;
-        held.bytes -= bytes;
-        if held.outstanding == 0 {
-            // Sent under the lock, so an ack that comes after cannot overtake them.
-            self.outbox.send_all(held.acks.drain(..));
-            drop(held);
+        let mut acks = self.acks();
+        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        if self.outstanding.load(Ordering::Acquire) == 1 {
+            // Sent before the count shows zero (and under the lock), so an ack that comes
+            // after cannot overtake them.
+            self.outbox.send_all(acks.drain(..));
+            self.outstanding.store(0, Ordering::Release);
+            drop(acks);
             self.settled.notify_one();
+        } else {
+            self.outstanding.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
     /// Sends an ack for a publication now, or after the parked deliveries it must follow.
     pub fn ack(&self, ack: Packet) {
-        let mut held = self.state();
-        if held.outstanding > 0 {
-            held.acks.push(ack);
+        // Only the publisher's own reader parks, and it is here: a count of zero cannot rise
+        // meanwhile, and shows that the acks before were already sent.
+        if self.outstanding() == 0 {
+            self.outbox.send(ack);
+            return;
+        }
+        let mut acks = self.acks();
+        if self.outstanding() > 0 {
+            acks.push(ack);
         } else {
             self.outbox.send(ack);
         }
@@ -171,14 +179,14 @@ impl Waiter {
 
     /// Parked deliveries not yet moved in or dropped.
     pub fn outstanding(&self) -> usize {
-        self.state().outstanding
+        self.outstanding.load(Ordering::Acquire)
     }
 
     /// Whether the publisher has as many deliveries (or bytes) parked as it may: its reader
     /// waits.
     pub fn is_full(&self) -> bool {
-        let held = self.state();
-        held.outstanding >= PUBLISHER_WINDOW || held.bytes >= PUBLISHER_WINDOW_BYTES
+        self.outstanding() >= PUBLISHER_WINDOW
+            || self.bytes.load(Ordering::Acquire) >= PUBLISHER_WINDOW_BYTES
     }
 
     /// Waits until every parked delivery has moved in or been dropped, or until `deadline`;
@@ -197,8 +205,8 @@ impl Waiter {
         }
     }
 
-    fn state(&self) -> MutexGuard<'_, Held> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    fn acks(&self) -> MutexGuard<'_, Vec<Packet>> {
+        self.acks.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -40,15 +40,17 @@ impl Message {
         let expires_at = take_expiry(&mut properties);
         properties.topic_alias = None;
         properties.subscription_identifiers.clear();
-        Message::new(
-            publish.topic,
-            publish.payload,
-            publish.qos,
-            publish.retain,
+        // Built in place: the properties are a few hundred bytes, moved once more per helper.
+        Message {
+            size: publish.topic.len() + publish.payload.len() + weight(&properties),
+            topic: publish.topic,
+            payload: publish.payload,
+            qos: publish.qos,
+            retain: publish.retain,
             properties,
             expires_at,
             origin,
-        )
+        }
     }
 
     /// A message from a Will. The will delay is a property of the Will, not of the message.
@@ -56,36 +58,15 @@ impl Message {
         let mut properties = will.properties;
         let expires_at = take_expiry(&mut properties);
         properties.will_delay_interval = None;
-        Message::new(
-            will.topic,
-            will.payload,
-            will.qos,
-            will.retain,
-            properties,
-            expires_at,
-            origin,
-        )
-    }
-
-    fn new(
-        topic: String,
-        payload: Bytes,
-        qos: QoS,
-        retain: bool,
-        properties: Properties,
-        expires_at: Option<Instant>,
-        origin: u64,
-    ) -> Message {
-        let size = topic.len() + payload.len() + protocol::properties_size(&properties);
         Message {
-            topic,
-            payload,
-            qos,
-            retain,
+            size: will.topic.len() + will.payload.len() + weight(&properties),
+            topic: will.topic,
+            payload: will.payload,
+            qos: will.qos,
+            retain: will.retain,
             properties,
             expires_at,
             origin,
-            size,
         }
     }
 
@@ -113,7 +94,7 @@ impl Message {
     }
 
     /// What the message counts for against byte bounds (a session's, a route's backlog): its
-    /// topic, payload and properties, as they go on the wire. User properties and correlation
+    /// topic, payload and the properties that can be large. User properties and correlation
     /// data can be as large as a payload, so they count too.
     pub fn size(&self) -> usize {
         self.size
@@ -133,6 +114,20 @@ impl Message {
             u32::try_from(secs.max(1)).unwrap_or(u32::MAX)
         })
     }
+}
+
+/// What a message's properties weigh against byte bounds: the ones that can be large (the
+/// rest a PUBLISH may carry are a few bytes each).
+fn weight(properties: &Properties) -> usize {
+    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    text(&properties.content_type)
+        + text(&properties.response_topic)
+        + properties.correlation_data.as_ref().map_or(0, Bytes::len)
+        + properties
+            .user_properties
+            .iter()
+            .map(|(key, value)| key.len() + value.len())
+            .sum::<usize>()
 }
 
 fn take_expiry(properties: &mut Properties) -> Option<Instant> {

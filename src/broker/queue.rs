@@ -117,19 +117,21 @@ impl Queue {
         let delivery = self.pending.pop_front()?;
         let size = delivery.size();
         self.bytes -= size;
-        if let Some(wait) = self.wait.as_mut() {
-            wait.taken += 1;
-            wait.taken_bytes += size;
-            if wait.taken * 2 >= bounds.messages || wait.taken_bytes * 2 >= bounds.bytes {
-                // Real progress: the wait is over; messages still parked start a new one.
-                if wait.parked.is_empty() {
-                    self.wait = None;
-                } else {
-                    **wait = Wait {
-                        parked: std::mem::take(&mut wait.parked),
-                        ..Wait::new(Instant::now())
-                    };
-                }
+        // Nothing waits (the common case): nothing more to do.
+        let Some(wait) = self.wait.as_mut() else {
+            return Some(delivery);
+        };
+        wait.taken += 1;
+        wait.taken_bytes += size;
+        if wait.taken * 2 >= bounds.messages || wait.taken_bytes * 2 >= bounds.bytes {
+            // Real progress: the wait is over; messages still parked start a new one.
+            if wait.parked.is_empty() {
+                self.wait = None;
+            } else {
+                **wait = Wait {
+                    parked: std::mem::take(&mut wait.parked),
+                    ..Wait::new(Instant::now())
+                };
             }
         }
         self.promote(bounds);

@@ -107,15 +107,6 @@ pub fn encode_publish(
     Ok(total)
 }
 
-/// The bytes `properties` take on the wire (5.0), without the length in front of them: what a
-/// stored message's properties cost, for bounds that count bytes.
-pub fn properties_size(properties: &Properties) -> usize {
-    let mut counter = Counter(0);
-    // Counting cannot fail: only a varint over its maximum can, and a counter writes none.
-    let _ = property_list(&mut counter, properties);
-    counter.0
-}
-
 struct PublishParts<'a> {
     topic: &'a str,
     properties: &'a Properties,

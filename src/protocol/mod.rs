@@ -17,7 +17,7 @@ pub mod reason;
 pub mod topic;
 
 pub use decode::{connect_version, decode, packet_size};
-pub use encode::{Delivered, TopicAlias, encode, encode_publish, properties_size};
+pub use encode::{Delivered, TopicAlias, encode, encode_publish};
 pub use error::{DecodeError, EncodeError};
 pub use packet::*;
 pub use properties::Properties;
