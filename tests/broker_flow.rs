@@ -274,23 +274,30 @@ async fn the_disconnect_policy_disconnects_a_slow_subscriber() {
     assert_eq!(broker.broker.stats().slow_consumers.get(), 1);
 }
 
-/// A slow session takes messages again once its queue has drained to half.
-#[tokio::test]
-async fn a_slow_subscriber_takes_messages_again_once_it_has_drained_to_half() {
-    let broker = TestBroker::start(small_queue(300)).await;
-    let mut subscriber = slow_subscriber(&broker, "late").await;
+/// A subscriber (Receive Maximum 1, acking nothing) declared slow by a publisher that met its
+/// full queue (one in flight and four queued), which has then taken what it had, in order:
+/// the subscriber and the publisher.
+async fn slowed_and_drained(broker: &TestBroker, id: &str) -> (TestClient, TestClient) {
+    let mut subscriber = slow_subscriber(broker, id).await;
     let (mut publisher, _) =
         TestClient::connect(broker.addr, ProtocolVersion::V311, "pub", true).await;
-    for i in 0..8u8 {
+    for i in 0..6u8 {
         publisher
             .publish("flow/t", &[i], QoS::AtLeastOnce, false)
             .await;
     }
     assert_eq!(broker.broker.stats().slow_consumers.get(), 1);
-    // It takes what it had: 1 in flight and 4 queued, in order.
     for i in 0..5u8 {
         assert_eq!(subscriber.recv_acked().await.payload.as_ref(), [i]);
     }
+    (subscriber, publisher)
+}
+
+/// A slow session takes messages again once its queue has drained to half.
+#[tokio::test]
+async fn a_slow_subscriber_takes_messages_again_once_it_has_drained_to_half() {
+    let broker = TestBroker::start(small_queue(300)).await;
+    let (mut subscriber, mut publisher) = slowed_and_drained(&broker, "late").await;
     publisher
         .publish("flow/t", b"again", QoS::AtLeastOnce, false)
         .await;
@@ -459,18 +466,7 @@ async fn properties_count_against_the_byte_bound() {
 #[tokio::test]
 async fn a_subscriber_that_was_slow_makes_nobody_wait_again_for_a_while() {
     let broker = TestBroker::start(small_queue(300)).await;
-    let mut subscriber = slow_subscriber(&broker, "recovering").await;
-    let (mut publisher, _) =
-        TestClient::connect(broker.addr, ProtocolVersion::V311, "pub", true).await;
-    for i in 0..6u8 {
-        publisher
-            .publish("flow/t", &[i], QoS::AtLeastOnce, false)
-            .await;
-    }
-    assert_eq!(broker.broker.stats().slow_consumers.get(), 1);
-    for i in 0..5u8 {
-        assert_eq!(subscriber.recv_acked().await.payload.as_ref(), [i]);
-    }
+    let (mut subscriber, mut publisher) = slowed_and_drained(&broker, "recovering").await;
     let started = Instant::now();
     for i in 10..20u8 {
         publisher

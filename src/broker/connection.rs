@@ -121,19 +121,11 @@ where
         // Evicted to make room for a newer socket, or shutting down: nothing to look after.
         () = arrival.dismissed() => return None,
     };
+    // A CONNECT, or the answer (if any) that a socket which sent none the broker takes gets.
     let connect = match first {
-        Ok(Ok(Some(Packet::Connect(connect)))) => *connect,
+        Ok(Ok(Some(Packet::Connect(connect)))) => Ok(*connect),
         Ok(Err(ReadError::Decode(DecodeError::UnsupportedProtocolLevel(level)))) => {
-            let (connack, version) = refuse_version(level, &broker);
-            refuse(
-                &mut reader.io,
-                &mut write_half,
-                &connack,
-                version,
-                &mut arrival,
-            )
-            .await;
-            return None;
+            Err(Some(refuse_version(level, &broker)))
         }
         Ok(Ok(Some(other))) => {
             // MQTT-3.1.0-1: the first packet must be CONNECT.
@@ -142,7 +134,7 @@ where
                 tracing::info!(%peer, packet, held_back, "first packet is not CONNECT; closing");
             }
             broker.stats.protocol_errors.inc();
-            return None;
+            Err(None)
         }
         Ok(Err(ReadError::Decode(error @ DecodeError::PacketTooLarge { .. }))) => {
             if let Some(held_back) = broker.admission.logs.connect_refused.allow() {
@@ -150,30 +142,22 @@ where
             }
             broker.stats.connections_refused.inc();
             // Only 5.0 has a code for it; the version is read from the CONNECT's first bytes.
-            if protocol::connect_version(&reader.buf) == Some(ProtocolVersion::V5) {
+            let v5 = protocol::connect_version(&reader.buf) == Some(ProtocolVersion::V5);
+            Err(v5.then(|| {
                 let refusal = connect::Refusal {
                     code: reason::PACKET_TOO_LARGE,
                     why: "CONNECT larger than the broker takes (limits.max_connect_size)",
                 };
-                let connack = Packet::ConnAck(refusal.connack(ProtocolVersion::V5));
                 let version = ProtocolVersion::V5;
-                refuse(
-                    &mut reader.io,
-                    &mut write_half,
-                    &connack,
-                    version,
-                    &mut arrival,
-                )
-                .await;
-            }
-            return None;
+                (Packet::ConnAck(refusal.connack(version)), version)
+            }))
         }
         Ok(Err(ReadError::Decode(error))) => {
             if let Some(held_back) = broker.admission.logs.connect_invalid.allow() {
                 tracing::info!(%peer, %error, held_back, "malformed CONNECT; closing");
             }
             broker.stats.protocol_errors.inc();
-            return None;
+            Err(None)
         }
         Ok(Err(ReadError::Io(error))) if is_budget_spent(&error) => {
             // A TLS or WebSocket socket that sent more than a CONNECT's worth before one.
@@ -181,12 +165,22 @@ where
                 tracing::info!(%peer, %error, held_back, "closed before CONNECT (limits.max_connect_size)");
             }
             broker.stats.connections_refused.inc();
-            return None;
+            Err(None)
         }
-        Ok(Ok(None) | Err(ReadError::Io(_))) => return None,
+        Ok(Ok(None) | Err(ReadError::Io(_))) => Err(None),
         Err(_) => {
             if let Some(held_back) = broker.admission.logs.connect_timed_out.allow() {
                 tracing::info!(%peer, held_back, "no CONNECT within limits.connect_timeout_secs; closing");
+            }
+            Err(None)
+        }
+    };
+    let connect = match connect {
+        Ok(connect) => connect,
+        Err(answer) => {
+            if let Some((connack, version)) = answer {
+                let (io, writer) = (&mut reader.io, &mut write_half);
+                refuse(io, writer, &connack, version, &mut arrival).await;
             }
             return None;
         }
@@ -226,14 +220,8 @@ where
     };
     broker.stats.connections_refused.inc();
     let connack = Packet::ConnAck(refusal.connack(version));
-    refuse(
-        &mut reader.io,
-        &mut write_half,
-        &connack,
-        version,
-        &mut arrival,
-    )
-    .await;
+    let (io, writer) = (&mut reader.io, &mut write_half);
+    refuse(io, writer, &connack, version, &mut arrival).await;
     None
 }
 
