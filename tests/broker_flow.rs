@@ -404,17 +404,24 @@ async fn a_client_publishing_to_its_own_subscription_loses_nothing() {
     assert_eq!(stats.dropped_slow_consumer.get(), 0);
 }
 
-/// A client that reads every message but never acknowledges one: what it has in flight counts
-/// against `max_queued_bytes`, so it cannot make the broker hold a whole Receive Maximum of
-/// large messages; once its window holds the bound, it keeps messages waiting and is slow.
-#[tokio::test]
-async fn a_client_that_reads_but_never_acknowledges_holds_no_more_than_the_byte_bound() {
+/// A broker whose sessions hold 1024 bytes, and a subscriber on `flow/#` that acknowledges
+/// nothing.
+async fn hoarder_of_1024_bytes() -> (TestBroker, TestClient) {
     let mut config = config();
     config.limits.max_queued_bytes = 1024;
     config.limits.queue_full_wait_ms = 300;
     let broker = TestBroker::start(config).await;
     let mut hoarder = TestClient::v5(broker.addr, "hoarder").await;
     hoarder.subscribe("flow/#", QoS::AtLeastOnce).await;
+    (broker, hoarder)
+}
+
+/// A client that reads every message but never acknowledges one: what it has in flight counts
+/// against `max_queued_bytes`, so it cannot make the broker hold a whole Receive Maximum of
+/// large messages; once its window holds the bound, it keeps messages waiting and is slow.
+#[tokio::test]
+async fn a_client_that_reads_but_never_acknowledges_holds_no_more_than_the_byte_bound() {
+    let (broker, mut hoarder) = hoarder_of_1024_bytes().await;
     let (mut publisher, _) =
         TestClient::connect(broker.addr, ProtocolVersion::V311, "pub", true).await;
     for i in 0..10u8 {
@@ -435,12 +442,7 @@ async fn a_client_that_reads_but_never_acknowledges_holds_no_more_than_the_byte_
 /// can carry as much as a payload.
 #[tokio::test]
 async fn properties_count_against_the_byte_bound() {
-    let mut config = config();
-    config.limits.max_queued_bytes = 1024;
-    config.limits.queue_full_wait_ms = 300;
-    let broker = TestBroker::start(config).await;
-    let mut hoarder = TestClient::v5(broker.addr, "hoarder").await;
-    hoarder.subscribe("flow/#", QoS::AtLeastOnce).await;
+    let (broker, mut hoarder) = hoarder_of_1024_bytes().await;
     let mut publisher = TestClient::v5(broker.addr, "pub").await;
     for i in 0..5u16 {
         let mut publish = common::publish_packet("flow/t", b"x", QoS::AtLeastOnce, false, i + 1);
