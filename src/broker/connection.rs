@@ -5,7 +5,9 @@
 //! fixed header, so a socket that has proved nothing holds little), negotiates, attaches the
 //! session, and then runs two halves side by side in the connection's one task:
 //! - the reader decodes packets and handles them ([`super::inbound`]), and notes when the
-//!   client was last heard from (keep alive is checked by [`super::keepalive`]);
+//!   client was last heard from (keep alive is checked by [`super::keepalive`]); while the
+//!   broker holds the client back ([`super::flow`]) it reads on only for acknowledgements and
+//!   PINGREQ, and sets the rest aside ([`held`]);
 //! - the writer sends what the reader and the publishers queued: control packets from the
 //!   [`Outbox`], then session messages, many packets per write.
 //!

@@ -99,12 +99,12 @@ impl Drop for Claim {
 /// A publisher's reader goes on reading while fewer than [`PUBLISHER_WINDOW`] of its
 /// deliveries, and [`PUBLISHER_WINDOW_BYTES`] of them, are parked, and stops there
 /// ([`Waiter::is_full`]): what a held publisher makes the broker hold beside full queues is
-/// bounded, whatever size its messages are. The PUBACK or PUBREC of a
-/// message waits until every parked delivery (of it, and of the messages before it) has moved
-/// in, and so does every later one, as MQTT wants them in order (MQTT-4.6.0-2/3); when the
-/// last parked delivery moves in, the one who moved it sends them all at once. So a publisher
-/// held back by a busy subscriber gets its acks in batches, one write for many, instead of
-/// one wake-up and one write per message.
+/// bounded, whatever size its messages are. The PUBACK or PUBREC of a message waits until
+/// every parked delivery (of it, and of the messages before it) has moved in, and so does
+/// every later one, as MQTT wants them in order (MQTT-4.6.0-2/3); when the last parked
+/// delivery moves in, the one who moved it sends them all at once. So a publisher held back by
+/// a busy subscriber gets its acks in batches, one write for many, instead of one wake-up and
+/// one write per message.
 pub struct Waiter {
     /// Parked deliveries not yet moved in or dropped, and their bytes. Changed only under
     /// `acks`' lock, but read without it: the publisher's reader looks at them for every

@@ -132,7 +132,7 @@ fn key(outbox: &Arc<Outbox>) -> usize {
 
 /// Closes silent connections, once per tick (250 ms), for as long as the broker runs (each
 /// connection logs its own close, with its client id), declares slow the sessions that have
-/// kept messages waiting for too long ([`super::flow`]), and every 10 s logs the messages
+/// kept messages waiting for too long (see `flow`), and every 10 s logs the messages
 /// dropped meanwhile.
 pub async fn sweep(broker: Arc<Broker>) {
     let mut ticks = tokio::time::interval(TICK);
