@@ -267,8 +267,11 @@ class Roamer:
             self.client.loop_stop()
         while time.monotonic() < deadline:
             for node in self.order() if self.client else [self.node]:
+                # No reconnecting behind our back: Paho's own would come back to the same node
+                # (restarted meanwhile) without the roamer knowing it had moved at all.
                 client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.name,
-                                     protocol=mqtt.MQTTv311, clean_session=self.clean)
+                                     protocol=mqtt.MQTTv311, clean_session=self.clean,
+                                     reconnect_on_failure=False)
                 connected = threading.Event()
                 client.on_connect = lambda c, u, f, rc, p: connected.set() if not rc.is_failure else None
                 if self.on_connect:
@@ -402,7 +405,12 @@ def test_rolling_restart_under_qos1_traffic(cluster):
         deadline = back + RECOVERY_TIMEOUT
         while not (pub.client and pub.client.is_connected() and sub.client and sub.client.is_connected()
                    and all(any(t >= start for t, _ in roamer.reconnects) for roamer in moved)):
-            assert time.monotonic() < deadline, "clients did not reconnect"
+            assert time.monotonic() < deadline, (
+                f"clients did not reconnect after {node} restarted: publisher on {pub.node} "
+                f"(connected {bool(pub.client and pub.client.is_connected())}, "
+                f"reconnects {pub.reconnects[-3:]}), subscriber on {sub.node} "
+                f"(connected {bool(sub.client and sub.client.is_connected())}, "
+                f"reconnects {sub.reconnects[-3:]}), failures {failures}")
             time.sleep(0.05)
         if sub in moved:
             resubscribed = min(t for t, _ in sub.reconnects if t >= start)
