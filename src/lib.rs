@@ -4,6 +4,7 @@
 //! - [`transport`] accepts TCP, TLS and WebSocket connections and hands each one over as a byte
 //!   stream;
 //! - [`protocol`] turns those bytes into MQTT packets and back (our own strict codec);
+//! - [`auth`] holds the password and ACL rules that admit clients and guard their topics;
 //! - [`broker`] runs the sessions, the subscription index, retained messages and wills;
 //! - [`cluster`] joins brokers into a full mesh over routes;
 //! - [`server`] wires listeners, broker and shutdown together, and [`config`] says how.
@@ -14,6 +15,7 @@
 //! The binary (`src/main.rs`) is a thin command line around [`server::Server`] and the tools;
 //! integration tests start the same server in-process.
 
+pub mod auth;
 pub mod broker;
 pub mod client;
 pub mod cluster;
