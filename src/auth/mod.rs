@@ -5,6 +5,10 @@
 //! stops start-up, and on reload keeps the previous rules in force: a broken reload never
 //! opens the broker.
 
+mod password;
+
+pub use password::{HashError, Passwords, hash_password};
+
 use std::fmt;
 use std::path::PathBuf;
 
