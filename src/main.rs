@@ -1,6 +1,6 @@
 //! The `supermq` command line: without a subcommand, load the configuration, start the server
 //! and run it until ctrl-c or SIGTERM; with one, run a client tool (`pub`, `sub`, `bench`,
-//! `health`).
+//! `health`) or edit a password file (`passwd`).
 //!
 //! A configuration or start-up problem is printed as one line naming the key, and the process
 //! exits with code 2 (DESIGN.md §1). A tool's error is one line too, with the tool's exit code
@@ -49,6 +49,11 @@ enum Command {
     /// the SUPERMQ_ environment, as the broker itself would read them: the Docker image's
     /// health check.
     Health(tools::health::HealthArgs),
+    /// Add, change or delete a user in a password file (like mosquitto_passwd)
+    ///
+    /// Writes argon2id hashes; the broker also reads mosquitto's $7$ lines, so a file made by
+    /// mosquitto_passwd can be edited in place.
+    Passwd(tools::passwd::PasswdArgs),
 }
 
 /// Exit code for a configuration or start-up error.
@@ -65,6 +70,8 @@ fn main() -> ExitCode {
             run_tool("bench", Some(threads), tools::bench::run(*args))
         }
         Some(Command::Health(args)) => run_tool("health", None, tools::health::run(args)),
+        // No runtime: it only reads and writes one file.
+        Some(Command::Passwd(args)) => report("passwd", tools::passwd::run(args)),
     }
 }
 
@@ -91,6 +98,11 @@ fn run_tool(
             return ExitCode::FAILURE;
         }
     };
+    report(name, result)
+}
+
+/// A tool's outcome as the exit code, its error as one line on stderr.
+fn report(name: &str, result: Result<(), ToolError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -1,4 +1,5 @@
-//! The client tools: `supermq pub`, `supermq sub`, `supermq bench` and `supermq health`.
+//! The client tools: `supermq pub`, `supermq sub`, `supermq bench` and `supermq health`; and
+//! `supermq passwd`, which edits a password file and needs no broker ([`passwd`]).
 //!
 //! They share the option spelling of mosquitto's clients ([`args`]), the [`crate::client`]
 //! connection, and one table of exit codes ([`exit`]). `main` parses the command line, builds
@@ -9,6 +10,7 @@ pub mod args;
 pub mod bench;
 pub mod exit;
 pub mod health;
+pub mod passwd;
 pub mod publish;
 pub mod subscribe;
 
