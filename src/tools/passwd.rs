@@ -4,7 +4,7 @@
 //! It writes argon2id hashes ([`crate::auth::hash_password`]) and edits the file line by line:
 //! the user's line is replaced where it stood (or appended), every other line, comments
 //! included, is kept byte for byte, so mosquitto `$7$` users keep working beside new ones.
-//! Which line belongs to whom is decided by [`Passwords::user_of_line`], the broker's own rule.
+//! Which line belongs to whom is decided by `Passwords::user_of_line`, the broker's own rule.
 //!
 //! The new file is written to a temporary file in the same directory and renamed over the old
 //! one, so the broker (re)loading it at any moment sees the old file or the new one, never
