@@ -29,6 +29,7 @@ pub struct Config {
     pub mqtt: MqttConfig,
     pub tls: TlsConfig,
     pub limits: Limits,
+    pub auth: AuthConfig,
     pub http: HttpConfig,
     pub cluster: ClusterConfig,
     pub log: LogConfig,
@@ -88,6 +89,38 @@ pub struct TlsConfig {
     pub key: String,
     /// PEM file with CA certificates; when set, clients must present a certificate it signed.
     pub client_ca: String,
+    /// With `client_ca`: the subject CN of a client's certificate is its user name (for the
+    /// ACL), and no password is asked of it (mosquitto's `use_identity_as_username`).
+    pub use_identity_as_username: bool,
+}
+
+/// `[auth]`: who may connect ([`crate::auth`]), and what they may publish and subscribe to.
+/// Both files are read again on SIGHUP.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// A CONNECT without a user name is let in (false: refused, 0x87 / 0x05).
+    pub allow_anonymous: bool,
+    /// `user:hash` lines (mosquitto's `$7$` or argon2id, as `supermq passwd` writes); "" means
+    /// user names are not checked.
+    pub password_file: String,
+    /// mosquitto's ACL syntax; "" means every client may publish and subscribe to anything.
+    pub acl_file: String,
+    /// Failed authentications per second one IP address may have, in bursts of as many;
+    /// later attempts wait their turn (at most 5 s, then they are refused unchecked). 0 means
+    /// no limit.
+    pub failed_auth_per_ip_per_sec: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            allow_anonymous: true,
+            password_file: String::new(),
+            acl_file: String::new(),
+            failed_auth_per_ip_per_sec: 2,
+        }
+    }
 }
 
 /// `[limits]`: every bound the broker enforces. What happens when one is reached is written
@@ -739,6 +772,30 @@ impl Config {
                     .map_err(|e| Problem::new(key, format!("cannot read {file:?}: {e}")))?;
             }
         }
+        if tls.use_identity_as_username && tls.client_ca.is_empty() {
+            return Err(Problem::new(
+                "tls.use_identity_as_username",
+                "needs tls.client_ca: without client certificates there is no identity to use"
+                    .to_string(),
+            ));
+        }
+        // Only readability here: the files are parsed at start-up, where an error names the
+        // line ([`crate::auth::FileError`]).
+        for (key, file) in [
+            ("auth.password_file", &self.auth.password_file),
+            ("auth.acl_file", &self.auth.acl_file),
+        ] {
+            if !file.is_empty() {
+                check_readable(file)
+                    .map_err(|e| Problem::new(key, format!("cannot read {file:?}: {e}")))?;
+            }
+        }
+        between(
+            "auth.failed_auth_per_ip_per_sec",
+            self.auth.failed_auth_per_ip_per_sec,
+            0,
+            1_000_000,
+        )?;
 
         let l = &self.limits;
         at_least("limits.max_connections", l.max_connections, 1)?;

@@ -144,6 +144,7 @@ fn run_broker(path: Option<&Path>) -> ExitCode {
         if !config.http.listen.is_empty() {
             tracing::warn!("[http] is not implemented yet; ignoring http.listen");
         }
+        tokio::spawn(reload_on_hangup(std::sync::Arc::clone(server.broker())));
         tracing::info!(node = %config.node.name, version = env!("CARGO_PKG_VERSION"), "supermq started");
         server.run(shutdown_signal()).await;
         ExitCode::SUCCESS
@@ -160,6 +161,26 @@ fn init_logging(level: &str) {
         .with_env_filter(filter)
         .with_ansi(std::io::stdout().is_terminal())
         .init();
+}
+
+/// Re-reads the password and ACL files on every SIGHUP. A file that cannot be read or parsed
+/// leaves the rules in force as they were.
+async fn reload_on_hangup(broker: std::sync::Arc<supermq::broker::Broker>) {
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => signal,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGHUP: the auth files cannot be reloaded");
+            return;
+        }
+    };
+    while hangup.recv().await.is_some() {
+        match broker.auth().reload() {
+            Ok(()) => tracing::info!("SIGHUP: password and ACL files reloaded"),
+            Err(error) => {
+                tracing::error!(%error, "SIGHUP: reload failed; the previous rules stay in force");
+            }
+        }
+    }
 }
 
 /// Completes on ctrl-c or SIGTERM.

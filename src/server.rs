@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::{Auth, FileError};
 use crate::broker::{self, Broker};
 use crate::cluster::{self, Cluster, ClusterError};
 use crate::config::Config;
@@ -32,6 +33,10 @@ pub enum StartError {
     Address { key: &'static str, addr: String },
     #[error("{0}")]
     Cluster(#[from] ClusterError),
+    /// A password or ACL file that cannot be read or parsed (`auth.password_file`,
+    /// `auth.acl_file`): the message names the file, line and reason.
+    #[error("{0}")]
+    Auth(#[from] FileError),
 }
 
 /// A bound, not yet running, server.
@@ -81,6 +86,8 @@ impl Server {
             tracing::info!(%addr, kind = kind.name(), "listening");
             listeners.push(listener);
         }
+        let auth = Auth::load(&config.auth, config.tls.use_identity_as_username)?;
+        warn_if_open(config, &listeners, &auth);
         let cluster = if config.cluster.listen.is_empty() {
             None
         } else {
@@ -89,10 +96,7 @@ impl Server {
             Some(bound)
         };
         Ok(Server {
-            broker: Broker::with_group_strategy(
-                config.limits.clone(),
-                &config.cluster.group_strategy,
-            ),
+            broker: Broker::with_auth(config.limits.clone(), &config.cluster.group_strategy, auth),
             listeners,
             cluster,
         })
@@ -143,6 +147,27 @@ impl Server {
     }
 }
 
+/// Says once, at start-up, that anyone who can reach a listener may connect: anonymous
+/// clients are allowed, no password is checked, and a listener that asks for no client
+/// certificate is on more than loopback.
+fn warn_if_open(config: &Config, listeners: &[Listener], auth: &Auth) {
+    // A TLS listener that requires client certificates lets in only those the CA signed.
+    let certified = !config.tls.client_ca.is_empty();
+    let guarded = |listener: &&Listener| {
+        listener.local_addr().ip().is_loopback() || (certified && listener.kind().needs_tls())
+    };
+    let exposed = listeners.iter().find(|listener| !guarded(listener));
+    if let Some(listener) = exposed
+        && auth.allows_anonymous()
+        && !auth.checks_passwords()
+    {
+        tracing::warn!(
+            addr = %listener.local_addr(),
+            "the broker is open to anyone who can reach it: anonymous clients are allowed and no password file is set (see [auth] in the README's Security section)"
+        );
+    }
+}
+
 async fn accept_loop(listener: Listener, broker: Arc<Broker>) {
     let max_message = usize::try_from(broker.limits().max_packet_size).unwrap_or(usize::MAX);
     // A refused plain TCP socket can still read its CONNECT and be told why; for the other
@@ -172,7 +197,10 @@ async fn accept_loop(listener: Listener, broker: Arc<Broker>) {
                     let deadline = arrival.deadline();
                     let stream = tokio::select! {
                         done = tokio::time::timeout_at(deadline, handshake) => match done {
-                            Ok(Ok(stream)) => stream,
+                            Ok(Ok((stream, certificate_name))) => {
+                                arrival.set_certificate_name(certificate_name);
+                                stream
+                            }
                             Ok(Err(error)) => return arrival.handshake_failed(&error),
                             Err(_) => return arrival.handshake_timed_out(),
                         },

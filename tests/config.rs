@@ -223,7 +223,7 @@ fn unknown_key_in_a_section() {
 fn unknown_section() {
     assert_file_error(
         "[mqttt]\ntcp = \"0.0.0.0:1883\"\n",
-        "unknown section \"mqttt\" (the sections are cluster, http, limits, log, mqtt, node, tls)",
+        "unknown section \"mqttt\" (the sections are auth, cluster, http, limits, log, mqtt, node, tls)",
     );
     // A top-level key is not a section either.
     let (_, message) = error("tcp = \"0.0.0.0:1883\"\n", &[]);
@@ -643,4 +643,40 @@ fn the_local_cluster_files_are_valid_and_seed_node1_only() {
         };
         assert_eq!(config.cluster.routes, seeds);
     }
+}
+
+#[test]
+fn auth_files_must_be_readable_and_the_rate_bounded() {
+    let missing = std::env::temp_dir().join("supermq-config-test-missing.acl");
+    let missing = missing.display().to_string();
+    for key in ["password_file", "acl_file"] {
+        assert_file_error(
+            &format!("[auth]\n{key} = {missing:?}\n"),
+            &format!("auth.{key}: cannot read {missing:?}: No such file or directory (os error 2)"),
+        );
+    }
+    assert_file_error(
+        "[auth]\nfailed_auth_per_ip_per_sec = 2000000\n",
+        "auth.failed_auth_per_ip_per_sec: must be between 0 and 1000000, found 2000000",
+    );
+    let (_, message) = error("", &[("SUPERMQ_AUTH_ALLOW_ANONYMOUS", "maybe")]);
+    assert!(
+        message.starts_with("SUPERMQ_AUTH_ALLOW_ANONYMOUS: auth.allow_anonymous"),
+        "{message}"
+    );
+    let readable = TempFile::new("topic read #\n");
+    let config = assert_ok(&format!(
+        "[auth]\nallow_anonymous = false\nacl_file = {:?}\n",
+        readable.name()
+    ));
+    assert!(!config.auth.allow_anonymous);
+    assert_eq!(config.auth.failed_auth_per_ip_per_sec, 2);
+}
+
+#[test]
+fn certificate_names_need_a_client_ca() {
+    assert_file_error(
+        "[tls]\nuse_identity_as_username = true\n",
+        "tls.use_identity_as_username: needs tls.client_ca: without client certificates there is no identity to use",
+    );
 }

@@ -83,7 +83,7 @@ fn echo(listener: Listener) -> mpsc::UnboundedReceiver<Result<(), String>> {
             let outcomes = outcomes.clone();
             tokio::spawn(async move {
                 let outcome = match pending.handshake(MAX_MESSAGE, unbounded()).await {
-                    Ok(stream) => copy_back(stream.0).await.map_err(|e| e.to_string()),
+                    Ok((stream, _)) => copy_back(stream.0).await.map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
                 };
                 let _ = outcomes.send(outcome);
@@ -120,7 +120,7 @@ async fn accept_one_within(
     pending
         .handshake(MAX_MESSAGE, budget)
         .await
-        .map(|stream| stream.0)
+        .map(|(stream, _)| stream.0)
 }
 
 /// Writes `data` and checks it comes back unchanged.

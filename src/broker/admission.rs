@@ -150,6 +150,7 @@ impl Broker {
             max_connect: self.max_connect_size(),
             budget: None,
             shutdown: self.shutdown.subscribe(),
+            certificate_name: None,
         };
         Some((counted, Box::new(arrival)))
     }
@@ -291,9 +292,21 @@ pub struct Arrival {
     /// What a TLS or WebSocket socket may still send, once [`Arrival::read_budget`] made it.
     budget: Option<ReadBudget>,
     shutdown: watch::Receiver<bool>,
+    /// The subject CN of the client's TLS certificate, if it presented one.
+    certificate_name: Option<String>,
 }
 
 impl Arrival {
+    /// Records the name in the certificate the client presented in its TLS handshake.
+    pub fn set_certificate_name(&mut self, name: Option<String>) {
+        self.certificate_name = name;
+    }
+
+    /// The name in the client's certificate, taken for its authentication.
+    pub fn take_certificate_name(&mut self) -> Option<String> {
+        self.certificate_name.take()
+    }
+
     pub fn peer(&self) -> SocketAddr {
         self.peer
     }

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use crate::auth::Denied;
 use crate::config::Limits;
 use crate::protocol::{ConnAck, Connect, Properties, ProtocolVersion, Will, reason, topic};
 
@@ -35,6 +36,8 @@ pub struct Terms {
     /// Reason strings and user properties may be sent on acks (Request Problem Information).
     pub problem_info: bool,
     pub will: Option<Will>,
+    /// The user name the client connected as, once authenticated ([`crate::auth`]).
+    pub username: Option<String>,
 }
 
 impl Terms {
@@ -97,6 +100,21 @@ impl Refusal {
                 code: reason::connack_code_v3(self.code),
                 properties: Properties::default(),
             }
+        }
+    }
+}
+
+impl From<Denied> for Refusal {
+    fn from(denied: Denied) -> Refusal {
+        match denied {
+            Denied::BadCredentials => Refusal {
+                code: reason::BAD_USER_NAME_OR_PASSWORD,
+                why: "bad user name or password",
+            },
+            Denied::Anonymous => Refusal {
+                code: reason::NOT_AUTHORIZED,
+                why: "a user name is required (auth.allow_anonymous = false)",
+            },
         }
     }
 }
@@ -191,6 +209,7 @@ pub fn negotiate(connect: Connect, limits: &Limits, over_capacity: bool) -> Resu
             .min(limits.max_topic_aliases_out),
         problem_info: props.request_problem_information.unwrap_or(1) == 1,
         will: connect.will,
+        username: None,
     })
 }
 

@@ -34,6 +34,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::auth::Credentials;
 use crate::protocol::{self, DecodeError, Disconnect, Packet, ProtocolVersion, reason};
 use crate::transport::{BudgetSpent, Duplex, MessageTooLarge};
 
@@ -189,6 +190,12 @@ where
     };
 
     let version = connect.protocol;
+    let mut connect = connect;
+    let credentials = Credentials {
+        username: connect.username.take(),
+        password: connect.password.take(),
+        certificate_name: arrival.take_certificate_name(),
+    };
     let refusal = match arrival.take_refusal() {
         // Logged (rate-limited) and counted when the socket was accepted.
         Some(refusal) => {
@@ -197,7 +204,31 @@ where
         }
         None => {
             let full = !count.connect();
-            match connect::negotiate(connect, &broker.limits, full) {
+            let negotiated = connect::negotiate(connect, &broker.limits, full);
+            let authenticated = match negotiated {
+                Ok(mut terms) => {
+                    let ip = peer.ip().to_canonical();
+                    tokio::select! {
+                        verdict = broker.auth().authenticate(ip, credentials) => match verdict {
+                            Ok(username) => {
+                                terms.username = username;
+                                Ok(terms)
+                            }
+                            Err(denied) => {
+                                broker.stats.auth_failures.inc();
+                                Err(connect::Refusal::from(denied))
+                            }
+                        },
+                        // Evicted to make room for a newer socket, or shutting down.
+                        () = arrival.dismissed() => {
+                            count.disconnect();
+                            return None;
+                        }
+                    }
+                }
+                Err(refusal) => Err(refusal),
+            };
+            match authenticated {
                 Ok(terms) => {
                     // No span per connection: a live span costs every connection a few
                     // hundred bytes in the log subscriber for as long as it lasts. The lines
@@ -248,6 +279,7 @@ where
             let mut terms = terms;
             let opened = broker.open_session(
                 &terms.client_id,
+                terms.username.as_deref(),
                 terms.clean_start,
                 terms.session_expiry,
                 Arc::clone(&outbox),

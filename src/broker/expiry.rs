@@ -125,7 +125,7 @@ impl Expiry {
     fn due(
         &self,
         now: Instant,
-        mut publish: impl FnMut(Will, u64),
+        mut publish: impl FnMut(Will, &Arc<SessionHandle>),
     ) -> (Vec<(Arc<SessionHandle>, u64)>, Option<Instant>) {
         let mut table = self.table();
         let mut ends = Vec::new();
@@ -146,7 +146,7 @@ impl Expiry {
                     if let Some((_, will)) = waiting.will.take()
                         && away
                     {
-                        publish(*will, id);
+                        publish(*will, &waiting.session);
                     }
                     if waiting.end.is_none() {
                         table.waiting.remove(&id);
@@ -175,8 +175,8 @@ pub async fn run(broker: Arc<Broker>) {
         // Registered before the table is read, so a sooner deadline added meanwhile wakes us.
         let mut sooner = std::pin::pin!(broker.expiry.sooner.notified());
         sooner.as_mut().enable();
-        let (ends, next) = broker.expiry.due(Instant::now(), |will, origin| {
-            broker.publish_will(will, origin)
+        let (ends, next) = broker.expiry.due(Instant::now(), |will, session| {
+            broker.publish_will(will, session)
         });
         for (session, generation) in ends {
             broker.end_session(&session, generation);
@@ -224,7 +224,9 @@ mod tests {
         expiry.schedule(&b, gb, None, Some(Duration::ZERO));
         assert_eq!(expiry.len(), 2);
         let mut wills = Vec::new();
-        let (ends, next) = expiry.due(Instant::now(), |will, origin| wills.push((will, origin)));
+        let (ends, next) = expiry.due(Instant::now(), |will, session| {
+            wills.push((will, session.id()));
+        });
         assert_eq!(wills.len(), 1);
         assert_eq!(wills[0].1, a.id());
         assert_eq!(ends.len(), 1);

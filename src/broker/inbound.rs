@@ -214,6 +214,21 @@ impl<'a> Client<'a> {
                 "clients may not publish to $SYS",
             );
         }
+        if !self
+            .broker
+            .auth
+            .may_publish(self.session.access(), &publish.topic)
+        {
+            // Debug only: a client can send these as fast as it can write, and each is
+            // counted.
+            tracing::debug!(
+                client_id = self.session.client_id(),
+                topic = %publish.topic,
+                "publish not authorized (auth.acl_file); dropped"
+            );
+            self.broker.stats.publishes_denied.inc();
+            return self.answer_refused(&publish, reason::NOT_AUTHORIZED, "not authorized");
+        }
         let packet_id = publish.packet_id;
         match publish.qos {
             QoS::AtMostOnce => {
@@ -289,6 +304,13 @@ impl<'a> Client<'a> {
             "publish refused"
         );
         self.broker.stats.publishes_refused.inc();
+        self.answer_refused(publish, code, why)
+    }
+
+    /// Answers a PUBLISH that is not routed: a negative ack (5.0, QoS 1/2); for 3.1.1, a bad
+    /// topic closes the connection and a forbidden one is acked and dropped, as 3.1.1 has no
+    /// way to say no.
+    fn answer_refused(&self, publish: &Publish, code: u8, why: &str) -> Option<End> {
         if !self.v5() && code != reason::NOT_AUTHORIZED {
             return Some(self.close(code, why));
         }
@@ -489,13 +511,21 @@ impl<'a> Client<'a> {
     /// at most its subscriber's queue, however many filters it has or messages are retained.
     fn retained_for(&self, wanted: &[(&str, QoS)], id: Option<u32>, room: usize) -> Vec<Delivery> {
         let mut out = Vec::new();
+        let (auth, access) = (&self.broker.auth, self.session.access());
         let store = self.broker.retained_store();
         // The walks of one SUBSCRIBE together visit at most twice the store's trie: wildcard
         // filters that match little cannot make it walk the store over and over.
         let mut budget = store.nodes() * 2 + 1024;
         for (filter, qos) in wanted {
             let (messages, more) = store.matching(filter, room - out.len(), &mut budget);
-            out.extend(messages.into_iter().map(|message| Delivery {
+            let before = messages.len();
+            let readable: Vec<_> = messages
+                .into_iter()
+                .filter(|message| auth.may_read(access, &message.topic))
+                .collect();
+            let denied = before - readable.len();
+            self.broker.stats.deliveries_denied.add(denied as u64);
+            out.extend(readable.into_iter().map(|message| Delivery {
                 qos: message.qos.min(*qos),
                 // MQTT-3.3.1-9: retained messages sent on subscribe carry RETAIN.
                 retain: true,
@@ -558,6 +588,18 @@ impl<'a> Client<'a> {
                 reason::TOPIC_FILTER_INVALID,
                 "filter exceeds limits.max_topic_length or limits.max_topic_levels",
             ));
+        }
+        let guarded = match groups::parse(filter) {
+            Ok(Filter::Group { filter, .. }) => filter,
+            _ => filter,
+        };
+        if !self
+            .broker
+            .auth
+            .may_subscribe(self.session.access(), guarded)
+        {
+            self.broker.stats.subscriptions_denied.inc();
+            return Err((reason::NOT_AUTHORIZED, "not authorized"));
         }
         let is_new = !session.subscriptions().contains_key(filter);
         if is_new && session.subscriptions().len() >= limits.max_subscriptions {

@@ -54,6 +54,7 @@ use std::sync::{
 
 use tokio::sync::watch;
 
+use crate::auth::Auth;
 use crate::cluster::{Cluster, GroupRef};
 use crate::config::Limits;
 use crate::protocol::{Publish, SubscriptionOptions, reason};
@@ -131,6 +132,8 @@ pub struct Broker {
     cluster: OnceLock<Arc<Cluster>>,
     /// How consumer groups pick a member (`cluster.group_strategy`).
     strategy: Strategy,
+    /// Who may connect, publish, subscribe and receive (`[auth]`).
+    auth: Auth,
 }
 
 impl Broker {
@@ -140,7 +143,13 @@ impl Broker {
 
     /// A broker whose consumer groups use the named strategy (`cluster.group_strategy`).
     pub fn with_group_strategy(limits: Limits, strategy: &str) -> Arc<Broker> {
+        Broker::with_auth(limits, strategy, Auth::default())
+    }
+
+    /// A broker with its group strategy and the authentication and ACL rules of `[auth]`.
+    pub fn with_auth(limits: Limits, strategy: &str, auth: Auth) -> Arc<Broker> {
         Arc::new(Broker {
+            auth,
             strategy: Strategy::from_name(strategy),
             router: RwLock::new(Router::default()),
             retained: RwLock::new(Retained::new(
@@ -167,6 +176,11 @@ impl Broker {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// The authentication and ACL rules in force, to reload on SIGHUP.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
     }
 
     /// Sessions known, connected or not.
@@ -273,6 +287,12 @@ impl Broker {
         sender: Sender<'_>,
         routed: &mut Routed,
     ) {
+        if !self.auth.may_read(m.session.access(), &message.topic) {
+            // Granted when it subscribed, but the ACL has changed since (or the filter
+            // covers topics a deny rule keeps from it).
+            self.stats.deliveries_denied.inc();
+            return;
+        }
         let delivery = Delivery {
             message: Arc::clone(message),
             qos: m.qos.min(message.qos),

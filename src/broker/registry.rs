@@ -35,6 +35,7 @@ impl Broker {
     pub(super) fn open_session(
         &self,
         client_id: &str,
+        username: Option<&str>,
         clean_start: bool,
         expiry_interval: u32,
         outbox: Arc<Outbox>,
@@ -66,7 +67,17 @@ impl Broker {
                     "another connection took over the session",
                 );
             }
-            if !clean_start {
+            // A session belongs to the user that made it: resumed by another user name, it
+            // would hand over messages its ACL let through to someone else (mosquitto, too,
+            // starts afresh then).
+            let same_user = existing.access().username() == username;
+            if !same_user && !clean_start {
+                tracing::info!(
+                    client_id,
+                    "session not resumed: it belongs to another user name; starting a new one"
+                );
+            }
+            if !clean_start && same_user {
                 session.expiry_interval = expiry_interval;
                 let generation = session.attach(outbox, send_window);
                 drop(session);
@@ -82,10 +93,10 @@ impl Broker {
             self.unsubscribe_filters(filters.iter().map(String::as_str), existing.id());
             self.redispatch(orphans, existing.id());
             if let Some(will) = waiting_will {
-                self.publish_will(*will, existing.id());
+                self.publish_will(*will, &existing);
             }
         }
-        let handle = SessionHandle::new(client_id);
+        let handle = SessionHandle::for_user(client_id.into(), username.map(Arc::from));
         let generation = {
             let mut session = handle.lock();
             session.expiry_interval = expiry_interval;
@@ -116,7 +127,7 @@ impl Broker {
             if let Some(will) = will
                 && !(resumed && will_delay(&will) > 0)
             {
-                self.publish_will(will, handle.id());
+                self.publish_will(will, handle);
             }
             return;
         }
@@ -127,7 +138,7 @@ impl Broker {
         // The Will goes now, or when its delay or the session ends, whichever comes first.
         let delayed_will = will.and_then(|will| match will_delay(&will).min(expiry) {
             0 => {
-                self.publish_will(will, handle.id());
+                self.publish_will(will, handle);
                 None
             }
             delay => Some((secs(delay), will)),
@@ -181,15 +192,21 @@ impl Broker {
         self.redispatch(orphans, handle.id());
         // A Will still waiting goes when the session ends (MQTT-3.1.2-8).
         if let Some(will) = waiting_will {
-            self.publish_will(*will, handle.id());
+            self.publish_will(*will, handle);
         }
     }
 
-    pub(super) fn publish_will(&self, will: Will, origin: u64) {
+    /// Publishes `session`'s Will, if the ACL in force now lets its client publish there.
+    pub(super) fn publish_will(&self, will: Will, session: &SessionHandle) {
+        if !self.auth.may_publish(session.access(), &will.topic) {
+            self.stats.publishes_denied.inc();
+            tracing::debug!(client_id = session.client_id(), topic = %will.topic, "will not published: not authorized (auth.acl_file)");
+            return;
+        }
         tracing::debug!(topic = %will.topic, "publishing will");
         self.stats.wills_published.inc();
         // Nobody is left to slow down: a Will that meets a full queue is dropped and counted.
-        self.publish(Message::from_will(will, origin), Sender::Broker);
+        self.publish(Message::from_will(will, session.id()), Sender::Broker);
     }
 }
 

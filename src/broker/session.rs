@@ -16,6 +16,8 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
+use crate::auth::Access;
+
 use crate::protocol::{
     self, Ack, Packet, ProtocolVersion, QoS, SubscriptionOptions, TopicAlias, reason,
 };
@@ -42,6 +44,9 @@ pub struct SessionHandle {
     id: u64,
     /// Shared with the broker's session table, which is keyed by it.
     client_id: Arc<str>,
+    /// Who the client is to the ACL, and its compiled rules. A session belongs to one user:
+    /// a CONNECT by another user name starts a new one.
+    access: Access,
     state: Mutex<Session>,
 }
 
@@ -73,13 +78,26 @@ pub enum Offer {
 }
 
 impl SessionHandle {
+    /// An anonymous client's session.
+    #[cfg(test)]
     pub fn new(client_id: impl Into<Arc<str>>) -> Arc<SessionHandle> {
+        SessionHandle::for_user(client_id.into(), None)
+    }
+
+    /// The session of `client_id`, connected as `username`.
+    pub fn for_user(client_id: Arc<str>, username: Option<Arc<str>>) -> Arc<SessionHandle> {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Arc::new(SessionHandle {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            client_id: client_id.into(),
+            access: Access::new(Arc::clone(&client_id), username),
+            client_id,
             state: Mutex::new(Session::new()),
         })
+    }
+
+    /// The client as the ACL sees it.
+    pub fn access(&self) -> &Access {
+        &self.access
     }
 
     /// A number unique to this session for the broker's lifetime (0 is never used).

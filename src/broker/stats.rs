@@ -68,6 +68,15 @@ pub struct Stats {
     pub dropped_no_group_member: Counter,
     /// PUBLISH packets refused (topic over the limits, `$SYS`, ...).
     pub publishes_refused: Counter,
+    /// CONNECTs refused for a bad user name or password, or for having none.
+    pub auth_failures: Counter,
+    /// PUBLISH packets and Wills the ACL did not let through (`auth.acl_file`).
+    pub publishes_denied: Counter,
+    /// Subscriptions the ACL refused.
+    pub subscriptions_denied: Counter,
+    /// Deliveries the ACL kept from a subscriber (a rule changed since it subscribed, or a
+    /// deny covers part of its filter), retained messages on subscribe included.
+    pub deliveries_denied: Counter,
     /// Connections closed for a malformed packet or a protocol error.
     pub protocol_errors: Counter,
     /// Wills published.

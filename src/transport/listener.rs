@@ -131,21 +131,33 @@ impl Pending {
     /// broker's `limits.max_packet_size`; a larger one fails the read with
     /// [`super::MessageTooLarge`]); other kinds ignore it. Reads from the socket, from the
     /// handshake on, take from `budget` until the broker lifts it ([`super::ReadBudget`]).
+    ///
+    /// Also returns the subject CN of the client's TLS certificate, if it presented one (it
+    /// was verified against `tls.client_ca`, or the handshake would have failed).
     pub async fn handshake(
         self,
         max_message: usize,
         budget: ReadBudget,
-    ) -> Result<Boxed, TransportError> {
+    ) -> Result<(Boxed, Option<String>), TransportError> {
         let stream = Budgeted::new(self.stream, budget);
-        Ok(Boxed(match self.upgrade {
-            Upgrade::Tcp => Box::new(stream),
-            Upgrade::Tls(acceptor) => Box::new(tls_handshake(&acceptor, stream).await?),
-            Upgrade::Ws => Box::new(websocket::accept(stream, max_message).await?),
+        let (stream, name): (super::BoxStream, _) = match self.upgrade {
+            Upgrade::Tcp => (Box::new(stream), None),
+            Upgrade::Tls(acceptor) => {
+                let tls = tls_handshake(&acceptor, stream).await?;
+                let name = certificate_name(&tls);
+                (Box::new(tls), name)
+            }
+            Upgrade::Ws => (
+                Box::new(websocket::accept(stream, max_message).await?),
+                None,
+            ),
             Upgrade::Wss(acceptor) => {
                 let tls = tls_handshake(&acceptor, stream).await?;
-                Box::new(websocket::accept(tls, max_message).await?)
+                let name = certificate_name(&tls);
+                (Box::new(websocket::accept(tls, max_message).await?), name)
             }
-        }))
+        };
+        Ok((Boxed(stream), name))
     }
 }
 
@@ -157,6 +169,12 @@ async fn tls_handshake<S: AsyncRead + AsyncWrite + Unpin>(
         .accept(stream)
         .await
         .map_err(TransportError::TlsHandshake)
+}
+
+/// The subject CN of the certificate the client presented, if any.
+fn certificate_name<S>(tls: &tokio_rustls::server::TlsStream<S>) -> Option<String> {
+    let chain = tls.get_ref().1.peer_certificates()?;
+    super::tls::subject_common_name(chain.first()?)
 }
 
 // Manual impls because the TLS acceptor is not `Debug`; the kind and addresses are what a log

@@ -106,3 +106,111 @@ fn file_error(path: &Path, problem: String) -> TransportError {
         problem,
     }
 }
+
+/// The subject's common name (CN) in a DER certificate: the client's identity when
+/// `tls.use_identity_as_username` is on. `None` if the certificate has no CN in a string
+/// type that is text (UTF8String, PrintableString, IA5String) or cannot be read.
+///
+/// A small DER walk, enough for the one field: Certificate → TBSCertificate → the sixth
+/// field (the subject, after the optional version, serial, signature algorithm, issuer and
+/// validity) → each RDN's attributes, looking for id-at-commonName (2.5.4.3).
+pub(crate) fn subject_common_name(certificate: &[u8]) -> Option<String> {
+    const SEQUENCE: u8 = 0x30;
+    const SET: u8 = 0x31;
+    const VERSION: u8 = 0xA0;
+    const COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
+    let (tag, certificate, _) = der(certificate)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    let (tag, mut fields, _) = der(certificate)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    let (tag, _, rest) = der(fields)?;
+    if tag == VERSION {
+        fields = rest;
+    }
+    // Serial, signature algorithm, issuer, validity.
+    for _ in 0..4 {
+        fields = der(fields)?.2;
+    }
+    let (tag, mut subject, _) = der(fields)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    while !subject.is_empty() {
+        let (tag, mut rdn, rest) = der(subject)?;
+        subject = rest;
+        if tag != SET {
+            return None;
+        }
+        while !rdn.is_empty() {
+            let (_, attribute, rest) = der(rdn)?;
+            rdn = rest;
+            let (tag, oid, value) = der(attribute)?;
+            if tag == 0x06 && oid == COMMON_NAME {
+                let (kind, text, _) = der(value)?;
+                // UTF8String, PrintableString, IA5String.
+                return matches!(kind, 0x0C | 0x13 | 0x16)
+                    .then(|| String::from_utf8(text.to_vec()).ok())
+                    .flatten();
+            }
+        }
+    }
+    None
+}
+
+/// One DER element: its tag, its contents and what follows it.
+fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (length, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let bytes = usize::from(first & 0x7F);
+        if bytes == 0 || bytes > 4 || rest.len() < bytes {
+            return None;
+        }
+        let (length, rest) = rest.split_at(bytes);
+        let length = length
+            .iter()
+            .fold(0usize, |n, &byte| (n << 8) | usize::from(byte));
+        (length, rest)
+    };
+    if rest.len() < length {
+        return None;
+    }
+    let (contents, rest) = rest.split_at(length);
+    Some((tag, contents, rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_subject_common_name_of_the_test_certificates() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/certs");
+        let client = read_certificates(&dir.join("client.pem")).expect("client.pem");
+        let ca = read_certificates(&dir.join("ca.pem")).expect("ca.pem");
+        assert_eq!(
+            subject_common_name(&ca[0]).as_deref(),
+            Some("supermq test CA")
+        );
+        assert_eq!(
+            subject_common_name(&client[0]).as_deref(),
+            Some("supermq test client")
+        );
+    }
+
+    #[test]
+    fn garbage_is_no_name() {
+        assert_eq!(subject_common_name(&[]), None);
+        assert_eq!(
+            subject_common_name(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]),
+            None
+        );
+        assert_eq!(subject_common_name(&[0x30, 0x02, 0x30, 0x00]), None);
+    }
+}
