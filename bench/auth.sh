@@ -82,11 +82,16 @@ open_runs, auth_runs = load(sys.argv[1]), load(sys.argv[2])
 def median(runs, key):
     return statistics.median(r[key] for r in runs)
 print(f"1→1 QoS 1, {sys.argv[4]} messages, {sys.argv[3]} interleaved rounds, medians")
-print("| broker | recv msg/s | broker CPU s | lost |")
-print("|---|---|---|---|")
+print("| supermq | recv msg/s | broker cores | broker CPU s per million | lost |")
+print("|---|---|---|---|---|")
+for run in open_runs + auth_runs:
+    run["cpu_per_million"] = run["broker_cpu"] * run["recv_secs"] / run["received"] * 1e6
 for name, runs in (("no [auth]", open_runs), ("password + 1,000-line ACL", auth_runs)):
     lost = sum(r["lost"] for r in runs)
-    print(f"| {name} | {median(runs, 'recv_rate'):,.0f} | {median(runs, 'broker_cpu'):.2f} | {lost} |")
+    print(f"| {name} | {median(runs, 'recv_rate'):,.0f} | {median(runs, 'broker_cpu'):.2f} "
+          f"| {median(runs, 'cpu_per_million'):.2f} | {lost} |")
+cpu = median(auth_runs, "cpu_per_million") / median(open_runs, "cpu_per_million")
+print(f"CPU per delivery with auth / without: {cpu:.1%}")
 ratio = median(auth_runs, "recv_rate") / median(open_runs, "recv_rate")
 print(f"with auth / without: {ratio:.1%} (each round: " + ", ".join(
     f"{a['recv_rate'] / o['recv_rate']:.0%}" for o, a in zip(open_runs, auth_runs)) + ")")

@@ -288,6 +288,14 @@ impl Access {
         }
     }
 
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    pub fn client_id_shared(&self) -> Arc<str> {
+        Arc::clone(&self.client_id)
+    }
+
     pub fn username(&self) -> Option<&str> {
         self.username.as_deref()
     }

@@ -42,10 +42,9 @@ const FILL_BYTES: usize = 64 * 1024;
 /// The shared handle to a session: subscriptions in the router point here.
 pub struct SessionHandle {
     id: u64,
-    /// Shared with the broker's session table, which is keyed by it.
-    client_id: Arc<str>,
-    /// Who the client is to the ACL, and its compiled rules. A session belongs to one user:
-    /// a CONNECT by another user name starts a new one.
+    /// Who the client is (its client id, shared with the broker's session table, which is
+    /// keyed by it, and its user name) and its compiled ACL rules. A session belongs to one
+    /// user: a CONNECT by another user name starts a new one.
     access: Access,
     state: Mutex<Session>,
 }
@@ -89,8 +88,7 @@ impl SessionHandle {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Arc::new(SessionHandle {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            access: Access::new(Arc::clone(&client_id), username),
-            client_id,
+            access: Access::new(client_id, username),
             state: Mutex::new(Session::new()),
         })
     }
@@ -106,12 +104,12 @@ impl SessionHandle {
     }
 
     pub fn client_id(&self) -> &str {
-        &self.client_id
+        self.access.client_id()
     }
 
     /// The client id, shared.
     pub fn client_id_shared(&self) -> Arc<str> {
-        Arc::clone(&self.client_id)
+        self.access.client_id_shared()
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Session> {
@@ -142,7 +140,10 @@ impl SessionHandle {
                 return Offer::Queued;
             }
             stats.dropped_queue_full.inc();
-            tracing::debug!(client_id = %self.client_id, "offline session's queue full; message dropped");
+            tracing::debug!(
+                client_id = self.client_id(),
+                "offline session's queue full; message dropped"
+            );
             return Offer::Dropped;
         };
         if session.slow {
@@ -168,7 +169,7 @@ impl SessionHandle {
             .waiting_since(now, bounds)
             .is_some_and(|since| now.duration_since(since) >= bounds.patience)
         {
-            session.declare_slow(&self.client_id, bounds, stats);
+            session.declare_slow(self.client_id(), bounds, stats);
             stats.dropped_slow_consumer.inc();
             return Offer::Dropped;
         }
@@ -178,13 +179,19 @@ impl SessionHandle {
                 Some(claim) => claim,
                 None => {
                     stats.dropped_route_backlog.inc();
-                    tracing::debug!(client_id = %self.client_id, "route backlog full (cluster.route_backlog_bytes); message dropped");
+                    tracing::debug!(
+                        client_id = self.client_id(),
+                        "route backlog full (cluster.route_backlog_bytes); message dropped"
+                    );
                     return Offer::Dropped;
                 }
             },
             Sender::Broker => {
                 stats.dropped_queue_full.inc();
-                tracing::debug!(client_id = %self.client_id, "session queue full; message dropped");
+                tracing::debug!(
+                    client_id = self.client_id(),
+                    "session queue full; message dropped"
+                );
                 return Offer::Dropped;
             }
         };
@@ -207,7 +214,7 @@ impl SessionHandle {
             .waiting_since(now, bounds)
             .is_some_and(|since| now.duration_since(since) >= bounds.patience);
         if stale {
-            session.declare_slow(&self.client_id, bounds, stats);
+            session.declare_slow(self.client_id(), bounds, stats);
         }
     }
 }
