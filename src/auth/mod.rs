@@ -206,36 +206,58 @@ impl Auth {
             return Ok(Some(username));
         };
         let password = credentials.password.unwrap_or_default();
-        if let Some(throttle) = &self.throttle {
-            match throttle.take(peer, Instant::now()) {
-                Turn::After(wait) => {
-                    if !wait.is_zero() {
-                        tokio::time::sleep(wait).await;
-                    }
-                }
-                Turn::Refuse => {
-                    tracing::warn!(%peer, user = %username, "authentication refused unchecked: too many failures from this address (auth.failed_auth_per_ip_per_sec)");
-                    return Err(Denied::BadCredentials);
-                }
+        let right = loop {
+            if !self.may_try(peer).await {
+                tracing::warn!(%peer, user = %username, "authentication refused unchecked: too many failures from this address (auth.failed_auth_per_ip_per_sec)");
+                return Err(Denied::BadCredentials);
             }
-        }
-        let right = {
             // Closed never; a failed acquire would only mean no limit.
-            let _turn = self.checks.acquire().await;
-            let user = username.clone();
-            tokio::task::spawn_blocking(move || passwords.verify(&user, &password))
-                .await
-                .unwrap_or(false)
+            let turn = self.checks.acquire().await;
+            // Asked again with a place held: attempts that waited side by side for a place
+            // must not all be checked on the strength of one look at an empty bucket.
+            if !self.must_wait(peer) {
+                let (passwords, user, password) =
+                    (Arc::clone(&passwords), username.clone(), password.clone());
+                let right =
+                    tokio::task::spawn_blocking(move || passwords.verify(&user, &password))
+                        .await
+                        .unwrap_or(false);
+                drop(turn);
+                break right;
+            }
         };
         if right {
-            if let Some(throttle) = &self.throttle {
-                throttle.give_back(peer);
-            }
             Ok(Some(username))
         } else {
+            if let Some(throttle) = &self.throttle {
+                throttle.failed(peer, Instant::now());
+            }
             tracing::warn!(%peer, user = %username, "bad user name or password");
             Err(Denied::BadCredentials)
         }
+    }
+
+    /// Waits until an attempt from `peer` may be checked; false if it would wait too long.
+    async fn may_try(&self, peer: IpAddr) -> bool {
+        let Some(throttle) = &self.throttle else {
+            return true;
+        };
+        match throttle.wait(peer, Instant::now()) {
+            Turn::Refuse => false,
+            Turn::After(wait) => {
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+                true
+            }
+        }
+    }
+
+    /// True if an attempt from `peer` would have to wait now.
+    fn must_wait(&self, peer: IpAddr) -> bool {
+        self.throttle.as_ref().is_some_and(|throttle| {
+            throttle.wait(peer, Instant::now()) != Turn::After(std::time::Duration::ZERO)
+        })
     }
 
     /// May the client publish to `topic`?

@@ -3,11 +3,12 @@
 //!
 //! Each address has a token bucket kept as one instant (the "generic cell rate algorithm", as
 //! in the broker's per-address connection limits): the time at which its bucket is full
-//! again. An attempt takes a token *before* its password is checked and gives it back if the
-//! password was right, so attempts running at once from one address queue up behind each
-//! other instead of all being checked at once, and a client that gets its password right
-//! pays nothing. An attempt that would have to wait longer than [`MAX_WAIT`] is refused at
-//! once, unchecked.
+//! again. Only a failure takes a token, so a client that gets its password right pays
+//! nothing, and many devices behind one NAT address reconnecting at once are not held up by
+//! each other. An attempt from an address whose bucket is empty waits until it has a token
+//! again ([`Throttle::wait`]); one that would wait longer than [`MAX_WAIT`] is refused at
+//! once, unchecked. (The caller asks again once it holds one of the few places to check a
+//! password, so attempts running at once cannot all slip past an empty bucket.)
 //!
 //! An entry lasts until its bucket is full again (at most a second after its last failure
 //! at the default rate); stale ones are swept whenever the table has doubled, so it holds
@@ -62,28 +63,29 @@ impl Throttle {
         })
     }
 
-    /// Takes a token for an attempt from `ip` at `now`.
-    pub fn take(&self, ip: IpAddr, now: Instant) -> Turn {
+    /// Whether an attempt from `ip` at `now` may be checked, or must wait (or give up).
+    pub fn wait(&self, ip: IpAddr, now: Instant) -> Turn {
+        let table = self.table();
+        let Some(&full_at) = table.full_at.get(&ip) else {
+            return Turn::After(Duration::ZERO);
+        };
+        let wait = (full_at.max(now) + self.interval).saturating_duration_since(now + self.burst);
+        if wait > MAX_WAIT {
+            Turn::Refuse
+        } else {
+            Turn::After(wait)
+        }
+    }
+
+    /// Records a failed attempt from `ip` at `now`: it takes a token.
+    pub fn failed(&self, ip: IpAddr, now: Instant) {
         let mut table = self.table();
         if table.full_at.len() >= table.sweep_at {
             table.full_at.retain(|_, full_at| *full_at > now);
             table.sweep_at = (table.full_at.len() * 2).max(MIN_SWEEP);
         }
         let full_at = table.full_at.get(&ip).copied().unwrap_or(now).max(now) + self.interval;
-        let wait = full_at.saturating_duration_since(now + self.burst);
-        if wait > MAX_WAIT {
-            return Turn::Refuse;
-        }
         table.full_at.insert(ip, full_at);
-        Turn::After(wait)
-    }
-
-    /// Gives back the token of an attempt from `ip` that succeeded.
-    pub fn give_back(&self, ip: IpAddr) {
-        let mut table = self.table();
-        if let Some(full_at) = table.full_at.get_mut(&ip) {
-            *full_at -= self.interval;
-        }
     }
 
     fn table(&self) -> MutexGuard<'_, Table> {
@@ -98,39 +100,35 @@ mod tests {
     const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     #[test]
-    fn a_burst_goes_at_once_then_attempts_wait_their_turn() {
+    fn a_burst_of_failures_goes_at_once_then_attempts_wait_their_turn() {
         let throttle = Throttle::new(2).expect("on");
         let now = Instant::now();
-        assert_eq!(throttle.take(IP, now), Turn::After(Duration::ZERO));
-        assert_eq!(throttle.take(IP, now), Turn::After(Duration::ZERO));
-        assert_eq!(
-            throttle.take(IP, now),
-            Turn::After(Duration::from_millis(500))
-        );
-        assert_eq!(
-            throttle.take(IP, now),
-            Turn::After(Duration::from_millis(1000))
-        );
+        for _ in 0..2 {
+            assert_eq!(throttle.wait(IP, now), Turn::After(Duration::ZERO));
+            throttle.failed(IP, now);
+        }
+        assert_eq!(throttle.wait(IP, now), Turn::After(Duration::from_millis(500)));
+        throttle.failed(IP, now);
+        assert_eq!(throttle.wait(IP, now), Turn::After(Duration::from_millis(1000)));
         // Another address is not held up.
         let other = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
-        assert_eq!(throttle.take(other, now), Turn::After(Duration::ZERO));
-        // Waits are bounded: past MAX_WAIT the attempt is refused and takes nothing.
+        assert_eq!(throttle.wait(other, now), Turn::After(Duration::ZERO));
+        // Waits are bounded: past MAX_WAIT the attempt is refused.
         for _ in 0..20 {
-            throttle.take(IP, now);
+            throttle.failed(IP, now);
         }
-        assert_eq!(throttle.take(IP, now), Turn::Refuse);
+        assert_eq!(throttle.wait(IP, now), Turn::Refuse);
         // Time refills the bucket.
         let later = now + Duration::from_secs(60);
-        assert_eq!(throttle.take(IP, later), Turn::After(Duration::ZERO));
+        assert_eq!(throttle.wait(IP, later), Turn::After(Duration::ZERO));
     }
 
     #[test]
-    fn a_right_password_gives_its_token_back() {
+    fn attempts_that_succeed_take_nothing() {
         let throttle = Throttle::new(1).expect("on");
         let now = Instant::now();
         for _ in 0..10 {
-            assert_eq!(throttle.take(IP, now), Turn::After(Duration::ZERO));
-            throttle.give_back(IP);
+            assert_eq!(throttle.wait(IP, now), Turn::After(Duration::ZERO));
         }
     }
 

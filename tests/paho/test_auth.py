@@ -126,10 +126,15 @@ def test_passwd_round_trip_and_sighup(broker_factory, supermq_bin, tmp_path):
 
 def test_failed_attempts_are_slowed_per_address(broker_factory, supermq_bin, tmp_path):
     """With failed_auth_per_ip_per_sec = 2, ten wrong guesses from one address take about
-    four seconds (a burst of two, then one every half second), while the right password is
-    still accepted afterwards."""
+    four seconds (a burst of two, then one every half second), while right passwords are not
+    slowed, and the right password is still accepted afterwards."""
     users = make_users(supermq_bin, tmp_path / "users", {"erin": "erin-pw"})
     broker = broker_factory(auth={"password_file": str(users), "failed_auth_per_ip_per_sec": 2})
+    started = time.monotonic()
+    for i in range(8):
+        login(broker, f"right{i}", V5, "erin", "erin-pw")
+    took = time.monotonic() - started
+    assert took < 2.0, f"8 right passwords took {took:.2f} s: only failures may be slowed"
     started = time.monotonic()
     for i in range(10):
         login(broker, f"g{i}", V5, "erin", f"guess-{i}", expect=BAD_USER_NAME_OR_PASSWORD)
