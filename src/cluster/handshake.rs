@@ -71,6 +71,10 @@ pub enum HandshakeError {
     Myself,
     #[error("the system has no random numbers for a handshake nonce")]
     NoRandom,
+    /// Route TLS failed: no certificate, one from another CA, or a peer without route TLS
+    /// (`cluster.tls_*` must be set alike on every node).
+    #[error("route TLS: {0}")]
+    Tls(std::io::Error),
 }
 
 /// The cluster secret (`cluster.secret`) as an HMAC-SHA256 key: all a node keeps of it.
@@ -199,10 +203,15 @@ where
         };
         send(writer, true, &[Frame::Info(mine.clone())]).await?;
         let mut magic = [0u8; 4];
-        reader
-            .read_exact(&mut magic)
-            .await
-            .map_err(|_| HandshakeError::NotARoute)?;
+        reader.read_exact(&mut magic).await.map_err(|error| {
+            // Over route TLS, an acceptor that refuses our certificate says so with an alert
+            // that arrives here, as TLS 1.3 lets the dialler finish its handshake first.
+            if error.kind() == std::io::ErrorKind::InvalidData {
+                HandshakeError::Tls(error)
+            } else {
+                HandshakeError::NotARoute
+            }
+        })?;
         if &magic != MAGIC {
             return Err(HandshakeError::NotARoute);
         }

@@ -20,6 +20,7 @@
 //!   (Closing the newest instead let whoever held every place, retaking each as it timed out,
 //!   keep every peer out.)
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -29,7 +30,7 @@ use tokio::io::AsyncRead;
 use tokio::io::AsyncWrite;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::broker::PendingSet;
+use crate::broker::{PendingSet, Place};
 
 use super::frame::{Frame, Info, MAX_INFO_PEERS_BYTES};
 use super::handshake::{self, HandshakeError};
@@ -49,37 +50,90 @@ pub async fn accept_loop(cluster: Arc<Cluster>, listener: TcpListener) {
         };
         match accepted {
             Ok((stream, peer)) => {
-                let (mut place, evicted) = pending.enter();
+                let (place, evicted) = pending.enter();
                 if evicted {
                     cluster.evicted();
                 }
-                let cluster = Arc::clone(&cluster);
-                tokio::spawn(async move {
-                    let _ = stream.set_nodelay(true);
-                    let (mut reader, mut writer) = stream.into_split();
-                    let mine = cluster.info_now();
-                    let timeout = cluster.timings.heartbeat_timeout;
-                    let secret = &cluster.secret;
-                    let handshake = tokio::select! {
-                        handshake = handshake::accept(&mut reader, &mut writer, &mine, secret, timeout) => handshake,
-                        // Closed to make room for a newer connection.
-                        () = place.dismissed() => return,
-                    };
-                    drop(place);
-                    match handshake {
-                        Ok(theirs) => {
-                            cluster.run_route(theirs, false, reader, writer).await;
-                        }
-                        Err(HandshakeError::Myself) => {
-                            tracing::debug!(%peer, "route to this node itself closed");
-                        }
-                        Err(error) => cluster.refused_handshake(peer, &error),
-                    }
-                });
+                tokio::spawn(Arc::clone(&cluster).accepted(stream, peer, place));
             }
             Err(error) => {
                 tracing::warn!(%error, "route accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+impl Cluster {
+    /// One accepted route connection: TLS (when on) and the route handshake while it holds a
+    /// pending place, then the route. The two arms differ only in the stream's type: plain
+    /// TCP keeps its lock-free halves, TLS shares one stream between two halves.
+    async fn accepted(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, mut place: Place) {
+        let _ = stream.set_nodelay(true);
+        match self.tls.clone() {
+            None => {
+                let (mut reader, mut writer) = stream.into_split();
+                let theirs = self
+                    .accept_handshake(peer, &mut reader, &mut writer, place.dismissed())
+                    .await;
+                drop(place);
+                if let Some(theirs) = theirs {
+                    self.run_route(theirs, false, reader, writer).await;
+                }
+            }
+            Some(tls) => {
+                let timeout = self.timings.heartbeat_timeout;
+                let stream = tokio::select! {
+                    stream = tokio::time::timeout(timeout, tls.accept(stream)) => stream,
+                    () = place.dismissed() => return,
+                };
+                let stream = match stream {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        return self.refused_handshake(peer, &HandshakeError::Tls(error));
+                    }
+                    Err(_) => return self.refused_handshake(peer, &HandshakeError::Timeout),
+                };
+                let (mut reader, mut writer) = tokio::io::split(stream);
+                let theirs = self
+                    .accept_handshake(peer, &mut reader, &mut writer, place.dismissed())
+                    .await;
+                drop(place);
+                if let Some(theirs) = theirs {
+                    self.run_route(theirs, false, reader, writer).await;
+                }
+            }
+        }
+    }
+
+    /// The accepting side's route handshake, unless `dismissed` (to make room for a newer
+    /// connection) first; the peer's INFO if it passed, `None` (logged) if not.
+    async fn accept_handshake<R, W>(
+        &self,
+        peer: SocketAddr,
+        reader: &mut R,
+        writer: &mut W,
+        dismissed: impl Future<Output = ()>,
+    ) -> Option<Info>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let mine = self.info_now();
+        let timeout = self.timings.heartbeat_timeout;
+        let handshake = tokio::select! {
+            handshake = handshake::accept(reader, writer, &mine, &self.secret, timeout) => handshake,
+            () = dismissed => return None,
+        };
+        match handshake {
+            Ok(theirs) => Some(theirs),
+            Err(HandshakeError::Myself) => {
+                tracing::debug!(%peer, "route to this node itself closed");
+                None
+            }
+            Err(error) => {
+                self.refused_handshake(peer, &error);
+                None
             }
         }
     }
@@ -238,7 +292,32 @@ impl Cluster {
             Err(_) => return Dialed::Failed(HandshakeError::Timeout),
         };
         let _ = stream.set_nodelay(true);
-        let (mut reader, mut writer) = stream.into_split();
+        let Some(tls) = self.tls.clone() else {
+            let (reader, writer) = stream.into_split();
+            return self.dial_handshake(addr, reader, writer).await;
+        };
+        match tokio::time::timeout(self.timings.heartbeat_timeout, tls.connect(addr, stream)).await
+        {
+            Ok(Ok(stream)) => {
+                let (reader, writer) = tokio::io::split(stream);
+                self.dial_handshake(addr, reader, writer).await
+            }
+            Ok(Err(error)) => Dialed::Failed(HandshakeError::Tls(error)),
+            Err(_) => Dialed::Failed(HandshakeError::Timeout),
+        }
+    }
+
+    /// The dialling side's route handshake on a connected stream, and the route if it passed.
+    async fn dial_handshake<R, W>(
+        self: &Arc<Self>,
+        addr: &str,
+        mut reader: R,
+        mut writer: W,
+    ) -> Dialed
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
         let mine = self.info_now();
         match handshake::dial(
             &mut reader,
