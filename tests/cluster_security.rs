@@ -282,3 +282,52 @@ async fn a_node_whose_certificate_another_ca_signed_is_kept_out() {
     }
     assert!(!impostor.log().contains("route up"), "{}", impostor.log());
 }
+
+/// A node dialling an address where something that does not know the secret listens shows it
+/// nothing of the cluster: its INFO names itself only, with no peer list (its peers come in a
+/// PEERS frame once the route is authenticated), and nothing follows it.
+#[tokio::test]
+async fn a_dialler_shows_no_peers_to_a_peer_that_has_not_proved_the_secret() {
+    let stranger_port = free_port();
+    let stranger = TcpListener::bind(("127.0.0.1", stranger_port))
+        .await
+        .expect("bind");
+    let node1 = Node::start(NodeSpec::new("node1", &[])).await;
+    let node2 = Node::start(NodeSpec::new("node2", &[node1.spec.route, stranger_port])).await;
+    let nodes = [node1, node2];
+    wait_for_mesh(&nodes).await;
+    let node1_addr = nodes[0].route_addr().to_string();
+    // node2 dials the stranger again and again (a seed); a dial after the mesh is up would
+    // once have listed node1.
+    for _ in 0..2 {
+        let (mut socket, _) = tokio::time::timeout(Duration::from_secs(10), stranger.accept())
+            .await
+            .expect("node2 dials the stranger")
+            .expect("accept");
+        let mut head = [0u8; 8];
+        socket
+            .read_exact(&mut head)
+            .await
+            .expect("magic and length");
+        assert_eq!(&head[..4], b"SMQR");
+        let len = u32::from_be_bytes([head[4], head[5], head[6], head[7]]) as usize;
+        let mut info = vec![0u8; len];
+        socket.read_exact(&mut info).await.expect("INFO");
+        assert_eq!(info[0], 1, "an INFO frame");
+        // Kind, version, then node, cluster, advertise and nonce, each length-prefixed.
+        let mut at = 3;
+        let mut strings = Vec::new();
+        for _ in 0..4 {
+            let n = usize::from(u16::from_be_bytes([info[at], info[at + 1]]));
+            strings.push(String::from_utf8_lossy(&info[at + 2..at + 2 + n]).into_owned());
+            at += 2 + n;
+        }
+        assert_eq!(strings[0], "node2");
+        assert_eq!(&info[at..], [0, 0], "no peers listed: {strings:?}");
+        assert!(!contains(&info, node1_addr.as_bytes()));
+        // Nothing more comes before a CHALLENGE: the node waits, then gives up.
+        let mut more = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(2), socket.read_to_end(&mut more)).await;
+        assert!(more.is_empty(), "sent after its INFO: {more:?}");
+    }
+}

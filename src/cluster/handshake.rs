@@ -21,7 +21,12 @@
 //! its own proof only after the dialler's proof and INFO passed its checks, so a stranger on
 //! the route port learns neither the cluster's peers nor a proof it could use to guess a weak
 //! secret offline; the dialler only proves itself to addresses it was configured with or
-//! learned from authenticated peers.
+//! learned from authenticated peers. The dialler's own INFO goes first, to a peer that has
+//! proved nothing yet, so it holds only the dialler's node name, the cluster's name and the
+//! dialler's route address, no peer list: each side sends its peers in PEERS frames once the
+//! route is registered ([`super::mesh`]), as it does interest and retained messages. With
+//! route TLS ([`super::tls`]) the whole exchange runs inside TLS, after both certificates
+//! were verified, so not even that is shown to a node outside the cluster.
 //!
 //! Until the peer has proved the secret, the node holds only a small fixed amount for it: a
 //! handshake frame longer than [`frame::MAX_HANDSHAKE_FRAME`] is refused before anything is

@@ -8,8 +8,12 @@
 //! - Two nodes may dial each other at once. Both then hold two connections and keep the one
 //!   dialled by the node with the smaller name (two connections dialled by the same node: the
 //!   newer one, as the older is likely dead). Both sides compute the same answer.
-//! - On registration a route gets the full local interest and the retained messages, and the
-//!   other peers are told its address; on its end, everything learned from it goes with it.
+//! - On registration a route gets our other peers' addresses, the full local interest and the
+//!   retained messages, and the other peers are told its address; on its end, everything
+//!   learned from it goes with it. Nothing of that is sent before the peer proved the secret.
+//! - With route TLS on ([`super::tls`]), a connection runs its TLS handshake before the route
+//!   handshake, in the same pending place and within the same `heartbeat_timeout_ms` each; a
+//!   TLS failure is logged with the peer's address like any refused handshake.
 //! - Before a peer has proved the secret it costs a bounded amount: at most
 //!   `cluster.max_pending_routes` handshakes run at once, each within
 //!   `cluster.heartbeat_timeout_ms` and with frames of at most 64 KiB. When all places are
@@ -318,7 +322,13 @@ impl Cluster {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        let mine = self.info_now();
+        // Our INFO goes out before the peer has proved the secret: it carries our name, the
+        // cluster's and our route address, but not our peer list, which the peer gets in a
+        // PEERS frame once the route is registered.
+        let mine = Info {
+            peers: Vec::new(),
+            ..self.info.clone()
+        };
         match handshake::dial(
             &mut reader,
             &mut writer,
@@ -395,8 +405,15 @@ impl Cluster {
             None => {}
         }
         let announce = Frame::Peers(vec![route.advertise.clone()]);
+        let mut others = Vec::new();
         for other in state.routes.values().filter(|r| r.peer != route.peer) {
             other.send_control(&announce);
+            others.push(other.advertise.clone());
+        }
+        // The new peer learns ours here rather than from a dialler's INFO, which goes out
+        // before the peer proved anything; a few per frame keeps each frame small.
+        for chunk in others.chunks(16) {
+            route.send_initial(&Frame::Peers(chunk.to_vec()));
         }
         for filter in &state.local {
             route.send_initial(&Frame::Interest(filter.clone()));
