@@ -172,6 +172,14 @@ async fn a_bad_secret_and_a_wrong_cluster_name_are_refused() {
     nodes[0]
         .wait_for_log("node intruder presented a wrong secret")
         .await;
+    // Logged with the address it came from.
+    let log = nodes[0].log();
+    assert!(
+        log.lines().any(|l| l.contains("presented a wrong secret")
+            && l.contains("route refused")
+            && l.contains("peer=127.0.0.1:")),
+        "{log}"
+    );
     nodes[0]
         .wait_for_log("node stranger belongs to cluster \"elsewhere\"")
         .await;

@@ -14,6 +14,11 @@
 //! message crosses at most one route, and delivered without waiting: what a full local queue
 //! cannot take waits on the route's backlog budget or is dropped for that session alone.
 //!
+//! Who may join: a node must prove `cluster.secret` ([`handshake`]; required, 16 characters
+//! or more) and, with route TLS on, present a certificate signed by the cluster's CA
+//! ([`tls`]). Without route TLS, route traffic crosses the network in clear, and the node says
+//! so once at start-up.
+//!
 //! Whoever is on the other side of a route, what it sends is held to a client's limits
 //! (`validate`): an invalid item is refused ([`Cluster::refused`]) and the route stays up.
 //! Before a peer has proved the secret the node holds only a bounded amount for it
