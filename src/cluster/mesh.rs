@@ -74,7 +74,7 @@ impl Cluster {
     /// TCP keeps its lock-free halves, TLS shares one stream between two halves.
     async fn accepted(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, mut place: Place) {
         let _ = stream.set_nodelay(true);
-        match self.tls.clone() {
+        match &self.tls {
             None => {
                 let (mut reader, mut writer) = stream.into_split();
                 let theirs = self
@@ -296,7 +296,7 @@ impl Cluster {
             Err(_) => return Dialed::Failed(HandshakeError::Timeout),
         };
         let _ = stream.set_nodelay(true);
-        let Some(tls) = self.tls.clone() else {
+        let Some(tls) = &self.tls else {
             let (reader, writer) = stream.into_split();
             return self.dial_handshake(addr, reader, writer).await;
         };

@@ -42,7 +42,6 @@ use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
 use crate::transport::{self, TransportError};
 
 /// The TLS side of this node's routes: one configuration for accepting, one for dialling.
-#[derive(Clone)]
 pub struct RouteTls {
     acceptor: TlsAcceptor,
     connector: TlsConnector,
