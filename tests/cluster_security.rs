@@ -331,3 +331,24 @@ async fn a_dialler_shows_no_peers_to_a_peer_that_has_not_proved_the_secret() {
         assert!(more.is_empty(), "sent after its INFO: {more:?}");
     }
 }
+
+/// Route TLS on one node and not on the other: no route, and each side says why.
+#[tokio::test]
+async fn route_tls_on_one_node_only_is_refused_both_ways_with_the_reason() {
+    let mut secure = NodeSpec::new("secure", &[]);
+    secure.extra = route_tls("node", "ca");
+    let plain = NodeSpec::new("plain", &[secure.route]);
+    secure.seeds = vec![plain.route];
+    let secure = Node::start(secure).await;
+    let plain = Node::start(plain).await;
+    // plain dials secure in clear; secure dials plain in TLS.
+    secure
+        .wait_for_log("the peer dialled without route TLS, which this node requires")
+        .await;
+    plain
+        .wait_for_log("the peer dialled in TLS and this node has no route TLS")
+        .await;
+    for node in [&secure, &plain] {
+        assert!(!node.log().contains("route up"), "{}", node.log());
+    }
+}

@@ -64,7 +64,9 @@ pub enum HandshakeError {
     Frame(#[from] FrameError),
     #[error("timed out")]
     Timeout,
-    #[error("the peer does not speak the route protocol (is it an MQTT port?)")]
+    #[error(
+        "the peer does not speak the route protocol (is it an MQTT port, or one that requires route TLS?)"
+    )]
     NotARoute,
     #[error("an MQTT client connected to the route port; refused with CONNACK")]
     MqttClient,
@@ -80,6 +82,17 @@ pub enum HandshakeError {
     /// (`cluster.tls_*` must be set alike on every node).
     #[error("route TLS: {0}")]
     Tls(std::io::Error),
+    /// One side uses route TLS and the other does not.
+    #[error(
+        "the peer {0}: cluster.tls_cert, tls_key and tls_ca must be set on every node or on none"
+    )]
+    TlsMismatch(&'static str),
+}
+
+/// True if `start` opens a TLS record (handshake or alert, TLS 1.0 to 1.3), as a peer with
+/// route TLS sends where one without expects the magic.
+fn is_tls(start: &[u8; 4]) -> bool {
+    matches!(start, [0x15 | 0x16, 0x03, 0x00..=0x04, _])
 }
 
 /// The cluster secret (`cluster.secret`) as an HMAC-SHA256 key: all a node keeps of it.
@@ -218,6 +231,11 @@ where
             }
         })?;
         if &magic != MAGIC {
+            if is_tls(&magic) {
+                return Err(HandshakeError::TlsMismatch(
+                    "answers in TLS and this node has no route TLS",
+                ));
+            }
             return Err(HandshakeError::NotARoute);
         }
         let challenge = match frame::read_handshake_frame(reader).await? {
@@ -284,6 +302,11 @@ where
             if magic[0] == 0x10 {
                 refuse_mqtt(reader, writer, &magic).await;
                 return Err(HandshakeError::MqttClient);
+            }
+            if is_tls(&magic) {
+                return Err(HandshakeError::TlsMismatch(
+                    "dialled in TLS and this node has no route TLS",
+                ));
             }
             return Err(HandshakeError::NotARoute);
         }
@@ -593,6 +616,15 @@ mod tests {
         // INFO kind, protocol version and node name "a" anywhere.
         let acceptor_info = [1, 0, PROTOCOL_VERSION as u8, 0, 1, b'a'];
         assert!(!wire.windows(6).any(|w| w == acceptor_info));
+    }
+
+    #[test]
+    fn tls_records_are_told_from_the_magic_and_from_mqtt() {
+        // A ClientHello (TLS 1.0 record version, as TLS 1.3 sends it) and an alert.
+        assert!(is_tls(&[0x16, 0x03, 0x01, 0x00]));
+        assert!(is_tls(&[0x15, 0x03, 0x03, 0x00]));
+        assert!(!is_tls(MAGIC));
+        assert!(!is_tls(&[0x10, 0x10, 0x00, 0x04]));
     }
 
     #[tokio::test]

@@ -36,7 +36,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::broker::{PendingSet, Place};
 
-use super::frame::{Frame, Info, MAX_INFO_PEERS_BYTES};
+use super::frame::{Frame, Info, MAGIC, MAX_INFO_PEERS_BYTES};
 use super::handshake::{self, HandshakeError};
 use super::route::{self, Route, RouteEnd};
 use super::{Cluster, State, validate};
@@ -86,16 +86,26 @@ impl Cluster {
                 }
             }
             Some(tls) => {
+                let handshake = async {
+                    // A node without route TLS starts with the magic where a ClientHello
+                    // belongs: tell the operator that, rather than what rustls makes of it.
+                    let mut first = [0u8; 1];
+                    stream.peek(&mut first).await.map_err(HandshakeError::Tls)?;
+                    if first[0] == MAGIC[0] {
+                        return Err(HandshakeError::TlsMismatch(
+                            "dialled without route TLS, which this node requires",
+                        ));
+                    }
+                    tls.accept(stream).await.map_err(HandshakeError::Tls)
+                };
                 let timeout = self.timings.heartbeat_timeout;
                 let stream = tokio::select! {
-                    stream = tokio::time::timeout(timeout, tls.accept(stream)) => stream,
+                    stream = tokio::time::timeout(timeout, handshake) => stream,
                     () = place.dismissed() => return,
                 };
                 let stream = match stream {
                     Ok(Ok(stream)) => stream,
-                    Ok(Err(error)) => {
-                        return self.refused_handshake(peer, &HandshakeError::Tls(error));
-                    }
+                    Ok(Err(error)) => return self.refused_handshake(peer, &error),
                     Err(_) => return self.refused_handshake(peer, &HandshakeError::Timeout),
                 };
                 let (mut reader, mut writer) = tokio::io::split(stream);
