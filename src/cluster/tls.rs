@@ -20,7 +20,9 @@
 //! (`clientAuth`). A node certificate therefore needs both extended key usages. This is only
 //! sound when `cluster.tls_ca` is the cluster's own CA, which signs node certificates and
 //! nothing else: any certificate it signed admits its holder to the route layer (who must
-//! then still prove `cluster.secret`). Never point it at a public or company-wide CA.
+//! then still prove `cluster.secret`). Never point it at a public or company-wide CA. No
+//! revocation list is checked: a node whose certificate has not expired is shut out by
+//! changing the secret (or the CA).
 //!
 //! Certificate and key files are read once, at start-up, with the PEM loading of the MQTT TLS
 //! listeners ([`crate::transport`]), so a bad file stops the node with a line naming it.
