@@ -9,6 +9,11 @@
 # Logs and pid files go to cluster/run/. BROKER_BIN overrides the binary to run (skipping the
 # build); it is not called SUPERMQ_BIN because the broker would take a SUPERMQ_ variable for a
 # configuration override, and refuse it.
+#
+# The cluster secret: SUPERMQ_CLUSTER_SECRET if set (at least 16 characters), otherwise a random
+# one generated on the first start and kept in cluster/run/secret (readable by you only), so
+# the nodes of every later start agree. No secret is shipped in the node files: one everybody
+# can read in this repository would keep nobody out.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -24,6 +29,14 @@ start() {
         (cd "$here/.." && cargo build --release --quiet)
     fi
     mkdir -p "$run"
+    if [ -z "${SUPERMQ_CLUSTER_SECRET:-}" ]; then
+        if [ ! -s "$run/secret" ]; then
+            (umask 077 && od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$run/secret")
+            echo "generated a cluster secret in $run/secret"
+        fi
+        SUPERMQ_CLUSTER_SECRET=$(cat "$run/secret")
+        export SUPERMQ_CLUSTER_SECRET
+    fi
     for node in node1 node2 node3; do
         if running "$node"; then
             echo "$node already running (pid $(cat "$run/$node.pid"))"

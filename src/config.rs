@@ -235,8 +235,16 @@ pub struct ClusterConfig {
     pub routes: Vec<String>,
     pub name: String,
     /// Shared by every node; a peer that cannot prove it (by challenge and response, it never
-    /// crosses the wire) is refused.
+    /// crosses the wire) is refused. Required, of at least [`MIN_CLUSTER_SECRET`] characters,
+    /// once `listen` is set.
     pub secret: String,
+    /// Route TLS: this node's certificate chain (PEM), presented on every route, dialled or
+    /// accepted. Set all three `tls_*` keys or none.
+    pub tls_cert: String,
+    /// Route TLS: the private key of `tls_cert` (PEM).
+    pub tls_key: String,
+    /// Route TLS: the cluster's CA (PEM); a peer's certificate must chain to it, both ways.
+    pub tls_ca: String,
     /// Milliseconds between heartbeats on an idle route.
     pub heartbeat_ms: u64,
     /// Milliseconds without any frame from a peer after which its route is closed.
@@ -271,6 +279,9 @@ impl Default for ClusterConfig {
             routes: Vec::new(),
             name: "supermq".to_string(),
             secret: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            tls_ca: String::new(),
             heartbeat_ms: 1000,
             heartbeat_timeout_ms: 5000,
             redial_min_ms: 100,
@@ -285,6 +296,10 @@ impl Default for ClusterConfig {
         }
     }
 }
+
+/// The shortest `cluster.secret` accepted, in characters: anyone who can reach the route
+/// port may try secrets as fast as handshakes go, so a short one is guessed.
+pub const MIN_CLUSTER_SECRET: usize = 16;
 
 /// `[log]`: `level` is a tracing filter ("info", "supermq=debug"); `RUST_LOG` wins over it.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -861,6 +876,42 @@ impl Config {
                     ),
                 )
             })?;
+        }
+        if !c.listen.is_empty() && c.secret.chars().count() < MIN_CLUSTER_SECRET {
+            let problem = if c.secret.is_empty() {
+                "must be set when cluster.listen is".to_string()
+            } else {
+                format!("is {} characters long", c.secret.chars().count())
+            };
+            return Err(Problem::new(
+                "cluster.secret",
+                format!(
+                    "{problem}: every node needs the same secret of at least \
+                     {MIN_CLUSTER_SECRET} characters (for example `openssl rand -hex 32`)"
+                ),
+            ));
+        }
+        let route_tls = [
+            ("cluster.tls_cert", &c.tls_cert),
+            ("cluster.tls_key", &c.tls_key),
+            ("cluster.tls_ca", &c.tls_ca),
+        ];
+        if let Some((given, _)) = route_tls.iter().find(|(_, f)| !f.is_empty())
+            && let Some((missing, _)) = route_tls.iter().find(|(_, f)| f.is_empty())
+        {
+            return Err(Problem::new(
+                missing,
+                format!(
+                    "must be set too, as {given} is: route TLS needs cluster.tls_cert, \
+                     cluster.tls_key and cluster.tls_ca"
+                ),
+            ));
+        }
+        for (key, file) in route_tls {
+            if !file.is_empty() {
+                check_readable(file)
+                    .map_err(|e| Problem::new(key, format!("cannot read {file:?}: {e}")))?;
+            }
         }
         for (key, addr) in std::iter::once(("cluster.advertise", &c.advertise))
             .chain(c.routes.iter().map(|r| ("cluster.routes", r)))

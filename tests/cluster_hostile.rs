@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{Node, NodeSpec, RoutePeer, kind, put_str, wait_for_mesh};
+use common::cluster::{Node, NodeSpec, RoutePeer, SECRET, kind, put_str, wait_for_mesh};
 use supermq::protocol::{QoS, reason};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -49,7 +49,7 @@ async fn invalid_filters_and_topics_from_an_authenticated_peer_are_refused_and_t
     let mut node = Node::start(NodeSpec::new("node1", &[])).await;
     let mut sub = node.client("local-sub").await;
     sub.subscribe("in/#", QoS::AtMostOnce).await;
-    let mut peer = RoutePeer::connect(node.route_addr(), "hostile", "test", "s3cret", None).await;
+    let mut peer = RoutePeer::connect(node.route_addr(), "hostile", "test", SECRET, None).await;
 
     peer.interest(&"/".repeat(65_535)).await;
     peer.interest(&("a/".repeat(32_767) + "a")).await;
@@ -253,7 +253,7 @@ async fn failed_handshakes_and_invalid_items_do_not_flood_the_log() {
             .expect("written");
         closed_after(&mut stream, started).await;
     }
-    let mut peer = RoutePeer::connect(node.route_addr(), "peer", "test", "s3cret", None).await;
+    let mut peer = RoutePeer::connect(node.route_addr(), "peer", "test", SECRET, None).await;
     for _ in 0..FLOOD {
         peer.interest("a/#/b").await;
     }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::cluster::{RoutePeer, free_port, kind as route_kind};
+use common::cluster::{RoutePeer, SECRET, free_port, kind as route_kind};
 use common::{TestBroker, config, wait_until};
 use supermq::protocol::{QoS, reason};
 
@@ -14,6 +14,7 @@ fn node(name: &str, route: u16, seeds: &[u16]) -> supermq::config::Config {
     config.node.name = name.to_string();
     config.cluster.listen = format!("127.0.0.1:{route}");
     config.cluster.routes = seeds.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    config.cluster.secret = SECRET.to_string();
     config.cluster.heartbeat_ms = 100;
     config.cluster.heartbeat_timeout_ms = 1000;
     config
@@ -76,7 +77,7 @@ async fn shutdown_flushes_what_is_queued_on_routes_then_closes_them() {
     // A peer with a tiny receive window that does not read yet, so most of the messages wait
     // in the node's own route queue (the kernel's buffers hold only a few of them).
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], route));
-    let mut peer = RoutePeer::connect(addr, "slow", "supermq", "", Some(4096)).await;
+    let mut peer = RoutePeer::connect(addr, "slow", "supermq", SECRET, Some(4096)).await;
     peer.interest("flush/#").await;
     let mut publisher = common::TestClient::v5(a.addr, "pub").await;
     let deadline = tokio::time::Instant::now() + common::WAIT;
@@ -212,7 +213,7 @@ async fn refused_items_and_evicted_handshakes_are_counted() {
     config.cluster.max_pending_routes = 1;
     let a = TestBroker::start(config).await;
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], route));
-    let mut peer = RoutePeer::connect(addr, "peer", "supermq", "", None).await;
+    let mut peer = RoutePeer::connect(addr, "peer", "supermq", SECRET, None).await;
     let cluster = a.broker.cluster().expect("the cluster runs");
     peer.interest("ok/#").await;
     peer.interest(&"/".repeat(65_535)).await;

@@ -6,7 +6,9 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::cluster::{Node, NodeSpec, RoutePeer, start_cluster, wait_for_mesh, wait_for_path};
+use common::cluster::{
+    Node, NodeSpec, RoutePeer, SECRET, start_cluster, wait_for_mesh, wait_for_path,
+};
 use common::{TestClient, publish_packet};
 use supermq::protocol::{Packet, ProtocolVersion, QoS, reason};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -152,7 +154,7 @@ async fn a_frozen_peer_is_noticed_by_heartbeat() {
     let nodes = start_cluster(2).await;
     wait_for_mesh(&nodes).await;
     // A fake peer that passes the handshake, then says nothing more.
-    let _silent = RoutePeer::connect(nodes[0].route_addr(), "silent", "test", "s3cret", None).await;
+    let _silent = RoutePeer::connect(nodes[0].route_addr(), "silent", "test", SECRET, None).await;
     nodes[0].wait_for_log("peer=silent").await;
     nodes[0].wait_for_log("peer dead or frozen").await;
 }
@@ -162,7 +164,7 @@ async fn a_bad_secret_and_a_wrong_cluster_name_are_refused() {
     let nodes = start_cluster(1).await;
     let seed = nodes[0].spec.route;
     let mut bad_secret = NodeSpec::new("intruder", &[seed]);
-    bad_secret.secret = "wrong".into();
+    bad_secret.secret = "a-wrong-secret-of-enough-length".into();
     let mut other_cluster = NodeSpec::new("stranger", &[seed]);
     other_cluster.cluster = "elsewhere".into();
     let intruder = Node::start(bad_secret).await;
@@ -170,6 +172,14 @@ async fn a_bad_secret_and_a_wrong_cluster_name_are_refused() {
     nodes[0]
         .wait_for_log("node intruder presented a wrong secret")
         .await;
+    // Logged with the address it came from.
+    let log = nodes[0].log();
+    assert!(
+        log.lines().any(|l| l.contains("presented a wrong secret")
+            && l.contains("route refused")
+            && l.contains("peer=127.0.0.1:")),
+        "{log}"
+    );
     nodes[0]
         .wait_for_log("node stranger belongs to cluster \"elsewhere\"")
         .await;

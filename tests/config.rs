@@ -587,6 +587,72 @@ fn pending_routes_are_bounded() {
 }
 
 #[test]
+fn a_cluster_needs_a_secret_of_16_characters() {
+    let listen = "[cluster]\nlisten = \"127.0.0.1:9999\"\n";
+    // Not set anywhere, so no file or variable to blame: the key alone.
+    assert_eq!(
+        error(listen, &[]).1,
+        "cluster.secret: must be set when cluster.listen is: every node needs the same secret \
+         of at least 16 characters (for example `openssl rand -hex 32`)",
+    );
+    let (file, message) = error(&format!("{listen}secret = \"fifteen-chars-x\"\n"), &[]);
+    assert!(
+        message.starts_with(&format!("{file}: cluster.secret: is 15 characters long")),
+        "{message}"
+    );
+    // Characters, not bytes: 8 two-byte characters are 8.
+    let (_, message) = error(&format!("{listen}secret = \"éééééééé\"\n"), &[]);
+    assert!(message.contains("is 8 characters long"), "{message}");
+    // From the environment, the variable is blamed.
+    let (_, message) = error(listen, &[("SUPERMQ_CLUSTER_SECRET", "short")]);
+    assert!(
+        message.starts_with("SUPERMQ_CLUSTER_SECRET: cluster.secret:"),
+        "{message}"
+    );
+    let config = assert_ok(&format!("{listen}secret = \"sixteen-chars-xx\"\n"));
+    assert_eq!(config.cluster.secret, "sixteen-chars-xx");
+    // No cluster, no secret needed.
+    assert_ok("[cluster]\nsecret = \"\"\n");
+}
+
+#[test]
+fn route_tls_needs_all_three_files_and_names_the_missing_one() {
+    let file = TempFile::new("not parsed here");
+    let name = file.name();
+    for (given, missing) in [
+        (vec!["tls_cert"], "tls_key"),
+        (vec!["tls_cert", "tls_key"], "tls_ca"),
+        (vec!["tls_key", "tls_ca"], "tls_cert"),
+        (vec!["tls_ca"], "tls_cert"),
+    ] {
+        let mut text = String::from("[cluster]\n");
+        for key in &given {
+            text.push_str(&format!("{key} = {name:?}\n"));
+        }
+        let (_, message) = error(&text, &[]);
+        assert!(
+            message.contains(&format!(
+                "cluster.{missing}: must be set too, as cluster.{} is",
+                given[0]
+            )),
+            "{given:?}: {message}"
+        );
+    }
+    let missing = std::env::temp_dir().join("supermq-config-test-missing-route.pem");
+    let missing = missing.display().to_string();
+    assert_file_error(
+        &format!("[cluster]\ntls_cert = {name:?}\ntls_key = {missing:?}\ntls_ca = {name:?}\n"),
+        &format!(
+            "cluster.tls_key: cannot read {missing:?}: No such file or directory (os error 2)"
+        ),
+    );
+    let config = assert_ok(&format!(
+        "[cluster]\ntls_cert = {name:?}\ntls_key = {name:?}\ntls_ca = {name:?}\n"
+    ));
+    assert_eq!(config.cluster.tls_ca, name);
+}
+
+#[test]
 fn log_level_must_be_a_tracing_filter() {
     let (file, message) = error("[log]\nlevel = \"supermq=loud\"\n", &[]);
     assert!(
@@ -633,7 +699,12 @@ fn env_names_follow_the_section_and_key() {
 fn the_local_cluster_files_are_valid_and_seed_node1_only() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster");
     for (i, name) in ["node1", "node2", "node3"].iter().enumerate() {
-        let config = load_from(Some(&dir.join(format!("{name}.conf"))), env(&[])).unwrap();
+        let file = dir.join(format!("{name}.conf"));
+        // The secret comes from cluster.sh, through the environment: none is shipped.
+        let error = load_from(Some(&file), env(&[])).unwrap_err().to_string();
+        assert!(error.contains("cluster.secret: must be set"), "{error}");
+        let secret = [("SUPERMQ_CLUSTER_SECRET", "a-secret-of-32-characters-012345")];
+        let config = load_from(Some(&file), env(&secret)).unwrap();
         assert_eq!(config.node.name, *name);
         assert_eq!(config.cluster.listen, format!("127.0.0.1:999{}", i + 1));
         let seeds: Vec<String> = if i == 0 {

@@ -67,7 +67,7 @@ pub(crate) use flow::Backlog;
 pub use groups::{Choice, Strategy, choose};
 pub use keepalive::sweep as keep_alive_sweep;
 pub(crate) use log_limit::LogLimit;
-pub(crate) use pending::PendingSet;
+pub(crate) use pending::{PendingSet, Place};
 pub use stats::{Counter, Stats};
 
 pub use message::Message;

@@ -21,7 +21,12 @@
 //! its own proof only after the dialler's proof and INFO passed its checks, so a stranger on
 //! the route port learns neither the cluster's peers nor a proof it could use to guess a weak
 //! secret offline; the dialler only proves itself to addresses it was configured with or
-//! learned from authenticated peers.
+//! learned from authenticated peers. The dialler's own INFO goes first, to a peer that has
+//! proved nothing yet, so it holds only the dialler's node name, the cluster's name and the
+//! dialler's route address, no peer list: each side sends its peers in PEERS frames once the
+//! route is registered ([`super::mesh`]), as it does interest and retained messages. With
+//! route TLS ([`super::tls`]) the whole exchange runs inside TLS, after both certificates
+//! were verified, so not even that is shown to a node outside the cluster.
 //!
 //! Until the peer has proved the secret, the node holds only a small fixed amount for it: a
 //! handshake frame longer than [`frame::MAX_HANDSHAKE_FRAME`] is refused before anything is
@@ -59,7 +64,9 @@ pub enum HandshakeError {
     Frame(#[from] FrameError),
     #[error("timed out")]
     Timeout,
-    #[error("the peer does not speak the route protocol (is it an MQTT port?)")]
+    #[error(
+        "the peer does not speak the route protocol (is it an MQTT port, or one that requires route TLS?)"
+    )]
     NotARoute,
     #[error("an MQTT client connected to the route port; refused with CONNACK")]
     MqttClient,
@@ -71,6 +78,21 @@ pub enum HandshakeError {
     Myself,
     #[error("the system has no random numbers for a handshake nonce")]
     NoRandom,
+    /// Route TLS failed: no certificate, one from another CA, or a peer without route TLS
+    /// (`cluster.tls_*` must be set alike on every node).
+    #[error("route TLS: {0}")]
+    Tls(std::io::Error),
+    /// One side uses route TLS and the other does not.
+    #[error(
+        "the peer {0}: cluster.tls_cert, tls_key and tls_ca must be set on every node or on none"
+    )]
+    TlsMismatch(&'static str),
+}
+
+/// True if `start` opens a TLS record (handshake or alert, TLS 1.0 to 1.3), as a peer with
+/// route TLS sends where one without expects the magic.
+fn is_tls(start: &[u8; 4]) -> bool {
+    matches!(start, [0x15 | 0x16, 0x03, 0x00..=0x04, _])
 }
 
 /// The cluster secret (`cluster.secret`) as an HMAC-SHA256 key: all a node keeps of it.
@@ -199,11 +221,21 @@ where
         };
         send(writer, true, &[Frame::Info(mine.clone())]).await?;
         let mut magic = [0u8; 4];
-        reader
-            .read_exact(&mut magic)
-            .await
-            .map_err(|_| HandshakeError::NotARoute)?;
+        reader.read_exact(&mut magic).await.map_err(|error| {
+            // Over route TLS, an acceptor that refuses our certificate says so with an alert
+            // that arrives here, as TLS 1.3 lets the dialler finish its handshake first.
+            if error.kind() == std::io::ErrorKind::InvalidData {
+                HandshakeError::Tls(error)
+            } else {
+                HandshakeError::NotARoute
+            }
+        })?;
         if &magic != MAGIC {
+            if is_tls(&magic) {
+                return Err(HandshakeError::TlsMismatch(
+                    "answers in TLS and this node has no route TLS",
+                ));
+            }
             return Err(HandshakeError::NotARoute);
         }
         let challenge = match frame::read_handshake_frame(reader).await? {
@@ -270,6 +302,11 @@ where
             if magic[0] == 0x10 {
                 refuse_mqtt(reader, writer, &magic).await;
                 return Err(HandshakeError::MqttClient);
+            }
+            if is_tls(&magic) {
+                return Err(HandshakeError::TlsMismatch(
+                    "dialled in TLS and this node has no route TLS",
+                ));
             }
             return Err(HandshakeError::NotARoute);
         }
@@ -579,6 +616,15 @@ mod tests {
         // INFO kind, protocol version and node name "a" anywhere.
         let acceptor_info = [1, 0, PROTOCOL_VERSION as u8, 0, 1, b'a'];
         assert!(!wire.windows(6).any(|w| w == acceptor_info));
+    }
+
+    #[test]
+    fn tls_records_are_told_from_the_magic_and_from_mqtt() {
+        // A ClientHello (TLS 1.0 record version, as TLS 1.3 sends it) and an alert.
+        assert!(is_tls(&[0x16, 0x03, 0x01, 0x00]));
+        assert!(is_tls(&[0x15, 0x03, 0x03, 0x00]));
+        assert!(!is_tls(MAGIC));
+        assert!(!is_tls(&[0x10, 0x10, 0x00, 0x04]));
     }
 
     #[tokio::test]

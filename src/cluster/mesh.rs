@@ -8,8 +8,12 @@
 //! - Two nodes may dial each other at once. Both then hold two connections and keep the one
 //!   dialled by the node with the smaller name (two connections dialled by the same node: the
 //!   newer one, as the older is likely dead). Both sides compute the same answer.
-//! - On registration a route gets the full local interest and the retained messages, and the
-//!   other peers are told its address; on its end, everything learned from it goes with it.
+//! - On registration a route gets our other peers' addresses, the full local interest and the
+//!   retained messages, and the other peers are told its address; on its end, everything
+//!   learned from it goes with it. Nothing of that is sent before the peer proved the secret.
+//! - With route TLS on ([`super::tls`]), a connection runs its TLS handshake before the route
+//!   handshake, in the same pending place and within the same `heartbeat_timeout_ms` each; a
+//!   TLS failure is logged with the peer's address like any refused handshake.
 //! - Before a peer has proved the secret it costs a bounded amount: at most
 //!   `cluster.max_pending_routes` handshakes run at once, each within
 //!   `cluster.heartbeat_timeout_ms` and with frames of at most 64 KiB. When all places are
@@ -20,6 +24,7 @@
 //!   (Closing the newest instead let whoever held every place, retaking each as it timed out,
 //!   keep every peer out.)
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -29,9 +34,9 @@ use tokio::io::AsyncRead;
 use tokio::io::AsyncWrite;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::broker::PendingSet;
+use crate::broker::{PendingSet, Place};
 
-use super::frame::{Frame, Info, MAX_INFO_PEERS_BYTES};
+use super::frame::{Frame, Info, MAGIC, MAX_INFO_PEERS_BYTES};
 use super::handshake::{self, HandshakeError};
 use super::route::{self, Route, RouteEnd};
 use super::{Cluster, State, validate};
@@ -49,37 +54,100 @@ pub async fn accept_loop(cluster: Arc<Cluster>, listener: TcpListener) {
         };
         match accepted {
             Ok((stream, peer)) => {
-                let (mut place, evicted) = pending.enter();
+                let (place, evicted) = pending.enter();
                 if evicted {
                     cluster.evicted();
                 }
-                let cluster = Arc::clone(&cluster);
-                tokio::spawn(async move {
-                    let _ = stream.set_nodelay(true);
-                    let (mut reader, mut writer) = stream.into_split();
-                    let mine = cluster.info_now();
-                    let timeout = cluster.timings.heartbeat_timeout;
-                    let secret = &cluster.secret;
-                    let handshake = tokio::select! {
-                        handshake = handshake::accept(&mut reader, &mut writer, &mine, secret, timeout) => handshake,
-                        // Closed to make room for a newer connection.
-                        () = place.dismissed() => return,
-                    };
-                    drop(place);
-                    match handshake {
-                        Ok(theirs) => {
-                            cluster.run_route(theirs, false, reader, writer).await;
-                        }
-                        Err(HandshakeError::Myself) => {
-                            tracing::debug!(%peer, "route to this node itself closed");
-                        }
-                        Err(error) => cluster.refused_handshake(peer, &error),
-                    }
-                });
+                tokio::spawn(Arc::clone(&cluster).accepted(stream, peer, place));
             }
             Err(error) => {
                 tracing::warn!(%error, "route accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+impl Cluster {
+    /// One accepted route connection: TLS (when on) and the route handshake while it holds a
+    /// pending place, then the route. The two arms differ only in the stream's type: plain
+    /// TCP keeps its lock-free halves, TLS shares one stream between two halves.
+    async fn accepted(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, mut place: Place) {
+        let _ = stream.set_nodelay(true);
+        match &self.tls {
+            None => {
+                let (mut reader, mut writer) = stream.into_split();
+                let theirs = self
+                    .accept_handshake(peer, &mut reader, &mut writer, place.dismissed())
+                    .await;
+                drop(place);
+                if let Some(theirs) = theirs {
+                    self.run_route(theirs, false, reader, writer).await;
+                }
+            }
+            Some(tls) => {
+                let handshake = async {
+                    // A node without route TLS starts with the magic where a ClientHello
+                    // belongs: tell the operator that, rather than what rustls makes of it.
+                    let mut first = [0u8; 1];
+                    stream.peek(&mut first).await.map_err(HandshakeError::Tls)?;
+                    if first[0] == MAGIC[0] {
+                        return Err(HandshakeError::TlsMismatch(
+                            "dialled without route TLS, which this node requires",
+                        ));
+                    }
+                    tls.accept(stream).await.map_err(HandshakeError::Tls)
+                };
+                let timeout = self.timings.heartbeat_timeout;
+                let stream = tokio::select! {
+                    stream = tokio::time::timeout(timeout, handshake) => stream,
+                    () = place.dismissed() => return,
+                };
+                let stream = match stream {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => return self.refused_handshake(peer, &error),
+                    Err(_) => return self.refused_handshake(peer, &HandshakeError::Timeout),
+                };
+                let (mut reader, mut writer) = tokio::io::split(stream);
+                let theirs = self
+                    .accept_handshake(peer, &mut reader, &mut writer, place.dismissed())
+                    .await;
+                drop(place);
+                if let Some(theirs) = theirs {
+                    self.run_route(theirs, false, reader, writer).await;
+                }
+            }
+        }
+    }
+
+    /// The accepting side's route handshake, unless `dismissed` (to make room for a newer
+    /// connection) first; the peer's INFO if it passed, `None` (logged) if not.
+    async fn accept_handshake<R, W>(
+        &self,
+        peer: SocketAddr,
+        reader: &mut R,
+        writer: &mut W,
+        dismissed: impl Future<Output = ()>,
+    ) -> Option<Info>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let mine = self.info_now();
+        let timeout = self.timings.heartbeat_timeout;
+        let handshake = tokio::select! {
+            handshake = handshake::accept(reader, writer, &mine, &self.secret, timeout) => handshake,
+            () = dismissed => return None,
+        };
+        match handshake {
+            Ok(theirs) => Some(theirs),
+            Err(HandshakeError::Myself) => {
+                tracing::debug!(%peer, "route to this node itself closed");
+                None
+            }
+            Err(error) => {
+                self.refused_handshake(peer, &error);
+                None
             }
         }
     }
@@ -238,8 +306,39 @@ impl Cluster {
             Err(_) => return Dialed::Failed(HandshakeError::Timeout),
         };
         let _ = stream.set_nodelay(true);
-        let (mut reader, mut writer) = stream.into_split();
-        let mine = self.info_now();
+        let Some(tls) = &self.tls else {
+            let (reader, writer) = stream.into_split();
+            return self.dial_handshake(addr, reader, writer).await;
+        };
+        match tokio::time::timeout(self.timings.heartbeat_timeout, tls.connect(addr, stream)).await
+        {
+            Ok(Ok(stream)) => {
+                let (reader, writer) = tokio::io::split(stream);
+                self.dial_handshake(addr, reader, writer).await
+            }
+            Ok(Err(error)) => Dialed::Failed(HandshakeError::Tls(error)),
+            Err(_) => Dialed::Failed(HandshakeError::Timeout),
+        }
+    }
+
+    /// The dialling side's route handshake on a connected stream, and the route if it passed.
+    async fn dial_handshake<R, W>(
+        self: &Arc<Self>,
+        addr: &str,
+        mut reader: R,
+        mut writer: W,
+    ) -> Dialed
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        // Our INFO goes out before the peer has proved the secret: it carries our name, the
+        // cluster's and our route address, but not our peer list, which the peer gets in a
+        // PEERS frame once the route is registered.
+        let mine = Info {
+            peers: Vec::new(),
+            ..self.info.clone()
+        };
         match handshake::dial(
             &mut reader,
             &mut writer,
@@ -316,8 +415,15 @@ impl Cluster {
             None => {}
         }
         let announce = Frame::Peers(vec![route.advertise.clone()]);
+        let mut others = Vec::new();
         for other in state.routes.values().filter(|r| r.peer != route.peer) {
             other.send_control(&announce);
+            others.push(other.advertise.clone());
+        }
+        // The new peer learns ours here rather than from a dialler's INFO, which goes out
+        // before the peer proved anything; a few per frame keeps each frame small.
+        for chunk in others.chunks(16) {
+            route.send_initial(&Frame::Peers(chunk.to_vec()));
         }
         for filter in &state.local {
             route.send_initial(&Frame::Interest(filter.clone()));

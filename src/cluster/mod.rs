@@ -14,6 +14,11 @@
 //! message crosses at most one route, and delivered without waiting: what a full local queue
 //! cannot take waits on the route's backlog budget or is dropped for that session alone.
 //!
+//! Who may join: a node must prove `cluster.secret` ([`handshake`]; required, 16 characters
+//! or more) and, with route TLS on, present a certificate signed by the cluster's CA
+//! ([`tls`]). Without route TLS, route traffic crosses the network in clear, and the node says
+//! so once at start-up.
+//!
 //! Whoever is on the other side of a route, what it sends is held to a client's limits
 //! (`validate`): an invalid item is refused ([`Cluster::refused`]) and the route stays up.
 //! Before a peer has proved the secret the node holds only a bounded amount for it
@@ -31,10 +36,12 @@ mod handshake;
 mod interest;
 mod mesh;
 mod route;
+mod tls;
 mod validate;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Weak};
 use std::time::{Duration, Instant};
@@ -46,10 +53,12 @@ use tokio::sync::watch;
 use crate::broker::{Broker, LogLimit, Message};
 use crate::config::ClusterConfig;
 use crate::protocol::{Delivered, Publish, QoS};
+use crate::transport::TransportError;
 
 pub use frame::GroupRef;
 use frame::{Frame, Info, Outgoing};
 use route::Route;
+use tls::RouteTls;
 pub(crate) use validate::{MAX_NAME, check_address, check_node_name};
 
 /// Why the cluster could not start.
@@ -60,6 +69,9 @@ pub enum ClusterError {
         addr: String,
         source: std::io::Error,
     },
+    /// A route TLS file (`cluster.tls_cert`, `tls_key`, `tls_ca`) is unusable.
+    #[error("cluster route TLS: {0}")]
+    Tls(TransportError),
 }
 
 /// Heartbeat and redial timings, from the configuration.
@@ -94,6 +106,8 @@ pub struct Cluster {
     info: Info,
     /// `cluster.secret`, as the key that proves it in handshakes.
     secret: handshake::Secret,
+    /// Route TLS, when `cluster.tls_*` are set: every route, dialled or accepted, runs in it.
+    tls: Option<RouteTls>,
     timings: Timings,
     max_peers: usize,
     max_interest: usize,
@@ -138,11 +152,24 @@ pub struct Bound {
     listener: TcpListener,
     config: ClusterConfig,
     node: String,
+    tls: Option<RouteTls>,
 }
 
 impl Bound {
-    /// Binds `cluster.listen`, so an address in use stops start-up like any other listener.
+    /// Loads the route TLS files, if set, and binds `cluster.listen`, so a bad certificate or
+    /// an address in use stops start-up like any other listener's.
     pub async fn bind(config: &ClusterConfig, node: &str) -> Result<Bound, ClusterError> {
+        let tls = if config.tls_cert.is_empty() {
+            None
+        } else {
+            let tls = RouteTls::load(
+                Path::new(&config.tls_cert),
+                Path::new(&config.tls_key),
+                Path::new(&config.tls_ca),
+            )
+            .map_err(ClusterError::Tls)?;
+            Some(tls)
+        };
         let listener =
             TcpListener::bind(&config.listen)
                 .await
@@ -154,6 +181,7 @@ impl Bound {
             listener,
             config: config.clone(),
             node: node.to_string(),
+            tls,
         })
     }
 
@@ -183,6 +211,7 @@ impl Bound {
                 peers: Vec::new(),
             },
             secret: handshake::Secret::new(&c.secret),
+            tls: self.tls,
             node: self.node,
             timings: Timings {
                 heartbeat: Duration::from_millis(c.heartbeat_ms),
@@ -208,7 +237,14 @@ impl Bound {
             closing: watch::channel(false).0,
         });
         broker.attach_cluster(Arc::clone(&cluster));
-        tracing::info!(node = %cluster.node, advertise = %cluster.info.advertise, cluster = %cluster.info.cluster, "cluster on");
+        tracing::info!(node = %cluster.node, advertise = %cluster.info.advertise, cluster = %cluster.info.cluster, tls = cluster.tls.is_some(), "cluster on");
+        if cluster.tls.is_none() {
+            tracing::warn!(
+                "route traffic is not encrypted (cluster.tls_cert, tls_key and tls_ca are not set): \
+                 anyone on the network between nodes can read every message; keep routes on a \
+                 private network or turn route TLS on"
+            );
+        }
         tokio::spawn(mesh::accept_loop(Arc::clone(&cluster), self.listener));
         for seed in &c.routes {
             cluster.start_dialing(seed.clone(), true);

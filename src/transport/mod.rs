@@ -37,6 +37,7 @@ use tokio::net::tcp;
 pub use listener::{Listener, Pending};
 pub use read_budget::{BudgetSpent, ReadBudget};
 pub use tls::load_tls;
+pub(crate) use tls::{file_error, read_certificates, read_private_key, read_roots};
 pub use websocket::{MessageTooLarge, connect as websocket_connect};
 
 /// A connection's byte stream, whatever the transport underneath.

@@ -4,7 +4,8 @@
 //! This runs once at start-up, so it reads files synchronously, and every error names the file
 //! and the problem: a bad certificate must stop the broker with a line the operator can act on.
 //! The ring provider is passed explicitly, so no process-wide rustls provider has to be
-//! installed.
+//! installed. The cluster's route TLS (`crate::cluster`) loads its files with the same
+//! functions, so its errors read the same.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -58,18 +59,25 @@ fn client_verifier(
     ca: &Path,
     provider: Arc<CryptoProvider>,
 ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TransportError> {
+    WebPkiClientVerifier::builder_with_provider(Arc::new(read_roots(ca)?), provider)
+        .build()
+        .map_err(|error| file_error(ca, format!("unusable client CA: {error}")))
+}
+
+/// The CA certificates in the PEM file `ca`, as trust anchors.
+pub(crate) fn read_roots(ca: &Path) -> Result<RootCertStore, TransportError> {
     let mut roots = RootCertStore::empty();
     for certificate in read_certificates(ca)? {
         roots
             .add(certificate)
             .map_err(|error| file_error(ca, format!("unusable CA certificate: {error}")))?;
     }
-    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-        .build()
-        .map_err(|error| file_error(ca, format!("unusable client CA: {error}")))
+    Ok(roots)
 }
 
-fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TransportError> {
+pub(crate) fn read_certificates(
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TransportError> {
     let pem = read(path)?;
     let chain = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
@@ -83,7 +91,7 @@ fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Transp
     Ok(chain)
 }
 
-fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TransportError> {
+pub(crate) fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TransportError> {
     let pem = read(path)?;
     PrivateKeyDer::from_pem_slice(&pem).map_err(|error| match error {
         pem::Error::NoItemsFound => file_error(
@@ -100,7 +108,7 @@ fn read(path: &Path) -> Result<Vec<u8>, TransportError> {
     std::fs::read(path).map_err(|error| file_error(path, format!("cannot read: {error}")))
 }
 
-fn file_error(path: &Path, problem: String) -> TransportError {
+pub(crate) fn file_error(path: &Path, problem: String) -> TransportError {
     TransportError::TlsFile {
         path: path.to_path_buf(),
         problem,

@@ -10,6 +10,10 @@ use supermq::protocol::{Packet, ProtocolVersion, QoS};
 
 use super::TestClient;
 
+/// The cluster secret of the nodes these tests start (`cluster.secret` wants 16 characters
+/// or more).
+pub const SECRET: &str = "test-cluster-secret-4b7e9c";
+
 /// A free loopback port below the kernel's ephemeral range (32768 and up), so the nodes'
 /// own outgoing connections cannot take it between this check and the node's bind; never the
 /// same one twice in a test process, as tests run in parallel and bind late.
@@ -47,7 +51,7 @@ impl NodeSpec {
             route: free_port(),
             seeds: seeds.to_vec(),
             cluster: "test".to_string(),
-            secret: "s3cret".to_string(),
+            secret: SECRET.to_string(),
             extra: String::new(),
         }
     }

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -74,6 +75,8 @@ class Cluster:
         self.compose_cmd = compose
         self.ports = {node: free_port() for node in NODES}
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("SUPERMQ_")}
+        # A secret of the project's own, as the compose file asks for, rather than its default.
+        self.env["SUPERMQ_CLUSTER_SECRET"] = secrets.token_hex(32)
         for node, port in self.ports.items():
             self.env[f"{node.upper()}_MQTT_PORT"] = str(port)
         self._ids: dict[str, str] = {}

@@ -18,7 +18,7 @@ use supermq::protocol::{Packet, QoS};
 
 /// The cluster name and secret of every node these tests start.
 pub const CLUSTER: &str = "hostile";
-pub const SECRET: &str = "hostile-secret";
+pub const SECRET: &str = "hostile-cluster-secret";
 
 /// How long a node may take to start listening.
 const START_WITHIN: Duration = Duration::from_secs(10);
