@@ -218,10 +218,9 @@ impl Auth {
             if !self.must_wait(peer) {
                 let (passwords, user, password) =
                     (Arc::clone(&passwords), username.clone(), password.clone());
-                let right =
-                    tokio::task::spawn_blocking(move || passwords.verify(&user, &password))
-                        .await
-                        .unwrap_or(false);
+                let right = tokio::task::spawn_blocking(move || passwords.verify(&user, &password))
+                    .await
+                    .unwrap_or(false);
                 drop(turn);
                 break right;
             }

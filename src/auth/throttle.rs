@@ -107,9 +107,15 @@ mod tests {
             assert_eq!(throttle.wait(IP, now), Turn::After(Duration::ZERO));
             throttle.failed(IP, now);
         }
-        assert_eq!(throttle.wait(IP, now), Turn::After(Duration::from_millis(500)));
+        assert_eq!(
+            throttle.wait(IP, now),
+            Turn::After(Duration::from_millis(500))
+        );
         throttle.failed(IP, now);
-        assert_eq!(throttle.wait(IP, now), Turn::After(Duration::from_millis(1000)));
+        assert_eq!(
+            throttle.wait(IP, now),
+            Turn::After(Duration::from_millis(1000))
+        );
         // Another address is not held up.
         let other = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
         assert_eq!(throttle.wait(other, now), Turn::After(Duration::ZERO));
