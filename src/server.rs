@@ -43,8 +43,9 @@ pub enum StartError {
 pub struct Server {
     broker: Arc<Broker>,
     listeners: Vec<Listener>,
-    /// The route listener, when `cluster.listen` is set.
-    cluster: Option<cluster::Bound>,
+    /// This node's part of the cluster, when `cluster.listen` is set: attached to the broker,
+    /// accepting and dialling routes once the server runs.
+    cluster: Option<cluster::Attached>,
 }
 
 impl Server {
@@ -95,11 +96,18 @@ impl Server {
             tracing::info!(addr = ?bound.local_addr(), "listening for routes");
             Some(bound)
         };
+        let broker = Broker::with_auth(config.limits.clone(), &config.cluster.group_strategy, auth);
+        let cluster = cluster.map(|bound| bound.attach(&broker));
         Ok(Server {
-            broker: Broker::with_auth(config.limits.clone(), &config.cluster.group_strategy, auth),
+            broker,
             listeners,
             cluster,
         })
+    }
+
+    /// The cluster this node is part of, if any (for its peers and counters).
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref().map(cluster::Attached::cluster)
     }
 
     /// The broker, for inspecting counters.
@@ -117,8 +125,7 @@ impl Server {
 
     /// Serves until `shutdown` completes, then shuts down gracefully.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
-        let cluster: Option<Arc<Cluster>> =
-            self.cluster.take().map(|bound| bound.start(&self.broker));
+        let cluster: Option<Arc<Cluster>> = self.cluster.take().map(cluster::Attached::start);
         let accepting: Vec<_> = self
             .listeners
             .into_iter()

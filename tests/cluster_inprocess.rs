@@ -25,11 +25,12 @@ async fn brokers_in_one_process_form_a_cluster_and_report_their_peers() {
     let (ra, rb) = (free_port(), free_port());
     let a = TestBroker::start(node("a", ra, &[])).await;
     let b = TestBroker::start(node("b", rb, &[ra])).await;
-    assert!(TestBroker::start_default().await.broker.cluster().is_none());
+    let standalone = TestBroker::start_default().await;
+    assert!(standalone.cluster.is_none() && !standalone.broker.is_clustered());
     let peers = |broker: &TestBroker| {
         broker
-            .broker
-            .cluster()
+            .cluster
+            .as_ref()
             .map(|c| c.peers())
             .unwrap_or_default()
     };
@@ -41,7 +42,7 @@ async fn brokers_in_one_process_form_a_cluster_and_report_their_peers() {
     sub.subscribe("in/#", QoS::AtLeastOnce).await;
     let mut publisher = common::TestClient::v5(a.addr, "pub").await;
     wait_until_delivered(&mut publisher, &mut sub).await;
-    assert_eq!(a.broker.cluster().map(|c| c.dropped()), Some(0));
+    assert_eq!(a.cluster.as_ref().map(|c| c.dropped()), Some(0));
 }
 
 async fn wait_until_delivered(publisher: &mut common::TestClient, sub: &mut common::TestClient) {
@@ -127,7 +128,7 @@ async fn shutdown_flushes_what_is_queued_on_routes_then_closes_them() {
         started.elapsed() < std::time::Duration::from_secs(2),
         "shutdown ends once the peer closed its side"
     );
-    assert_eq!(a.broker.cluster().map(|c| c.dropped()), Some(0));
+    assert_eq!(a.cluster.as_ref().map(|c| c.dropped()), Some(0));
 }
 
 /// Publishes QoS 1 to `topic` until the publishing node says someone matched: the other
@@ -214,7 +215,7 @@ async fn refused_items_and_evicted_handshakes_are_counted() {
     let a = TestBroker::start(config).await;
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], route));
     let mut peer = RoutePeer::connect(addr, "peer", "supermq", SECRET, None).await;
-    let cluster = a.broker.cluster().expect("the cluster runs");
+    let cluster = a.cluster.clone().expect("the cluster runs");
     peer.interest("ok/#").await;
     peer.interest(&"/".repeat(65_535)).await;
     peer.interest("a/#/b").await;

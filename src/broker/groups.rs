@@ -34,6 +34,14 @@ impl Strategy {
     }
 }
 
+/// A consumer group, by name and filter: a group's message is meant for one of its members.
+/// Messages forwarded to another node name the groups the receiving node is to serve.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct GroupRef {
+    pub group: String,
+    pub filter: String,
+}
+
 /// A subscription filter: plain, or a group member's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Filter<'a> {

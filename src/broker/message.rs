@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::cluster::GroupRef;
+use super::groups::GroupRef;
 use crate::protocol::{
     self, Delivered, EncodeError, Properties, ProtocolVersion, Publish, QoS, TopicAlias, Will,
 };

@@ -37,6 +37,7 @@ mod keepalive;
 mod log_limit;
 mod message;
 mod outbox;
+mod peers;
 mod pending;
 mod per_ip;
 mod queue;
@@ -48,6 +49,7 @@ mod stats;
 mod unreleased;
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{
     Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
@@ -55,7 +57,6 @@ use std::sync::{
 use tokio::sync::watch;
 
 use crate::auth::Auth;
-use crate::cluster::{Cluster, GroupRef};
 use crate::config::Limits;
 use crate::protocol::{Publish, SubscriptionOptions, reason};
 
@@ -64,16 +65,17 @@ pub(crate) use connect::{is_sys_topic, within_limits};
 pub use connection::serve;
 pub use expiry::run as expire_sessions;
 pub(crate) use flow::Backlog;
-pub use groups::{Choice, Strategy, choose};
+pub use groups::GroupRef;
 pub use keepalive::sweep as keep_alive_sweep;
 pub(crate) use log_limit::LogLimit;
+pub use peers::{Assigned, PeerId, Peers, RemoteGroup};
 pub(crate) use pending::{PendingSet, Place};
 pub use stats::{Counter, Stats};
 
 pub use message::Message;
 
 use flow::Bounds;
-use groups::Filter;
+use groups::{Choice, Filter, Strategy};
 use message::Delivery;
 use retained::{Retained, Stored};
 use router::{Group, Match, Router};
@@ -88,18 +90,32 @@ struct Routed {
     parked: Vec<Arc<SessionHandle>>,
 }
 
-/// Tells the cluster how local interest in `filter` stands after a change: a plain filter's
-/// first or last subscriber, or a group's member count.
-fn report_interest(cluster: &Cluster, router: &Router, filter: &str) {
+/// Takes the group (`group`, `filter`) out of those with members on other nodes, if there.
+fn take_remote(remote: &mut Vec<RemoteGroup>, group: &str, filter: &str) -> Option<RemoteGroup> {
+    let i = remote
+        .iter()
+        .position(|r| r.group.group == group && r.group.filter == filter)?;
+    Some(remote.swap_remove(i))
+}
+
+/// Tells the other nodes how local interest in `filter` stands after a change: a plain
+/// filter's first or last subscriber, or a group's member count.
+fn report_interest(peers: &dyn Peers, router: &Router, filter: &str) {
     let count = router.filter_count(filter);
     match groups::parse(filter) {
-        Ok(Filter::Group { group, filter }) => cluster.local_group(group, filter, count),
-        _ if count <= 1 => cluster.local_interest(filter, count == 1),
+        Ok(Filter::Group { group, filter }) => {
+            let group = GroupRef {
+                group: group.to_string(),
+                filter: filter.to_string(),
+            };
+            peers.local_group(&group, count);
+        }
+        _ if count <= 1 => peers.local_interest(filter, count == 1),
         _ => {}
     }
 }
 
-/// The route-level name of a group.
+/// The name of a group, as a delivery (and a forwarded message) carries it.
 fn group_ref(group: &Group) -> Arc<GroupRef> {
     Arc::new(GroupRef {
         group: group.name.to_string(),
@@ -127,11 +143,13 @@ pub struct Broker {
     /// Sessions keeping messages waiting for room, for the same sweep to time out.
     waits: flow::Waits,
     stats: Stats,
-    /// Set once when the node is part of a cluster; a standalone broker pays one atomic load
-    /// per publish and subscription change for it.
-    cluster: OnceLock<Arc<Cluster>>,
+    /// The other nodes, set once when the node is part of a cluster ([`Peers`]); a
+    /// standalone broker pays one atomic load per publish and subscription change for it.
+    peers: OnceLock<Arc<dyn Peers>>,
     /// How consumer groups pick a member (`cluster.group_strategy`).
     strategy: Strategy,
+    /// Round-robin position for groups with members on other nodes only.
+    remote_turn: AtomicUsize,
     /// Who may connect, publish, subscribe and receive (`[auth]`).
     auth: Auth,
 }
@@ -164,7 +182,8 @@ impl Broker {
             online: keepalive::Online::default(),
             waits: flow::Waits::default(),
             stats: Stats::default(),
-            cluster: OnceLock::new(),
+            peers: OnceLock::new(),
+            remote_turn: AtomicUsize::new(0),
             bounds: Bounds::from_limits(&limits),
             limits,
         })
@@ -216,13 +235,13 @@ impl Broker {
     }
 
     /// Makes this broker a cluster node (once; later calls are ignored).
-    pub(crate) fn attach_cluster(&self, cluster: Arc<Cluster>) {
-        let _ = self.cluster.set(cluster);
+    pub fn attach_peers(&self, peers: Arc<dyn Peers>) {
+        let _ = self.peers.set(peers);
     }
 
-    /// The cluster this node belongs to, if any.
-    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
-        self.cluster.get()
+    /// True once the broker is part of a cluster.
+    pub fn is_clustered(&self) -> bool {
+        self.peers.get().is_some()
     }
 
     /// Routes a message to every matching session and to one member of each matching
@@ -234,8 +253,9 @@ impl Broker {
         if message.retain {
             self.retain(&message);
         }
-        let cluster = self.cluster.get();
-        let mut peer_groups = cluster.map(|c| c.groups_matching(&message.topic));
+        let peers = self.peers.get();
+        let mut remote = peers.map_or_else(Vec::new, |p| p.remote_groups(&message.topic));
+        let mut assigned = Vec::new();
         // One read of the router for plain subscribers and group members; a node without
         // groups does not even walk the trie for them.
         let (matches, chosen) = {
@@ -244,17 +264,18 @@ impl Broker {
             let mut chosen = Vec::new();
             if router.has_groups() {
                 for group in router.group_matches(&message.topic) {
-                    let peers = peer_groups
-                        .as_mut()
-                        .map(|p| p.take(&group.name, &group.filter))
-                        .unwrap_or_default();
-                    match groups::choose(self.strategy, group.len(), peers.weights(), &group.turn) {
+                    let elsewhere = take_remote(&mut remote, &group.name, &group.filter);
+                    let members = elsewhere.as_ref().map_or(&[][..], |r| &r.members);
+                    match groups::choose(self.strategy, group.len(), members, &group.turn) {
                         Choice::Local(i) => {
                             chosen.extend(group.member(i).map(|m| (m, group_ref(group))));
                         }
                         Choice::Peer(i) => {
-                            if let Some(p) = peer_groups.as_mut() {
-                                p.assign(peers, i);
+                            if let Some(remote) = elsewhere {
+                                assigned.push(Assigned {
+                                    peer: remote.peers[i],
+                                    group: remote.group,
+                                });
                             }
                         }
                         Choice::Nobody => {}
@@ -270,12 +291,23 @@ impl Broker {
         for (m, key) in chosen {
             self.offer(&message, m, Some(key), sender, &mut routed);
         }
-        if let (Some(cluster), Some(mut peer_groups)) = (cluster, peer_groups) {
+        if let Some(peers) = peers {
             // Groups with members only on other nodes.
-            peer_groups.assign_remote_only(self.strategy);
-            routed.matched += cluster.forward(&message, &peer_groups);
+            assigned.extend(remote.iter().filter_map(|r| self.choose_peer(r)));
+            routed.matched += peers.forward(&message, &assigned);
         }
         routed
+    }
+
+    /// The peer that gets a message of `remote`, a group with no member on this node.
+    fn choose_peer(&self, remote: &RemoteGroup) -> Option<Assigned> {
+        match groups::choose(self.strategy, 0, &remote.members, &self.remote_turn) {
+            Choice::Peer(i) => Some(Assigned {
+                peer: *remote.peers.get(i)?,
+                group: remote.group.clone(),
+            }),
+            Choice::Local(_) | Choice::Nobody => None,
+        }
     }
 
     /// Offers `message` to the matched session; a parked delivery goes into `routed.parked`.
@@ -343,10 +375,14 @@ impl Broker {
             return true;
         }
         may_redirect
-            && self
-                .cluster
-                .get()
-                .is_some_and(|cluster| cluster.redirect(message, key))
+            && self.peers.get().is_some_and(|peers| {
+                peers
+                    .remote_groups(&message.topic)
+                    .iter()
+                    .find(|remote| remote.group == *key)
+                    .and_then(|remote| self.choose_peer(remote))
+                    .is_some_and(|to| peers.redirect(message, key, to.peer))
+            })
     }
 
     /// Adds `session`'s subscription to `filter` to the router, telling the cluster when the
@@ -361,8 +397,8 @@ impl Broker {
     ) -> bool {
         let mut router = self.router_mut();
         let new = router.subscribe(filter, session, options, id);
-        if new && let Some(cluster) = self.cluster.get() {
-            report_interest(cluster, &router, filter);
+        if new && let Some(peers) = self.peers.get() {
+            report_interest(peers.as_ref(), &router, filter);
         }
         new
     }
@@ -373,9 +409,9 @@ impl Broker {
         let mut router = self.router_mut();
         for filter in filters {
             if router.unsubscribe(filter, session_id)
-                && let Some(cluster) = self.cluster.get()
+                && let Some(peers) = self.peers.get()
             {
-                report_interest(cluster, &router, filter);
+                report_interest(peers.as_ref(), &router, filter);
             }
         }
     }

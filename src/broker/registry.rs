@@ -48,8 +48,8 @@ impl Broker {
                 why: "too many sessions (limits.max_sessions)",
             });
         }
-        if let Some(cluster) = self.cluster.get() {
-            cluster.client_connected(client_id);
+        if let Some(peers) = self.peers.get() {
+            peers.client_connected(client_id);
         }
         if *self.shutdown.borrow() {
             // Under the session table's lock, so either this sees the flag or

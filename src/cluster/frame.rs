@@ -10,6 +10,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::broker::GroupRef;
 use crate::protocol::{self, Delivered, Packet, Properties, ProtocolVersion, Publish};
 
 /// Sent first by both sides of a route.
@@ -62,13 +63,6 @@ pub struct Info {
     pub nonce: String,
     /// Advertise addresses of the peers the sender has routes to, for discovery.
     pub peers: Vec<String>,
-}
-
-/// A consumer group a forwarded message is meant for: the receiving node serves it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct GroupRef {
-    pub group: String,
-    pub filter: String,
 }
 
 /// One frame on a route.

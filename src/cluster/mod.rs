@@ -42,7 +42,7 @@ mod validate;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -50,12 +50,11 @@ use bytes::Bytes;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::broker::{Broker, LogLimit, Message};
+use crate::broker::{Assigned, Broker, GroupRef, LogLimit, Message, PeerId, Peers, RemoteGroup};
 use crate::config::ClusterConfig;
 use crate::protocol::{Delivered, Publish, QoS};
 use crate::transport::TransportError;
 
-pub use frame::GroupRef;
 use frame::{Frame, Info, Outgoing};
 use route::Route;
 use tls::RouteTls;
@@ -129,8 +128,6 @@ pub struct Cluster {
     state: Mutex<State>,
     /// The routes, for the publish path: read-locked per message, rebuilt on (un)registration.
     routes: RwLock<Vec<Arc<Route>>>,
-    /// Round-robin position for groups with no member on this node.
-    turn: AtomicUsize,
     /// Set once on shutdown: no route is accepted, dialled or registered any more.
     closing: watch::Sender<bool>,
 }
@@ -189,8 +186,9 @@ impl Bound {
         self.listener.local_addr().ok()
     }
 
-    /// Attaches the cluster to `broker`, starts accepting routes and dials the seeds.
-    pub fn start(self, broker: &Arc<Broker>) -> Arc<Cluster> {
+    /// Makes this node's part of the cluster and attaches it to `broker` as its
+    /// [`Peers`]; routes are accepted and dialled once [`Attached::start`] is called.
+    pub fn attach(self, broker: &Arc<Broker>) -> Attached {
         let c = &self.config;
         let advertise = if c.advertise.is_empty() {
             let bound = self.local_addr();
@@ -233,10 +231,9 @@ impl Bound {
             broker: Arc::downgrade(broker),
             state: Mutex::new(State::default()),
             routes: RwLock::new(Vec::new()),
-            turn: AtomicUsize::new(0),
             closing: watch::channel(false).0,
         });
-        broker.attach_cluster(Arc::clone(&cluster));
+        broker.attach_peers(Arc::clone(&cluster) as Arc<dyn Peers>);
         tracing::info!(node = %cluster.node, advertise = %cluster.info.advertise, cluster = %cluster.info.cluster, tls = cluster.tls.is_some(), "cluster on");
         if cluster.tls.is_none() {
             tracing::warn!(
@@ -245,9 +242,32 @@ impl Bound {
                  private network or turn route TLS on"
             );
         }
+        Attached {
+            cluster,
+            listener: self.listener,
+            seeds: self.config.routes,
+        }
+    }
+}
+
+/// A cluster attached to its broker, not yet accepting or dialling routes.
+pub struct Attached {
+    cluster: Arc<Cluster>,
+    listener: TcpListener,
+    seeds: Vec<String>,
+}
+
+impl Attached {
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
+    /// Starts accepting routes and dials the seeds (`cluster.routes`).
+    pub fn start(self) -> Arc<Cluster> {
+        let cluster = self.cluster;
         tokio::spawn(mesh::accept_loop(Arc::clone(&cluster), self.listener));
-        for seed in &c.routes {
-            cluster.start_dialing(seed.clone(), true);
+        for seed in self.seeds {
+            cluster.start_dialing(seed, true);
         }
         cluster
     }
@@ -297,144 +317,6 @@ impl Cluster {
     /// `cluster.max_pending_routes` handshakes were under way, since start.
     pub fn pending_evicted(&self) -> u64 {
         self.pending_evicted.load(Ordering::Relaxed)
-    }
-
-    /// A local filter's subscriber count went 0 → 1 (`present`) or 1 → 0. Called under the
-    /// router's write lock, so changes reach every route in the order they happened.
-    pub(crate) fn local_interest(&self, filter: &str, present: bool) {
-        let mut state = self.state();
-        let changed = if present {
-            state.local.insert(filter.to_string())
-        } else {
-            state.local.remove(filter)
-        };
-        if !changed {
-            return;
-        }
-        let frame = if present {
-            Frame::Interest(filter.to_string())
-        } else {
-            Frame::NoInterest(filter.to_string())
-        };
-        for route in state.routes.values() {
-            route.send_control(&frame);
-        }
-    }
-
-    /// A local consumer group's member count changed (0: the group is gone here).
-    pub(crate) fn local_group(&self, group: &str, filter: &str, members: usize) {
-        let members = u32::try_from(members).unwrap_or(u32::MAX);
-        let mut state = self.state();
-        let key = (group.to_string(), filter.to_string());
-        if members == 0 {
-            state.local_groups.remove(&key);
-        } else {
-            state.local_groups.insert(key, members);
-        }
-        let frame = Frame::GroupWeight {
-            group: group.to_string(),
-            filter: filter.to_string(),
-            members,
-        };
-        for route in state.routes.values() {
-            route.send_control(&frame);
-        }
-    }
-
-    /// The peers' consumer groups matching `topic`, with their member counts, for the
-    /// publishing node to choose where each group's message goes.
-    pub(crate) fn groups_matching(&self, topic: &str) -> PeerGroups<'_> {
-        let mut open: Vec<PeerGroup> = Vec::new();
-        for route in self.routes().iter() {
-            route.interest().groups(topic, |group, filter, members| {
-                let entry = match open
-                    .iter_mut()
-                    .position(|g| g.key.group == group && g.key.filter == filter)
-                {
-                    Some(i) => &mut open[i],
-                    None => {
-                        open.push(PeerGroup {
-                            key: GroupRef {
-                                group: group.to_string(),
-                                filter: filter.to_string(),
-                            },
-                            routes: Vec::new(),
-                            weights: Vec::new(),
-                        });
-                        let last = open.len() - 1;
-                        &mut open[last]
-                    }
-                };
-                entry.routes.push(Arc::clone(route));
-                entry.weights.push(members);
-            });
-        }
-        PeerGroups {
-            open,
-            assigned: Vec::new(),
-            turn: &self.turn,
-        }
-    }
-
-    /// Sends a message published by a local client to every peer with matching plain
-    /// interest and to the peers chosen for its groups, once per peer; a retained message
-    /// goes to every peer, so each node's retained store stays complete. Returns how many
-    /// peers were sent it for delivery.
-    pub(crate) fn forward(&self, message: &Message, groups: &PeerGroups<'_>) -> usize {
-        let routes = self.routes();
-        // Most peers get the same frame: encode once per flavour (with or without delivery);
-        // a peer chosen for a group gets its own.
-        let mut encoded: [Option<Bytes>; 2] = [None, None];
-        let mut sent = 0;
-        for route in routes.iter() {
-            let plain = route.interest().matches(&message.topic);
-            let chosen: Vec<GroupRef> = groups
-                .assigned
-                .iter()
-                .filter(|(r, _)| r.id() == route.id())
-                .map(|(_, key)| key.clone())
-                .collect();
-            if !plain && chosen.is_empty() && !message.retain {
-                continue;
-            }
-            sent += usize::from(plain || !chosen.is_empty());
-            let bytes = if chosen.is_empty() {
-                let slot = &mut encoded[usize::from(plain)];
-                if slot.is_none() {
-                    *slot = encode_message(message, plain, false, &[]);
-                }
-                slot.clone()
-            } else {
-                encode_message(message, plain, false, &chosen)
-            };
-            if let Some(bytes) = bytes {
-                route.send_message(bytes);
-            }
-        }
-        sent
-    }
-
-    /// A group message whose members on this node are gone: sends it to a peer with members
-    /// of the group, marked so it goes no further. Returns false if no peer has any.
-    pub(crate) fn redirect(&self, message: &Message, key: &GroupRef) -> bool {
-        let mut groups = self.groups_matching(&message.topic);
-        let peers = groups.take(&key.group, &key.filter);
-        let strategy = crate::broker::Strategy::Random;
-        let Some(i) = peers.pick(strategy, &self.turn) else {
-            return false;
-        };
-        match encode_message(message, false, true, std::slice::from_ref(key)) {
-            Some(bytes) => peers.routes[i].send_message(bytes),
-            None => false,
-        }
-    }
-
-    /// A local client connected: other nodes close their connection with the same id.
-    pub(crate) fn client_connected(&self, client_id: &str) {
-        let frame = Frame::ClientConnected(client_id.to_string());
-        for route in self.routes().iter() {
-            route.send_control(&frame);
-        }
     }
 
     /// A message from `route`'s peer: delivered to local subscribers only, never waiting
@@ -511,61 +393,127 @@ fn encode_message(
     }
 }
 
-/// One consumer group as the peers have it: which routes have members, and how many.
-#[derive(Default)]
-pub struct PeerGroup {
-    key: GroupRef,
-    routes: Vec<Arc<Route>>,
-    weights: Vec<u32>,
-}
-
-impl PeerGroup {
-    /// Members per peer, in the order [`crate::broker`]'s choice indexes them.
-    pub fn weights(&self) -> &[u32] {
-        &self.weights
-    }
-
-    fn pick(&self, strategy: crate::broker::Strategy, turn: &AtomicUsize) -> Option<usize> {
-        match crate::broker::choose(strategy, 0, &self.weights, turn) {
-            crate::broker::Choice::Peer(i) => Some(i),
-            _ => None,
+/// What the broker tells the other nodes, and asks of them ([`crate::broker::Peers`]).
+impl Peers for Cluster {
+    fn local_interest(&self, filter: &str, present: bool) {
+        let mut state = self.state();
+        let changed = if present {
+            state.local.insert(filter.to_string())
+        } else {
+            state.local.remove(filter)
+        };
+        if !changed {
+            return;
         }
-    }
-}
-
-/// The peers' groups matching one message, and the peers chosen so far.
-pub struct PeerGroups<'a> {
-    open: Vec<PeerGroup>,
-    assigned: Vec<(Arc<Route>, GroupRef)>,
-    turn: &'a AtomicUsize,
-}
-
-impl PeerGroups<'_> {
-    /// Takes the group (`group`, `filter`) out of the open ones (empty if no peer has it).
-    pub fn take(&mut self, group: &str, filter: &str) -> PeerGroup {
-        match self
-            .open
-            .iter()
-            .position(|g| g.key.group == group && g.key.filter == filter)
-        {
-            Some(i) => self.open.swap_remove(i),
-            None => PeerGroup::default(),
+        let frame = if present {
+            Frame::Interest(filter.to_string())
+        } else {
+            Frame::NoInterest(filter.to_string())
+        };
+        for route in state.routes.values() {
+            route.send_control(&frame);
         }
     }
 
-    /// The group's message goes to peer `i` of `group`.
-    pub fn assign(&mut self, group: PeerGroup, i: usize) {
-        if let Some(route) = group.routes.get(i) {
-            self.assigned.push((Arc::clone(route), group.key));
+    fn local_group(&self, group: &GroupRef, members: usize) {
+        let members = u32::try_from(members).unwrap_or(u32::MAX);
+        let mut state = self.state();
+        let key = (group.group.clone(), group.filter.clone());
+        if members == 0 {
+            state.local_groups.remove(&key);
+        } else {
+            state.local_groups.insert(key, members);
+        }
+        let frame = Frame::GroupWeight {
+            group: group.group.clone(),
+            filter: group.filter.clone(),
+            members,
+        };
+        for route in state.routes.values() {
+            route.send_control(&frame);
         }
     }
 
-    /// Chooses a peer for each group that has no member on this node.
-    pub fn assign_remote_only(&mut self, strategy: crate::broker::Strategy) {
-        for group in std::mem::take(&mut self.open) {
-            if let Some(i) = group.pick(strategy, self.turn) {
-                self.assign(group, i);
+    fn remote_groups(&self, topic: &str) -> Vec<RemoteGroup> {
+        let mut found: Vec<RemoteGroup> = Vec::new();
+        for route in self.routes().iter() {
+            route.interest().groups(topic, |group, filter, members| {
+                let i = match found
+                    .iter()
+                    .position(|g| g.group.group == group && g.group.filter == filter)
+                {
+                    Some(i) => i,
+                    None => {
+                        found.push(RemoteGroup {
+                            group: GroupRef {
+                                group: group.to_string(),
+                                filter: filter.to_string(),
+                            },
+                            peers: Vec::new(),
+                            members: Vec::new(),
+                        });
+                        found.len() - 1
+                    }
+                };
+                found[i].peers.push(PeerId(route.id()));
+                found[i].members.push(members);
+            });
+        }
+        found
+    }
+
+    fn forward(&self, message: &Message, assigned: &[Assigned]) -> usize {
+        let routes = self.routes();
+        // Most peers get the same frame: encode once per flavour (with or without delivery);
+        // a peer assigned a group gets its own.
+        let mut encoded: [Option<Bytes>; 2] = [None, None];
+        let mut sent = 0;
+        for route in routes.iter() {
+            let plain = route.interest().matches(&message.topic);
+            let chosen: Vec<GroupRef> = assigned
+                .iter()
+                .filter(|a| a.peer == PeerId(route.id()))
+                .map(|a| a.group.clone())
+                .collect();
+            if !plain && chosen.is_empty() && !message.retain {
+                continue;
             }
+            sent += usize::from(plain || !chosen.is_empty());
+            let bytes = if chosen.is_empty() {
+                let slot = &mut encoded[usize::from(plain)];
+                if slot.is_none() {
+                    *slot = encode_message(message, plain, false, &[]);
+                }
+                slot.clone()
+            } else {
+                encode_message(message, plain, false, &chosen)
+            };
+            if let Some(bytes) = bytes {
+                route.send_message(bytes);
+            }
+        }
+        sent
+    }
+
+    fn redirect(&self, message: &Message, group: &GroupRef, peer: PeerId) -> bool {
+        let route = self
+            .routes()
+            .iter()
+            .find(|route| PeerId(route.id()) == peer)
+            .cloned();
+        match (
+            route,
+            encode_message(message, false, true, std::slice::from_ref(group)),
+        ) {
+            (Some(route), Some(bytes)) => route.send_message(bytes),
+            _ => false,
+        }
+    }
+
+    fn client_connected(&self, client_id: &str) {
+        let frame = Frame::ClientConnected(client_id.to_string());
+        for route in self.routes().iter() {
+            route.send_control(&frame);
         }
     }
 }

@@ -76,6 +76,8 @@ pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
 pub struct TestBroker {
     pub addr: SocketAddr,
     pub broker: Arc<Broker>,
+    /// This node's part of the cluster, when the configuration turns it on.
+    pub cluster: Option<Arc<supermq::cluster::Cluster>>,
     /// Every bound listener, recorded before the server starts running (and is moved).
     listeners: Vec<(Kind, SocketAddr)>,
     server: Option<Server>,
@@ -93,6 +95,7 @@ impl TestBroker {
         let server = Server::bind(&config).await.expect("server binds");
         let addr = server.local_addr(Kind::Tcp).expect("tcp listener");
         let broker = Arc::clone(server.broker());
+        let cluster = server.cluster().cloned();
         let listeners = [Kind::Tcp, Kind::Tls, Kind::Ws, Kind::Wss]
             .into_iter()
             .filter_map(|kind| server.local_addr(kind).map(|addr| (kind, addr)))
@@ -100,6 +103,7 @@ impl TestBroker {
         let mut test = TestBroker {
             addr,
             broker,
+            cluster,
             listeners,
             server: Some(server),
             stop: None,

@@ -1,0 +1,151 @@
+//! The broker's side of the cluster interface ([`supermq::broker::Peers`]), driven by a
+//! recording stand-in for the other nodes: the broker says what they need to know (interest,
+//! group member counts, connected clients, messages to forward) and chooses every group's
+//! member itself, here or on a peer, by `cluster.group_strategy` on every path.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use supermq::broker::{Assigned, GroupRef, Message, PeerId, Peers, RemoteGroup};
+use supermq::protocol::QoS;
+
+/// Other nodes that hold members of one group and record what the broker tells them.
+#[derive(Default)]
+struct Recorder {
+    /// (group, members per peer) the stand-in reports for every topic under `jobs/`.
+    remote: Vec<(GroupRef, Vec<(u64, u32)>)>,
+    interest: Mutex<Vec<(String, bool)>>,
+    groups: Mutex<Vec<(GroupRef, usize)>>,
+    forwarded: Mutex<Vec<(String, Vec<Assigned>)>>,
+    redirected: Mutex<Vec<(GroupRef, PeerId)>>,
+    connected: Mutex<Vec<String>>,
+}
+
+impl Peers for Recorder {
+    fn local_interest(&self, filter: &str, present: bool) {
+        self.interest
+            .lock()
+            .unwrap()
+            .push((filter.to_string(), present));
+    }
+
+    fn local_group(&self, group: &GroupRef, members: usize) {
+        self.groups.lock().unwrap().push((group.clone(), members));
+    }
+
+    fn remote_groups(&self, topic: &str) -> Vec<RemoteGroup> {
+        if !topic.starts_with("jobs/") {
+            return Vec::new();
+        }
+        self.remote
+            .iter()
+            .map(|(group, peers)| RemoteGroup {
+                group: group.clone(),
+                peers: peers.iter().map(|&(id, _)| PeerId(id)).collect(),
+                members: peers.iter().map(|&(_, n)| n).collect(),
+            })
+            .collect()
+    }
+
+    fn forward(&self, message: &Message, assigned: &[Assigned]) -> usize {
+        self.forwarded
+            .lock()
+            .unwrap()
+            .push((message.topic.to_string(), assigned.to_vec()));
+        assigned.len()
+    }
+
+    fn redirect(&self, _message: &Message, group: &GroupRef, peer: PeerId) -> bool {
+        self.redirected.lock().unwrap().push((group.clone(), peer));
+        true
+    }
+
+    fn client_connected(&self, client_id: &str) {
+        self.connected.lock().unwrap().push(client_id.to_string());
+    }
+}
+
+fn workers() -> GroupRef {
+    GroupRef {
+        group: "workers".to_string(),
+        filter: "jobs/#".to_string(),
+    }
+}
+
+async fn broker_with(strategy: &str, peers: Arc<Recorder>) -> TestBroker {
+    let mut config = config();
+    config.cluster.group_strategy = strategy.to_string();
+    let broker = TestBroker::start(config).await;
+    broker.broker.attach_peers(peers);
+    broker
+}
+
+/// round_robin for a group whose members are all on other nodes: the peers take turns, by
+/// their member counts, and the broker says whom with each forwarded message.
+#[tokio::test]
+async fn remote_only_groups_take_turns_by_the_configured_strategy() {
+    let peers = Arc::new(Recorder {
+        remote: vec![(workers(), vec![(7, 1), (9, 1)])],
+        ..Recorder::default()
+    });
+    let broker = broker_with("round_robin", Arc::clone(&peers)).await;
+    let mut publisher = TestClient::v5(broker.addr, "pub").await;
+    assert_eq!(peers.connected.lock().unwrap().as_slice(), ["pub"]);
+    for i in 0..4 {
+        let code = publisher
+            .publish(&format!("jobs/{i}"), b"x", QoS::AtLeastOnce, false)
+            .await;
+        assert_eq!(code, 0, "a peer took it");
+    }
+    let chosen: Vec<u64> = peers
+        .forwarded
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, assigned)| {
+            assert_eq!(assigned.len(), 1);
+            assert_eq!(assigned[0].group, workers());
+            assigned[0].peer.0
+        })
+        .collect();
+    assert_eq!(chosen, [7, 9, 7, 9]);
+}
+
+/// prefer_local with a member here: every message stays on this node, and the peers hear
+/// of the local member (and of plain interest) as it comes and goes.
+#[tokio::test]
+async fn prefer_local_keeps_messages_with_a_local_member() {
+    let peers = Arc::new(Recorder {
+        remote: vec![(workers(), vec![(7, 5)])],
+        ..Recorder::default()
+    });
+    let broker = broker_with("prefer_local", Arc::clone(&peers)).await;
+    let mut member = TestClient::v5(broker.addr, "member").await;
+    member
+        .subscribe("$share/workers/jobs/#", QoS::AtLeastOnce)
+        .await;
+    member.subscribe("plain/#", QoS::AtLeastOnce).await;
+    assert_eq!(peers.groups.lock().unwrap().as_slice(), [(workers(), 1)]);
+    assert_eq!(
+        peers.interest.lock().unwrap().as_slice(),
+        [("plain/#".to_string(), true)]
+    );
+    let mut publisher = TestClient::v5(broker.addr, "pub").await;
+    for i in 0..10 {
+        publisher
+            .publish(&format!("jobs/{i}"), b"x", QoS::AtLeastOnce, false)
+            .await;
+        assert_eq!(member.recv_acked().await.topic, format!("jobs/{i}"));
+    }
+    assert!(
+        peers
+            .forwarded
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(_, assigned)| assigned.is_empty()),
+        "no group message left this node"
+    );
+}
