@@ -855,3 +855,45 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
         }
     }
 }
+
+/// The idle-connection work (docs/BENCHMARKS.md, optimisation 5) rests on type sizes that a
+/// new field, a compiler upgrade or a refactor could silently undo: these bounds catch it.
+/// Raise one only with a measurement of what an idle connection costs after the change
+/// (`supermq bench conns`).
+#[cfg(test)]
+mod sizes {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    use super::super::outbox::Outbox;
+    use super::super::session::{Session, SessionHandle};
+    use super::*;
+    use crate::config::Limits;
+
+    #[tokio::test]
+    async fn an_idle_connection_stays_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr: SocketAddr = listener.local_addr().expect("address");
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let broker = Broker::new(Limits::default());
+        let (count, arrival) = broker.admit(addr, true).expect("admitted");
+        let task = serve(count, stream, arrival);
+        let sizes = [
+            ("connection future", std::mem::size_of_val(&task), 768),
+            ("Session", std::mem::size_of::<Session>(), 320),
+            ("SessionHandle", std::mem::size_of::<SessionHandle>(), 400),
+            ("Outbox", std::mem::size_of::<Outbox>(), 256),
+        ];
+        for (what, size, bound) in sizes {
+            println!("{what}: {size} bytes (bound {bound})");
+        }
+        for (what, size, bound) in sizes {
+            assert!(
+                size <= bound,
+                "{what} is {size} bytes, over its bound of {bound}"
+            );
+        }
+    }
+}
