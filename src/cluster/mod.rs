@@ -1,4 +1,4 @@
-//! The cluster: a NATS-style full mesh of brokers (DESIGN.md §3).
+//! The cluster: a NATS-style full mesh of brokers (docs/ARCHITECTURE.md, The route protocol).
 //!
 //! Every node keeps one route to every other node ([`route`]), established by a handshake
 //! ([`handshake`]) in our own framing ([`frame`]); [`mesh`] dials seeds and discovered peers,
