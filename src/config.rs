@@ -2,7 +2,7 @@
 //!
 //! The file is TOML (config/appserver.conf documents every key). Every key has a default, so an
 //! empty file and no file at all are both valid; unknown keys are errors. Each key can be
-//! overridden from the environment as `SUPERMQ_<SECTION>_<KEY>` (DESIGN.md §1).
+//! overridden from the environment as `SUPERMQ_<SECTION>_<KEY>` (README, Configuration).
 //!
 //! [`load`] goes file → environment → validation: the file is parsed into a TOML table whose
 //! sections and keys are checked one by one against the defaults, the `SUPERMQ_*` variables are

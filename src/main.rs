@@ -3,7 +3,7 @@
 //! `health`) or edit a password file (`passwd`).
 //!
 //! A configuration or start-up problem is printed as one line naming the key, and the process
-//! exits with code 2 (DESIGN.md §1). A tool's error is one line too, with the tool's exit code
+//! exits with code 2 (README, Command line). A tool's error is one line too, with its exit code
 //! (listed in each tool's `--help`).
 
 use std::future::Future;

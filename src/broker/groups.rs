@@ -1,4 +1,4 @@
-//! Consumer groups (DESIGN.md §4): `$g/{group}/{filter}` and `$share/{group}/{filter}`.
+//! Consumer groups (docs/ARCHITECTURE.md, Group member choice): `$g/{group}/{filter}`, `$share/…`.
 //!
 //! A group is (name, filter); each message matching the filter goes to exactly one member of
 //! the group. The router keeps the members next to the filter's plain subscribers; this file

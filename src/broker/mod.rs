@@ -19,11 +19,7 @@
 //!   answers to its writer; `aliases` are the topic aliases towards one client; `keepalive`
 //!   closes silent connections, all from one task; `stats` counts what happened.
 //!
-//! Locks are short and always taken in the order registry → expiry → session → router →
-//! cluster state → retained → a publisher's waiter → outbox, never the other way round (the
-//! `Online`, `Waits` and route tables are leaves: nothing is locked while one is held). A
-//! publish reads the router, lets go, and only then locks each matching session in turn, so
-//! a publish never waits on a slow subscriber.
+//! Locks: see docs/ARCHITECTURE.md, Lock order.
 
 mod admission;
 mod aliases;

@@ -1,4 +1,4 @@
-//! The cluster: a NATS-style full mesh of brokers (DESIGN.md §3).
+//! The cluster: a NATS-style full mesh of brokers (docs/ARCHITECTURE.md, The route protocol).
 //!
 //! Every node keeps one route to every other node ([`route`]), established by a handshake
 //! ([`handshake`]) in our own framing ([`frame`]); [`mesh`] dials seeds and discovered peers,
@@ -27,7 +27,7 @@
 //! On a graceful shutdown ([`Cluster::shutdown`]) the node stops accepting and dialling, and
 //! each route sends what is already queued on it before it closes.
 //!
-//! Lock order: broker router → cluster state → route queue. The local interest set and the
+//! Locks: see docs/ARCHITECTURE.md, Lock order. The local interest set and the
 //! route table share one lock, so a new route gets the full set and then, in order, every
 //! change after it.
 

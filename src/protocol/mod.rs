@@ -1,4 +1,4 @@
-//! The MQTT wire protocol: packet types and our own strict codec (DESIGN.md §5).
+//! The MQTT wire protocol: packet types and our own strict codec (docs/ARCHITECTURE.md, Layers).
 //!
 //! - [`packet`] and [`properties`]: the packets as Rust values, for MQTT 3.1, 3.1.1 and 5.0;
 //! - [`decode()`]: bytes to packets, rejecting everything the specification calls malformed;

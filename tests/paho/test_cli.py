@@ -1,4 +1,4 @@
-"""The command line and process contract (DESIGN.md §1): --help/--version, configuration
+"""The command line and process contract (README, Command line): --help/--version, configuration
 errors (exit code 2, one line naming the key), environment overrides, and SIGTERM."""
 
 import signal

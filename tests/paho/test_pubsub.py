@@ -129,7 +129,7 @@ def test_filter_starting_with_wildcard_does_not_match_dollar_topics(broker, vers
 
 def test_clients_cannot_publish_to_sys(broker):
     """A client's PUBLISH to `$SYS/...` is refused: MQTT 5 PUBACK 0x87 Not authorized, and no
-    subscriber — not even one to `$SYS/#` — receives it (DESIGN.md §1; MQTT 5 §4.7.2)."""
+    subscriber — not even one to `$SYS/#` — receives it (README, MQTT support; MQTT 5 §4.7.2)."""
     everything = broker.connected("all", V5)
     everything.subscribe([("#", 1), ("$SYS/#", 1)])
     pub = broker.connected("pub", V5)
