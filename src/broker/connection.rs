@@ -863,7 +863,6 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
 #[cfg(test)]
 mod sizes {
     use std::net::SocketAddr;
-    use std::sync::Arc;
 
     use super::super::outbox::Outbox;
     use super::super::session::{Session, SessionHandle};
