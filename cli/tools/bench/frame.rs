@@ -2,14 +2,15 @@
 //!
 //! A subscriber receives hundreds of thousands of PUBLISH packets a second and needs from each
 //! only its QoS, packet identifier and the first 16 payload bytes; decoding it into a
-//! [`crate::protocol::Publish`] would allocate its topic for nothing. [`scan`] finds packet
+//! [`supermq::protocol::Publish`] would allocate its topic for nothing. [`scan`] finds packet
 //! boundaries and those few fields straight from the read buffer, checking every length it
 //! follows. Rare packets (DISCONNECT) are handed to the real decoder for their details.
 
 use bytes::BytesMut;
 
+use supermq::protocol::{self, DecodeError, Packet, ProtocolVersion, reason};
+
 use crate::client::ClientError;
-use crate::protocol::{self, DecodeError, Packet, ProtocolVersion, reason};
 
 /// Packet types, the high nibble of the first byte.
 pub const PUBLISH: u8 = 3;
@@ -141,7 +142,7 @@ pub fn unexpected(frame: &[u8], version: ProtocolVersion) -> ClientError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Ack, Properties, Publish, QoS};
+    use supermq::protocol::{Ack, Properties, Publish, QoS};
 
     fn encoded(packet: &Packet, version: ProtocolVersion) -> Vec<u8> {
         let mut out = BytesMut::new();
