@@ -9,18 +9,16 @@
 //! - [`cluster`] joins brokers into a full mesh over routes;
 //! - [`server`] wires listeners, broker and shutdown together, and [`config`] says how.
 //!
-//! On the other side of the wire, [`client`] is a small MQTT client on the same codec and
-//! transports, and [`tools`] the `supermq pub`, `sub` and `bench` commands built on it.
-//!
-//! The binary (`src/main.rs`) is a thin command line around [`server::Server`] and the tools;
-//! integration tests start the same server in-process.
+//! The library is the broker and nothing else. The `supermq` binary lives beside it in `cli/`:
+//! `cli/main.rs` is a thin command line around [`server::Server`], and the binary's own modules
+//! `cli/client/` (a small MQTT client on this crate's codec and transports) and `cli/tools/`
+//! (`supermq pub`, `sub`, `bench`, `health`, `passwd`) use the library like any other user.
+//! Integration tests start the same server in-process.
 
 pub mod auth;
 pub mod broker;
-pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod protocol;
 pub mod server;
-pub mod tools;
 pub mod transport;

@@ -159,7 +159,7 @@ impl Passwords {
     /// The user a line of a password file is for, as [`Passwords::parse`] reads it: `None` for
     /// a comment, a blank line or a line without a user. `supermq passwd` edits files line by
     /// line with it, so that it and the broker agree on which line is whose.
-    pub(crate) fn user_of_line(line: &str) -> Option<&str> {
+    pub fn user_of_line(line: &str) -> Option<&str> {
         match split_line(line) {
             Some(Ok((user, _))) => Some(user),
             _ => None,

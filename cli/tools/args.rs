@@ -11,9 +11,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{ArgAction, Args};
 
+use supermq::protocol::{ProtocolVersion, QoS};
+
 use super::ToolError;
 use crate::client::{ConnectOptions, Endpoint, TlsOptions, client_config};
-use crate::protocol::{ProtocolVersion, QoS};
 
 /// `--help` without `-h`.
 #[derive(Debug, Clone, Args)]

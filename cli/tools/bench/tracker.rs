@@ -136,9 +136,9 @@ mod tests {
     fn payload(publisher: u32, sequence: u32, warmup: bool) -> Vec<u8> {
         let template = super::super::payload::Template::new(
             "t",
-            crate::protocol::QoS::AtMostOnce,
+            supermq::protocol::QoS::AtMostOnce,
             16,
-            crate::protocol::ProtocolVersion::V311,
+            supermq::protocol::ProtocolVersion::V311,
         )
         .expect("encodes");
         let mut frame = Vec::new();

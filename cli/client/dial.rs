@@ -14,8 +14,9 @@ use rustls_pki_types::ServerName;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 
+use supermq::transport::{self, BoxStream, TransportError};
+
 use super::ClientError;
-use crate::transport::{self, BoxStream, TransportError};
 
 /// Where a broker is and how to speak to it.
 #[derive(Clone)]

@@ -15,10 +15,11 @@ use bytes::Bytes;
 use clap::Args;
 use tokio::sync::mpsc;
 
+use supermq::protocol::{Properties, Publish, QoS, topic};
+
 use super::ToolError;
 use super::args::{ConnectArgs, HelpArg, parse_qos};
 use crate::client::Client;
-use crate::protocol::{Properties, Publish, QoS, topic};
 
 /// Publish messages to a topic.
 #[derive(Debug, Args)]

@@ -17,7 +17,7 @@
 
 use std::time::Instant;
 
-use crate::protocol::{self, EncodeError, Packet, Properties, ProtocolVersion, Publish, QoS};
+use supermq::protocol::{self, EncodeError, Packet, Properties, ProtocolVersion, Publish, QoS};
 
 /// Bytes of the header at the start of every payload; the smallest payload size.
 pub const HEADER: usize = 16;

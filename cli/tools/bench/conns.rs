@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use supermq::transport::BoxStream;
+
 use super::TargetArgs;
 use super::json::JsonLine;
 use super::procfs;
@@ -27,7 +29,6 @@ use super::run::connect_all;
 use crate::client::{Client, ClientError, ConnectOptions};
 use crate::tools::ToolError;
 use crate::tools::args::HelpArg;
-use crate::transport::BoxStream;
 
 /// Connections per source address before the next one is used, by default.
 const PER_SOURCE: usize = 20_000;

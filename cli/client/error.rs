@@ -7,7 +7,7 @@
 use std::io;
 use std::time::Duration;
 
-use crate::protocol::{DecodeError, EncodeError};
+use supermq::protocol::{DecodeError, EncodeError};
 
 /// Why connecting, subscribing, publishing or receiving failed.
 #[derive(Debug, thiserror::Error)]

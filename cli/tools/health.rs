@@ -17,11 +17,12 @@ use std::time::Duration;
 
 use clap::Args;
 
+use supermq::config;
+use supermq::protocol::ProtocolVersion;
+
 use super::ToolError;
 use super::args::HelpArg;
 use crate::client::{Client, ClientError, ConnectOptions, Endpoint};
-use crate::config;
-use crate::protocol::ProtocolVersion;
 
 /// Check that a broker answers MQTT.
 #[derive(Debug, Args)]

@@ -1,7 +1,7 @@
 //! `supermq passwd`: add, change or delete a user in a password file, in mosquitto_passwd's
 //! shape (`[-c] FILE USER`, `-b FILE USER PASSWORD`, `-D FILE USER`).
 //!
-//! It writes argon2id hashes ([`crate::auth::hash_password`]) and edits the file line by line:
+//! It writes argon2id hashes ([`supermq::auth::hash_password`]) and edits the file line by line:
 //! the user's line is replaced where it stood (or appended), every other line, comments
 //! included, is kept byte for byte, so mosquitto `$7$` users keep working beside new ones.
 //! Which line belongs to whom is decided by `Passwords::user_of_line`, the broker's own rule.
@@ -20,8 +20,9 @@ use std::process::{Command, Stdio};
 
 use clap::Args;
 
+use supermq::auth::{Passwords, hash_password};
+
 use super::ToolError;
-use crate::auth::{Passwords, hash_password};
 
 /// The exit codes, as `--help` lists them.
 const HELP: &str = "\

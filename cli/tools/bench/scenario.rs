@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 
+use supermq::protocol::{ProtocolVersion, QoS};
+
 use super::payload::{HEADER, Template};
 use crate::client::{ConnectOptions, Endpoint};
-use crate::protocol::{ProtocolVersion, QoS};
 use crate::tools::ToolError;
 use crate::tools::args::AuthArgs;
 

@@ -17,12 +17,13 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use super::{ClientError, ConnectOptions, Endpoint, dial};
-use crate::protocol::{
+use supermq::protocol::{
     self, Ack, ConnAck, Disconnect, Packet, ProtocolVersion, Publish, QoS, SubAck, Subscribe,
     SubscriptionOptions, reason,
 };
-use crate::transport::BoxStream;
+use supermq::transport::BoxStream;
+
+use super::{ClientError, ConnectOptions, Endpoint, dial};
 
 /// How long the broker has to answer CONNECT and SUBSCRIBE.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use crate::protocol::{Connect, Properties, ProtocolVersion};
+use supermq::protocol::{Connect, Properties, ProtocolVersion};
 
 /// The CONNECT a client sends, in the terms a user thinks in.
 #[derive(Debug, Clone)]

@@ -1,5 +1,6 @@
-//! A small async MQTT client on our own codec, for the `supermq pub`, `sub` and `bench` tools
-//! (and for tests that want a well-behaved client).
+//! A small async MQTT client on our own codec, for the `supermq pub`, `sub`, `bench` and
+//! `health` tools. It is a module of the `supermq` binary, not of the broker library: it uses
+//! the library's codec and transports like any other user would.
 //!
 //! - [`dial`](dial()) opens the byte stream: TCP, TLS, WebSocket or secure WebSocket, with the
 //!   WebSocket adapter the broker side uses too;

@@ -15,12 +15,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
+use supermq::protocol::{ProtocolVersion, QoS, SubscriptionOptions};
+use supermq::transport::BoxStream;
+
 use super::frame::{self, Frame, Scan};
 use super::scenario::Scenario;
 use crate::client::{Client, ClientError};
-use crate::protocol::{ProtocolVersion, QoS, SubscriptionOptions};
 use crate::tools::ToolError;
-use crate::transport::BoxStream;
 
 /// A normal DISCONNECT (the short form of MQTT 5.0).
 const DISCONNECT: [u8; 2] = [0xE0, 0x00];

@@ -15,13 +15,14 @@ use std::time::{Duration, Instant};
 
 use tokio::time::Sleep;
 
+use supermq::protocol::{ProtocolVersion, QoS, reason};
+use supermq::transport::BoxStream;
+
 use super::buffers::{PUBLISHER_READ, ReadBuffer, WriteBuffer};
 use super::counters::Counters;
 use super::frame::{self, Frame, Scan};
 use super::payload::{Clock, Stamp, Template};
 use crate::client::{ClientError, Parts};
-use crate::protocol::{ProtocolVersion, QoS, reason};
-use crate::transport::BoxStream;
 
 /// Bytes of frames appended per batch, about: one write's worth.
 const BATCH_BYTES: usize = 64 << 10;

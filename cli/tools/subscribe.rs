@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use clap::Args;
 
+use supermq::protocol::{QoS, SubscriptionOptions};
+
 use super::ToolError;
 use super::args::{ConnectArgs, HelpArg, parse_qos, parse_secs};
 use crate::client::Client;
-use crate::protocol::{QoS, SubscriptionOptions};
 
 /// Subscribe to topic filters and print the messages.
 #[derive(Debug, Args)]

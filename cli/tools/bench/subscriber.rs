@@ -12,14 +12,15 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
+use supermq::protocol::ProtocolVersion;
+use supermq::transport::BoxStream;
+
 use super::buffers::{ReadBuffer, SUBSCRIBER_READ, WriteBuffer};
 use super::counters::Counters;
 use super::frame::{self, Frame, Scan};
 use super::payload::Clock;
 use super::tracker::{Recorded, Tracker};
 use crate::client::{ClientError, Parts};
-use crate::protocol::ProtocolVersion;
-use crate::transport::BoxStream;
 
 pub struct Subscriber {
     stream: BoxStream,

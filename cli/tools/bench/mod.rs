@@ -39,10 +39,11 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use self::conns::ConnsArgs;
 use self::scenario::{GroupSyntax, Preset, Request, Scenario};
+use supermq::protocol::{ProtocolVersion, QoS};
+
 use super::ToolError;
 use super::args::{AuthArgs, HelpArg, TransportArgs, parse_qos, parse_secs, parse_version};
 use crate::client::Endpoint;
-use crate::protocol::{ProtocolVersion, QoS};
 
 /// Measure a broker: throughput, loss, latency; or idle connection memory (`bench conns`)
 #[derive(Debug, Args)]

@@ -16,7 +16,11 @@ use tracing_subscriber::EnvFilter;
 
 use supermq::config;
 use supermq::server::Server;
-use supermq::tools::{self, ToolError};
+
+mod client;
+mod tools;
+
+use tools::ToolError;
 
 /// An MQTT 3.1 / 3.1.1 / 5.0 broker that runs alone or as a full-mesh cluster.
 #[derive(Parser)]

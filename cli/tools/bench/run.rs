@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::{JoinError, JoinSet};
 
+use supermq::protocol::SubscriptionOptions;
+
 use super::counters::Counters;
 use super::histogram::Histogram;
 use super::payload::Clock;
@@ -32,7 +34,6 @@ use super::slow::{SlowOutcome, SlowSubscriber};
 use super::subscriber::Subscriber;
 use super::tracker::{self, Tracker};
 use crate::client::{Client, ClientError, Parts};
-use crate::protocol::SubscriptionOptions;
 use crate::tools::ToolError;
 
 /// Connections being set up at once.

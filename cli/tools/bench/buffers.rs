@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use supermq::transport::BoxStream;
+
 use crate::client::ClientError;
-use crate::transport::BoxStream;
 
 /// Read buffer of a subscriber: deliveries come in bulk, so many per system call.
 pub const SUBSCRIBER_READ: usize = 64 << 10;
