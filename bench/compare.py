@@ -78,10 +78,10 @@ def settings():
         formatter_class=argparse.RawDescriptionHelpFormatter,
         usage=argparse.SUPPRESS,
     )
-    parser.add_argument("--rounds", type=int, default=None)
-    parser.add_argument("--out", default=None)
-    parser.add_argument("--stdout", action="store_true")
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rounds", type=int, metavar="N", help="as ROUNDS=N")
+    parser.add_argument("--out", metavar="FILE", help="as OUT=FILE")
+    parser.add_argument("--stdout", action="store_true", help="the table on stdout (OUT=-)")
+    parser.add_argument("--quick", action="store_true", help="as QUICK=1")
     args = parser.parse_args()
 
     s = argparse.Namespace()
