@@ -449,7 +449,7 @@ def run_one(s, supermq, broker, scenario, round_no, raw_dir, nofile, conns_neede
         if broker.proc is not None and not broker.alive():
             say(f"{broker.name} had exited; restarting it")
         broker.start()
-    note, rc, result, other_cpu = None, None, None, None
+    note, rc, result, other_cpu, timed_out = None, None, None, None, False
     stderr_text = ""
     if not broker.alive():
         note = "broker did not start"
@@ -472,7 +472,7 @@ def run_one(s, supermq, broker, scenario, round_no, raw_dir, nofile, conns_neede
                 rc = bench.wait(s.bench_timeout)
             except subprocess.TimeoutExpired:
                 stop(bench)
-                note = "timed out"
+                timed_out = True
         real = time.monotonic() - start
         usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         other_ticks = busy_ticks() - busy0 - (pid_ticks(broker.proc) - broker0)
@@ -491,7 +491,7 @@ def run_one(s, supermq, broker, scenario, round_no, raw_dir, nofile, conns_neede
     if note is None and broker.proc is not None and not broker.alive():
         note = "broker exited during the run"
         broker.proc = None
-    error = note
+    error = note or ("timed out" if timed_out else None)
     if error is None and (rc != 0 or result is None):
         lines = [line.strip() for line in stderr_text.splitlines() if line.strip()]
         error = f"exit {rc}: {lines[-1] if lines else 'no output'}"
