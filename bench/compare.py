@@ -43,6 +43,7 @@ import platform
 import random
 import re
 import resource
+import shlex
 import shutil
 import signal
 import socket
@@ -86,10 +87,10 @@ def settings():
 
     s = argparse.Namespace()
     # The command as given, with the settings that came from the environment, for the report.
-    given = [f"{var}={env[var]}" for var in ("BENCH_TIMEOUT", "QUICK", "QUIET_BUDGET",
-                                             "SCENARIOS", "BROKERS", "ROUNDS", "PEERS_DIR",
-                                             "CARGO_TARGET_DIR") if var in env]
-    s.command_line = " ".join(given + ["bench/compare.py"] + sys.argv[1:])
+    given = [f"{var}={shlex.quote(env[var])}" for var in (
+        "CARGO_TARGET_DIR", "PEERS_DIR", "ROUNDS", "BROKERS", "SCENARIOS", "QUIET_BUDGET",
+        "QUIET_CORES", "QUICK", "BENCH_TIMEOUT") if var in env]
+    s.command_line = " ".join(given + ["bench/compare.py"] + [shlex.quote(a) for a in sys.argv[1:]])
     s.quick = args.quick or env.get("QUICK", "0") == "1"
     rounds = args.rounds if args.rounds is not None else env.get("ROUNDS") or None
     try:
@@ -103,6 +104,10 @@ def settings():
         if broker not in BROKER_NAMES:
             sys.exit(f"compare.py: unknown broker {broker} (of: {' '.join(BROKER_NAMES)})")
     s.scenarios = env.get("SCENARIOS", "").split()
+    known = [sid for sid, _, _, _ in scenario_list(False)]
+    for sid in s.scenarios:
+        if sid not in known:
+            sys.exit(f"compare.py: unknown scenario {sid} (of: {' '.join(known)})")
     s.bench_timeout = float(env.get("BENCH_TIMEOUT", "150"))
     s.quiet_budget = float(env.get("QUIET_BUDGET", "240"))
     s.quiet_cores = float(env.get("QUIET_CORES", "0.3"))
