@@ -1,59 +1,247 @@
 #!/usr/bin/env python3
-"""Helper of bench/compare.sh: free ports, rumqttd's configuration, run records, the table.
+"""Compare supermq with mosquitto, nats-server's MQTT listener and rumqttd on this machine.
 
-    compare.py free-port [TAKEN...]          a free loopback TCP port, not one of TAKEN
-    compare.py rumqttd-config IN OUT V4 V5 PROM WS
-                                             rumqttd's generated configuration on loopback
-                                             ports, without its [console] section
-    compare.py record --broker B --scenario S --round R --rc RC --out F --err F [--note N]
-                                             one run as a JSON line (stdout)
-    compare.py table RUNS.jsonl SCENARIOS.tsv BROKERS [--header FILE]
-                                             the comparison as Markdown (stdout)
+    bench/compare.py [--rounds N] [--out FILE | --stdout] [--quick]
 
-Only the standard library is used.
+Builds supermq (cargo build --release --locked, honouring CARGO_TARGET_DIR), installs the
+peers when missing (mosquitto and nats-server from apt, rumqttd with cargo install into
+$PEERS_DIR), starts all four on free loopback ports, each from its own directory in a private
+temporary directory, and runs the same scenarios against each with `supermq bench`,
+interleaved: every round runs every scenario against every broker in turn (the broker order
+rotates from round to round), so slow drift of the machine spreads over all of them. It then
+prints one table of medians (and writes it as Markdown, for docs/BENCHMARKS.md), with
+supermq's ratio to the best peer and to mosquitto, the broker's CPU per delivered message, lost
+messages and the CPU used by the load generator and by the broker. A broker that cannot run a
+scenario (refused, connection reset, timed out) is shown as n/a with the reason; the run goes
+on.
+
+Environment (the flags above override ROUNDS, OUT and QUICK):
+  ROUNDS=3               rounds (medians over them)
+  BROKERS="supermq mosquitto nats rumqttd"   which brokers, in this order in the table
+  SCENARIOS="q0 q1"      run only these scenarios, of: q0 q1 q2 fanin100 fanin1000
+                         fanout100 latency conns (see SCENARIOS below)
+  PEERS_DIR=target/peers where rumqttd is installed (bin/rumqttd), relative to the repository
+  CARGO_TARGET_DIR       where supermq is built (default target)
+  BENCH_TIMEOUT=150      seconds before one bench run is abandoned (counted as n/a)
+  OUT=FILE               the Markdown table (default bench/results/results-DATE.md, a
+                         git-ignored folder; the raw runs go beside it as .jsonl); OUT=- : stdout
+  QUIET_BUDGET=240       seconds the run may spend, in all, waiting for the machine to be
+                         quiet (at most QUIET_CORES=0.3 cores busy) before each scenario
+  QUICK=1                a smoke run: a tenth of the messages, 1000 connections, 1 round
+                         (unless ROUNDS or --rounds says otherwise)
+  KEEP_WORK=1            keep the temporary directory (configurations, logs, raw output)
+
+Other processes on the machine are never touched: only the brokers this script started
+(tracked by pid) are stopped, on exit. Only the standard library is used.
 """
 
+import argparse
+import datetime
 import json
+import os
+import platform
 import random
 import re
+import resource
+import shlex
+import shutil
+import signal
 import socket
 import statistics
+import subprocess
 import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BROKER_NAMES = ("supermq", "mosquitto", "nats", "rumqttd")
+TICK = os.sysconf("SC_CLK_TCK")  # the unit of /proc/stat and /proc/PID/stat CPU times
+
+
+def say(text):
+    print(time.strftime("%H:%M:%S", time.gmtime()), text, file=sys.stderr, flush=True)
+
+
+def die(text):
+    say("compare.py: " + text)
+    sys.exit(1)
+
 
 # ---------------------------------------------------------------------------------------------
-# ports
+# Settings
 
 
-def free_port(taken):
-    """A port that 127.0.0.1 can bind now, below the ephemeral range (32768-60999 by default)
-    so that no outgoing connection of the bench can be holding it later."""
+def settings():
+    env = os.environ
+    parser = argparse.ArgumentParser(
+        prog="bench/compare.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage=argparse.SUPPRESS,
+    )
+    parser.add_argument("--rounds", type=int, metavar="N", help="as ROUNDS=N")
+    parser.add_argument("--out", metavar="FILE", help="as OUT=FILE")
+    parser.add_argument("--stdout", action="store_true", help="the table on stdout (OUT=-)")
+    parser.add_argument("--quick", action="store_true", help="as QUICK=1")
+    args = parser.parse_args()
+
+    s = argparse.Namespace()
+    # The command as given, with the settings that came from the environment, for the report.
+    given = [f"{var}={shlex.quote(env[var])}" for var in (
+        "CARGO_TARGET_DIR", "PEERS_DIR", "ROUNDS", "BROKERS", "SCENARIOS", "QUIET_BUDGET",
+        "QUIET_CORES", "QUICK", "BENCH_TIMEOUT") if var in env]
+    s.command_line = " ".join(given + ["bench/compare.py"] + [shlex.quote(a) for a in sys.argv[1:]])
+    s.quick = args.quick or env.get("QUICK", "0") == "1"
+    rounds = args.rounds if args.rounds is not None else env.get("ROUNDS") or None
+    try:
+        s.rounds = int(rounds) if rounds is not None else (1 if s.quick else 3)
+    except ValueError:
+        s.rounds = 0
+    if s.rounds < 1:
+        sys.exit("compare.py: ROUNDS must be a positive number")
+    s.brokers = env.get("BROKERS", " ".join(BROKER_NAMES)).split()
+    for broker in s.brokers:
+        if broker not in BROKER_NAMES:
+            sys.exit(f"compare.py: unknown broker {broker} (of: {' '.join(BROKER_NAMES)})")
+    s.scenarios = env.get("SCENARIOS", "").split()
+    known = [sid for sid, _, _, _ in scenario_list(False)]
+    for sid in s.scenarios:
+        if sid not in known:
+            sys.exit(f"compare.py: unknown scenario {sid} (of: {' '.join(known)})")
+    s.bench_timeout = float(env.get("BENCH_TIMEOUT", "150"))
+    s.quiet_budget = float(env.get("QUIET_BUDGET", "240"))
+    s.quiet_cores = float(env.get("QUIET_CORES", "0.3"))
+    s.keep_work = env.get("KEEP_WORK", "0") == "1"
+    s.stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    s.out = "-" if args.stdout else args.out or env.get("OUT") or os.path.join(
+        ROOT, "bench", "results", f"results-{s.stamp}.md")
+    absolute = lambda path: path if os.path.isabs(path) else os.path.join(ROOT, path)
+    s.peers_dir = absolute(env.get("PEERS_DIR") or "target/peers")
+    s.target_dir = absolute(env.get("CARGO_TARGET_DIR") or "target")
+    return s
+
+
+# ---------------------------------------------------------------------------------------------
+# The scenarios: id, label, metric(s) taken from the bench's JSON line, bench arguments.
+# 64-byte payloads (the bench's default) throughout.
+
+
+def scenario_list(quick):
+    def n(count):
+        return str(count // 10 if quick else count)
+
+    conns = 1000 if quick else 10000
+    one_to_one = ["--pubs", "1", "--subs", "1", "-n"]
+    return [
+        ("q0", "1→1 QoS0", ["recv_rate"], one_to_one + [n(500000), "-q", "0"]),
+        ("q1", "1→1 QoS1", ["recv_rate"], one_to_one + [n(200000), "-q", "1"]),
+        ("q2", "1→1 QoS2", ["recv_rate"], one_to_one + [n(100000), "-q", "2"]),
+        ("fanin100", "fan-in 100→1 QoS1", ["recv_rate"],
+         ["--pubs", "100", "--subs", "1", "-n", n(2000), "-q", "1", "--shared-topic"]),
+        ("fanin1000", "fan-in 1000→1 QoS1 (micro-mq-3 shape)", ["recv_rate"],
+         ["--pubs", "1000", "--subs", "1", "-n", n(1000), "-q", "1", "--shared-topic"]),
+        ("fanout100", "fan-out 1→100 QoS0", ["recv_rate"],
+         ["--pubs", "1", "--subs", "100", "-n", n(20000), "-q", "0", "--shared-topic"]),
+        ("latency", "latency 1→1 QoS1 at 5k msg/s", ["p50_us", "p99_us"],
+         ["--pubs", "1", "--subs", "1", "--rate", "5000", "-n", n(25000), "-q", "1"]),
+        ("conns", f"idle connections ({conns}), memory per connection", ["bytes_per_conn"],
+         ["conns", "-n", str(conns), "--keep-alive", "300"]),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Build supermq, install the peers
+
+
+def build_supermq(s, work):
+    say(f"building supermq (cargo build --release --locked, target {s.target_dir})")
+    built = subprocess.run(["cargo", "build", "--release", "--locked"], cwd=ROOT,
+                           env=dict(os.environ, CARGO_TARGET_DIR=s.target_dir),
+                           stdout=sys.stderr)
+    binary = os.path.join(s.target_dir, "release", "supermq")
+    if built.returncode != 0:
+        die("cargo build failed")
+    if not os.access(binary, os.X_OK):
+        die(f"no {binary} after the build")
+    # A private copy: a rebuild in the same target directory during the run changes nothing here.
+    copy = os.path.join(work, "supermq-bin")
+    shutil.copy2(binary, copy)
+    return copy
+
+
+APT_UPDATED = False
+
+
+def apt_install(package):
+    global APT_UPDATED
+    sudo = []
+    if os.geteuid() != 0:
+        if not shutil.which("sudo"):
+            say(f"cannot install {package}: not root, no sudo")
+            return False
+        sudo = ["sudo"]
+    if not APT_UPDATED:
+        APT_UPDATED = subprocess.run(sudo + ["apt-get", "update", "-qq"],
+                                     stdout=sys.stderr).returncode == 0
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    return subprocess.run(sudo + ["apt-get", "install", "-y", "-qq", package], env=env,
+                          stdout=sys.stderr).returncode == 0
+
+
+def find_program(name):
+    return shutil.which(name) or f"/usr/sbin/{name}"
+
+
+def install_peers(s):
+    """The peers' executables (a path that may not exist when the install failed)."""
+    paths = {}
+    for broker, program in (("mosquitto", "mosquitto"), ("nats", "nats-server")):
+        if broker in s.brokers and not os.access(find_program(program), os.X_OK):
+            say(f"installing {program} (apt)")
+            if not apt_install(program):
+                say(f"{program} could not be installed: its column will be n/a")
+        paths[broker] = find_program(program)
+    paths["rumqttd"] = os.path.join(s.peers_dir, "bin", "rumqttd")
+    if "rumqttd" in s.brokers and not os.access(paths["rumqttd"], os.X_OK):
+        say(f"installing rumqttd 0.20 into {s.peers_dir} (cargo install, a few minutes, once)")
+        install = ["cargo", "install", "rumqttd", "--version", "^0.20", "--root", s.peers_dir]
+        if (subprocess.run(install + ["--locked"], stdout=sys.stderr).returncode != 0
+                and subprocess.run(install, stdout=sys.stderr).returncode != 0):
+            say("rumqttd could not be installed: its column will be n/a")
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# Brokers
+
+TAKEN_PORTS = set()
+
+
+def free_port():
+    """A port that 127.0.0.1 can bind now, never one this run already picked, below the
+    ephemeral range (32768-60999 by default) so that no outgoing connection of the bench can
+    be holding it later."""
     for _ in range(500):
         port = random.randint(20000, 32000)
-        if str(port) in taken:
+        if port in TAKEN_PORTS:
             continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
+        TAKEN_PORTS.add(port)
         return port
-    sys.exit("compare.py: no free port found between 20000 and 32000")
+    die("no free port found between 20000 and 32000")
 
 
-# ---------------------------------------------------------------------------------------------
-# rumqttd
-
-
-def rumqttd_config(source, target, v4, v5, prometheus, ws):
-    """Sets the listen address of [v4.1], [v5.1], [prometheus] and [ws.1] and drops the
-    [console] section (with the commented-out lines that follow it)."""
+def rumqttd_config(generated, v4, v5, prometheus, ws):
+    """rumqttd's generated configuration with the listen address of [v4.1], [v5.1],
+    [prometheus] and [ws.1] on loopback ports, and without its [console] section (with the
+    commented-out lines that follow it)."""
     ports = {"v4.1": v4, "v5.1": v5, "prometheus": prometheus, "ws.1": ws}
-    section = None
-    seen = set()
-    out = []
-    with open(source, encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    for line in lines:
+    section, seen, out = None, set(), []
+    for line in generated.splitlines():
         header = re.match(r"^\s*\[([^\]]+)\]\s*$", line)
         if header:
             section = header.group(1).strip()
@@ -65,79 +253,288 @@ def rumqttd_config(source, target, v4, v5, prometheus, ws):
         out.append(line)
     missing = {"v4.1", "prometheus"} - seen
     if missing:
-        sys.exit(f"compare.py: rumqttd's generated configuration has no {sorted(missing)} listen")
-    with open(target, "w", encoding="utf-8") as f:
-        f.write("\n".join(out) + "\n")
+        raise ValueError(f"rumqttd's generated configuration has no {sorted(missing)} listen")
+    return "\n".join(out) + "\n"
+
+
+class Broker:
+    def __init__(self, name, program, work):
+        self.name, self.program = name, program
+        self.dir = os.path.join(work, name)
+        self.port = None  # the MQTT port, picked once
+        self.proc = None  # the running process, or None when it cannot run
+        os.makedirs(self.dir, exist_ok=True)
+
+    def configure(self):
+        """Writes the configuration (once) and picks the port(s)."""
+        if self.port is not None:
+            return
+        port = free_port()
+        path = os.path.join(self.dir, f"{self.name}.conf")
+        if self.name == "supermq":
+            text = f'[mqtt]\ntcp = "127.0.0.1:{port}"\n\n[log]\nlevel = "warn"\n'
+        elif self.name == "mosquitto":
+            text = f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+        elif self.name == "nats":
+            store = os.path.join(self.dir, "jetstream")
+            os.makedirs(store, exist_ok=True)
+            text = (f"server_name: supermq_compare\n"
+                    f'listen: "127.0.0.1:{free_port()}"\n'
+                    f'jetstream {{ store_dir: "{store}" }}\n'
+                    f'mqtt {{ listen: "127.0.0.1:{port}" }}\n')
+        else:  # rumqttd
+            generated = subprocess.run([self.program, "generate-config"], capture_output=True,
+                                       text=True, check=True).stdout
+            text = rumqttd_config(generated, port, free_port(), free_port(), free_port())
+            path = os.path.join(self.dir, "rumqttd.toml")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        self.config, self.port = path, port
+
+    def command(self):
+        if self.name == "rumqttd":
+            return [self.program, "-q", "-c", self.config]
+        return [self.program, "-c", self.config]
+
+    def start(self):
+        """(Re)starts the broker; self.proc is None afterwards when it cannot run."""
+        self.stop()
+        if not os.access(self.program, os.X_OK):
+            return False
+        try:
+            self.configure()
+        except (OSError, subprocess.CalledProcessError, ValueError) as error:
+            say(f"{self.name}: no configuration ({error})")
+            return False
+        env = dict(os.environ)
+        if self.name == "supermq":
+            # The default configuration apart from the listener and the log level: no
+            # SUPERMQ_* variable from the caller's environment.
+            env = {k: v for k, v in env.items() if not k.startswith("SUPERMQ_")}
+        with open(self.log, "ab") as log:
+            proc = subprocess.Popen(self.command(), cwd=self.dir, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        STARTED.append(proc)
+        for _ in range(150):  # until the port accepts a connection (or the process died)
+            if proc.poll() is not None:
+                break
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                self.proc = proc
+                return True
+            except OSError:
+                time.sleep(0.1)
+        say(f"{self.name} did not start listening on 127.0.0.1:{self.port}; log:")
+        print("".join(self.log_lines()[-5:]), end="", file=sys.stderr)
+        stop(proc)
+        return False
+
+    def stop(self):
+        if self.proc is not None:
+            stop(self.proc)
+            self.proc = None
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def log(self):
+        return os.path.join(self.dir, "log")
+
+    def log_lines(self):
+        try:
+            with open(self.log, encoding="utf-8", errors="replace") as f:
+                return f.readlines()
+        except OSError:
+            return []
+
+    def version(self):
+        def first_line(*argv):
+            try:
+                done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                return "not installed"
+            return ((done.stdout + done.stderr).strip().splitlines() or ["?"])[0]
+
+        if self.name == "supermq":
+            commit = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"],
+                                    capture_output=True, text=True).stdout.strip() or "unknown"
+            return f"{first_line(self.program, '--version')} (commit {commit}, release build)"
+        if self.name == "mosquitto":
+            return first_line(self.program, "-h")
+        return first_line(self.program, "--version")
+
+
+STARTED = []  # every process this script started, stopped on exit
+
+
+def stop(proc):
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 # ---------------------------------------------------------------------------------------------
-# one run
+# How busy the machine is
+#
+# During a run: the CPU ticks all processes spent in user and system mode (/proc/stat), minus
+# the broker's and the bench's own; other sessions or builds on the machine show up there.
 
 
-def last_json_line(path):
+def busy_ticks():
+    with open("/proc/stat", encoding="ascii") as f:
+        fields = f.readline().split()  # cpu user nice system ...
+    return int(fields[1]) + int(fields[2]) + int(fields[3])
+
+
+def pid_ticks(proc):
+    """utime + stime of a process, 0 when it is gone."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            lines = [line.strip() for line in f if line.strip().startswith("{")]
-    except OSError:
-        return None
-    for line in reversed(lines):
-        try:
-            return json.loads(line)
-        except ValueError:
-            continue
+        with open(f"/proc/{proc.pid}/stat", encoding="ascii") as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+        return int(rest[11]) + int(rest[12])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+class Quiet:
+    """Before each scenario, waits until the whole machine has been nearly idle for 2 s,
+    within a budget of QUIET_BUDGET seconds for the whole run; the `other` CPU column shows
+    what was left."""
+
+    def __init__(self, budget, cores):
+        self.budget, self.left, self.cores = budget, budget, cores
+
+    def wait(self):
+        waited = 0
+        while True:
+            before = busy_ticks()
+            time.sleep(2)
+            cores = (busy_ticks() - before) / TICK / 2
+            if cores <= self.cores:
+                break
+            if self.left <= 0:
+                say(f"machine busy ({cores:.2f} cores used by others), quiet-wait budget "
+                    "spent: going on")
+                break
+            if waited == 0:
+                say(f"machine busy ({cores:.2f} cores used by others): waiting")
+            waited += 2
+            self.left -= 2
+        if waited:
+            say(f"waited {waited} s for a quiet machine ({cores:.2f} cores busy)")
+
+
+# ---------------------------------------------------------------------------------------------
+# One run
+
+
+def last_json_line(text):
+    for line in reversed(text.splitlines()):
+        if line.strip().startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                continue
     return None
 
 
-def last_line(path):
+def run_one(s, supermq, broker, scenario, round_no, raw_dir, nofile, conns_needed):
+    """Runs one bench against one broker; returns its record."""
+    sid, _, _, args = scenario
+    is_conns = args[0] == "conns"
+    # Idle-connection memory is measured on a freshly started broker: what earlier scenarios
+    # left in its allocator would otherwise hide part of the growth.
+    if is_conns or not broker.alive():
+        if broker.proc is not None and not broker.alive():
+            say(f"{broker.name} had exited; restarting it")
+        broker.start()
+    note, rc, result, other_cpu, timed_out = None, None, None, None, False
+    stderr_text = ""
+    if not broker.alive():
+        note = "broker did not start"
+    elif is_conns and nofile < conns_needed:
+        note = f"open-files limit {nofile} < {conns_needed}"
+    else:
+        target = ["-h", "127.0.0.1", "-p", str(broker.port)]
+        if is_conns:
+            argv = [supermq, "bench"] + args + ["--json"] + target + ["--pid", str(broker.proc.pid)]
+        else:
+            argv = ([supermq, "bench"] + args + ["--format", "json", "--quiet", "--scenario", sid]
+                    + target + ["--broker-pid", str(broker.proc.pid)])
+        out_path = os.path.join(raw_dir, f"{sid}.{broker.name}.{round_no}.out")
+        err_path = os.path.join(raw_dir, f"{sid}.{broker.name}.{round_no}.err")
+        busy0, broker0 = busy_ticks(), pid_ticks(broker.proc)
+        usage0, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
+        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            bench = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+            try:
+                rc = bench.wait(s.bench_timeout)
+            except subprocess.TimeoutExpired:
+                stop(bench)
+                timed_out = True
+        real = time.monotonic() - start
+        usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        other_ticks = busy_ticks() - busy0 - (pid_ticks(broker.proc) - broker0)
+        bench_secs = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
+        if real > 0:  # cores the rest of the machine used during the run
+            other_cpu = round(max(other_ticks / TICK - bench_secs, 0.0) / real, 2)
+        with open(out_path, encoding="utf-8", errors="replace") as f:
+            result = last_json_line(f.read())
+        with open(err_path, encoding="utf-8", errors="replace") as f:
+            stderr_text = f.read()
+    qos2 = "-q" in args and args[args.index("-q") + 1] == "2"
+    if (note is None and rc != 0 and broker.name == "nats" and qos2
+            and any("QoS=2 not supported" in line for line in broker.log_lines())):
+        note = ("no QoS 2 in nats-server's MQTT: it resets the connection "
+                "(log: publish QoS=2 not supported)")
+    if note is None and broker.proc is not None and not broker.alive():
+        note = "broker exited during the run"
+        broker.proc = None
+    error = note or ("timed out" if timed_out else None)
+    if error is None and (rc != 0 or result is None):
+        lines = [line.strip() for line in stderr_text.splitlines() if line.strip()]
+        error = f"exit {rc}: {lines[-1] if lines else 'no output'}"
+    record = {"broker": broker.name, "other_cpu": other_cpu, "scenario": sid, "round": round_no,
+              "rc": rc, "error": error, "result": result if error is None else None}
+    say("    " + progress(record))
+    return record
+
+
+def cpu_per_million(result):
+    """The broker's CPU seconds per million delivered messages. broker_cpu is the broker's
+    average cores over the busy time of the run: to the last delivery (recv_secs), or to the
+    last publisher's final confirmation when that came later (pub_secs)."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            lines = [line.strip() for line in f if line.strip()]
-    except OSError:
-        return ""
-    return lines[-1] if lines else ""
+        busy = max(result["recv_secs"], result.get("pub_secs") or 0)
+        return result["broker_cpu"] * busy / result["received"] * 1e6
+    except (KeyError, TypeError, ZeroDivisionError):
+        return None
 
 
-def record(args):
-    opts = dict(zip(args[::2], args[1::2]))
-    rc = int(opts["--rc"])
-    result = last_json_line(opts["--out"])
-    error = None
-    if opts.get("--note"):
-        error = opts["--note"]
-    elif rc == 124 or rc == 137:
-        error = "timed out"
-    elif rc != 0 or result is None:
-        error = f"exit {rc}: {last_line(opts['--err']) or 'no output'}"
-        result = None
-    # cores the rest of the machine used during the run (see measure_end in compare.sh)
-    other_cpu = None
-    if opts.get("--other-ticks") and opts.get("--time-file"):
-        try:
-            with open(opts["--time-file"], encoding="utf-8") as f:
-                real, user, system = (float(x) for x in f.read().split()[-3:])
-            if real > 0:
-                other = int(opts["--other-ticks"]) / 100.0 - user - system
-                other_cpu = round(max(other, 0.0) / real, 2)
-        except (OSError, ValueError):
-            pass
-    print(
-        json.dumps(
-            {
-                "broker": opts["--broker"],
-                "other_cpu": other_cpu,
-                "scenario": opts["--scenario"],
-                "round": int(opts["--round"]),
-                "rc": rc,
-                "error": error,
-                "result": result if error is None else None,
-            },
-            separators=(",", ":"),
-        )
-    )
+def progress(record):
+    res = record["result"] or {}
+    parts = []
+    for key, fmt in (("recv_rate", "{:,.0f} msg/s"), ("p50_us", "p50 {:,.0f} µs"),
+                     ("p99_us", "p99 {:,.0f} µs"), ("lost", "lost {:,}"),
+                     ("bytes_per_conn", "{:,.0f} B/conn")):
+        if res.get(key) is not None:
+            parts.append(fmt.format(res[key]))
+    if res.get("client_cpu") is not None and res.get("broker_cpu") is not None:
+        parts.append(f"cpu {res['client_cpu']:.2f}+{res['broker_cpu']:.2f}")
+    if res.get("recv_rate") is not None and cpu_per_million(res) is not None:
+        parts.append(f"{cpu_per_million(res):.2f} broker cpu-s/M")
+    what = "n/a (" + record["error"] + ")" if record["error"] else ", ".join(parts)
+    return f"{record['scenario']} {record['broker']} round {record['round']} : {what}"
 
 
 # ---------------------------------------------------------------------------------------------
-# the table
+# The table
 
 LOWER_IS_BETTER = {"p50_us", "p99_us", "bytes_per_conn"}
 
@@ -157,6 +554,11 @@ def fmt_value(metric, value):
             return f"{scaled:.{digits}f}{suffix}"
 
 
+def fmt_cpu_s(value):
+    """CPU seconds per million deliveries (and ratios): 0.71, 2.8, 310."""
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
 def ratio(metric, ours, theirs):
     """supermq's ratio, oriented so that >= 1.0 always means supermq is better."""
     if ours is None or theirs is None or ours <= 0 or theirs <= 0:
@@ -167,27 +569,12 @@ def ratio(metric, ours, theirs):
 def fmt_ratio(value):
     if value is None:
         return "n/a"
-    return f"{value:.0f}×" if value >= 100 else f"{value:.1f}×" if value >= 10 else f"{value:.2f}×"
+    return f"{fmt_cpu_s(value)}×"
 
 
-def table(argv):
-    runs_path, scenarios_path, brokers = argv[0], argv[1], argv[2].split()
-    header_path = argv[argv.index("--header") + 1] if "--header" in argv else None
-    runs = []
-    with open(runs_path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                runs.append(json.loads(line))
-    # id, label, metric(s), bench arguments
-    scenarios = []
-    with open(scenarios_path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip() and not line.startswith("#"):
-                sid, label, metrics, bench_args = line.rstrip("\n").split("\t")
-                scenarios.append((sid, label, metrics.split(","), bench_args))
+def table(runs, scenarios, brokers, header):
     rounds = max((r["round"] for r in runs), default=0)
     peers = [b for b in brokers if b != "supermq"]
-
     notes = []  # footnotes: why a cell is n/a
 
     def note(text):
@@ -198,59 +585,62 @@ def table(argv):
     def cell_runs(sid, broker):
         return [r for r in runs if r["scenario"] == sid and r["broker"] == broker]
 
+    def values_of(sid, broker, key):
+        results = [r["result"] for r in cell_runs(sid, broker) if r["result"] is not None]
+        if key == "cpu_per_million":
+            return [v for v in map(cpu_per_million, results) if v is not None]
+        return [res[key] for res in results if res.get(key) is not None]
+
     def median_of(sid, broker, key):
-        values = [
-            r["result"][key]
-            for r in cell_runs(sid, broker)
-            if r["result"] is not None and r["result"].get(key) is not None
-        ]
+        values = values_of(sid, broker, key)
         return (statistics.median(values), len(values)) if values else (None, 0)
 
     def failure(sid, broker):
         errors = [r["error"] for r in cell_runs(sid, broker) if r["error"]]
         return errors[0] if errors else None
 
-    out = []
-    if header_path:
-        with open(header_path, encoding="utf-8") as f:
-            out.append(f.read().rstrip("\n"))
-        out.append("")
+    def missing(sid, broker):
+        why = failure(sid, broker)
+        return f"n/a [{note(why)}]" if why else "—"
 
-    # --- main table
+    out = [header.rstrip("\n"), ""]
+
+    # --- the main table
     out.append(
-        f"Median of {rounds} interleaved round(s). Throughput: delivered msg/s (higher is better); "
-        "latency and memory: lower is better. Ratios are oriented so that ≥ 1.00× means supermq "
-        "is better: supermq ÷ peer for throughput, peer ÷ supermq for latency and memory."
+        f"Median of {rounds} interleaved round(s). Throughput: delivered msg/s (higher is "
+        "better), and in brackets the broker's CPU per delivery in s/M: its CPU seconds per "
+        "million delivered messages (broker cores × busy seconds ÷ delivered × 10⁶; lower is "
+        "better). Latency and memory: lower is better. Ratios are oriented so that ≥ 1.00× "
+        "means supermq is better: supermq ÷ peer for throughput, peer ÷ supermq for latency "
+        "and memory."
     )
     out.append("")
     cols = ["scenario"] + brokers
     if "supermq" in brokers and peers:
-        cols += ["supermq ÷ best peer"]
+        cols.append("supermq ÷ best peer")
     if "supermq" in brokers and "mosquitto" in brokers:
-        cols += ["supermq ÷ mosquitto"]
+        cols.append("supermq ÷ mosquitto")
     out.append("| " + " | ".join(cols) + " |")
     out.append("|" + "|".join(["---"] + ["---:"] * (len(cols) - 1)) + "|")
     for sid, label, metrics, _ in scenarios:
         for metric in metrics:
-            name = label
-            if metric == "p50_us":
-                name = f"{label}: p50"
-            elif metric == "p99_us":
-                name = f"{label}: p99"
-            row = [name]
-            values = {}
+            name = {"p50_us": f"{label}: p50", "p99_us": f"{label}: p99"}.get(metric, label)
+            row, values = [name], {}
             for broker in brokers:
                 value, count = median_of(sid, broker, metric)
                 values[broker] = value
                 total = len(cell_runs(sid, broker))
                 if value is None:
-                    why = failure(sid, broker)
-                    row.append(f"n/a [{note(why)}]" if why else "—")
-                else:
-                    text = fmt_value(metric, value)
-                    if count < total:
-                        text += f" ({count}/{total})"
-                    row.append(text)
+                    row.append(missing(sid, broker))
+                    continue
+                text = fmt_value(metric, value)
+                if count < total:
+                    text += f" ({count}/{total})"
+                if metric == "recv_rate":
+                    cpu, _ = median_of(sid, broker, "cpu_per_million")
+                    if cpu is not None:
+                        text += f" ({fmt_cpu_s(cpu)} s/M)"
+                row.append(text)
             if "supermq ÷ best peer" in cols:
                 peer_values = [values[p] for p in peers if values[p] is not None]
                 if peer_values:
@@ -283,31 +673,28 @@ def table(argv):
         for broker in brokers:
             ok = [r["result"] for r in cell_runs(sid, broker) if r["result"] is not None]
             if not ok:
-                why = failure(sid, broker)
-                row.append(f"n/a [{note(why)}]" if why else "—")
+                row.append(missing(sid, broker))
                 continue
             worst = max(ok, key=lambda res: res.get("lost", 0))
             lost, expected = worst.get("lost", 0), worst.get("expected", 0)
             dup = max(res.get("dup", 0) for res in ok)
+            text = "0 lost"
             if lost:
                 text = f"**lost {lost:,}** ({100.0 * lost / max(expected, 1):.1f}%)"
-            else:
-                text = "0 lost"
             if dup:
                 text += f", {dup:,} dup"
             client, _ = median_of(sid, broker, "client_cpu")
             brk, _ = median_of(sid, broker, "broker_cpu")
             if client is not None and brk is not None:
                 text += f"; cpu {client:.2f} + {brk:.2f}"
-            others = [r["other_cpu"] for r in cell_runs(sid, broker)
-                      if r.get("other_cpu") is not None]
+            others = [r["other_cpu"] for r in cell_runs(sid, broker) if r["other_cpu"] is not None]
             if others:
                 text += f" (other {statistics.median(others):.2f})"
             row.append(text)
         out.append("| " + " | ".join(row) + " |")
     out.append("")
 
-    others = [r["other_cpu"] for r in runs if r.get("other_cpu") is not None]
+    others = [r["other_cpu"] for r in runs if r["other_cpu"] is not None]
     if others:
         out.append(
             f"Other processes used {statistics.median(others):.2f} cores (median over the "
@@ -315,9 +702,9 @@ def table(argv):
             "benches ran."
         )
         out.append("")
+    for i, text in enumerate(notes, 1):
+        out.append(f"[{i}] {text}  ")
     if notes:
-        for i, text in enumerate(notes, 1):
-            out.append(f"[{i}] {text}  ")
         out.append("")
 
     # --- every run, for the record
@@ -325,52 +712,156 @@ def table(argv):
     out.append("")
     out.append(
         "Published msg/s is the rate the broker accepted (and, at QoS 1/2, acknowledged) the "
-        "publications; delivered msg/s the rate the subscribers received them. Latencies of "
-        "the unthrottled runs are queueing delays under full load, not the broker's latency."
+        "publications; delivered msg/s the rate the subscribers received them; broker cpu-s/M "
+        "the broker's CPU seconds per million deliveries. Latencies of the unthrottled runs "
+        "are queueing delays under full load, not the broker's latency."
     )
     out.append("")
-    out.append("| scenario | broker | round | published msg/s | delivered msg/s | p50 µs | p99 µs | lost | cpu client + broker | other cpu | bytes/conn | error |")
-    out.append("|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|")
-    for sid, label, metrics, _ in scenarios:
+    out.append("| scenario | broker | round | published msg/s | delivered msg/s | broker cpu-s/M | "
+               "p50 µs | p99 µs | lost | cpu client + broker | other cpu | bytes/conn | error |")
+    out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|")
+    for sid, _, _, _ in scenarios:
         for broker in brokers:
             for r in sorted(cell_runs(sid, broker), key=lambda r: r["round"]):
                 res = r["result"] or {}
 
                 def num(key, fmt="{:,.0f}"):
-                    v = res.get(key)
-                    return "" if v is None else fmt.format(v)
+                    return "" if res.get(key) is None else fmt.format(res[key])
 
                 cpu = ""
                 if res.get("client_cpu") is not None and res.get("broker_cpu") is not None:
                     cpu = f"{res['client_cpu']:.2f} + {res['broker_cpu']:.2f}"
-                out.append(
-                    f"| {sid} | {broker} | {r['round']} | {num('pub_rate')} | {num('recv_rate')} | "
-                    f"{num('p50_us')} | "
-                    f"{num('p99_us')} | {num('lost')} | {cpu} | "
-                    f"{'' if r.get('other_cpu') is None else format(r['other_cpu'], '.2f')} | "
-                    f"{num('bytes_per_conn')} | "
-                    f"{(r['error'] or '').replace('|', '/')} |"
-                )
+                per_million = cpu_per_million(res) if res.get("recv_rate") is not None else None
+                cells = [sid, broker, str(r["round"]), num("pub_rate"), num("recv_rate"),
+                         "" if per_million is None else f"{per_million:.2f}",
+                         num("p50_us"), num("p99_us"), num("lost"), cpu,
+                         "" if r["other_cpu"] is None else f"{r['other_cpu']:.2f}",
+                         num("bytes_per_conn"), (r["error"] or "").replace("|", "/")]
+                out.append("| " + " | ".join(cells) + " |")
     out.append("")
     out.append("</details>")
-    print("\n".join(out))
+    return "\n".join(out) + "\n"
+
+
+def header(s, scenarios, brokers, seconds, quiet, load_before, load_after):
+    model = "?"
+    with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo", encoding="ascii") as f:
+        mem_kib = int(next(line for line in f if line.startswith("MemTotal")).split()[1])
+    lines = [
+        f"Command: `{s.command_line}` (ROUNDS={s.rounds}{', QUICK=1' if s.quick else ''})  ",
+        f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, benchmark "
+        f"time {seconds:.0f} s (of which {quiet.budget - quiet.left:.0f} s waiting for a quiet "
+        "machine)  ",
+        f"Machine: {os.cpu_count()} CPUs, {model}, {mem_kib / 1048576:.1f} GiB RAM, "
+        f"{platform.system()} {platform.release()}  ",
+        f"Load average before / after: {load_before} / {load_after}  ",
+    ]
+    lines += [f"- {broker.name}: {broker.version()}" for broker in brokers]
+    lines += ["", "Scenarios (`supermq bench` arguments; 64-byte payloads):", ""]
+    lines += [f"- {label}: `supermq bench {' '.join(args)}`" for _, label, _, args in scenarios]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Main
+
+
+def load_average():
+    with open("/proc/loadavg", encoding="ascii") as f:
+        return " ".join(f.read().split()[:3])
 
 
 def main():
-    if len(sys.argv) < 2:
-        sys.exit(__doc__)
-    command, rest = sys.argv[1], sys.argv[2:]
-    if command == "free-port":
-        print(free_port(set(rest)))
-    elif command == "rumqttd-config":
-        rumqttd_config(*rest)
-    elif command == "record":
-        record(rest)
-    elif command == "table":
-        table(rest)
+    s = settings()
+    scenarios = scenario_list(s.quick)
+    if s.scenarios:
+        scenarios = [sc for sc in scenarios if sc[0] in s.scenarios]
+    if not scenarios:
+        die(f"no scenario selected (SCENARIOS={' '.join(s.scenarios)})")
+    conns = int(next(sc for sc in scenario_list(s.quick) if sc[0] == "conns")[3][2])
+    if s.out != "-":
+        os.makedirs(os.path.dirname(os.path.abspath(s.out)), exist_ok=True)
+
+    work = tempfile.mkdtemp(prefix="supermq-compare.")
+    raw_dir = os.path.join(work, "raw")
+    os.makedirs(raw_dir)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))
+    try:
+        return compare(s, scenarios, conns, work, raw_dir)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        for proc in STARTED:
+            stop(proc)
+        if s.keep_work:
+            say(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def compare(s, scenarios, conns, work, raw_dir):
+    started = time.monotonic()
+    supermq = build_supermq(s, work)
+    programs = install_peers(s)
+    programs["supermq"] = supermq
+
+    # Every connection is a file descriptor, in the bench and in the broker (they inherit ours).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    except (ValueError, OSError):
+        pass
+    nofile = float("inf") if soft == resource.RLIM_INFINITY else soft
+    if nofile < conns + 200:
+        say(f"open-files limit is {nofile}: the {conns}-connection scenario will fail "
+            "(raise ulimit -n)")
+
+    brokers = [Broker(name, programs[name], work) for name in s.brokers]
+    for broker in brokers:
+        if broker.start():
+            say(f"{broker.name}: pid {broker.proc.pid}, 127.0.0.1:{broker.port} — "
+                f"{broker.version()}")
+        else:
+            say(f"{broker.name}: could not be started; its column will be n/a")
+
+    quiet = Quiet(s.quiet_budget, s.quiet_cores)
+    runs = []
+    load_before, t0 = load_average(), time.monotonic()
+    for round_no in range(1, s.rounds + 1):
+        # rotate the broker order: A B C D, then B C D A, ...
+        shift = (round_no - 1) % len(brokers)
+        order = brokers[shift:] + brokers[:shift]
+        say(f"round {round_no}/{s.rounds} (order: {' '.join(b.name for b in order)})")
+        for scenario in scenarios:
+            quiet.wait()
+            for broker in order:
+                runs.append(run_one(s, supermq, broker, scenario, round_no, raw_dir, nofile,
+                                    conns + 200))
+    seconds, load_after = time.monotonic() - t0, load_average()
+
+    text = table(runs, scenarios, s.brokers,
+                 header(s, scenarios, brokers, seconds, quiet, load_before, load_after))
+    if s.out == "-":
+        sys.stdout.write(text)
     else:
-        sys.exit(__doc__)
+        with open(s.out, "w", encoding="utf-8") as f:
+            f.write(text)
+        raw = os.path.splitext(s.out)[0] + ".jsonl"
+        with open(raw, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, separators=(",", ":")) + "\n" for r in runs)
+        # the summary (without the per-run details) on the terminal too
+        sys.stdout.write(text.split("<details>")[0])
+        say(f"table written to {s.out} (raw runs: {raw})")
+    say(f"done: {seconds:.0f} s of benchmarks, {time.monotonic() - started:.0f} s in all "
+        f"(build included), ROUNDS={s.rounds}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
