@@ -58,6 +58,15 @@ def deliver(cluster, source: str, sub: MqttClient, topic: str, timeout: float = 
     raise AssertionError(f"nothing published at {source} on {topic} reached the subscriber in {timeout} s")
 
 
+def drain(sub: MqttClient, quiet: float = 0.5) -> None:
+    """Drops what `sub` has received until nothing more arrives for `quiet` seconds."""
+    while True:
+        try:
+            sub.next_message(timeout=quiet)
+        except AssertionError:
+            return
+
+
 def send_and_expect(cluster, source: str, topic: str, subs: list[MqttClient], count: int = 50) -> None:
     """Publishes `count` QoS 1 messages at `source`; every subscriber must get all, in order."""
     payloads = [f"{topic}-{i}".encode() for i in range(count)]
@@ -171,6 +180,10 @@ def test_node_loss_and_rejoin(cluster):
     send_and_expect(cluster, "node1", "loss/one-to-two", [sub2])
     sub1 = connect(cluster, "node1")
     sub1.subscribe("loss/#", qos=1)
+    # sub1's interest reaches node2 asynchronously: wait for it before counting on it, then
+    # drop the probes sub2 got meanwhile.
+    deliver(cluster, "node2", sub1, "loss/one-ready")
+    drain(sub2)
     send_and_expect(cluster, "node2", "loss/two-to-one", [sub1, sub2])
 
     start = time.monotonic()
