@@ -13,7 +13,11 @@
 //!   `unreleased` the inbound QoS 2 ids it must remember;
 //! - `registry` is the table of sessions by client id (takeover, resumption, wills), and
 //!   `expiry` the one table of disconnected sessions waiting to end or to send their Will;
-//! - `router` is the subscription trie that finds the subscribers of a topic;
+//! - `router` is the subscription trie that finds the subscribers of a topic; `groups` parses
+//!   consumer group filters and chooses the member that gets each message, here or on a peer;
+//! - `peers` is the interface to the other nodes of a cluster ([`Peers`]), which the broker
+//!   defines and the cluster implements: the broker never names the cluster
+//!   (docs/ARCHITECTURE.md, "The broker and the cluster");
 //! - `retained` keeps the last retained message per topic, in a trie of its own;
 //! - `message` is a publication shared by all its deliveries; `outbox` hands a connection's
 //!   answers to its writer; `aliases` are the topic aliases towards one client; `keepalive`
