@@ -6,10 +6,11 @@
 //! declares its local interest (a filter's count going 0 → 1 and 1 → 0, group member counts)
 //! and learns the peer's ([`interest`]).
 //!
-//! The broker holds an optional [`Cluster`]; a standalone broker never touches any of this.
-//! The broker calls in when local interest changes ([`Cluster::local_interest`]), when a local
-//! client publishes ([`Cluster::forward`]) and when a client connects
-//! ([`Cluster::client_connected`]); the routes call back into the broker with what peers send.
+//! The broker knows none of this: it defines the interface it needs from the other nodes,
+//! [`Peers`] (docs/ARCHITECTURE.md, "The broker and the cluster"), and [`Cluster`] implements
+//! it — the broker calls in when local interest changes, when a local client publishes (with
+//! the group members it chose on peers) and when a client connects; the routes call back into
+//! the broker's public entry points with what peers send. A standalone broker has no `Peers`.
 //! A message that came over a route is delivered locally only, never forwarded again, so a
 //! message crosses at most one route, and delivered without waiting: what a full local queue
 //! cannot take waits on the route's backlog budget or is dropped for that session alone.
