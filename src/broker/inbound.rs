@@ -219,15 +219,7 @@ impl<'a> Client<'a> {
             .auth
             .may_publish(self.session.access(), &publish.topic)
         {
-            // Debug only: a client can send these as fast as it can write, and each is
-            // counted.
-            tracing::debug!(
-                client_id = self.session.client_id(),
-                topic = %publish.topic,
-                "publish not authorized (auth.acl_file); dropped"
-            );
-            self.broker.stats.publishes_denied.inc();
-            return self.answer_refused(&publish, reason::NOT_AUTHORIZED, "not authorized");
+            return self.deny_publish(&publish);
         }
         let packet_id = publish.packet_id;
         match publish.qos {
@@ -305,6 +297,21 @@ impl<'a> Client<'a> {
         );
         self.broker.stats.publishes_refused.inc();
         self.answer_refused(publish, code, why)
+    }
+
+    /// A PUBLISH the ACL does not let through: out of line and cold, as it is rare and
+    /// `publish` is the hot path.
+    #[cold]
+    #[inline(never)]
+    fn deny_publish(&self, publish: &Publish) -> Option<End> {
+        // Debug only: a client can send these as fast as it can write, and each is counted.
+        tracing::debug!(
+            client_id = self.session.client_id(),
+            topic = %publish.topic,
+            "publish not authorized (auth.acl_file); dropped"
+        );
+        self.broker.stats.publishes_denied.inc();
+        self.answer_refused(publish, reason::NOT_AUTHORIZED, "not authorized")
     }
 
     /// Answers a PUBLISH that is not routed: a negative ack (5.0, QoS 1/2); for 3.1.1, a bad
