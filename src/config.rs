@@ -179,6 +179,10 @@ pub struct Limits {
     pub max_topic_aliases_out: u16,
     /// Longest session expiry interval granted, in seconds.
     pub max_session_expiry_secs: u32,
+    /// Seconds an MQTT 3.1.1 persistent session (clean session 0, which asks for no expiry)
+    /// is kept after its client disconnects; 0 means forever (mosquitto's
+    /// `persistent_client_expiration`).
+    pub persistent_client_expiration_secs: u32,
     /// Longest client identifier accepted, in bytes.
     pub max_client_id_length: usize,
     /// Retained messages kept; a new topic past it is not retained (the message is still
@@ -211,6 +215,7 @@ impl Default for Limits {
             max_topic_aliases: 64,
             max_topic_aliases_out: 64,
             max_session_expiry_secs: u32::MAX,
+            persistent_client_expiration_secs: 0,
             max_client_id_length: 256,
             max_retained_messages: 100_000,
             max_retained_bytes: 256 * 1024 * 1024,

@@ -181,3 +181,84 @@ async fn group_messages_queued_for_an_expired_member_go_to_another() {
     let topics: HashSet<_> = got.into_iter().map(|p| p.topic).collect();
     assert_eq!(topics.len(), 20);
 }
+
+/// A persistent member whose client is away, connected as `client_id` with a long session.
+async fn away_member(broker: &TestBroker, client_id: &str, filter: &str) {
+    let mut connect = connect_packet(ProtocolVersion::V5, client_id);
+    connect.properties.session_expiry_interval = Some(300);
+    let (mut member, _) = TestClient::connect_with(broker.addr, connect).await;
+    member.subscribe(filter, QoS::AtLeastOnce).await;
+    member.disconnect().await;
+}
+
+/// Its session again: what was queued for it while it was away.
+async fn queued_for(broker: &TestBroker, client_id: &str) -> Vec<String> {
+    let mut connect = connect_packet(ProtocolVersion::V5, client_id);
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(300);
+    let (member, connack) = TestClient::connect_with(broker.addr, connect).await;
+    assert!(connack.session_present);
+    let (_, got) = collect(member, QUIET).await;
+    got.into_iter().map(|p| p.topic).collect()
+}
+
+/// A group of three with one persistent member offline: the two connected members get every
+/// message between them, and none is queued for the absent one.
+#[tokio::test]
+async fn connected_members_get_every_message_while_one_is_offline() {
+    let broker = TestBroker::start_default().await;
+    away_member(&broker, "away", "$share/g/w/+").await;
+    let mut present = Vec::new();
+    for id in ["one", "two"] {
+        let mut member = TestClient::v5(broker.addr, id).await;
+        member.subscribe("$share/g/w/+", QoS::AtLeastOnce).await;
+        present.push(member);
+    }
+    let mut publisher = TestClient::v5(broker.addr, "pub").await;
+    for i in 0..30 {
+        publisher
+            .publish(&format!("w/{i}"), b"m", QoS::AtLeastOnce, false)
+            .await;
+    }
+    let mut topics = HashSet::new();
+    for member in present {
+        let (_, got) = collect(member, QUIET).await;
+        for p in got {
+            assert!(topics.insert(p.topic), "delivered twice");
+        }
+    }
+    assert_eq!(topics.len(), 30, "the connected members got them all");
+    assert!(queued_for(&broker, "away").await.is_empty());
+}
+
+/// With no member connected, the offline ones' sessions take the group's messages.
+#[tokio::test]
+async fn offline_members_get_messages_when_no_member_is_connected() {
+    let broker = TestBroker::start_default().await;
+    away_member(&broker, "away", "$g/g/o/+").await;
+    let mut publisher = TestClient::v5(broker.addr, "pub").await;
+    for i in 0..5 {
+        publisher
+            .publish(&format!("o/{i}"), b"m", QoS::AtLeastOnce, false)
+            .await;
+    }
+    assert_eq!(queued_for(&broker, "away").await.len(), 5);
+}
+
+/// `limits.persistent_client_expiration_secs`: an MQTT 3.1.1 persistent session ends that long
+/// after its client left (it would otherwise be kept forever).
+#[tokio::test]
+async fn persistent_311_sessions_expire_when_configured() {
+    let broker = TestBroker::start(config_with(|l| l.persistent_client_expiration_secs = 1)).await;
+    let (mut member, _) =
+        TestClient::connect(broker.addr, ProtocolVersion::V311, "old", false).await;
+    member.subscribe("$g/g/e/+", QoS::AtLeastOnce).await;
+    member.disconnect().await;
+    assert_eq!(broker.broker.session_count(), 1);
+    wait_until("the 3.1.1 session expired", || {
+        broker.broker.session_count() == 0
+    })
+    .await;
+    let (_, connack) = TestClient::connect(broker.addr, ProtocolVersion::V311, "old", false).await;
+    assert!(!connack.session_present);
+}

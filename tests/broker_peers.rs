@@ -14,10 +14,10 @@ use supermq::protocol::QoS;
 /// Other nodes that hold members of one group and record what the broker tells them.
 #[derive(Default)]
 struct Recorder {
-    /// (group, members per peer) the stand-in reports for every topic under `jobs/`.
+    /// (group, connected members per peer) the stand-in reports for every topic under `jobs/`.
     remote: Vec<(GroupRef, Vec<(u64, u32)>)>,
     interest: Mutex<Vec<(String, bool)>>,
-    groups: Mutex<Vec<(GroupRef, usize)>>,
+    groups: Mutex<Vec<(GroupRef, usize, usize)>>,
     forwarded: Mutex<Vec<(String, Vec<Assigned>)>>,
     redirected: Mutex<Vec<(GroupRef, PeerId)>>,
     connected: Mutex<Vec<String>>,
@@ -31,8 +31,11 @@ impl Peers for Recorder {
             .push((filter.to_string(), present));
     }
 
-    fn local_group(&self, group: &GroupRef, members: usize) {
-        self.groups.lock().unwrap().push((group.clone(), members));
+    fn local_group(&self, group: &GroupRef, online: usize, offline: usize) {
+        self.groups
+            .lock()
+            .unwrap()
+            .push((group.clone(), online, offline));
     }
 
     fn remote_groups(&self, topic: &str) -> Vec<RemoteGroup> {
@@ -44,7 +47,8 @@ impl Peers for Recorder {
             .map(|(group, peers)| RemoteGroup {
                 group: group.clone(),
                 peers: peers.iter().map(|&(id, _)| PeerId(id)).collect(),
-                members: peers.iter().map(|&(_, n)| n).collect(),
+                online: peers.iter().map(|&(_, n)| n).collect(),
+                offline: vec![0; peers.len()],
             })
             .collect()
     }
@@ -127,7 +131,7 @@ async fn prefer_local_keeps_messages_with_a_local_member() {
         .subscribe("$share/workers/jobs/#", QoS::AtLeastOnce)
         .await;
     member.subscribe("plain/#", QoS::AtLeastOnce).await;
-    assert_eq!(peers.groups.lock().unwrap().as_slice(), [(workers(), 1)]);
+    assert_eq!(peers.groups.lock().unwrap().as_slice(), [(workers(), 1, 0)]);
     assert_eq!(
         peers.interest.lock().unwrap().as_slice(),
         [("plain/#".to_string(), true)]

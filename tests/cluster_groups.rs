@@ -8,8 +8,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::cluster::{Node, start_cluster, wait_for_mesh};
-use common::{TestClient, collect};
-use supermq::protocol::{Packet, QoS};
+use common::{TestClient, collect, connect_packet};
+use supermq::protocol::{Packet, ProtocolVersion, QoS};
 
 const QUIET: Duration = Duration::from_millis(1500);
 
@@ -167,6 +167,56 @@ async fn a_leaving_members_unacknowledged_messages_go_to_a_member_on_another_nod
         .map(|p| p.topic.clone())
         .collect();
     assert_eq!(topics.len(), 20, "all 20 handed over: {topics:?}");
+}
+
+/// A group with an offline persistent member on the publishing node and a connected one on
+/// another node: every message crosses to the connected member (none waits in the absent
+/// member's session), and the absent one, back, finds nothing queued.
+#[tokio::test]
+async fn connected_members_elsewhere_win_over_an_offline_member_here() {
+    let nodes = start_cluster(2).await;
+    wait_for_mesh(&nodes).await;
+    let mut publisher = nodes[0].client("away-pub").await;
+    let mut connect = connect_packet(ProtocolVersion::V5, "away-member");
+    connect.properties.session_expiry_interval = Some(300);
+    let (mut away, _) = TestClient::connect_with(nodes[0].mqtt(), connect.clone()).await;
+    away.subscribe("$share/a/away/+", QoS::AtLeastOnce).await;
+    away.disconnect().await;
+    let mut present = nodes[1].client("present-member").await;
+    join(
+        &mut present,
+        "$share/a/away/+",
+        &mut publisher,
+        "away/probe",
+    )
+    .await;
+    // Let node1 hear that its own member went offline and node2's is connected; then drain
+    // probes still on their way.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 0..20 {
+        publisher
+            .publish(&format!("away/{i}"), b"m", QoS::AtLeastOnce, false)
+            .await;
+    }
+    let (_, got) = collect(present, QUIET).await;
+    let topics: HashSet<_> = got
+        .iter()
+        .filter(|p| p.topic != "away/probe")
+        .map(|p| p.topic.clone())
+        .collect();
+    assert_eq!(
+        topics.len(),
+        20,
+        "every message to the connected member: {topics:?}"
+    );
+    connect.clean_start = false;
+    let (back, connack) = TestClient::connect_with(nodes[0].mqtt(), connect).await;
+    assert!(connack.session_present);
+    let (_, queued) = collect(back, Duration::from_millis(300)).await;
+    assert!(
+        queued.iter().all(|p| p.topic == "away/probe"),
+        "nothing but probes was queued for the absent member: {queued:?}"
+    );
 }
 
 /// Starts three nodes with `cluster.group_strategy = strategy`, one member of `$g/s/st/+` on

@@ -180,6 +180,8 @@ pub fn negotiate(connect: Connect, limits: &Limits, over_capacity: bool) -> Resu
         props.session_expiry_interval.unwrap_or(0)
     } else if connect.clean_start {
         0
+    } else if limits.persistent_client_expiration_secs > 0 {
+        limits.persistent_client_expiration_secs
     } else {
         u32::MAX
     };

@@ -101,18 +101,67 @@ fn take_remote(remote: &mut Vec<RemoteGroup>, group: &str, filter: &str) -> Opti
 /// Tells the other nodes how local interest in `filter` stands after a change: a plain
 /// filter's first or last subscriber, or a group's member count.
 fn report_interest(peers: &dyn Peers, router: &Router, filter: &str) {
-    let count = router.filter_count(filter);
     match groups::parse(filter) {
         Ok(Filter::Group { group, filter }) => {
+            let (online, offline) = router.group_members(group, filter);
             let group = GroupRef {
                 group: group.to_string(),
                 filter: filter.to_string(),
             };
-            peers.local_group(&group, count);
+            peers.local_group(&group, online, offline);
         }
-        _ if count <= 1 => peers.local_interest(filter, count == 1),
-        _ => {}
+        _ => {
+            let count = router.filter_count(filter);
+            if count <= 1 {
+                peers.local_interest(filter, count == 1);
+            }
+        }
     }
+}
+
+/// Who gets a message of a consumer group: members connected anywhere first — `local` here
+/// (other than the session `except`) and `remote` on peers — and offline members (whose
+/// persistent sessions queue it) only when no member is connected anywhere.
+fn pick_member(
+    strategy: Strategy,
+    local: Option<&Group>,
+    except: u64,
+    remote: Option<&RemoteGroup>,
+    turn: &AtomicUsize,
+) -> Pick {
+    match pick_among(strategy, local, except, remote, turn, true) {
+        Pick::Nobody => pick_among(strategy, local, except, remote, turn, false),
+        pick => pick,
+    }
+}
+
+/// [`pick_member`] among the connected members only (`online`), or the offline ones only.
+fn pick_among(
+    strategy: Strategy,
+    local: Option<&Group>,
+    except: u64,
+    remote: Option<&RemoteGroup>,
+    turn: &AtomicUsize,
+    online: bool,
+) -> Pick {
+    let here = local.map_or(0, |g| g.count(except, online));
+    let elsewhere = remote.map_or(&[][..], |r| if online { &r.online } else { &r.offline });
+    match groups::choose(strategy, here, elsewhere, turn) {
+        Choice::Local(k) => local
+            .and_then(|g| g.pick(except, online, k))
+            .map_or(Pick::Nobody, Pick::Local),
+        Choice::Peer(i) => remote
+            .and_then(|r| r.peers.get(i))
+            .map_or(Pick::Nobody, |&peer| Pick::Peer(peer)),
+        Choice::Nobody => Pick::Nobody,
+    }
+}
+
+/// A group member chosen by [`pick_member`].
+enum Pick {
+    Local(Match),
+    Peer(PeerId),
+    Nobody,
 }
 
 /// The name of a group, as a delivery (and a forwarded message) carries it.
@@ -265,20 +314,20 @@ impl Broker {
             if router.has_groups() {
                 for group in router.group_matches(&message.topic) {
                     let elsewhere = take_remote(&mut remote, &group.name, &group.filter);
-                    let members = elsewhere.as_ref().map_or(&[][..], |r| &r.members);
-                    match groups::choose(self.strategy, group.len(), members, &group.turn) {
-                        Choice::Local(i) => {
-                            chosen.extend(group.member(i).map(|m| (m, group_ref(group))));
-                        }
-                        Choice::Peer(i) => {
-                            if let Some(remote) = elsewhere {
-                                assigned.push(Assigned {
-                                    peer: remote.peers[i],
-                                    group: remote.group,
-                                });
-                            }
-                        }
-                        Choice::Nobody => {}
+                    let pick = pick_member(
+                        self.strategy,
+                        Some(group),
+                        0,
+                        elsewhere.as_ref(),
+                        &group.turn,
+                    );
+                    match (pick, elsewhere) {
+                        (Pick::Local(m), _) => chosen.push((m, group_ref(group))),
+                        (Pick::Peer(peer), Some(remote)) => assigned.push(Assigned {
+                            peer,
+                            group: remote.group,
+                        }),
+                        _ => {}
                     }
                 }
             }
@@ -301,12 +350,12 @@ impl Broker {
 
     /// The peer that gets a message of `remote`, a group with no member on this node.
     fn choose_peer(&self, remote: &RemoteGroup) -> Option<Assigned> {
-        match groups::choose(self.strategy, 0, &remote.members, &self.remote_turn) {
-            Choice::Peer(i) => Some(Assigned {
-                peer: *remote.peers.get(i)?,
+        match pick_member(self.strategy, None, 0, Some(remote), &self.remote_turn) {
+            Pick::Peer(peer) => Some(Assigned {
+                peer,
                 group: remote.group.clone(),
             }),
-            Choice::Local(_) | Choice::Nobody => None,
+            Pick::Local(_) | Pick::Nobody => None,
         }
     }
 
@@ -359,30 +408,44 @@ impl Broker {
         sender: Sender<'_>,
         routed: &mut Routed,
     ) -> bool {
-        let member = {
-            let router = self.router();
-            router.group(&key.group, &key.filter).and_then(|group| {
-                let others = group.others(except);
-                let turn = &group.turn;
-                match groups::choose(self.strategy, others.len(), &[], turn) {
-                    Choice::Local(i) => group.member(others[i]),
-                    Choice::Peer(_) | Choice::Nobody => None,
-                }
-            })
+        // The node chosen for the message serves it itself when it can: a connected member
+        // here; else (if it may go on) a connected one elsewhere; else an offline member here;
+        // else an offline one elsewhere.
+        let remote = match self.peers.get() {
+            Some(peers) if may_redirect => peers
+                .remote_groups(&message.topic)
+                .into_iter()
+                .find(|remote| remote.group == *key),
+            _ => None,
         };
-        if let Some(m) = member {
-            self.offer(message, m, Some(Arc::new(key.clone())), sender, routed);
-            return true;
+        let mut pick = Pick::Nobody;
+        for online in [true, false] {
+            pick = {
+                let router = self.router();
+                let group = router.group(&key.group, &key.filter);
+                let turn = group.map_or(&self.remote_turn, |g| &g.turn);
+                match pick_among(self.strategy, group, except, None, turn, online) {
+                    Pick::Nobody => {
+                        pick_among(self.strategy, None, 0, remote.as_ref(), turn, online)
+                    }
+                    local => local,
+                }
+            };
+            if !matches!(pick, Pick::Nobody) {
+                break;
+            }
         }
-        may_redirect
-            && self.peers.get().is_some_and(|peers| {
-                peers
-                    .remote_groups(&message.topic)
-                    .iter()
-                    .find(|remote| remote.group == *key)
-                    .and_then(|remote| self.choose_peer(remote))
-                    .is_some_and(|to| peers.redirect(message, key, to.peer))
-            })
+        match pick {
+            Pick::Local(m) => {
+                self.offer(message, m, Some(Arc::new(key.clone())), sender, routed);
+                true
+            }
+            Pick::Peer(peer) => self
+                .peers
+                .get()
+                .is_some_and(|peers| peers.redirect(message, key, peer)),
+            Pick::Nobody => false,
+        }
     }
 
     /// Adds `session`'s subscription to `filter` to the router, telling the cluster when the

@@ -4,7 +4,7 @@
 //! The broker never names the cluster: it holds an optional `Arc<dyn Peers>` and tells it
 //! what the other nodes need to know (local interest changed, a client connected, a message
 //! to forward), and asks it one thing back: how many members each consumer group matching a
-//! topic has on each peer. Choosing the member that gets a group's message — here or on a
+//! topic has on each peer, connected and offline. Choosing the member that gets a group's message — here or on a
 //! peer — is the broker's job alone ([`super::groups::choose`]), so every path honours
 //! `cluster.group_strategy`. A standalone broker has no `Peers` and pays one atomic load per
 //! publish and subscription change for the possibility.
@@ -22,8 +22,11 @@ pub struct RemoteGroup {
     pub group: GroupRef,
     /// The peers with members of the group...
     pub peers: Vec<PeerId>,
-    /// ...and how many each has: a peer with three members gets three times the share.
-    pub members: Vec<u32>,
+    /// ...how many of them each has connected: a peer with three gets three times the share...
+    pub online: Vec<u32>,
+    /// ...and how many offline (persistent sessions whose clients are away), which get the
+    /// group's messages only when no member is connected anywhere.
+    pub offline: Vec<u32>,
 }
 
 /// A group's message goes to this peer, which gives it to one of its members.
@@ -41,9 +44,10 @@ pub trait Peers: Send + Sync {
     /// router's write lock, so changes reach the peers in the order they happened.
     fn local_interest(&self, filter: &str, present: bool);
 
-    /// A local consumer group's member count changed (0: the group is gone here). Called under
-    /// the router's write lock.
-    fn local_group(&self, group: &GroupRef, members: usize);
+    /// A local consumer group's members changed: `online` connected and `offline` waiting in
+    /// persistent sessions (both 0: the group is gone here). Called under the router's write
+    /// lock.
+    fn local_group(&self, group: &GroupRef, online: usize, offline: usize);
 
     /// The groups with members on other nodes whose filters match `topic`.
     fn remote_groups(&self, topic: &str) -> Vec<RemoteGroup>;

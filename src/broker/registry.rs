@@ -18,9 +18,10 @@ use crate::protocol::{Will, reason};
 
 use super::Broker;
 use super::connect::Refusal;
+use super::groups::{self, Filter};
 use super::message::Message;
 use super::outbox::Outbox;
-use super::session::{Sender, SessionHandle};
+use super::session::{Sender, Session, SessionHandle};
 
 /// The session a new connection got.
 pub struct Opened {
@@ -80,7 +81,10 @@ impl Broker {
             if !clean_start && same_user {
                 session.expiry_interval = expiry_interval;
                 let generation = session.attach(outbox, send_window);
+                existing.set_online(true);
+                let groups = self.group_filters(&session);
                 drop(session);
+                self.report_groups(&groups);
                 return Ok(Opened {
                     session: existing,
                     present: true,
@@ -100,7 +104,9 @@ impl Broker {
         let generation = {
             let mut session = handle.lock();
             session.expiry_interval = expiry_interval;
-            session.attach(outbox, send_window)
+            let generation = session.attach(outbox, send_window);
+            handle.set_online(true);
+            generation
         };
         sessions.insert(handle.client_id_shared(), Arc::clone(&handle));
         Ok(Opened {
@@ -131,9 +137,14 @@ impl Broker {
             }
             return;
         }
+        handle.set_online(false);
         let expiry = session.expiry_interval;
         let orphans = session.take_group_deliveries();
+        let groups = self.group_filters(&session);
         drop(session);
+        // Its groups now have one member fewer connected here (and one more offline, unless
+        // the session ends now, which removes it).
+        self.report_groups(&groups);
 
         // The Will goes now, or when its delay or the session ends, whichever comes first.
         let delayed_will = will.and_then(|will| match will_delay(&will).min(expiry) {
@@ -154,6 +165,34 @@ impl Broker {
         }
         // A group member that left hands its unacknowledged group messages on.
         self.redispatch(orphans, handle.id());
+    }
+
+    /// The consumer group filters `session` is a member of, when the other nodes need to hear
+    /// about its coming and going (a cluster); none on a standalone broker.
+    fn group_filters(&self, session: &Session) -> Vec<String> {
+        if self.peers.get().is_none() {
+            return Vec::new();
+        }
+        session
+            .subscriptions()
+            .keys()
+            .filter(|filter| matches!(groups::parse(filter), Ok(Filter::Group { .. })))
+            .cloned()
+            .collect()
+    }
+
+    /// Tells the other nodes how many members of each of these groups are connected here.
+    fn report_groups(&self, filters: &[String]) {
+        let Some(peers) = self.peers.get() else {
+            return;
+        };
+        if filters.is_empty() {
+            return;
+        }
+        let router = self.router_mut();
+        for filter in filters {
+            super::report_interest(peers.as_ref(), &router, filter);
+        }
     }
 
     /// True if `handle` is still the session registered for its client id.

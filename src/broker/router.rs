@@ -121,11 +121,30 @@ impl Group {
         })
     }
 
-    /// Indexes of the members other than the session `except`.
-    pub fn others(&self, except: u64) -> Vec<usize> {
-        (0..self.members.len())
-            .filter(|&i| self.members.list[i].session.id() != except)
-            .collect()
+    /// Members other than the session `except` that are connected (`online`) or not.
+    pub fn count(&self, except: u64, online: bool) -> usize {
+        self.eligible(except, online).count()
+    }
+
+    /// The `k`th of the members [`Group::count`] counts, as a match.
+    pub fn pick(&self, except: u64, online: bool, k: usize) -> Option<Match> {
+        let index = self.eligible(except, online).nth(k)?;
+        self.member(index)
+    }
+
+    /// Members connected here and members whose sessions wait offline, for the other nodes.
+    pub fn members(&self) -> (usize, usize) {
+        let online = self.count(0, true);
+        (online, self.len() - online)
+    }
+
+    fn eligible(&self, except: u64, online: bool) -> impl Iterator<Item = usize> + '_ {
+        self.members
+            .list
+            .iter()
+            .enumerate()
+            .filter(move |(_, s)| s.session.id() != except && s.session.is_online() == online)
+            .map(|(i, _)| i)
     }
 }
 
@@ -227,6 +246,11 @@ impl Router {
 
     /// Subscriptions to exactly `filter` (for the cluster's 0 → 1 / 1 → 0 interest changes);
     /// for a group filter, the group's members here.
+    /// A group's members here, connected and offline ([`Group::members`]); (0, 0) if none.
+    pub fn group_members(&self, name: &str, filter: &str) -> (usize, usize) {
+        self.group(name, filter).map_or((0, 0), Group::members)
+    }
+
     pub fn filter_count(&self, filter: &str) -> usize {
         match groups::parse(filter).unwrap_or(Filter::Plain(filter)) {
             Filter::Plain(f) => self.node(f).map_or(0, |node| node.subscribers.len()),
@@ -505,7 +529,13 @@ mod tests {
         let groups = router.group_matches("t/1");
         assert_eq!(groups.len(), 1);
         assert_eq!((&*groups[0].name, &*groups[0].filter), ("g", "t/+"));
-        assert_eq!(groups[0].others(a.id()), vec![1]);
+        // Neither is connected: both count as offline members; `except` leaves one out.
+        assert_eq!(groups[0].members(), (0, 2));
+        assert_eq!(groups[0].count(a.id(), false), 1);
+        b.set_online(true);
+        assert_eq!(groups[0].members(), (1, 1));
+        let picked = groups[0].pick(0, true, 0).expect("the connected member");
+        assert_eq!(picked.session.id(), b.id());
         assert!(router.unsubscribe("$share/g/t/+", a.id()));
         assert!(router.unsubscribe("$share/g/t/+", b.id()));
         assert!(!router.has_groups());

@@ -10,7 +10,7 @@
 //! All state is plain data so that a later issue can persist it.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -46,6 +46,9 @@ pub struct SessionHandle {
     /// keyed by it, and its user name) and its compiled ACL rules. A session belongs to one
     /// user: a CONNECT by another user name starts a new one.
     access: Access,
+    /// A connection is attached: kept beside the lock so that choosing a consumer group's
+    /// member, which prefers connected ones, need not lock every member.
+    online: AtomicBool,
     state: Mutex<Session>,
 }
 
@@ -89,6 +92,7 @@ impl SessionHandle {
         Arc::new(SessionHandle {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             access: Access::new(client_id, username),
+            online: AtomicBool::new(false),
             state: Mutex::new(Session::new()),
         })
     }
@@ -96,6 +100,17 @@ impl SessionHandle {
     /// The client as the ACL sees it.
     pub fn access(&self) -> &Access {
         &self.access
+    }
+
+    /// True while a connection is attached.
+    pub fn is_online(&self) -> bool {
+        self.online.load(Ordering::Relaxed)
+    }
+
+    /// Records whether a connection is attached; set under the session's lock, by whoever
+    /// attaches or detaches one.
+    pub fn set_online(&self, online: bool) {
+        self.online.store(online, Ordering::Relaxed);
     }
 
     /// A number unique to this session for the broker's lifetime (0 is never used).

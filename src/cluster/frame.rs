@@ -81,11 +81,13 @@ pub enum Frame {
     Interest(String),
     /// The sender's last local subscriber to this filter went (count 1 → 0).
     NoInterest(String),
-    /// A consumer group's local member count on the sender changed; 0 removes it.
+    /// A consumer group's local members on the sender changed: `online` connected, `offline`
+    /// waiting in persistent sessions; both 0 removes the group.
     GroupWeight {
         group: String,
         filter: String,
-        members: u32,
+        online: u32,
+        offline: u32,
     },
     /// A published message. `plain`: deliver to the receiver's plain subscribers; `groups`:
     /// the groups whose member the receiver must pick; `redirected`: the sender got it from
@@ -161,12 +163,14 @@ impl Frame {
             Frame::GroupWeight {
                 group,
                 filter,
-                members,
+                online,
+                offline,
             } => {
                 out.put_u8(kind::GROUP_WEIGHT);
                 put_str(&mut out, group);
                 put_str(&mut out, filter);
-                out.put_u32(*members);
+                out.put_u32(*online);
+                out.put_u32(*offline);
             }
             Frame::Message {
                 plain,
@@ -217,7 +221,8 @@ impl Frame {
             kind::GROUP_WEIGHT => Frame::GroupWeight {
                 group: take_str(&mut body, "GROUP_WEIGHT")?,
                 filter: take_str(&mut body, "GROUP_WEIGHT")?,
-                members: take_u32(&mut body, "GROUP_WEIGHT")?,
+                online: take_u32(&mut body, "GROUP_WEIGHT")?,
+                offline: take_u32(&mut body, "GROUP_WEIGHT")?,
             },
             kind::MESSAGE => {
                 let flags = take_u8(&mut body, "MESSAGE")?;
@@ -478,7 +483,8 @@ mod tests {
         round_trip(Frame::GroupWeight {
             group: "g".into(),
             filter: "t/#".into(),
-            members: 3,
+            online: 3,
+            offline: 1,
         });
         round_trip(Frame::Message {
             plain: true,

@@ -12,6 +12,13 @@
 
 use std::collections::HashMap;
 
+/// A group's members on one node: connected, and waiting offline in persistent sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Members {
+    pub online: u32,
+    pub offline: u32,
+}
+
 /// The peer declared more filters than `cluster.max_peer_interest` allows.
 #[derive(Debug, thiserror::Error)]
 #[error("peer declared more than {0} filters (cluster.max_peer_interest)")]
@@ -24,7 +31,7 @@ struct Node {
     filter: Option<Box<str>>,
     plain: bool,
     /// Group name → members on the peer.
-    groups: HashMap<Box<str>, u32>,
+    groups: HashMap<Box<str>, Members>,
 }
 
 /// Frees a subtree with a loop: the maps' own drop would recurse once per level.
@@ -85,17 +92,17 @@ impl Interest {
         }
     }
 
-    /// The peer has `members` members of group (`group`, `filter`); 0 removes the group.
+    /// The peer has `members` of group (`group`, `filter`); none at all removes the group.
     pub fn set_group(
         &mut self,
         group: &str,
         filter: &str,
-        members: u32,
+        members: Members,
     ) -> Result<(), InterestFull> {
         let exists = self
             .find(filter)
             .is_some_and(|node| node.groups.contains_key(group));
-        if members == 0 {
+        if members.online == 0 && members.offline == 0 {
             if exists {
                 self.apply(filter, |node| {
                     node.groups.remove(group);
@@ -172,7 +179,7 @@ impl Interest {
     }
 
     /// The members the peer has in each of its groups whose filter matches `topic`.
-    pub fn groups(&self, topic: &str, mut found: impl FnMut(&str, &str, u32)) {
+    pub fn groups(&self, topic: &str, mut found: impl FnMut(&str, &str, Members)) {
         if self.grouped == 0 {
             return;
         }
@@ -255,11 +262,15 @@ mod tests {
         assert!(interest.root.is_empty());
     }
 
+    fn online(online: u32) -> Members {
+        Members { online, offline: 0 }
+    }
+
     #[test]
     fn groups_are_not_plain_interest() {
         let mut interest = Interest::new(10);
-        interest.set_group("g", "t/#", 3).unwrap();
-        interest.set_group("h", "t/+", 1).unwrap();
+        interest.set_group("g", "t/#", online(3)).unwrap();
+        interest.set_group("h", "t/+", online(1)).unwrap();
         let mut found = Vec::new();
         interest.groups("t/1", |g, f, n| {
             found.push((g.to_string(), f.to_string(), n))
@@ -267,12 +278,15 @@ mod tests {
         found.sort();
         assert_eq!(
             found,
-            [("g".into(), "t/#".into(), 3), ("h".into(), "t/+".into(), 1)]
+            [
+                ("g".into(), "t/#".into(), online(3)),
+                ("h".into(), "t/+".into(), online(1))
+            ]
         );
-        interest.set_group("h", "t/+", 0).unwrap();
+        interest.set_group("h", "t/+", online(0)).unwrap();
         assert!(!interest.matches("t/1"));
         assert_eq!((interest.plain, interest.grouped), (0, 1));
-        interest.set_group("g", "t/#", 0).unwrap();
+        interest.set_group("g", "t/#", online(0)).unwrap();
         assert_eq!(interest.plain + interest.grouped, 0);
         assert!(interest.root.is_empty());
     }
@@ -307,7 +321,7 @@ mod tests {
         let mut interest = Interest::new(10);
         interest.add("a/b/c/d").unwrap();
         interest.add("a/b").unwrap();
-        interest.set_group("g", "a/x", 1).unwrap();
+        interest.set_group("g", "a/x", online(1)).unwrap();
         interest.remove("a/b/c/d");
         let a = &interest.root.children["a"];
         assert_eq!(a.children.len(), 2);
@@ -315,7 +329,7 @@ mod tests {
         assert!(interest.matches("a/b"));
         interest.remove("a/b");
         assert_eq!(interest.root.children["a"].children.len(), 1, "b is gone");
-        interest.set_group("g", "a/x", 0).unwrap();
+        interest.set_group("g", "a/x", online(0)).unwrap();
         assert!(interest.root.is_empty());
     }
 
@@ -326,11 +340,11 @@ mod tests {
         for filter in ["/".repeat(65_535), "a/".repeat(32_767) + "a"] {
             let mut interest = Interest::new(10);
             interest.add(&filter).unwrap();
-            interest.set_group("g", &filter, 2).unwrap();
+            interest.set_group("g", &filter, online(2)).unwrap();
             interest.add("x").unwrap();
             assert!(interest.matches("x"));
             interest.remove(&filter);
-            interest.set_group("g", &filter, 0).unwrap();
+            interest.set_group("g", &filter, online(0)).unwrap();
             assert_eq!((interest.plain, interest.grouped), (1, 0));
             assert_eq!(interest.root.children.len(), 1, "only x is left");
             interest.add(&filter).unwrap();
@@ -345,7 +359,7 @@ mod tests {
         interest.add("b").unwrap();
         interest.add("a").unwrap();
         assert!(interest.add("c").is_err());
-        assert!(interest.set_group("g", "a", 1).is_err());
+        assert!(interest.set_group("g", "a", online(1)).is_err());
         assert!(!interest.matches("c"));
         interest.remove("a");
         interest.add("c").unwrap();

@@ -432,7 +432,8 @@ impl Cluster {
             route.send_initial(&Frame::GroupWeight {
                 group: group.clone(),
                 filter: filter.clone(),
-                members: *members,
+                online: members.online,
+                offline: members.offline,
             });
         }
         for publish in broker.retained_for_peer() {

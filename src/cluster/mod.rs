@@ -57,6 +57,7 @@ use crate::protocol::{Delivered, Publish, QoS};
 use crate::transport::TransportError;
 
 use frame::{Frame, Info, Outgoing};
+use interest::Members;
 use route::Route;
 use tls::RouteTls;
 pub(crate) use validate::{MAX_NAME, check_address, check_node_name};
@@ -91,7 +92,7 @@ struct State {
     /// Filters with at least one local plain subscriber.
     local: HashSet<String>,
     /// Local member counts of consumer groups, by (group, filter).
-    local_groups: HashMap<(String, String), u32>,
+    local_groups: HashMap<(String, String), Members>,
     /// Addresses dialled or advertised → the node name found there (pruned past
     /// 4 × `cluster.max_peers` entries).
     names: HashMap<String, String>,
@@ -416,19 +417,23 @@ impl Peers for Cluster {
         }
     }
 
-    fn local_group(&self, group: &GroupRef, members: usize) {
-        let members = u32::try_from(members).unwrap_or(u32::MAX);
+    fn local_group(&self, group: &GroupRef, online: usize, offline: usize) {
+        let members = Members {
+            online: u32::try_from(online).unwrap_or(u32::MAX),
+            offline: u32::try_from(offline).unwrap_or(u32::MAX),
+        };
         let mut state = self.state();
         let key = (group.group.clone(), group.filter.clone());
-        if members == 0 {
+        if online == 0 && offline == 0 {
             state.local_groups.remove(&key);
-        } else {
-            state.local_groups.insert(key, members);
+        } else if state.local_groups.insert(key, members) == Some(members) {
+            return;
         }
         let frame = Frame::GroupWeight {
             group: group.group.clone(),
             filter: group.filter.clone(),
-            members,
+            online: members.online,
+            offline: members.offline,
         };
         for route in state.routes.values() {
             route.send_control(&frame);
@@ -451,13 +456,15 @@ impl Peers for Cluster {
                                 filter: filter.to_string(),
                             },
                             peers: Vec::new(),
-                            members: Vec::new(),
+                            online: Vec::new(),
+                            offline: Vec::new(),
                         });
                         found.len() - 1
                     }
                 };
                 found[i].peers.push(PeerId(route.id()));
-                found[i].members.push(members);
+                found[i].online.push(members.online);
+                found[i].offline.push(members.offline);
             });
         }
         found

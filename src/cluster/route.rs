@@ -26,7 +26,7 @@ use crate::broker::Backlog;
 
 use super::Cluster;
 use super::frame::{Frame, FrameError, FrameReader};
-use super::interest::{Interest, InterestFull};
+use super::interest::{Interest, InterestFull, Members};
 
 /// Why a route ended.
 #[derive(Debug, thiserror::Error)]
@@ -284,10 +284,13 @@ fn apply(cluster: &Arc<Cluster>, route: &Route, frame: Frame) -> Result<(), Rout
         Frame::GroupWeight {
             group,
             filter,
-            members,
+            online,
+            offline,
         } => {
             if cluster.admit(peer, "GROUP_WEIGHT", rules.group(&group, &filter)) {
-                route.interest_mut().set_group(&group, &filter, members)?;
+                route
+                    .interest_mut()
+                    .set_group(&group, &filter, Members { online, offline })?;
             }
         }
         Frame::Message {
