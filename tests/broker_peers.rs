@@ -66,7 +66,7 @@ impl Peers for Recorder {
         true
     }
 
-    fn client_connected(&self, client_id: &str) {
+    fn client_connected(&self, client_id: &str, _connected_at: u64) {
         self.connected.lock().unwrap().push(client_id.to_string());
     }
 }

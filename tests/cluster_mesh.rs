@@ -9,7 +9,7 @@ use bytes::Bytes;
 use common::cluster::{
     Node, NodeSpec, RoutePeer, SECRET, start_cluster, wait_for_mesh, wait_for_path,
 };
-use common::{TestClient, publish_packet};
+use common::{Received, TestClient, publish_packet};
 use supermq::protocol::{Packet, ProtocolVersion, QoS, reason};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -291,6 +291,48 @@ async fn a_client_id_connecting_on_another_node_takes_over() {
     let mut first = nodes[0].client("roaming").await;
     let _second = nodes[1].client("roaming").await;
     first.expect_disconnect(reason::SESSION_TAKEN_OVER).await;
+}
+
+/// True if the connection is still served: a PINGREQ gets its PINGRESP (a connection told to
+/// close gets DISCONNECT or is closed).
+async fn served(client: &mut TestClient) -> bool {
+    client.send(&Packet::PingReq).await;
+    loop {
+        match client.recv_within(Duration::from_secs(2)).await {
+            Received::Packet(Packet::PingResp) => return true,
+            Received::Packet(Packet::Disconnect(_)) | Received::Closed | Received::Silent => {
+                return false;
+            }
+            Received::Packet(_) => {}
+        }
+    }
+}
+
+/// One client id connecting to two nodes at the same moment, 40 times: every time exactly one
+/// of the two connections stays (before, both were often closed, each node taking the other's
+/// announcement for the newer connection).
+#[tokio::test]
+async fn simultaneous_connects_of_one_client_id_leave_exactly_one() {
+    let nodes = start_cluster(2).await;
+    wait_for_mesh(&nodes).await;
+    let mut outcomes = Vec::new();
+    for round in 0..40 {
+        let id = format!("race-{round}");
+        let (mut a, mut b) = tokio::join!(nodes[0].client(&id), nodes[1].client(&id));
+        // Both announcements cross the route within a heartbeat.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (a_alive, b_alive) = tokio::join!(served(&mut a), served(&mut b));
+        outcomes.push((a_alive, b_alive));
+    }
+    let bad: Vec<_> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, (a, b))| a == b)
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "rounds without exactly one survivor: {bad:?}"
+    );
 }
 
 #[tokio::test]

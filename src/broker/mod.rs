@@ -555,22 +555,41 @@ impl Broker {
     /// A client with this id connected to `peer`: client ids are unique cluster-wide, so a
     /// connection here with the same id is closed ("session taken over"). The session itself
     /// stays here until it expires.
-    pub(crate) fn client_connected_elsewhere(&self, client_id: &str, peer: &str) {
+    ///
+    /// Client ids are unique cluster-wide even when one client id connects to two nodes at
+    /// once: each node tells the other, and each keeps the newer of the two connections by
+    /// the same rule — `newer(stamp of ours)`, which the cluster computes on (connect time,
+    /// node name) pairs, the same on both nodes — so exactly one survives.
+    pub(crate) fn client_connected_elsewhere(
+        &self,
+        client_id: &str,
+        peer: &str,
+        newer: impl FnOnce(u64) -> bool,
+    ) {
         let Some(handle) = self.sessions().get(client_id).cloned() else {
             return;
         };
         let session = handle.lock();
-        if let Some(outbox) = session.outbox() {
+        let Some(outbox) = session.outbox() else {
+            return;
+        };
+        if !newer(session.connected_at()) {
             tracing::info!(
                 client_id,
                 peer,
-                "client connected to another node; closing it here"
+                "the same client id connected to another node earlier; keeping this connection"
             );
-            outbox.close(
-                reason::SESSION_TAKEN_OVER,
-                "the client connected to another node",
-            );
+            return;
         }
+        tracing::info!(
+            client_id,
+            peer,
+            "client connected to another node; closing it here"
+        );
+        outbox.close(
+            reason::SESSION_TAKEN_OVER,
+            "the client connected to another node",
+        );
     }
 
     fn retain(&self, message: &Arc<Message>) {

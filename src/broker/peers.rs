@@ -62,6 +62,8 @@ pub trait Peers: Send + Sync {
     /// no further. False if it could not be sent.
     fn redirect(&self, message: &Message, group: &GroupRef, peer: PeerId) -> bool;
 
-    /// A local client connected: other nodes close their connection with the same id.
-    fn client_connected(&self, client_id: &str);
+    /// A local client connected at `connected_at` (microseconds since the Unix epoch): other
+    /// nodes close their connection with the same id, if it is the older of the two
+    /// ([`super::Broker::client_connected_elsewhere`]).
+    fn client_connected(&self, client_id: &str, connected_at: u64);
 }

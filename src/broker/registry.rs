@@ -49,8 +49,15 @@ impl Broker {
                 why: "too many sessions (limits.max_sessions)",
             });
         }
+        // The connection's stamp: two connections of one client id on two nodes at once are
+        // told apart by it, the same way on both.
+        let connected_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| {
+                u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
+            });
         if let Some(peers) = self.peers.get() {
-            peers.client_connected(client_id);
+            peers.client_connected(client_id, connected_at);
         }
         if *self.shutdown.borrow() {
             // Under the session table's lock, so either this sees the flag or
@@ -80,7 +87,7 @@ impl Broker {
             }
             if !clean_start && same_user {
                 session.expiry_interval = expiry_interval;
-                let generation = session.attach(outbox, send_window);
+                let generation = session.attach(outbox, send_window, connected_at);
                 existing.set_online(true);
                 let groups = self.group_filters(&session);
                 drop(session);
@@ -104,7 +111,7 @@ impl Broker {
         let generation = {
             let mut session = handle.lock();
             session.expiry_interval = expiry_interval;
-            let generation = session.attach(outbox, send_window);
+            let generation = session.attach(outbox, send_window, connected_at);
             handle.set_online(true);
             generation
         };

@@ -259,6 +259,9 @@ pub struct Session {
     outbox: Option<Arc<Outbox>>,
     /// Counts attachments, so a connection that lost the session to a newer one can tell.
     generation: u64,
+    /// When the attached connection connected, in microseconds since the Unix epoch: which of
+    /// two connections of one client id on two nodes stays ([`super::Broker::client_connected_elsewhere`]).
+    connected_at: u64,
     /// filter → options and subscription identifier.
     subscriptions: HashMap<String, (SubscriptionOptions, Option<u32>)>,
     queue: Queue,
@@ -285,6 +288,7 @@ impl Session {
         Session {
             outbox: None,
             generation: 0,
+            connected_at: 0,
             subscriptions: HashMap::new(),
             queue: Queue::default(),
             inflight: VecDeque::new(),
@@ -300,8 +304,9 @@ impl Session {
 
     /// Attaches a connection; returns its generation. In-flight messages will be resent
     /// (with DUP) before anything new, as MQTT-4.4.0-1 requires on a resumed session.
-    pub fn attach(&mut self, outbox: Arc<Outbox>, send_window: u16) -> u64 {
+    pub fn attach(&mut self, outbox: Arc<Outbox>, send_window: u16, connected_at: u64) -> u64 {
         self.outbox = Some(outbox);
+        self.connected_at = connected_at;
         self.send_window = send_window.max(1);
         self.generation += 1;
         self.resend = !self.inflight.is_empty();
@@ -379,6 +384,11 @@ impl Session {
     /// The attached connection's outbox.
     pub fn outbox(&self) -> Option<&Arc<Outbox>> {
         self.outbox.as_ref()
+    }
+
+    /// When the attached connection connected ([`Session::attach`]).
+    pub fn connected_at(&self) -> u64 {
+        self.connected_at
     }
 
     pub fn generation(&self) -> u64 {

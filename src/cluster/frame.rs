@@ -106,7 +106,11 @@ pub enum Frame {
     /// New peers to dial (discovery).
     Peers(Vec<String>),
     /// A client connected to the sender with this id: a connection with it here must close.
-    ClientConnected(String),
+    ClientConnected {
+        client_id: String,
+        /// When it connected, in microseconds since the Unix epoch.
+        connected_at: u64,
+    },
 }
 
 mod kind {
@@ -189,9 +193,13 @@ impl Frame {
                 out.put_u8(kind::PEERS);
                 put_list(&mut out, peers);
             }
-            Frame::ClientConnected(id) => {
+            Frame::ClientConnected {
+                client_id,
+                connected_at,
+            } => {
                 out.put_u8(kind::CLIENT_CONNECTED);
-                put_str(&mut out, id);
+                put_str(&mut out, client_id);
+                out.put_u64(*connected_at);
             }
         }
         finish(out)
@@ -243,9 +251,10 @@ impl Frame {
             }
             kind::RETAINED => Frame::Retained(Box::new(take_publish(&mut body, max_packet)?)),
             kind::PEERS => Frame::Peers(take_list(&mut body, "PEERS")?),
-            kind::CLIENT_CONNECTED => {
-                Frame::ClientConnected(take_str(&mut body, "CLIENT_CONNECTED")?)
-            }
+            kind::CLIENT_CONNECTED => Frame::ClientConnected {
+                client_id: take_str(&mut body, "CLIENT_CONNECTED")?,
+                connected_at: take_u64(&mut body, "CLIENT_CONNECTED")?,
+            },
             other => return Err(FrameError::UnknownKind(other)),
         };
         if !body.is_empty() && kind != kind::MESSAGE && kind != kind::RETAINED {
@@ -419,6 +428,13 @@ fn take_u32(body: &mut BytesMut, what: &'static str) -> Result<u32, FrameError> 
     Ok(body.get_u32())
 }
 
+fn take_u64(body: &mut BytesMut, what: &'static str) -> Result<u64, FrameError> {
+    if body.remaining() < 8 {
+        return Err(FrameError::Malformed(what));
+    }
+    Ok(body.get_u64())
+}
+
 fn take_str(body: &mut BytesMut, what: &'static str) -> Result<String, FrameError> {
     String::from_utf8(take_bytes(body, what)?).map_err(|_| FrameError::Malformed(what))
 }
@@ -497,7 +513,10 @@ mod tests {
         });
         round_trip(Frame::Retained(Box::new(publish)));
         round_trip(Frame::Peers(vec!["x:1".into()]));
-        round_trip(Frame::ClientConnected("c1".into()));
+        round_trip(Frame::ClientConnected {
+            client_id: "c1".into(),
+            connected_at: 1_765_000_000_000_000,
+        });
     }
 
     /// The forwarding fast path writes what the general encoder would, as the peer reads it.

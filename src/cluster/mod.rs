@@ -343,9 +343,15 @@ impl Cluster {
         }
     }
 
-    fn client_elsewhere(&self, client_id: &str, peer: &str) {
+    /// `client_id` connected to `peer` at `connected_at`: the connection here, if any, goes if
+    /// it is the older of the two. Both nodes compare the same (time, node name) pairs, so
+    /// exactly one of two simultaneous connections stays (docs/ARCHITECTURE.md, "Messages").
+    fn client_elsewhere(&self, client_id: &str, peer: &str, connected_at: u64) {
         if let Some(broker) = self.broker.upgrade() {
-            broker.client_connected_elsewhere(client_id, peer);
+            let ours = self.node.as_str();
+            broker.client_connected_elsewhere(client_id, peer, |here| {
+                (connected_at, peer) > (here, ours)
+            });
         }
     }
 
@@ -518,8 +524,11 @@ impl Peers for Cluster {
         }
     }
 
-    fn client_connected(&self, client_id: &str) {
-        let frame = Frame::ClientConnected(client_id.to_string());
+    fn client_connected(&self, client_id: &str, connected_at: u64) {
+        let frame = Frame::ClientConnected {
+            client_id: client_id.to_string(),
+            connected_at,
+        };
         for route in self.routes().iter() {
             route.send_control(&frame);
         }

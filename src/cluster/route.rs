@@ -310,9 +310,12 @@ fn apply(cluster: &Arc<Cluster>, route: &Route, frame: Frame) -> Result<(), Rout
             }
         }
         Frame::Peers(peers) => cluster.discover(peer, "PEERS", peers),
-        Frame::ClientConnected(client_id) => {
+        Frame::ClientConnected {
+            client_id,
+            connected_at,
+        } => {
             if cluster.admit(peer, "CLIENT_CONNECTED", rules.client_id(&client_id)) {
-                cluster.client_elsewhere(&client_id, peer);
+                cluster.client_elsewhere(&client_id, peer, connected_at);
             }
         }
         // The dialler refuses after the acceptor's last handshake frame, when the acceptor
