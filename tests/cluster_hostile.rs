@@ -57,10 +57,12 @@ async fn invalid_filters_and_topics_from_an_authenticated_peer_are_refused_and_t
     let mut group = vec![kind::GROUP_WEIGHT];
     put_str(&mut group, "bad/group");
     put_str(&mut group, "t/#");
-    group.extend_from_slice(&1u32.to_be_bytes());
+    group.extend_from_slice(&1u32.to_be_bytes()); // online
+    group.extend_from_slice(&0u32.to_be_bytes()); // offline
     peer.send(&group).await;
     let mut client_id = vec![kind::CLIENT_CONNECTED];
     put_str(&mut client_id, &"c".repeat(300));
+    client_id.extend_from_slice(&0u64.to_be_bytes()); // connected at
     peer.send(&client_id).await;
     let mut peers = vec![kind::PEERS, 0, 1];
     put_str(&mut peers, "no port here");
