@@ -37,6 +37,7 @@ mod handshake;
 mod interest;
 mod mesh;
 mod route;
+mod sync;
 mod tls;
 mod validate;
 
