@@ -68,6 +68,9 @@ impl Cluster {
                 route.send_stream(frames);
             });
             rest = &rest[taken..];
+            // A chunk is work without an await: let the worker run others' tasks in between,
+            // or a stream with room to spare would hold its thread for the whole store.
+            tokio::task::yield_now().await;
         }
         tracing::debug!(peer = %route.peer, sent, elapsed = ?started.elapsed(), "retained stream done");
     }
