@@ -56,9 +56,11 @@ async fn publishes_keep_flowing_while_a_peer_joins_and_gets_every_retained_messa
             ))
             .await;
     }
-    wait_for("a holds every retained message", Duration::from_secs(120), || {
-        a.broker.retained_count() == count
-    })
+    wait_for(
+        "a holds every retained message",
+        Duration::from_secs(120),
+        || a.broker.retained_count() == count,
+    )
     .await;
 
     // A client on A publishes to itself at QoS 1 every 3 ms: publish → PUBACK and delivery.
@@ -82,7 +84,9 @@ async fn publishes_keep_flowing_while_a_peer_joins_and_gets_every_retained_messa
             let mut due = tokio::time::Instant::now();
             while !stop.load(Ordering::Relaxed) {
                 tokio::time::sleep_until(due).await;
-                probe.publish_to_self("lat/x", b"ping", QoS::AtLeastOnce).await;
+                probe
+                    .publish_to_self("lat/x", b"ping", QoS::AtLeastOnce)
+                    .await;
                 took.push(due.elapsed());
                 due += Duration::from_millis(3);
             }
@@ -128,9 +132,11 @@ async fn publishes_keep_flowing_while_a_peer_joins_and_gets_every_retained_messa
         .spawn(TestBroker::start(node("b", rb, &[ra])))
         .await
         .expect("b starts");
-    wait_for("b holds every retained message", Duration::from_secs(300), || {
-        b.broker.retained_count() == count
-    })
+    wait_for(
+        "b holds every retained message",
+        Duration::from_secs(300),
+        || b.broker.retained_count() == count,
+    )
     .await;
     let synced = joined.elapsed();
     tokio::time::sleep(Duration::from_millis(300)).await;
