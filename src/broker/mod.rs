@@ -541,15 +541,41 @@ impl Broker {
         }
     }
 
-    /// The retained messages, as PUBLISH packets for a peer that just joined.
-    pub(crate) fn retained_for_peer(&self) -> Vec<Publish> {
+    /// The topics with a retained message now: the cursor of the retained stream to a peer
+    /// that just joined ([`Broker::retained_for_peer`] fetches their messages).
+    pub(crate) fn retained_topics(&self) -> Vec<Box<str>> {
+        self.retained_store().topics()
+    }
+
+    /// The current retained messages of the first of `topics` (those still retained and not
+    /// expired; as many topics as fit in `max_bytes` of topic and payload, at least one), as
+    /// PUBLISH packets for a peer that just joined, handed to `send` **under the store's read
+    /// lock**: a retained publish or clearing stores before it is forwarded, so whatever
+    /// `send` queues is on the route ahead of any later change to these topics, and a peer
+    /// never gets an older copy after a newer one. Returns how many topics were read.
+    pub(crate) fn retained_for_peer(
+        &self,
+        topics: &[Box<str>],
+        max_bytes: usize,
+        send: impl FnOnce(Vec<Publish>),
+    ) -> usize {
         let now = std::time::Instant::now();
-        self.retained_store()
-            .all()
-            .iter()
-            .filter(|m| !m.is_expired(now))
-            .map(|m| m.to_publish(now))
-            .collect()
+        let store = self.retained_store();
+        let mut found = Vec::new();
+        let mut bytes = 0;
+        let mut read = 0;
+        for topic in topics {
+            if bytes >= max_bytes {
+                break;
+            }
+            read += 1;
+            if let Some(m) = store.get(topic).filter(|m| !m.is_expired(now)) {
+                bytes += m.topic.len() + m.payload.len();
+                found.push(m.to_publish(now));
+            }
+        }
+        send(found);
+        read
     }
 
     /// A client with this id connected to `peer`: client ids are unique cluster-wide, so a

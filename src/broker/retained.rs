@@ -92,7 +92,8 @@ impl Retained {
         Stored::Kept
     }
 
-    fn get(&self, topic: &str) -> Option<&Arc<Message>> {
+    /// `topic`'s retained message, expired or not.
+    pub fn get(&self, topic: &str) -> Option<&Arc<Message>> {
         topic
             .split('/')
             .try_fold(&self.root, |node, level| node.children.get(level))?
@@ -213,12 +214,24 @@ impl Retained {
         self.nodes
     }
 
-    /// Every retained message, expired or not (for a node joining the cluster).
-    pub fn all(&self) -> Vec<Arc<Message>> {
+    /// Every retained message, expired or not.
+    fn all(&self) -> Vec<Arc<Message>> {
         let mut out = Vec::with_capacity(self.count);
         let mut stack = vec![&self.root];
         while let Some(node) = stack.pop() {
             out.extend(node.message.iter().cloned());
+            stack.extend(node.children.values());
+        }
+        out
+    }
+
+    /// The topics with a retained message, in no particular order: the cursor of a stream
+    /// that fetches the messages themselves a chunk at a time (a node joining the cluster).
+    pub fn topics(&self) -> Vec<Box<str>> {
+        let mut out = Vec::with_capacity(self.count);
+        let mut stack = vec![&self.root];
+        while let Some(node) = stack.pop() {
+            out.extend(node.message.iter().map(|m| Box::from(m.topic.as_str())));
             stack.extend(node.children.values());
         }
         out

@@ -8,9 +8,11 @@
 //! - Two nodes may dial each other at once. Both then hold two connections and keep the one
 //!   dialled by the node with the smaller name (two connections dialled by the same node: the
 //!   newer one, as the older is likely dead). Both sides compute the same answer.
-//! - On registration a route gets our other peers' addresses, the full local interest and the
-//!   retained messages, and the other peers are told its address; on its end, everything
-//!   learned from it goes with it. Nothing of that is sent before the peer proved the secret.
+//! - On registration a route gets our other peers' addresses and the full local interest, and
+//!   the other peers are told its address; then the retained messages are streamed to it in
+//!   chunks ([`super::sync`]), outside the locks publishes take. On its end, everything
+//!   learned from it goes with it, and the stream stops. Nothing of that is sent before the
+//!   peer proved the secret.
 //! - With route TLS on ([`super::tls`]), a connection runs its TLS handshake before the route
 //!   handshake, in the same pending place and within the same `heartbeat_timeout_ms` each; a
 //!   TLS failure is logged with the peer's address like any refused handshake.
@@ -385,7 +387,10 @@ impl Cluster {
         }
         tracing::info!(peer = %route.peer, advertise = %route.advertise, outbound, "route up");
         self.discover(&theirs.node, "INFO", theirs.peers);
+        // The retained messages follow the initial set, streamed beside live traffic.
+        let sync = tokio::spawn(Arc::clone(self).stream_retained(Arc::clone(&route)));
         let end = route::run(self, &route, reader, writer).await;
+        sync.abort();
         self.unregister(&route);
         match end {
             // Ended on purpose by this node: nothing for an operator to look into.
@@ -397,7 +402,9 @@ impl Cluster {
     }
 
     fn register(&self, route: &Arc<Route>) -> Result<(), String> {
-        let broker = self.broker.upgrade().ok_or("broker gone")?;
+        if self.broker.strong_count() == 0 {
+            return Err("broker gone".into());
+        }
         let mut state = self.state();
         if *self.closing.borrow() {
             return Err("this node is shutting down".into());
@@ -435,9 +442,6 @@ impl Cluster {
                 online: members.online,
                 offline: members.offline,
             });
-        }
-        for publish in broker.retained_for_peer() {
-            route.send_initial(&Frame::Retained(Box::new(publish)));
         }
         state
             .names

@@ -4,7 +4,8 @@
 //! ([`handshake`]) in our own framing ([`frame`]); [`mesh`] dials seeds and discovered peers,
 //! accepts routes, keeps exactly one per peer and redials lost ones. Over each route a node
 //! declares its local interest (a filter's count going 0 → 1 and 1 → 0, group member counts)
-//! and learns the peer's ([`interest`]).
+//! and learns the peer's ([`interest`]). A peer that joins gets the retained store streamed
+//! to it in chunks, beside live traffic and outside the locks publishes take ([`sync`]).
 //!
 //! The broker knows none of this: it defines the interface it needs from the other nodes,
 //! [`Peers`] (docs/ARCHITECTURE.md, "The broker and the cluster"), and [`Cluster`] implements
@@ -37,6 +38,7 @@ mod handshake;
 mod interest;
 mod mesh;
 mod route;
+mod sync;
 mod tls;
 mod validate;
 

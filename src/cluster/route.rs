@@ -70,6 +70,8 @@ pub struct Route {
     queue: Mutex<Queue>,
     max_bytes: usize,
     wake: Notify,
+    /// Notified when the writer takes the queue: room for the retained stream.
+    room: Notify,
     closed: watch::Sender<bool>,
     /// Set on shutdown: the writer ends the route once the queue is empty.
     draining: AtomicBool,
@@ -101,6 +103,7 @@ impl Route {
             }),
             max_bytes,
             wake: Notify::new(),
+            room: Notify::new(),
             closed: watch::channel(false).0,
             draining: AtomicBool::new(false),
             interest: RwLock::new(Interest::new(max_interest)),
@@ -154,13 +157,51 @@ impl Route {
         self.wake.notify_one();
     }
 
-    /// Queues a frame of the full set sent when the route registers (local interest,
-    /// retained messages): bounded by this node's own tables, so not counted against the
+    /// Queues a frame of the full set sent when the route registers (peers, local interest and
+    /// groups): bounded by this node's own tables, so not counted against the
     /// control limit, which is for the changes that follow.
     pub fn send_initial(&self, frame: &Frame) {
         if let Some(bytes) = encode(frame) {
             self.queue().frames.push_back(bytes);
             self.wake.notify_one();
+        }
+    }
+
+    /// Queues a chunk of the retained stream ([`super::sync`]): counted with the messages, so
+    /// live messages see it against `cluster.route_queue_bytes`, but never dropped, as the
+    /// stream waits for room ([`Route::room_for_stream`]) before it reads a chunk.
+    pub fn send_stream(&self, frames: Vec<Bytes>) {
+        if frames.is_empty() {
+            return;
+        }
+        let mut queue = self.queue();
+        queue.message_bytes += frames.iter().map(Bytes::len).sum::<usize>();
+        queue.frames.extend(frames);
+        drop(queue);
+        self.wake.notify_one();
+    }
+
+    /// Waits until the queue holds no more than half of `cluster.route_queue_bytes` of
+    /// messages less `chunk` (or none at all, for a bound smaller than a chunk), so the
+    /// retained stream leaves at least half the bound to live messages; false when the route
+    /// was closed meanwhile.
+    pub async fn room_for_stream(&self, chunk: usize) -> bool {
+        let mut closed = self.closed.subscribe();
+        loop {
+            let taken = self.room.notified();
+            tokio::pin!(taken);
+            taken.as_mut().enable();
+            if *closed.borrow_and_update() {
+                return false;
+            }
+            let queued = self.queue().message_bytes;
+            if queued == 0 || queued + chunk <= self.max_bytes / 2 {
+                return true;
+            }
+            tokio::select! {
+                () = taken => {}
+                _ = closed.changed() => {}
+            }
         }
     }
 
@@ -205,11 +246,14 @@ impl Route {
         let mut queue = self.queue();
         queue.message_bytes = 0;
         queue.control_bytes = 0;
-        std::mem::take(&mut queue.frames)
+        let frames = std::mem::take(&mut queue.frames);
+        drop(queue);
+        self.room.notify_waiters();
+        frames
     }
 }
 
-fn encode(frame: &Frame) -> Option<Bytes> {
+pub(super) fn encode(frame: &Frame) -> Option<Bytes> {
     frame
         .encode()
         .inspect_err(|error| tracing::warn!(%error, "cannot encode a route frame"))
