@@ -435,8 +435,11 @@ impl Cluster {
                 members: *members,
             });
         }
-        for publish in broker.retained_for_peer() {
-            route.send_initial(&Frame::Retained(Box::new(publish)));
+        for (publish, version) in broker.retained_for_peer() {
+            route.send_initial(&Frame::Retained {
+                version,
+                publish: Box::new(publish),
+            });
         }
         state
             .names
