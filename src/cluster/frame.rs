@@ -734,6 +734,31 @@ mod tests {
         );
     }
 
+    /// The RETAINED example in docs/ARCHITECTURE.md ("A worked example"), byte for byte.
+    #[test]
+    fn the_documented_retained_frame() {
+        let frame = Frame::Retained {
+            version: Version {
+                hlc: 1_700_000_000_000 << 16 | 1,
+                node: "n1".into(),
+            },
+            publish: Box::new(Publish {
+                retain: true,
+                topic: "a/b".into(),
+                payload: Bytes::from_static(b"hi"),
+                ..Publish::default()
+            }),
+        };
+        let bytes = frame.encode().expect("encodes");
+        assert_eq!(
+            &bytes[..],
+            [
+                0, 0, 0, 0x17, 8, 0x01, 0x8b, 0xcf, 0xe5, 0x68, 0, 0, 1, 0, 2, b'n', b'1', 0x31, 8,
+                0, 3, b'a', b'/', b'b', 0, b'h', b'i'
+            ]
+        );
+    }
+
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         for body in [
