@@ -274,6 +274,9 @@ pub struct ClusterConfig {
     pub max_pending_routes: usize,
     /// How a consumer group picks its member: "random", "round_robin" or "prefer_local".
     pub group_strategy: String,
+    /// Seconds a retained clear's tombstone is kept, so a peer cut off meanwhile cannot bring
+    /// the cleared message back when its route heals (0: no tombstones).
+    pub retained_tombstone_secs: u64,
 }
 
 impl Default for ClusterConfig {
@@ -298,6 +301,7 @@ impl Default for ClusterConfig {
             max_peer_interest: 1_000_000,
             max_pending_routes: 64,
             group_strategy: "random".to_string(),
+            retained_tombstone_secs: 24 * 60 * 60,
         }
     }
 }

@@ -8,7 +8,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::*;
-use supermq::broker::{Assigned, GroupRef, Message, PeerId, Peers, RemoteGroup};
+use supermq::broker::{Assigned, GroupRef, Message, PeerId, Peers, RemoteGroup, Version};
 use supermq::protocol::QoS;
 
 /// Other nodes that hold members of one group and record what the broker tells them.
@@ -19,6 +19,8 @@ struct Recorder {
     interest: Mutex<Vec<(String, bool)>>,
     groups: Mutex<Vec<(GroupRef, usize, usize)>>,
     forwarded: Mutex<Vec<(String, Vec<Assigned>)>>,
+    /// The version each forwarded message carried.
+    versions: Mutex<Vec<Option<Version>>>,
     redirected: Mutex<Vec<(GroupRef, PeerId)>>,
     connected: Mutex<Vec<String>>,
 }
@@ -58,6 +60,7 @@ impl Peers for Recorder {
             .lock()
             .unwrap()
             .push((message.topic.to_string(), assigned.to_vec()));
+        self.versions.lock().unwrap().push(message.version.clone());
         assigned.len()
     }
 
@@ -151,5 +154,40 @@ async fn prefer_local_keeps_messages_with_a_local_member() {
             .iter()
             .all(|(_, assigned)| assigned.is_empty()),
         "no group message left this node"
+    );
+}
+
+/// A retained set or clear goes to the peers with a fresh version, each newer than the last
+/// and carrying this node's name; a message that is not retained carries none (and never
+/// steps the clock).
+#[tokio::test]
+async fn retained_sets_and_clears_are_forwarded_with_fresh_versions() {
+    let peers = Arc::new(Recorder::default());
+    let broker = TestBroker::start(config()).await;
+    broker
+        .broker
+        .version_retained("here", std::time::Duration::from_secs(60));
+    broker
+        .broker
+        .attach_peers(Arc::clone(&peers) as Arc<dyn Peers>);
+    let mut publisher = TestClient::v5(broker.addr, "pub").await;
+    publisher.publish("r", b"1", QoS::AtLeastOnce, true).await;
+    publisher.publish("p", b"x", QoS::AtLeastOnce, false).await;
+    publisher.publish("r", b"", QoS::AtLeastOnce, true).await;
+    publisher.publish("r", b"2", QoS::AtLeastOnce, true).await;
+    let versions = peers.versions.lock().unwrap().clone();
+    assert_eq!(versions.len(), 4);
+    assert!(versions[1].is_none(), "not retained: no version");
+    let retained: Vec<Version> = [0, 2, 3]
+        .iter()
+        .map(|&i| versions[i].clone().expect("retained: a version"))
+        .collect();
+    assert!(retained.iter().all(|v| &*v.node == "here"));
+    assert!(retained[0] < retained[1] && retained[1] < retained[2]);
+    assert_eq!(broker.broker.retained_count(), 1);
+    assert_eq!(
+        broker.broker.retained_tombstone_count(),
+        0,
+        "the set replaced it"
     );
 }

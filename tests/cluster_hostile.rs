@@ -7,7 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cluster::{Node, NodeSpec, RoutePeer, SECRET, kind, put_str, wait_for_mesh};
-use supermq::protocol::{QoS, reason};
+use common::publish_packet;
+use supermq::protocol::{Packet, ProtocolVersion, QoS, reason};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -285,4 +286,81 @@ async fn failed_handshakes_and_invalid_items_do_not_flood_the_log() {
         log.contains("held_back="),
         "the lines say how many were held back"
     );
+}
+
+/// A retained MESSAGE or RETAINED frame by hand: `version` is the clock reading and node, if
+/// the frame carries one.
+fn retained_frame(kind: u8, topic: &str, payload: &[u8], version: Option<(u64, &str)>) -> Vec<u8> {
+    let mut body = vec![kind];
+    if kind == kind::MESSAGE {
+        body.push(if version.is_some() { 0x05 } else { 0x01 });
+        body.extend_from_slice(&0u16.to_be_bytes());
+    }
+    if let Some((hlc, node)) = version {
+        body.extend_from_slice(&hlc.to_be_bytes());
+        put_str(&mut body, node);
+    }
+    let publish = publish_packet(topic, payload, QoS::AtMostOnce, true, 0);
+    let mut packet = bytes::BytesMut::new();
+    supermq::protocol::encode(&Packet::Publish(publish), ProtocolVersion::V5, &mut packet)
+        .expect("encodes");
+    body.extend_from_slice(&packet);
+    body
+}
+
+/// A retained set whose version is missing or invalid (a node name no node may have, a clock
+/// far ahead of real time) is refused, logged, and the route stays up; a valid one is kept.
+#[tokio::test]
+async fn invalid_retained_versions_from_a_peer_are_refused_and_the_route_stays() {
+    const PING: u8 = 3;
+    const RETAINED: u8 = 8;
+    let node = Node::start(NodeSpec::new("node1", &[])).await;
+    let mut sub = node.client("local-sub").await;
+    sub.subscribe("in/#", QoS::AtMostOnce).await;
+    let mut peer = RoutePeer::connect(node.route_addr(), "hostile", "test", SECRET, None).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64;
+    let far_ahead = (now + 2 * 3600 * 1000) << 16;
+    // One at a time: refusals are logged at most once a second (the fake peer sends PINGs
+    // meanwhile, as the heartbeat timeout is 1 s).
+    for (frame, why) in [
+        (
+            retained_frame(kind::MESSAGE, "in/none", b"no version", None),
+            "has no version",
+        ),
+        (
+            retained_frame(kind::MESSAGE, "in/bad", b"bad", Some((now << 16, "a b"))),
+            "contains whitespace",
+        ),
+        (
+            retained_frame(RETAINED, "in/ahead", b"ahead", Some((far_ahead, "hostile"))),
+            "has a clock more than an hour ahead",
+        ),
+    ] {
+        peer.send(&frame).await;
+        node.wait_for_log(why).await;
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            peer.send(&[PING]).await;
+        }
+    }
+    let kept = retained_frame(RETAINED, "in/kept", b"kept", Some((now << 16, "hostile")));
+    peer.send(&kept).await;
+    peer.message("in/ok", b"fine").await;
+    let got = sub.recv_publish().await;
+    assert_eq!(
+        got.topic, "in/ok",
+        "the refused messages were not delivered"
+    );
+    assert!(!node.log().contains("route down"), "{}", node.log());
+    let mut late = node.client("late-sub").await;
+    late.subscribe("in/#", QoS::AtMostOnce).await;
+    let kept = late.recv_publish().await;
+    assert_eq!(
+        (kept.topic.as_str(), &kept.payload[..]),
+        ("in/kept", &b"kept"[..])
+    );
+    late.expect_nothing().await;
 }

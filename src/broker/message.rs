@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::groups::GroupRef;
+use super::version::Version;
 use crate::protocol::{
     self, Delivered, EncodeError, Properties, ProtocolVersion, Publish, QoS, TopicAlias, Will,
 };
@@ -29,6 +30,10 @@ pub struct Message {
     pub expires_at: Option<Instant>,
     /// The session that published it, for the no-local option; 0 for the broker itself.
     pub origin: u64,
+    /// A retained message's version (its set or clear, cluster-wide): given by the broker
+    /// when a local client publishes it, carried from the peer when one forwards it; `None`
+    /// for a message that is not retained.
+    pub version: Option<Version>,
     /// What it counts for against byte bounds ([`Message::size`]), worked out once.
     size: usize,
 }
@@ -50,6 +55,7 @@ impl Message {
             properties,
             expires_at,
             origin,
+            version: None,
         }
     }
 
@@ -67,6 +73,7 @@ impl Message {
             properties,
             expires_at,
             origin,
+            version: None,
         }
     }
 

@@ -18,7 +18,9 @@
 //! - `peers` is the interface to the other nodes of a cluster ([`Peers`]), which the broker
 //!   defines and the cluster implements: the broker never names the cluster
 //!   (docs/ARCHITECTURE.md, "The broker and the cluster");
-//! - `retained` keeps the last retained message per topic, in a trie of its own;
+//! - `retained` keeps the last retained message per topic, in a trie of its own, with the
+//!   tombstones of recent clears; `version` is the hybrid logical clock that versions every
+//!   retained set and clear so the nodes of a cluster converge on the newest;
 //! - `message` is a publication shared by all its deliveries; `outbox` hands a connection's
 //!   answers to its writer; `aliases` are the topic aliases towards one client; `keepalive`
 //!   closes silent connections, all from one task; `stats` counts what happened.
@@ -47,6 +49,7 @@ mod router;
 mod session;
 mod stats;
 mod unreleased;
+mod version;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
@@ -73,6 +76,7 @@ pub(crate) use pending::{PendingSet, Place};
 pub use stats::{Counter, Stats};
 
 pub use message::Message;
+pub use version::{LOGICAL_BITS, Version, wall as wall_clock};
 
 use flow::Bounds;
 use groups::{Choice, Filter, Strategy};
@@ -201,6 +205,10 @@ pub struct Broker {
     remote_turn: AtomicUsize,
     /// Who may connect, publish, subscribe and receive (`[auth]`).
     auth: Auth,
+    /// Versions retained sets and clears; stepped only for retained messages.
+    hlc: version::Hlc,
+    /// This node's name in the versions it makes (set once when it joins a cluster).
+    node: OnceLock<Arc<str>>,
 }
 
 impl Broker {
@@ -233,6 +241,8 @@ impl Broker {
             stats: Stats::default(),
             peers: OnceLock::new(),
             remote_turn: AtomicUsize::new(0),
+            hlc: version::Hlc::default(),
+            node: OnceLock::new(),
             bounds: Bounds::from_limits(&limits),
             limits,
         })
@@ -288,6 +298,31 @@ impl Broker {
         let _ = self.peers.set(peers);
     }
 
+    /// Versions this node's retained sets and clears with its node name, and keeps the
+    /// tombstone of a clear for `tombstone_period` (`cluster.retained_tombstone_secs`), so a
+    /// peer's older message cannot come back. Called once, when the node joins a cluster,
+    /// before anything is published.
+    pub fn version_retained(&self, node: &str, tombstone_period: std::time::Duration) {
+        if self.node.set(node.into()).is_err() {
+            tracing::warn!(node, "retained versions already carry a node name");
+        }
+        self.retained_store_mut()
+            .set_tombstone_period(tombstone_period);
+    }
+
+    /// A fresh version for a local retained set or clear: one step of the clock.
+    fn next_version(&self) -> Version {
+        Version {
+            hlc: self.hlc.now(),
+            node: Arc::clone(self.node.get_or_init(|| Arc::from(""))),
+        }
+    }
+
+    /// Tombstones of retained clears kept (cluster only).
+    pub fn retained_tombstone_count(&self) -> usize {
+        self.retained_store().tombstone_count()
+    }
+
     /// True once the broker is part of a cluster.
     pub fn is_clustered(&self) -> bool {
         self.peers.get().is_some()
@@ -297,7 +332,10 @@ impl Broker {
     /// consumer group and, if it is retained, stores it. A message from a local client also
     /// goes to the nodes with matching interest, and group members may be chosen there.
     /// Sessions where a delivery was parked come back in [`Routed::parked`].
-    fn publish(&self, message: Message, sender: Sender<'_>) -> Routed {
+    fn publish(&self, mut message: Message, sender: Sender<'_>) -> Routed {
+        if message.retain {
+            message.version = Some(self.next_version());
+        }
         let message = Arc::new(message);
         if message.retain {
             self.retain(&message);
@@ -482,16 +520,19 @@ impl Broker {
     /// A message another node forwarded: delivered to local plain subscribers if `plain`,
     /// and to a local member of each group in `groups`; never forwarded again, except a
     /// group message whose members here are gone (`redirected` says it already was).
-    /// Never waits: a full queue parks the message on the route's `backlog` ([`flow`]).
+    /// Never waits: a full queue parks the message on the route's `backlog` ([`flow`]). A
+    /// retained one (with its `version`) is stored only if newer than what the store has for
+    /// its topic; it is delivered either way.
     pub(crate) fn deliver_from_route(
         &self,
         publish: Box<Publish>,
+        version: Option<Version>,
         plain: bool,
         groups: &[GroupRef],
         redirected: bool,
         backlog: &Arc<Backlog>,
     ) {
-        let message = Arc::new(Message::from_route(*publish));
+        let message = Arc::new(self.versioned(Message::from_route(*publish), version));
         if message.retain {
             self.retain(&message);
         }
@@ -532,13 +573,22 @@ impl Broker {
         }
     }
 
-    /// A retained message a peer holds, sent when the route opened: kept unless this node
-    /// already has one for the topic (which is as new or newer).
-    pub(crate) fn retained_from_route(&self, publish: Box<Publish>) {
-        let message = Arc::new(Message::from_route(*publish));
-        if !self.retained_store().contains(&message.topic) {
-            self.retain(&message);
+    /// A retained message or clear (empty payload) a peer holds, sent when the route opened:
+    /// applied only if its version is newer than this node's message or tombstone for the
+    /// topic. Never delivered.
+    pub(crate) fn retained_from_route(&self, publish: Box<Publish>, version: Version) {
+        let mut message = self.versioned(Message::from_route(*publish), Some(version));
+        message.retain = true;
+        self.retain(&Arc::new(message));
+    }
+
+    /// A message from a peer with its version, which the clock takes in.
+    fn versioned(&self, mut message: Message, version: Option<Version>) -> Message {
+        if let Some(version) = version {
+            self.hlc.merge(version.hlc);
+            message.version = Some(version);
         }
+        message
     }
 
     /// The topics with a retained message now: the cursor of the retained stream to a peer
@@ -547,19 +597,24 @@ impl Broker {
         self.retained_store().topics()
     }
 
-    /// The current retained messages of the first of `topics` (those still retained and not
-    /// expired; as many topics as fit in `max_bytes` of topic and payload, at least one), as
-    /// PUBLISH packets for a peer that just joined, handed to `send` **under the store's read
-    /// lock**: a retained publish or clearing stores before it is forwarded, so whatever
+    /// The current retained messages and clears of the first of `topics` (messages still
+    /// retained and not expired, tombstones within their period; as many topics as fit in
+    /// `max_bytes` of topic and payload, at least one), as PUBLISH packets with their versions
+    /// for a peer that just joined (a clear as an empty retained PUBLISH), handed to `send`
+    /// **under the store's read lock**: a retained publish or clearing stores before it is forwarded, so whatever
     /// `send` queues is on the route ahead of any later change to these topics, and a peer
     /// never gets an older copy after a newer one. Returns how many topics were read.
     pub(crate) fn retained_for_peer(
         &self,
         topics: &[Box<str>],
         max_bytes: usize,
-        send: impl FnOnce(Vec<Publish>),
+        send: impl FnOnce(Vec<(Publish, Version)>),
     ) -> usize {
         let now = std::time::Instant::now();
+        let unversioned = || Version {
+            hlc: 0,
+            node: Arc::clone(self.node.get_or_init(|| Arc::from(""))),
+        };
         let store = self.retained_store();
         let mut found = Vec::new();
         let mut bytes = 0;
@@ -571,7 +626,16 @@ impl Broker {
             read += 1;
             if let Some(m) = store.get(topic).filter(|m| !m.is_expired(now)) {
                 bytes += m.topic.len() + m.payload.len();
-                found.push(m.to_publish(now));
+                let version = m.version.clone().unwrap_or_else(unversioned);
+                found.push((m.to_publish(now), version));
+            } else if let Some(version) = store.tombstone(topic) {
+                bytes += topic.len();
+                let clear = Publish {
+                    retain: true,
+                    topic: topic.to_string(),
+                    ..Publish::default()
+                };
+                found.push((clear, version));
             }
         }
         send(found);
@@ -620,11 +684,17 @@ impl Broker {
 
     fn retain(&self, message: &Arc<Message>) {
         let mut retained = self.retained_store_mut();
-        if retained.store(Arc::clone(message)) == Stored::Full {
-            tracing::warn!(
+        match retained.store(Arc::clone(message)) {
+            Stored::Full => tracing::warn!(
                 topic = %message.topic,
                 "retained store full (limits.max_retained_messages / max_retained_bytes); not retained"
-            );
+            ),
+            Stored::Stale => tracing::debug!(
+                topic = %message.topic,
+                version = ?message.version,
+                "retained set or clear older than the store's; not applied"
+            ),
+            Stored::Kept | Stored::Cleared => {}
         }
     }
 

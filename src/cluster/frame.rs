@@ -10,15 +10,19 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::broker::GroupRef;
+use crate::broker::{GroupRef, Version};
 use crate::protocol::{self, Delivered, Packet, Properties, ProtocolVersion, Publish};
 
 /// Sent first by both sides of a route.
 pub const MAGIC: &[u8; 4] = b"SMQR";
 
 /// The route protocol version; a peer with another one is refused. Version 2: the secret is
-/// proven by challenge and response instead of sent in the INFO.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// proven by challenge and response instead of sent in the INFO. Version 3: retained messages
+/// and clears carry a version (MESSAGE with RETAIN, RETAINED), and RETAINED carries clears.
+pub const PROTOCOL_VERSION: u16 = 3;
+
+/// MESSAGE flag: a version (`u64` clock, `string` node) follows the group list.
+const VERSIONED: u8 = 0x04;
 
 /// Largest control frame (interest, discovery) on an established route: a filter is at most
 /// 65535 bytes, peers are bounded.
@@ -93,16 +97,22 @@ pub enum Frame {
     /// the groups whose member the receiver must pick; `redirected`: the sender got it from
     /// another node whose group members were gone, so the receiver must not pass it on again.
     /// Boxed, as is `Retained`'s: a [`Publish`] is over 400 bytes, and a frame passes through
-    /// several functions on its way to delivery, each move a copy.
+    /// several functions on its way to delivery, each move a copy. `version`: the retained
+    /// set's or clear's version, sent with (and only with) RETAIN.
     Message {
         plain: bool,
         redirected: bool,
         groups: Vec<GroupRef>,
+        version: Option<Version>,
         publish: Box<Publish>,
     },
-    /// A retained message from the sender's store, sent when a route opens: stored if the
-    /// receiver has none for the topic, never delivered as a new publish.
-    Retained(Box<Publish>),
+    /// A retained message, or the tombstone of a clear (empty payload), from the sender's
+    /// store, sent when a route opens: applied if its version is newer than the receiver's
+    /// for the topic, never delivered as a new publish.
+    Retained {
+        version: Version,
+        publish: Box<Publish>,
+    },
     /// New peers to dial (discovery).
     Peers(Vec<String>),
     /// A client connected to the sender with this id: a connection with it here must close.
@@ -180,13 +190,15 @@ impl Frame {
                 plain,
                 redirected,
                 groups,
+                version,
                 publish,
             } => {
-                put_message_head(&mut out, *plain, *redirected, groups);
+                put_message_head(&mut out, *plain, *redirected, groups, version.as_ref());
                 put_publish(&mut out, publish)?;
             }
-            Frame::Retained(publish) => {
+            Frame::Retained { version, publish } => {
                 out.put_u8(kind::RETAINED);
+                put_version(&mut out, version);
                 put_publish(&mut out, publish)?;
             }
             Frame::Peers(peers) => {
@@ -242,14 +254,23 @@ impl Frame {
                         filter: take_str(&mut body, "MESSAGE")?,
                     });
                 }
+                let version = if flags & VERSIONED != 0 {
+                    Some(take_version(&mut body, "MESSAGE")?)
+                } else {
+                    None
+                };
                 Frame::Message {
                     plain: flags & 1 != 0,
                     redirected: flags & 2 != 0,
                     groups,
+                    version,
                     publish: Box::new(take_publish(&mut body, max_packet)?),
                 }
             }
-            kind::RETAINED => Frame::Retained(Box::new(take_publish(&mut body, max_packet)?)),
+            kind::RETAINED => Frame::Retained {
+                version: take_version(&mut body, "RETAINED")?,
+                publish: Box::new(take_publish(&mut body, max_packet)?),
+            },
             kind::PEERS => Frame::Peers(take_list(&mut body, "PEERS")?),
             kind::CLIENT_CONNECTED => Frame::ClientConnected {
                 client_id: take_str(&mut body, "CLIENT_CONNECTED")?,
@@ -271,6 +292,8 @@ pub struct Outgoing<'a> {
     pub plain: bool,
     pub redirected: bool,
     pub groups: &'a [GroupRef],
+    /// A retained message's version (and only a retained message's).
+    pub version: Option<&'a Version>,
     pub topic: &'a str,
     /// Without message expiry or subscription identifiers: `delivered` carries those.
     pub properties: &'a Properties,
@@ -285,7 +308,13 @@ impl Outgoing<'_> {
     pub fn encode(&self) -> Result<Bytes, protocol::EncodeError> {
         let mut out = BytesMut::with_capacity(64 + self.topic.len() + self.payload.len());
         out.put_u32(0);
-        put_message_head(&mut out, self.plain, self.redirected, self.groups);
+        put_message_head(
+            &mut out,
+            self.plain,
+            self.redirected,
+            self.groups,
+            self.version,
+        );
         protocol::encode_publish(
             self.topic,
             self.properties,
@@ -372,15 +401,42 @@ fn finish(mut out: BytesMut) -> Result<Bytes, protocol::EncodeError> {
     Ok(out.freeze())
 }
 
-/// A MESSAGE frame's kind, flags and group list, before its PUBLISH.
-fn put_message_head(out: &mut BytesMut, plain: bool, redirected: bool, groups: &[GroupRef]) {
+/// A MESSAGE frame's kind, flags, group list and version, before its PUBLISH.
+fn put_message_head(
+    out: &mut BytesMut,
+    plain: bool,
+    redirected: bool,
+    groups: &[GroupRef],
+    version: Option<&Version>,
+) {
     out.put_u8(kind::MESSAGE);
-    out.put_u8(u8::from(plain) | u8::from(redirected) << 1);
+    let versioned = if version.is_some() { VERSIONED } else { 0 };
+    out.put_u8(u8::from(plain) | u8::from(redirected) << 1 | versioned);
     out.put_u16(u16::try_from(groups.len()).unwrap_or(u16::MAX));
     for g in groups.iter().take(usize::from(u16::MAX)) {
         put_str(out, &g.group);
         put_str(out, &g.filter);
     }
+    if let Some(version) = version {
+        put_version(out, version);
+    }
+}
+
+/// A retained set's or clear's version: `u64` clock reading, `string` node.
+fn put_version(out: &mut BytesMut, version: &Version) {
+    out.put_u64(version.hlc);
+    put_str(out, &version.node);
+}
+
+fn take_version(body: &mut BytesMut, what: &'static str) -> Result<Version, FrameError> {
+    if body.remaining() < 8 {
+        return Err(FrameError::Malformed(what));
+    }
+    let hlc = body.get_u64();
+    Ok(Version {
+        hlc,
+        node: take_str(body, what)?.into(),
+    })
 }
 
 fn put_str(out: &mut BytesMut, s: &str) {
@@ -509,9 +565,29 @@ mod tests {
                 group: "g".into(),
                 filter: "a/#".into(),
             }],
+            version: Some(Version {
+                hlc: 0x0123_4567_89ab_cdef,
+                node: "n2".into(),
+            }),
             publish: Box::new(publish.clone()),
         });
-        round_trip(Frame::Retained(Box::new(publish)));
+        round_trip(Frame::Message {
+            plain: false,
+            redirected: false,
+            groups: Vec::new(),
+            version: None,
+            publish: Box::new(Publish {
+                topic: "x".into(),
+                ..Publish::default()
+            }),
+        });
+        round_trip(Frame::Retained {
+            version: Version {
+                hlc: 7,
+                node: "n1".into(),
+            },
+            publish: Box::new(publish),
+        });
         round_trip(Frame::Peers(vec!["x:1".into()]));
         round_trip(Frame::ClientConnected {
             client_id: "c1".into(),
@@ -531,15 +607,21 @@ mod tests {
             user_properties: vec![("k".into(), "v".into())],
             ..Properties::default()
         };
+        let version = Version {
+            hlc: 42,
+            node: "n1".into(),
+        };
         for (qos, retain, expiry) in [
             (QoS::AtMostOnce, false, None),
             (QoS::AtLeastOnce, true, Some(30)),
             (QoS::ExactlyOnce, false, Some(1)),
         ] {
+            let version = retain.then_some(&version);
             let outgoing = Outgoing {
                 plain: true,
                 redirected: false,
                 groups: &groups,
+                version,
                 topic: "a/b",
                 properties: &properties,
                 payload: b"payload",
@@ -565,6 +647,7 @@ mod tests {
                 plain: true,
                 redirected: false,
                 groups: groups.clone(),
+                version: version.cloned(),
                 publish: Box::new(publish),
             };
             let bytes = outgoing.encode().expect("encodes");
@@ -586,6 +669,7 @@ mod tests {
                     plain: true,
                     redirected: false,
                     groups: Vec::new(),
+                    version: None,
                     publish: Box::new(Publish {
                         topic: format!("t/{i}"),
                         payload: Bytes::from(vec![7u8; i * 50]),
@@ -675,6 +759,31 @@ mod tests {
         );
     }
 
+    /// The RETAINED example in docs/ARCHITECTURE.md ("A worked example"), byte for byte.
+    #[test]
+    fn the_documented_retained_frame() {
+        let frame = Frame::Retained {
+            version: Version {
+                hlc: 1_700_000_000_000 << 16 | 1,
+                node: "n1".into(),
+            },
+            publish: Box::new(Publish {
+                retain: true,
+                topic: "a/b".into(),
+                payload: Bytes::from_static(b"hi"),
+                ..Publish::default()
+            }),
+        };
+        let bytes = frame.encode().expect("encodes");
+        assert_eq!(
+            &bytes[..],
+            [
+                0, 0, 0, 0x17, 8, 0x01, 0x8b, 0xcf, 0xe5, 0x68, 0, 0, 1, 0, 2, b'n', b'1', 0x31, 8,
+                0, 3, b'a', b'/', b'b', 0, b'h', b'i'
+            ]
+        );
+    }
+
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         for body in [
@@ -682,6 +791,8 @@ mod tests {
             &[99],
             &[kind::INFO, 0],
             &[kind::MESSAGE, 1, 0, 0, 0x30],
+            &[kind::MESSAGE, VERSIONED, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            &[kind::RETAINED, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0],
         ] {
             assert!(Frame::decode(BytesMut::from(body), 1024).is_err());
         }

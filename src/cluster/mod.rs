@@ -53,7 +53,9 @@ use bytes::Bytes;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::broker::{Assigned, Broker, GroupRef, LogLimit, Message, PeerId, Peers, RemoteGroup};
+use crate::broker::{
+    Assigned, Broker, GroupRef, LogLimit, Message, PeerId, Peers, RemoteGroup, Version,
+};
 use crate::config::ClusterConfig;
 use crate::protocol::{Delivered, Publish, QoS};
 use crate::transport::TransportError;
@@ -237,6 +239,10 @@ impl Bound {
             routes: RwLock::new(Vec::new()),
             closing: watch::channel(false).0,
         });
+        broker.version_retained(
+            &cluster.node,
+            Duration::from_secs(c.retained_tombstone_secs),
+        );
         broker.attach_peers(Arc::clone(&cluster) as Arc<dyn Peers>);
         tracing::info!(node = %cluster.node, advertise = %cluster.info.advertise, cluster = %cluster.info.cluster, tls = cluster.tls.is_some(), "cluster on");
         if cluster.tls.is_none() {
@@ -328,6 +334,7 @@ impl Cluster {
     fn deliver(
         &self,
         publish: Box<Publish>,
+        version: Option<Version>,
         plain: bool,
         groups: &[GroupRef],
         redirected: bool,
@@ -335,13 +342,13 @@ impl Cluster {
     ) {
         if let Some(broker) = self.broker.upgrade() {
             tracing::trace!(peer = %route.peer, topic = %publish.topic, "message from peer");
-            broker.deliver_from_route(publish, plain, groups, redirected, route.backlog());
+            broker.deliver_from_route(publish, version, plain, groups, redirected, route.backlog());
         }
     }
 
-    fn store_retained(&self, publish: Box<Publish>) {
+    fn store_retained(&self, publish: Box<Publish>, version: Version) {
         if let Some(broker) = self.broker.upgrade() {
-            broker.retained_from_route(publish);
+            broker.retained_from_route(publish, version);
         }
     }
 
@@ -382,6 +389,8 @@ fn encode_message(
         plain,
         redirected,
         groups,
+        // Only a retained message has one: the fast path of the others never touches it.
+        version: message.version.as_ref().filter(|_| message.retain),
         topic: &message.topic,
         properties: &message.properties,
         payload: &message.payload,

@@ -341,16 +341,25 @@ fn apply(cluster: &Arc<Cluster>, route: &Route, frame: Frame) -> Result<(), Rout
             plain,
             redirected,
             mut groups,
+            version,
             publish,
         } => {
-            if cluster.admit(peer, "MESSAGE", rules.topic(&publish.topic)) {
+            if cluster.admit(peer, "MESSAGE", rules.topic(&publish.topic))
+                && cluster.admit(
+                    peer,
+                    "MESSAGE",
+                    rules.version(publish.retain, version.as_ref()),
+                )
+            {
                 groups.retain(|g| cluster.admit(peer, "MESSAGE", rules.group(&g.group, &g.filter)));
-                cluster.deliver(publish, plain, &groups, redirected, route);
+                cluster.deliver(publish, version, plain, &groups, redirected, route);
             }
         }
-        Frame::Retained(publish) => {
-            if cluster.admit(peer, "RETAINED", rules.topic(&publish.topic)) {
-                cluster.store_retained(publish);
+        Frame::Retained { version, publish } => {
+            if cluster.admit(peer, "RETAINED", rules.topic(&publish.topic))
+                && cluster.admit(peer, "RETAINED", rules.version(true, Some(&version)))
+            {
+                cluster.store_retained(publish, version);
             }
         }
         Frame::Peers(peers) => cluster.discover(peer, "PEERS", peers),

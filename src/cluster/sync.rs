@@ -62,7 +62,12 @@ impl Cluster {
             let taken = broker.retained_for_peer(chunk, CHUNK_BYTES, |found| {
                 let frames: Vec<_> = found
                     .into_iter()
-                    .filter_map(|publish| route::encode(&Frame::Retained(Box::new(publish))))
+                    .filter_map(|(publish, version)| {
+                        route::encode(&Frame::Retained {
+                            version,
+                            publish: Box::new(publish),
+                        })
+                    })
                     .collect();
                 sent += frames.len();
                 route.send_stream(frames);

@@ -9,7 +9,9 @@
 //! id against `limits.max_client_id_length`, an address as `HOST:PORT` of at most
 //! [`MAX_ADDRESS`] bytes, and a peer list against `cluster.max_peers`. A group's member count
 //! is any `u32`: it only weighs the peer's share, and the sum over at most `cluster.max_peers`
-//! peers cannot overflow.
+//! peers cannot overflow. A retained version's node is held to the rules of a node name, and
+//! its clock to at most [`MAX_CLOCK_AHEAD`] ahead of this node's wall clock, so a peer with a
+//! wild clock cannot push this node's versions out of reach of real time.
 //!
 //! What fails, per frame kind:
 //!
@@ -18,8 +20,9 @@
 //! | INTEREST, NO_INTEREST | filter | frame skipped, route kept |
 //! | GROUP_WEIGHT | group name or filter | frame skipped, route kept |
 //! | MESSAGE | topic | message skipped (neither delivered nor retained), route kept |
+//! | MESSAGE | version: missing with RETAIN, present without, or invalid (below) | message skipped, route kept |
 //! | MESSAGE | one group reference | that reference skipped; plain subscribers and the valid groups still get the message |
-//! | RETAINED | topic | not stored, route kept |
+//! | RETAINED | topic, or invalid version | not stored, route kept |
 //! | PEERS, and the peer list in INFO | address, or entries past `cluster.max_peers` | not dialled, route kept |
 //! | CLIENT_CONNECTED | client id | frame skipped, route kept |
 //! | INFO (handshake) | node or cluster name, advertise address | handshake refused |
@@ -35,7 +38,7 @@
 use std::fmt;
 use std::sync::atomic::Ordering;
 
-use crate::broker::{is_sys_topic, within_limits};
+use crate::broker::{Version, is_sys_topic, within_limits};
 use crate::config::Limits;
 use crate::protocol::topic;
 
@@ -48,6 +51,11 @@ pub const MAX_NAME: usize = 255;
 
 /// Longest `HOST:PORT` address, in bytes: a DNS name of at most 253 bytes, a colon, a port.
 pub const MAX_ADDRESS: usize = 253 + 1 + 5;
+
+/// How far ahead of this node's wall clock a retained version's clock may be: further, and the
+/// item is refused (a peer's clock that far off needs fixing; its versions would otherwise win
+/// over every set made here until real time caught up).
+pub const MAX_CLOCK_AHEAD: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// An item from a peer that was refused, and why.
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +170,37 @@ impl Rules {
                 "client id",
                 id,
                 "is longer than limits.max_client_id_length",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The version of a MESSAGE (`retain`: its RETAIN flag) or a RETAINED (`retain` true): a
+    /// retained item must have one and another must not; its node is a valid node name and its
+    /// clock at most [`MAX_CLOCK_AHEAD`] ahead of ours.
+    pub fn version(&self, retain: bool, version: Option<&Version>) -> Result<(), Invalid> {
+        let Some(version) = version else {
+            if retain {
+                return Err(Invalid::new("retained message", "", "has no version"));
+            }
+            return Ok(());
+        };
+        let node = &*version.node;
+        if !retain {
+            return Err(Invalid::new(
+                "version of",
+                node,
+                "on a message that is not retained",
+            ));
+        }
+        check_node_name(node).map_err(|why| Invalid::new("version node", node, why))?;
+        let ahead = u64::try_from(MAX_CLOCK_AHEAD.as_millis()).unwrap_or(u64::MAX)
+            << crate::broker::LOGICAL_BITS;
+        if version.hlc > crate::broker::wall_clock().saturating_add(ahead) {
+            return Err(Invalid::new(
+                "version of",
+                node,
+                "has a clock more than an hour ahead of this node's",
             ));
         }
         Ok(())

@@ -165,6 +165,45 @@ impl Node {
         }
     }
 
+    /// SIGSTOP: the node stops dead, its sockets open, as a hung or paused machine does.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT: a frozen node runs on.
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("node running").id();
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
+    /// How many times the log contains `text`.
+    pub fn log_count(&self, text: &str) -> usize {
+        self.log().matches(text).count()
+    }
+
+    /// Waits until the log contains `text` at least `times` times.
+    pub async fn wait_for_log_count(&self, text: &str, times: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.log_count(text) < times {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} did not log {text:?} {times} times; log:\n{}",
+                self.spec.name,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// A connected MQTT 5 client on this node.
     pub async fn client(&self, id: &str) -> TestClient {
         TestClient::connect(self.mqtt(), ProtocolVersion::V5, id, true)
@@ -262,7 +301,7 @@ pub mod kind {
 }
 
 /// The route protocol version the fake peer speaks.
-const VERSION: u16 = 2;
+const VERSION: u16 = 3;
 
 impl RoutePeer {
     /// Connects to `addr` and passes the handshake as node `node`. `receive_buffer` shrinks the
