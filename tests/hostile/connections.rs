@@ -345,7 +345,9 @@ async fn send_until_closed(addr: std::net::SocketAddr, bytes: &[u8]) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let _ = stream.write_all(bytes).await;
     let mut rest = Vec::new();
-    let closed = tokio::time::timeout(WAIT, stream.read_to_end(&mut rest)).await;
+    // Generous: 300 sockets at once on a CI machine busy with other builds can take the
+    // broker several seconds to answer and close; what matters is that it does.
+    let closed = tokio::time::timeout(WAIT * 3, stream.read_to_end(&mut rest)).await;
     assert!(closed.is_ok(), "the broker keeps a socket it refused");
 }
 
