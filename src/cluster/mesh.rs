@@ -78,14 +78,8 @@ impl Cluster {
         let _ = stream.set_nodelay(true);
         match &self.tls {
             None => {
-                let (mut reader, mut writer) = stream.into_split();
-                let theirs = self
-                    .accept_handshake(peer, &mut reader, &mut writer, place.dismissed())
-                    .await;
-                drop(place);
-                if let Some(theirs) = theirs {
-                    self.run_route(theirs, false, reader, writer).await;
-                }
+                let (reader, writer) = stream.into_split();
+                self.handshake_and_run(peer, reader, writer, place).await;
             }
             Some(tls) => {
                 let handshake = async {
@@ -110,15 +104,30 @@ impl Cluster {
                     Ok(Err(error)) => return self.refused_handshake(peer, &error),
                     Err(_) => return self.refused_handshake(peer, &HandshakeError::Timeout),
                 };
-                let (mut reader, mut writer) = tokio::io::split(stream);
-                let theirs = self
-                    .accept_handshake(peer, &mut reader, &mut writer, place.dismissed())
-                    .await;
-                drop(place);
-                if let Some(theirs) = theirs {
-                    self.run_route(theirs, false, reader, writer).await;
-                }
+                let (reader, writer) = tokio::io::split(stream);
+                self.handshake_and_run(peer, reader, writer, place).await;
             }
+        }
+    }
+
+    /// The route handshake on an accepted connection, holding its pending place until done,
+    /// then the route.
+    async fn handshake_and_run<R, W>(
+        self: Arc<Self>,
+        peer: SocketAddr,
+        mut reader: R,
+        mut writer: W,
+        mut place: Place,
+    ) where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let theirs = self
+            .accept_handshake(peer, &mut reader, &mut writer, place.dismissed())
+            .await;
+        drop(place);
+        if let Some(theirs) = theirs {
+            self.run_route(theirs, false, reader, writer).await;
         }
     }
 
