@@ -2,14 +2,19 @@
 //!
 //! A group is (name, filter); each message matching the filter goes to exactly one member of
 //! the group. The router keeps the members next to the filter's plain subscribers; this file
-//! parses group filters and chooses who gets a message. On a cluster the choice spans nodes:
-//! every member in the cluster has the same weight, so a node with three members gets three
-//! times the share of a node with one ([`choose`] gets the local members and each peer's
-//! member count).
+//! parses group filters and chooses who gets a message — every choice the broker makes, here
+//! or on behalf of the other nodes, is [`pick_member`] (or [`pick_among`]) over [`choose`],
+//! with `cluster.group_strategy`. Connected members anywhere come first; offline ones (their
+//! persistent sessions queue the message) only when none is connected. On a cluster the choice
+//! spans nodes: every eligible member has the same weight, so a node with three gets three
+//! times the share of a node with one.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::protocol::topic;
+
+use super::peers::{PeerId, RemoteGroup};
+use super::router::{Group, Match};
 
 /// How a group picks the member that gets a message (`cluster.group_strategy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -121,6 +126,63 @@ pub fn choose(strategy: Strategy, local: usize, peers: &[u32], turn: &AtomicUsiz
         pick -= weight;
     }
     Choice::Nobody
+}
+
+/// Takes the group (`group`, `filter`) out of those with members on other nodes, if there.
+pub fn take_remote(
+    remote: &mut Vec<RemoteGroup>,
+    group: &str,
+    filter: &str,
+) -> Option<RemoteGroup> {
+    let i = remote
+        .iter()
+        .position(|r| r.group.group == group && r.group.filter == filter)?;
+    Some(remote.swap_remove(i))
+}
+
+/// Who gets a message of a consumer group: members connected anywhere first — `local` here
+/// (other than the session `except`) and `remote` on peers — and offline members (whose
+/// persistent sessions queue it) only when no member is connected anywhere.
+pub fn pick_member(
+    strategy: Strategy,
+    local: Option<&Group>,
+    except: u64,
+    remote: Option<&RemoteGroup>,
+    turn: &AtomicUsize,
+) -> Pick {
+    match pick_among(strategy, local, except, remote, turn, true) {
+        Pick::Nobody => pick_among(strategy, local, except, remote, turn, false),
+        pick => pick,
+    }
+}
+
+/// [`pick_member`] among the connected members only (`online`), or the offline ones only.
+pub fn pick_among(
+    strategy: Strategy,
+    local: Option<&Group>,
+    except: u64,
+    remote: Option<&RemoteGroup>,
+    turn: &AtomicUsize,
+    online: bool,
+) -> Pick {
+    let here = local.map_or(0, |g| g.count(except, online));
+    let elsewhere = remote.map_or(&[][..], |r| if online { &r.online } else { &r.offline });
+    match choose(strategy, here, elsewhere, turn) {
+        Choice::Local(k) => local
+            .and_then(|g| g.pick(except, online, k))
+            .map_or(Pick::Nobody, Pick::Local),
+        Choice::Peer(i) => remote
+            .and_then(|r| r.peers.get(i))
+            .map_or(Pick::Nobody, |&peer| Pick::Peer(peer)),
+        Choice::Nobody => Pick::Nobody,
+    }
+}
+
+/// A group member chosen by [`pick_member`].
+pub enum Pick {
+    Local(Match),
+    Peer(PeerId),
+    Nobody,
 }
 
 #[cfg(test)]

@@ -79,7 +79,7 @@ pub use message::Message;
 pub use version::{LOGICAL_BITS, Version, wall as wall_clock};
 
 use flow::Bounds;
-use groups::{Choice, Filter, Strategy};
+use groups::{Filter, Pick, Strategy, pick_among, pick_member, take_remote};
 use message::Delivery;
 use retained::{Retained, Stored};
 use router::{Group, Match, Router};
@@ -92,14 +92,6 @@ struct Routed {
     matched: usize,
     /// Sessions whose queue was full, where a delivery is parked for the publisher to wait on.
     parked: Vec<Arc<SessionHandle>>,
-}
-
-/// Takes the group (`group`, `filter`) out of those with members on other nodes, if there.
-fn take_remote(remote: &mut Vec<RemoteGroup>, group: &str, filter: &str) -> Option<RemoteGroup> {
-    let i = remote
-        .iter()
-        .position(|r| r.group.group == group && r.group.filter == filter)?;
-    Some(remote.swap_remove(i))
 }
 
 /// Tells the other nodes how local interest in `filter` stands after a change: a plain
@@ -121,51 +113,6 @@ fn report_interest(peers: &dyn Peers, router: &Router, filter: &str) {
             }
         }
     }
-}
-
-/// Who gets a message of a consumer group: members connected anywhere first — `local` here
-/// (other than the session `except`) and `remote` on peers — and offline members (whose
-/// persistent sessions queue it) only when no member is connected anywhere.
-fn pick_member(
-    strategy: Strategy,
-    local: Option<&Group>,
-    except: u64,
-    remote: Option<&RemoteGroup>,
-    turn: &AtomicUsize,
-) -> Pick {
-    match pick_among(strategy, local, except, remote, turn, true) {
-        Pick::Nobody => pick_among(strategy, local, except, remote, turn, false),
-        pick => pick,
-    }
-}
-
-/// [`pick_member`] among the connected members only (`online`), or the offline ones only.
-fn pick_among(
-    strategy: Strategy,
-    local: Option<&Group>,
-    except: u64,
-    remote: Option<&RemoteGroup>,
-    turn: &AtomicUsize,
-    online: bool,
-) -> Pick {
-    let here = local.map_or(0, |g| g.count(except, online));
-    let elsewhere = remote.map_or(&[][..], |r| if online { &r.online } else { &r.offline });
-    match groups::choose(strategy, here, elsewhere, turn) {
-        Choice::Local(k) => local
-            .and_then(|g| g.pick(except, online, k))
-            .map_or(Pick::Nobody, Pick::Local),
-        Choice::Peer(i) => remote
-            .and_then(|r| r.peers.get(i))
-            .map_or(Pick::Nobody, |&peer| Pick::Peer(peer)),
-        Choice::Nobody => Pick::Nobody,
-    }
-}
-
-/// A group member chosen by [`pick_member`].
-enum Pick {
-    Local(Match),
-    Peer(PeerId),
-    Nobody,
 }
 
 /// The name of a group, as a delivery (and a forwarded message) carries it.
