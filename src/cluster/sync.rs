@@ -19,15 +19,14 @@
 //!   at most half of `cluster.route_queue_bytes` of messages, so live messages keep the other
 //!   half; the chunk is counted with them, and never dropped.
 //!
-//! Why the receiver still never keeps an older copy: a RETAINED frame is "keep unless I have
-//! one for the topic", and each chunk reads the **current** store (a topic cleared since the
-//! list was taken is skipped) and queues its frames before it lets go of the read lock. A
-//! retained publish or clearing stores under the write lock before it is forwarded, so it
-//! either comes before the chunk (which then sends the newer message, or nothing) or its
-//! MESSAGE is queued after the chunk's RETAINED and overwrites it on the receiver. Topics
-//! retained after the list was taken reach the peer as live messages, as every retained
-//! publish goes to every peer. Expired messages are skipped. The task ends with the route: it
-//! stops when the route is closed, and the route's runner aborts it when the route ends.
+//! Why the receiver never keeps an older copy: every retained message and clear carries a
+//! version, and the receiver keeps the newest (docs/ARCHITECTURE.md, "Retained versions"),
+//! so the order of RETAINED and live MESSAGE frames does not decide what stays. The stream
+//! still reads the **current** store per chunk (messages, and tombstones of clears within
+//! their period), so it never sends what was already replaced. Topics retained after the list
+//! was taken reach the peer as live messages, as every retained publish goes to every peer.
+//! Expired messages are skipped. The task ends with the route: it stops when the route is
+//! closed, and the route's runner aborts it when the route ends.
 
 use std::sync::Arc;
 
