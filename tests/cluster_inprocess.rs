@@ -5,26 +5,15 @@
 
 mod common;
 
-use common::cluster::{RoutePeer, SECRET, free_port, kind as route_kind};
-use common::{TestBroker, config, wait_until};
+use common::cluster::{RoutePeer, SECRET, free_port, in_process_node, kind as route_kind};
+use common::{TestBroker, wait_until};
 use supermq::protocol::{QoS, reason};
-
-fn node(name: &str, route: u16, seeds: &[u16]) -> supermq::config::Config {
-    let mut config = config();
-    config.node.name = name.to_string();
-    config.cluster.listen = format!("127.0.0.1:{route}");
-    config.cluster.routes = seeds.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    config.cluster.secret = SECRET.to_string();
-    config.cluster.heartbeat_ms = 100;
-    config.cluster.heartbeat_timeout_ms = 1000;
-    config
-}
 
 #[tokio::test]
 async fn brokers_in_one_process_form_a_cluster_and_report_their_peers() {
     let (ra, rb) = (free_port(), free_port());
-    let a = TestBroker::start(node("a", ra, &[])).await;
-    let b = TestBroker::start(node("b", rb, &[ra])).await;
+    let a = TestBroker::start(in_process_node("a", ra, &[])).await;
+    let b = TestBroker::start(in_process_node("b", rb, &[ra])).await;
     let standalone = TestBroker::start_default().await;
     assert!(standalone.cluster.is_none() && !standalone.broker.is_clustered());
     let peers = |broker: &TestBroker| {
@@ -71,7 +60,7 @@ async fn shutdown_flushes_what_is_queued_on_routes_then_closes_them() {
     const COUNT: usize = 160;
     const SIZE: usize = 64 * 1024;
     let route = free_port();
-    let mut config = node("a", route, &[]);
+    let mut config = in_process_node("a", route, &[]);
     // The peer reads nothing for a while: the heartbeat must not end the route meanwhile.
     config.cluster.heartbeat_timeout_ms = 20_000;
     let mut a = TestBroker::start(config).await;
@@ -152,8 +141,8 @@ async fn wait_for_interest(publisher: &mut common::TestClient, topic: &str) {
 #[tokio::test]
 async fn a_slow_subscriber_holds_up_neither_the_route_nor_the_other_subscribers() {
     let (ra, rb) = (free_port(), free_port());
-    let a = TestBroker::start(node("a", ra, &[])).await;
-    let mut config_b = node("b", rb, &[ra]);
+    let a = TestBroker::start(in_process_node("a", ra, &[])).await;
+    let mut config_b = in_process_node("b", rb, &[ra]);
     config_b.limits.max_queued_messages = 10;
     config_b.limits.queue_full_wait_ms = 500;
     let b = TestBroker::start(config_b).await;
@@ -210,7 +199,7 @@ async fn a_slow_subscriber_holds_up_neither_the_route_nor_the_other_subscribers(
 async fn refused_items_and_evicted_handshakes_are_counted() {
     use tokio::io::AsyncReadExt;
     let route = free_port();
-    let mut config = node("a", route, &[]);
+    let mut config = in_process_node("a", route, &[]);
     config.cluster.max_pending_routes = 1;
     let a = TestBroker::start(config).await;
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], route));

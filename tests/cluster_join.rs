@@ -10,17 +10,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::cluster::{SECRET, free_port};
-use common::{TestBroker, TestClient, config};
+use common::cluster::{free_port, in_process_node};
+use common::{TestBroker, TestClient};
 use supermq::protocol::{Packet, Properties, QoS, Unsubscribe};
 
+/// An in-process node with a heartbeat timeout long enough for a debug build streaming
+/// 90,000 messages on two busy cores.
 fn node(name: &str, route: u16, seeds: &[u16]) -> supermq::config::Config {
-    let mut config = config();
-    config.node.name = name.to_string();
-    config.cluster.listen = format!("127.0.0.1:{route}");
-    config.cluster.routes = seeds.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    config.cluster.secret = SECRET.to_string();
-    config.cluster.heartbeat_ms = 100;
+    let mut config = in_process_node(name, route, seeds);
     config.cluster.heartbeat_timeout_ms = 5000;
     config
 }

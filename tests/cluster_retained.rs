@@ -47,17 +47,23 @@ async fn set(node: &Node, payload: &[u8]) {
         .await;
 }
 
-#[tokio::test]
-async fn a_clear_made_while_a_node_was_frozen_holds_after_it_resumes() {
+/// Two meshed nodes that both held "open" on `door/state`, until node1 cleared it while node2
+/// was frozen (past the heartbeat timeout, so node1 dropped the route first).
+async fn cleared_while_node2_frozen() -> Vec<Node> {
     let nodes = start_cluster(2).await;
     wait_for_mesh(&nodes).await;
     set(&nodes[0], b"open").await;
     wait_for_retained(&nodes[1], Some(b"open")).await;
-
-    // node2 freezes holding "open"; node1 drops the route, then clears the topic.
     nodes[1].freeze();
     nodes[0].wait_for_log_count("route down", 1).await;
     set(&nodes[0], b"").await;
+    nodes
+}
+
+#[tokio::test]
+async fn a_clear_made_while_a_node_was_frozen_holds_after_it_resumes() {
+    // node2 freezes holding "open"; node1 drops the route, then clears the topic.
+    let nodes = cleared_while_node2_frozen().await;
     assert_eq!(retained_on(&nodes[0]).await, None);
 
     // node2 resumes; on the new route it sends its (older) "open", node1 its tombstone.
@@ -78,15 +84,8 @@ async fn a_clear_made_while_a_node_was_frozen_holds_after_it_resumes() {
 
 #[tokio::test]
 async fn a_newer_set_made_while_cut_off_wins_over_an_older_clear() {
-    let nodes = start_cluster(2).await;
-    wait_for_mesh(&nodes).await;
-    set(&nodes[0], b"open").await;
-    wait_for_retained(&nodes[1], Some(b"open")).await;
-
     // node1 clears while node2 is frozen...
-    nodes[1].freeze();
-    nodes[0].wait_for_log_count("route down", 1).await;
-    set(&nodes[0], b"").await;
+    let nodes = cleared_while_node2_frozen().await;
     // ...then node1 freezes and node2, on its own, sets the topic again, later.
     nodes[0].freeze();
     nodes[1].thaw();

@@ -2,12 +2,13 @@
 //! with the broker's own [`Passwords::load`].
 
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
 use supermq::auth::Passwords;
+use tools_common::Ran;
+
+mod tools_common;
 
 /// Exit codes, as `supermq passwd --help` documents them.
 const LOCAL: i32 = 1;
@@ -53,34 +54,25 @@ impl Drop for Scratch {
 }
 
 /// Runs `supermq passwd ARGS` with `stdin` piped in.
-fn passwd(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_supermq"))
-        .arg("passwd")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("supermq starts");
-    let mut input = child.stdin.take().expect("stdin is piped");
-    // The tool may exit before reading; a broken pipe is fine.
-    let _ = input.write_all(stdin.as_bytes());
-    drop(input);
-    child.wait_with_output().expect("supermq runs")
+fn passwd(args: &[&str], stdin: &str) -> Ran {
+    let args: Vec<&str> = std::iter::once("passwd")
+        .chain(args.iter().copied())
+        .collect();
+    tools_common::run_blocking(&args, stdin.as_bytes())
 }
 
 fn path(file: &Path) -> &str {
     file.to_str().expect("UTF-8 scratch path")
 }
 
-fn expect_ok(output: &Output) {
-    assert!(output.status.success(), "{output:?}");
+fn expect_ok(output: &Ran) {
+    assert_eq!(output.code, Some(0), "{output:?}");
 }
 
 /// Asserts the exit code and that the one line on stderr says `needle`.
-fn expect_failure(output: &Output, code: i32, needle: &str) {
-    assert_eq!(output.status.code(), Some(code), "{output:?}");
-    let stderr = String::from_utf8_lossy(&output.stderr);
+fn expect_failure(output: &Ran, code: i32, needle: &str) {
+    assert_eq!(output.code, Some(code), "{output:?}");
+    let stderr = &output.stderr;
     assert!(
         stderr.contains(needle),
         "stderr should say {needle:?}: {stderr}"
@@ -205,7 +197,7 @@ fn a_missing_file_needs_c() {
     let file = scratch.file("passwd");
     let output = passwd(&["-b", path(&file), "alice", "pw"], "");
     expect_failure(&output, LOCAL, "no such file (-c creates it)");
-    assert_eq!(String::from_utf8_lossy(&output.stderr).lines().count(), 1);
+    assert_eq!(output.stderr.lines().count(), 1);
     assert!(!file.exists());
     let output = passwd(&["-D", path(&file), "alice"], "");
     expect_failure(&output, LOCAL, "no such file");

@@ -17,6 +17,19 @@ pub const SECRET: &str = "test-cluster-secret-4b7e9c";
 /// A free loopback port below the kernel's ephemeral range (32768 and up), so the nodes'
 /// own outgoing connections cannot take it between this check and the node's bind; never the
 /// same one twice in a test process, as tests run in parallel and bind late.
+/// The configuration of an in-process node (`TestBroker`) called `name`, accepting routes on
+/// `route` and dialling `seeds`, with fast heartbeats.
+pub fn in_process_node(name: &str, route: u16, seeds: &[u16]) -> supermq::config::Config {
+    let mut config = super::config();
+    config.node.name = name.to_string();
+    config.cluster.listen = format!("127.0.0.1:{route}");
+    config.cluster.routes = seeds.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    config.cluster.secret = SECRET.to_string();
+    config.cluster.heartbeat_ms = 100;
+    config.cluster.heartbeat_timeout_ms = 1000;
+    config
+}
+
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut given = GIVEN

@@ -92,6 +92,12 @@ impl Running {
     }
 }
 
+/// Runs `supermq ARGS` with `stdin` to completion, blocking the calling thread: for tests
+/// with no broker (or runtime) to keep running meanwhile.
+pub fn run_blocking(args: &[&str], stdin: &[u8]) -> Ran {
+    start(args, stdin).wait()
+}
+
 /// Runs `supermq ARGS` to completion.
 pub async fn run(args: &[&str]) -> Ran {
     start(args, b"").finish().await
