@@ -260,8 +260,24 @@ pub struct ClusterConfig {
     pub redial_max_ms: u64,
     /// Failed dials in a row after which a discovered (not configured) peer is given up.
     pub discovered_redial_attempts: u32,
-    /// Bytes of messages queued for one peer; past it messages for it are dropped and counted.
+    /// Bytes of messages queued for one peer; past it QoS 0 messages for it are dropped and
+    /// counted (QoS 1/2 ones are bounded by `route_replay_bytes`).
     pub route_queue_bytes: usize,
+    /// When a QoS 1/2 publisher gets its PUBACK/PUBREC for a message other nodes must
+    /// deliver: "cluster" (default) once every node with matching interest took it into its
+    /// sessions' queues, a negative ack if one did not in `ack_timeout_ms`; "local" once it is
+    /// queued here and on the routes, without waiting for the peers.
+    pub acks: String,
+    /// Milliseconds a QoS 1/2 message sent to a peer waits for the peer's acknowledgement
+    /// (across route flaps) before it is given up and its publisher gets a negative ack.
+    pub ack_timeout_ms: u64,
+    /// Bytes of QoS 1/2 messages one peer has not acknowledged yet, kept to be sent again if
+    /// its route drops; past it a message for that peer is not sent, counted, and its
+    /// publisher gets a negative ack (0x97).
+    pub route_replay_bytes: usize,
+    /// Milliseconds a peer whose route dropped keeps its interest and its unacknowledged
+    /// messages, waiting for it to come back; a peer back within it gets them replayed.
+    pub peer_grace_ms: u64,
     /// Bytes of one peer's messages that may wait beside full local queues (instead of
     /// holding the route up); past it such messages are dropped and counted.
     pub route_backlog_bytes: usize,
@@ -296,6 +312,10 @@ impl Default for ClusterConfig {
             redial_max_ms: 5000,
             discovered_redial_attempts: 20,
             route_queue_bytes: 64 * 1024 * 1024,
+            acks: "cluster".to_string(),
+            ack_timeout_ms: 8000,
+            route_replay_bytes: 64 * 1024 * 1024,
+            peer_grace_ms: 10_000,
             route_backlog_bytes: 64 * 1024 * 1024,
             max_peers: 64,
             max_peer_interest: 1_000_000,
@@ -958,6 +978,23 @@ impl Config {
         at_least("cluster.redial_max_ms", c.redial_max_ms, c.redial_min_ms)?;
         at_least("cluster.route_queue_bytes", c.route_queue_bytes, 1024)?;
         at_least("cluster.route_backlog_bytes", c.route_backlog_bytes, 1024)?;
+        at_least("cluster.route_replay_bytes", c.route_replay_bytes, 1024)?;
+        at_least("cluster.ack_timeout_ms", c.ack_timeout_ms, 100)?;
+        if c.ack_timeout_ms > 10_000 {
+            return Err(Problem::new(
+                "cluster.ack_timeout_ms",
+                format!(
+                    "is {}; a publisher must hear within 10 s (10000) that its message was not delivered",
+                    c.ack_timeout_ms
+                ),
+            ));
+        }
+        if !["cluster", "local"].contains(&c.acks.as_str()) {
+            return Err(Problem::new(
+                "cluster.acks",
+                format!("{:?} is not one of \"cluster\", \"local\"", c.acks),
+            ));
+        }
         at_least("cluster.max_peers", c.max_peers, 1)?;
         at_least("cluster.max_peer_interest", c.max_peer_interest, 1)?;
         at_least("cluster.max_pending_routes", c.max_pending_routes, 1)?;

@@ -8,7 +8,9 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::*;
-use supermq::broker::{Assigned, GroupRef, Message, PeerId, Peers, RemoteGroup, Version};
+use supermq::broker::{
+    Assigned, Forward, GroupRef, Message, PeerId, Peers, RemoteGroup, Version, Waiter,
+};
 use supermq::protocol::QoS;
 
 /// Other nodes that hold members of one group and record what the broker tells them.
@@ -23,6 +25,9 @@ struct Recorder {
     versions: Mutex<Vec<Option<Version>>>,
     redirected: Mutex<Vec<(GroupRef, PeerId)>>,
     connected: Mutex<Vec<String>>,
+    /// Hold every QoS 1/2 publisher's ack on a copy, as the cluster does until a peer took it.
+    hold_acks: bool,
+    held: Mutex<Vec<Forward>>,
 }
 
 impl Peers for Recorder {
@@ -55,7 +60,15 @@ impl Peers for Recorder {
             .collect()
     }
 
-    fn forward(&self, message: &Message, assigned: &[Assigned]) -> usize {
+    fn forward(
+        &self,
+        message: &Message,
+        assigned: &[Assigned],
+        publisher: Option<&Arc<Waiter>>,
+    ) -> usize {
+        if let Some(waiter) = publisher.filter(|_| self.hold_acks) {
+            self.held.lock().unwrap().push(waiter.forwarded());
+        }
         self.forwarded
             .lock()
             .unwrap()

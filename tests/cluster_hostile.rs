@@ -244,7 +244,12 @@ fn lines_within(elapsed: Duration) -> usize {
 #[tokio::test]
 async fn failed_handshakes_and_invalid_items_do_not_flood_the_log() {
     const FLOOD: usize = 300;
-    let node = Node::start(NodeSpec::new("node1", &[])).await;
+    // The probe's PUBACK must not wait for this fake peer, which never acknowledges.
+    let spec = NodeSpec {
+        extra: "acks = \"local\"\n".to_string(),
+        ..NodeSpec::new("node1", &[])
+    };
+    let node = Node::start(spec).await;
     let started = Instant::now();
     for _ in 0..FLOOD {
         let mut stream = TcpStream::connect(node.route_addr())

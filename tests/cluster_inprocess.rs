@@ -63,6 +63,9 @@ async fn shutdown_flushes_what_is_queued_on_routes_then_closes_them() {
     let mut config = in_process_node("a", route, &[]);
     // The peer reads nothing for a while: the heartbeat must not end the route meanwhile.
     config.cluster.heartbeat_timeout_ms = 20_000;
+    // This fake peer never acknowledges: acks must not wait for it (the looser mode, whose
+    // promise is exactly what this test shows — queued on the route means sent).
+    config.cluster.acks = "local".to_string();
     let mut a = TestBroker::start(config).await;
     // A peer with a tiny receive window that does not read yet, so most of the messages wait
     // in the node's own route queue (the kernel's buffers hold only a few of them).

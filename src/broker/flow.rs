@@ -24,7 +24,7 @@
 //! subscribers; a fast subscriber with more publishers than it can take keeps them paced to
 //! its speed, losing nothing.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,7 @@ use dashmap::DashMap;
 use tokio::sync::Notify;
 
 use crate::config::Limits;
-use crate::protocol::Packet;
+use crate::protocol::{Packet, reason};
 
 use super::message::Delivery;
 use super::outbox::Outbox;
@@ -94,29 +94,63 @@ impl Drop for Claim {
     }
 }
 
-/// A local publisher's parked deliveries, and the acknowledgements that wait for them.
+/// A local publisher's parked and forwarded deliveries, and the acknowledgements that wait
+/// for them.
 ///
 /// A publisher's reader goes on reading while fewer than [`PUBLISHER_WINDOW`] of its
-/// deliveries, and [`PUBLISHER_WINDOW_BYTES`] of them, are parked, and stops there
-/// ([`Waiter::is_full`]): what a held publisher makes the broker hold beside full queues is
-/// bounded, whatever size its messages are. The PUBACK or PUBREC of a message waits until
-/// every parked delivery (of it, and of the messages before it) has moved in, and so does
-/// every later one, as MQTT wants them in order (MQTT-4.6.0-2/3); when the last parked
-/// delivery moves in, the one who moved it sends them all at once. So a publisher held back by
-/// a busy subscriber gets its acks in batches, one write for many, instead of one wake-up and
-/// one write per message.
+/// deliveries, and [`PUBLISHER_WINDOW_BYTES`] of them, are parked, and fewer than
+/// [`FORWARD_WINDOW`] of its messages wait for a peer node's acknowledgement; it stops there
+/// ([`Waiter::is_full`]), so what a held publisher makes the broker hold is bounded, whatever
+/// size its messages are. The PUBACK or PUBREC of a message waits until every parked delivery
+/// and every forwarded copy (of it, and of the messages before it) has been taken, and so
+/// does every later one, as MQTT wants them in order (MQTT-4.6.0-2/3); when the last one is
+/// taken, the one who saw it sends them all at once. So a publisher held back by a busy
+/// subscriber, or whose messages cross a route, gets its acks in batches, one write for many,
+/// instead of one wake-up and one write per message.
+///
+/// A forwarded copy that no peer took in time ([`Forward`] dropped without
+/// [`Forward::delivered`]) makes its message's ack negative: an MQTT 5 publisher gets the
+/// failure's reason code (its QoS 2 packet id is then free again, MQTT-4.3.3); MQTT 3.1.1 has
+/// no negative ack, so the ack is withheld — with every later one, to keep them in order —
+/// and the connection is closed, which makes the client send the message again.
 pub struct Waiter {
-    /// Parked deliveries not yet moved in or dropped, and their bytes. Changed only under
-    /// `acks`' lock, but read without it: the publisher's reader looks at them for every
-    /// packet, and almost always finds nothing parked.
+    /// Parked deliveries and forwarded copies not yet taken or given up, and the parked
+    /// deliveries' bytes. Changed only under `acks`' lock, but read without it: the
+    /// publisher's reader looks at them for every packet, and almost always finds nothing.
     outstanding: AtomicUsize,
+    forwarded: AtomicUsize,
     bytes: AtomicUsize,
-    /// Acks that wait for the parked deliveries, in order.
-    acks: Mutex<Vec<Packet>>,
+    /// The publication whose deliveries are being made now: set by the publisher's reader
+    /// before it routes a PUBLISH ([`Waiter::begin`]), so its acks and copies match up.
+    ticket: AtomicU64,
+    /// A forwarded copy failed: acks cannot take the fast path.
+    failing: AtomicBool,
+    /// Acks that wait for the parked deliveries and forwarded copies, in order.
+    acks: Mutex<Acks>,
     /// The count fell to zero.
     settled: Notify,
     /// Where the acks go: the publisher's connection.
     outbox: Arc<Outbox>,
+    /// The publisher speaks MQTT 5, which has negative acks.
+    v5: bool,
+    /// The publisher's session, whose QoS 2 packet ids a negative PUBREC frees.
+    session: Option<Arc<SessionHandle>>,
+}
+
+#[derive(Default)]
+struct Acks {
+    waiting: Vec<Waiting>,
+    /// Failures of publications whose ack was not queued yet: (ticket, reason code).
+    failed: Vec<(u64, u8)>,
+    /// 3.1.1: an ack was withheld and the connection closed; so is every later ack.
+    withheld: bool,
+}
+
+struct Waiting {
+    ticket: u64,
+    /// A forwarded copy was not taken: the reason code the ack gets instead of its own.
+    failure: Option<u8>,
+    ack: Packet,
 }
 
 /// Deliveries a publisher may have parked before its socket stops being read, and their
@@ -124,15 +158,34 @@ pub struct Waiter {
 pub const PUBLISHER_WINDOW: usize = 64;
 pub const PUBLISHER_WINDOW_BYTES: usize = 256 * 1024;
 
+/// Forwarded copies of a publisher's messages that may wait for their peers'
+/// acknowledgements before its socket stops being read: enough for a route's round trip at
+/// full speed. The copies' bytes are bounded by the route's replay buffer
+/// (`cluster.route_replay_bytes`).
+pub const FORWARD_WINDOW: usize = 1024;
+
 impl Waiter {
-    pub fn new(outbox: Arc<Outbox>) -> Waiter {
+    /// A waiter for a publisher whose acks go to `outbox`; `v5` and `session` decide how a
+    /// failed forward is answered.
+    pub fn new(outbox: Arc<Outbox>, v5: bool, session: Option<Arc<SessionHandle>>) -> Waiter {
         Waiter {
             outstanding: AtomicUsize::new(0),
+            forwarded: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
-            acks: Mutex::new(Vec::new()),
+            ticket: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
+            acks: Mutex::new(Acks::default()),
             settled: Notify::new(),
             outbox,
+            v5,
+            session,
         }
+    }
+
+    /// The publisher's next PUBLISH is about to be routed: what is parked or forwarded from
+    /// now on, and the next ack, belong to it.
+    pub fn begin(&self) {
+        self.ticket.fetch_add(1, Ordering::Release);
     }
 
     /// A delivery of the publisher's, of `bytes`, was parked.
@@ -146,13 +199,46 @@ impl Waiter {
         }
     }
 
+    /// A copy of the publication being routed was forwarded to a peer node: its ack waits
+    /// until the peer took it ([`Forward::delivered`]).
+    pub fn forwarded(self: &Arc<Self>) -> Forward {
+        let _acks = self.acks();
+        self.outstanding.fetch_add(1, Ordering::AcqRel);
+        self.forwarded.fetch_add(1, Ordering::AcqRel);
+        Forward {
+            waiter: Arc::clone(self),
+            ticket: self.ticket.load(Ordering::Acquire),
+            failure: reason::UNSPECIFIED_ERROR,
+            delivered: false,
+        }
+    }
+
     fn done(&self, bytes: usize) {
-        let mut acks = self.acks();
+        let acks = self.acks();
         self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        self.release(acks);
+    }
+
+    fn forward_done(&self, ticket: u64, failure: Option<u8>) {
+        let mut acks = self.acks();
+        if let Some(code) = failure {
+            match acks.waiting.iter_mut().find(|w| w.ticket == ticket) {
+                Some(waiting) => waiting.failure = Some(code),
+                None => acks.failed.push((ticket, code)),
+            }
+            self.failing.store(true, Ordering::Release);
+        }
+        self.forwarded.fetch_sub(1, Ordering::AcqRel);
+        self.release(acks);
+    }
+
+    /// One parked delivery or forwarded copy is settled: the last one sends the acks.
+    fn release(&self, mut acks: MutexGuard<'_, Acks>) {
         if self.outstanding.load(Ordering::Acquire) == 1 {
             // Sent before the count shows zero (and under the lock), so an ack that comes
             // after cannot overtake them.
-            self.outbox.send_all(acks.drain(..));
+            let waiting = std::mem::take(&mut acks.waiting);
+            self.send(&mut acks, waiting);
             self.outstanding.store(0, Ordering::Release);
             drop(acks);
             self.settled.notify_one();
@@ -161,35 +247,88 @@ impl Waiter {
         }
     }
 
-    /// Sends an ack for a publication now, or after the parked deliveries it must follow.
+    /// Sends acks in order, a failed publication's as a negative ack (or, for 3.1.1, not at
+    /// all, closing the connection).
+    fn send(&self, acks: &mut Acks, waiting: Vec<Waiting>) {
+        if !self.failing.load(Ordering::Acquire) {
+            self.outbox.send_all(waiting.into_iter().map(|w| w.ack));
+            return;
+        }
+        let mut out = Vec::with_capacity(waiting.len());
+        for mut w in waiting {
+            if let Some(i) = acks.failed.iter().position(|(t, _)| *t == w.ticket) {
+                w.failure = Some(acks.failed.swap_remove(i).1);
+            }
+            if let Some(code) = w.failure {
+                self.refuse(&mut w.ack, code, &mut acks.withheld);
+            }
+            if !acks.withheld {
+                out.push(w.ack);
+            }
+        }
+        self.outbox.send_all(out);
+        if acks.failed.is_empty() {
+            self.failing.store(false, Ordering::Release);
+        }
+    }
+
+    /// Turns `ack` negative; for 3.1.1 marks every ack from here on as withheld and closes.
+    fn refuse(&self, ack: &mut Packet, code: u8, withheld: &mut bool) {
+        let qos2 = matches!(ack, Packet::PubRec(_));
+        let (Packet::PubAck(a) | Packet::PubRec(a)) = ack else {
+            return;
+        };
+        if qos2 && let Some(session) = &self.session {
+            session.retract_qos2(a.packet_id);
+        }
+        if self.v5 {
+            a.reason = code;
+        } else if !*withheld {
+            *withheld = true;
+            self.outbox.close(
+                code,
+                "a message was not taken by every node with matching subscribers in time",
+            );
+        }
+    }
+
+    /// Sends the ack of the publication just routed now, or after the parked deliveries and
+    /// forwarded copies it must follow.
     pub fn ack(&self, ack: Packet) {
-        // Only the publisher's own reader parks, and it is here: a count of zero cannot rise
-        // meanwhile, and shows that the acks before were already sent.
-        if self.outstanding() == 0 {
+        // Only the publisher's own reader parks and forwards, and it is here: a count of zero
+        // cannot rise meanwhile, and shows that the acks before were already sent.
+        if self.outstanding() == 0 && !self.failing.load(Ordering::Acquire) {
             self.outbox.send(ack);
             return;
         }
         let mut acks = self.acks();
+        let waiting = Waiting {
+            ticket: self.ticket.load(Ordering::Acquire),
+            failure: None,
+            ack,
+        };
         if self.outstanding() > 0 {
-            acks.push(ack);
+            acks.waiting.push(waiting);
         } else {
-            self.outbox.send(ack);
+            self.send(&mut acks, vec![waiting]);
         }
     }
 
-    /// Parked deliveries not yet moved in or dropped.
+    /// Parked deliveries and forwarded copies not yet taken or given up.
     pub fn outstanding(&self) -> usize {
         self.outstanding.load(Ordering::Acquire)
     }
 
-    /// Whether the publisher has as many deliveries (or bytes) parked as it may: its reader
-    /// waits.
+    /// Whether the publisher has as many deliveries (or bytes) parked, or copies forwarded,
+    /// as it may: its reader waits.
     pub fn is_full(&self) -> bool {
-        self.outstanding() >= PUBLISHER_WINDOW
+        let forwarded = self.forwarded.load(Ordering::Acquire);
+        self.outstanding().saturating_sub(forwarded) >= PUBLISHER_WINDOW
             || self.bytes.load(Ordering::Acquire) >= PUBLISHER_WINDOW_BYTES
+            || forwarded >= FORWARD_WINDOW
     }
 
-    /// Waits until every parked delivery has moved in or been dropped, or until `deadline`;
+    /// Waits until every parked delivery and forwarded copy is settled, or until `deadline`;
     /// true if they all settled.
     pub async fn settled(&self, deadline: tokio::time::Instant) -> bool {
         loop {
@@ -205,8 +344,38 @@ impl Waiter {
         }
     }
 
-    fn acks(&self) -> MutexGuard<'_, Vec<Packet>> {
+    fn acks(&self) -> MutexGuard<'_, Acks> {
         self.acks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A copy of a publisher's message on its way to a peer node, which holds the message's ack
+/// until the peer has taken it. Dropped without [`Forward::delivered`] — the peer did not
+/// take it in time, it restarted, or the route's replay buffer had no room — it makes the
+/// ack negative ([`Waiter`]).
+pub struct Forward {
+    waiter: Arc<Waiter>,
+    ticket: u64,
+    failure: u8,
+    delivered: bool,
+}
+
+impl Forward {
+    /// The peer took the message into its sessions' queues.
+    pub fn delivered(mut self) {
+        self.delivered = true;
+    }
+
+    /// Gives the copy up with this MQTT 5 reason code instead of 0x80 (unspecified error).
+    pub fn fail(mut self, code: u8) {
+        self.failure = code;
+    }
+}
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        let failure = (!self.delivered).then_some(self.failure);
+        self.waiter.forward_done(self.ticket, failure);
     }
 }
 
@@ -330,7 +499,7 @@ mod tests {
     #[tokio::test]
     async fn a_waiter_settles_when_its_last_claim_goes_and_then_sends_the_acks_in_order() {
         let outbox = Arc::new(Outbox::default());
-        let waiter = Arc::new(Waiter::new(Arc::clone(&outbox)));
+        let waiter = Arc::new(Waiter::new(Arc::clone(&outbox), true, None));
         waiter.ack(Packet::PingResp);
         assert_eq!(outbox.take().0.len(), 1, "nothing parked: sent at once");
         let a = waiter.parked(10);

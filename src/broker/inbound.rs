@@ -239,7 +239,13 @@ impl<'a> Client<'a> {
                 } else {
                     usize::from(u16::MAX)
                 };
-                let receipt = self.session().map(|mut s| s.receive_qos2(packet_id, limit));
+                let retracted = self.session.take_retracted();
+                let receipt = self.session().map(|mut s| {
+                    for id in retracted {
+                        s.release_qos2(id);
+                    }
+                    s.receive_qos2(packet_id, limit)
+                });
                 match receipt {
                     None => return Some(End::Closed(reason::SESSION_TAKEN_OVER)),
                     Some(Qos2Receipt::OverLimit) => {
@@ -345,13 +351,18 @@ impl<'a> Client<'a> {
     fn route(&mut self, publish: Publish) -> usize {
         let hold = self.hold.get_or_insert_with(|| {
             Box::new(Hold {
-                waiter: Arc::new(Waiter::new(Arc::clone(self.outbox))),
+                waiter: Arc::new(Waiter::new(
+                    Arc::clone(self.outbox),
+                    self.version.is_v5(),
+                    Some(Arc::clone(&self.session)),
+                )),
                 sessions: Vec::new(),
             })
         });
         if hold.waiter.outstanding() == 0 {
             hold.sessions.clear();
         }
+        hold.waiter.begin();
         let routed = self.broker.publish(
             Message::from_publish(publish, self.session.id()),
             Sender::Publisher(&hold.waiter),

@@ -61,13 +61,14 @@ use tokio::sync::watch;
 
 use crate::auth::Auth;
 use crate::config::Limits;
-use crate::protocol::{Publish, SubscriptionOptions, reason};
+use crate::protocol::{Publish, QoS, SubscriptionOptions, reason};
 
 pub use admission::{Arrival, Counted};
 pub(crate) use connect::{is_sys_topic, within_limits};
 pub use connection::serve;
 pub use expiry::run as expire_sessions;
 pub(crate) use flow::Backlog;
+pub use flow::{Forward, Waiter};
 pub use groups::GroupRef;
 pub use keepalive::sweep as keep_alive_sweep;
 pub(crate) use log_limit::LogLimit;
@@ -328,7 +329,11 @@ impl Broker {
         if let Some(peers) = peers {
             // Groups with members only on other nodes.
             assigned.extend(remote.iter().filter_map(|r| self.choose_peer(r)));
-            routed.matched += peers.forward(&message, &assigned);
+            let publisher = match sender {
+                Sender::Publisher(waiter) if message.qos != QoS::AtMostOnce => Some(waiter),
+                _ => None,
+            };
+            routed.matched += peers.forward(&message, &assigned, publisher);
         }
         routed
     }

@@ -9,10 +9,14 @@
 //! `cluster.group_strategy`. A standalone broker has no `Peers` and pays one atomic load per
 //! publish and subscription change for the possibility.
 
+use std::sync::Arc;
+
+use super::flow::Waiter;
 use super::groups::GroupRef;
 use super::message::Message;
 
-/// A peer node, as the cluster numbers it (stable while its route is up).
+/// A peer node, as the cluster numbers it (stable while the node runs and its route is up
+/// or in its grace period).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PeerId(pub u64);
 
@@ -55,8 +59,15 @@ pub trait Peers: Send + Sync {
     /// Sends a message a local client published to every peer with matching plain interest
     /// and to the peers `assigned` its groups, once per peer; a retained message goes to
     /// every peer, so each node's retained store stays complete. Returns how many peers were
-    /// sent it for delivery.
-    fn forward(&self, message: &Message, assigned: &[Assigned]) -> usize;
+    /// sent it for delivery. With `publisher` (a QoS 1/2 message), each copy for delivery
+    /// holds the publisher's ack until the peer has taken it ([`Waiter::forwarded`]), unless
+    /// the cluster acknowledges once a message is queued here (`cluster.acks = "local"`).
+    fn forward(
+        &self,
+        message: &Message,
+        assigned: &[Assigned],
+        publisher: Option<&Arc<Waiter>>,
+    ) -> usize;
 
     /// Sends a group message whose members on this node are gone to `peer`, marked so it goes
     /// no further. False if it could not be sent.

@@ -295,7 +295,7 @@ mod tests {
     }
 
     fn waiter() -> Arc<Waiter> {
-        Arc::new(Waiter::new(Arc::new(Outbox::default())))
+        Arc::new(Waiter::new(Arc::new(Outbox::default()), true, None))
     }
 
     fn parked(waiter: &Arc<Waiter>, payload: usize) -> Parked {

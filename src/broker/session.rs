@@ -49,6 +49,11 @@ pub struct SessionHandle {
     /// A connection is attached: kept beside the lock so that choosing a consumer group's
     /// member, which prefers connected ones, need not lock every member.
     online: AtomicBool,
+    /// Inbound QoS 2 packet ids whose PUBREC was negative because a peer node did not take
+    /// the message ([`super::flow::Waiter`]): forgotten before the next QoS 2 PUBLISH, so
+    /// the client may use the id again. A lock of its own, taken under any other (it takes
+    /// none), as the waiter answers under locks of its own.
+    retracted: Mutex<Vec<u16>>,
     state: Mutex<Session>,
 }
 
@@ -93,6 +98,7 @@ impl SessionHandle {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             access: Access::new(client_id, username),
             online: AtomicBool::new(false),
+            retracted: Mutex::new(Vec::new()),
             state: Mutex::new(Session::new()),
         })
     }
@@ -111,6 +117,25 @@ impl SessionHandle {
     /// attaches or detaches one.
     pub fn set_online(&self, online: bool) {
         self.online.store(online, Ordering::Relaxed);
+    }
+
+    /// A negative PUBREC freed inbound QoS 2 `packet_id` (MQTT-4.3.3): the session forgets
+    /// it before the client's next QoS 2 PUBLISH ([`Session::receive_qos2`]'s caller).
+    pub fn retract_qos2(&self, packet_id: u16) {
+        self.retracted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(packet_id);
+    }
+
+    /// The QoS 2 packet ids negative PUBRECs freed since the last call.
+    pub fn take_retracted(&self) -> Vec<u16> {
+        std::mem::take(
+            &mut *self
+                .retracted
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
     }
 
     /// A number unique to this session for the broker's lifetime (0 is never used).

@@ -19,7 +19,9 @@ pub const MAGIC: &[u8; 4] = b"SMQR";
 /// The route protocol version; a peer with another one is refused. Version 2: the secret is
 /// proven by challenge and response instead of sent in the INFO. Version 3: retained messages
 /// and clears carry a version (MESSAGE with RETAIN, RETAINED), and RETAINED carries clears.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// Version 4: INFO carries the sender's epoch; messages are numbered (SEQ) and acknowledged
+/// (ACK), and SYNCED ends the full interest set.
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// MESSAGE flag: a version (`u64` clock, `string` node) follows the group list.
 const VERSIONED: u8 = 0x04;
@@ -67,6 +69,9 @@ pub struct Info {
     pub nonce: String,
     /// Advertise addresses of the peers the sender has routes to, for discovery.
     pub peers: Vec<String>,
+    /// Drawn at random when the sender started: a peer that comes back with another epoch
+    /// restarted, and holds nothing of what it had ([`super::link`]).
+    pub epoch: u64,
 }
 
 /// One frame on a route.
@@ -115,6 +120,12 @@ pub enum Frame {
     },
     /// New peers to dial (discovery).
     Peers(Vec<String>),
+    /// The full interest set sent when the route registered is complete.
+    Synced,
+    /// The next MESSAGE frame's number (each one after it is the previous one's plus one).
+    Seq(u64),
+    /// The sender took every message numbered up to this one into its sessions' queues.
+    Ack(u64),
     /// A client connected to the sender with this id: a connection with it here must close.
     ClientConnected {
         client_id: String,
@@ -136,6 +147,9 @@ mod kind {
     pub const CLIENT_CONNECTED: u8 = 10;
     pub const CHALLENGE: u8 = 11;
     pub const PROOF: u8 = 12;
+    pub const SYNCED: u8 = 13;
+    pub const SEQ: u8 = 14;
+    pub const ACK: u8 = 15;
 }
 
 impl Frame {
@@ -152,6 +166,7 @@ impl Frame {
                     put_str(&mut out, s);
                 }
                 put_list(&mut out, &info.peers);
+                out.put_u64(info.epoch);
             }
             Frame::Refused(why) => {
                 out.put_u8(kind::REFUSED);
@@ -205,6 +220,15 @@ impl Frame {
                 out.put_u8(kind::PEERS);
                 put_list(&mut out, peers);
             }
+            Frame::Synced => out.put_u8(kind::SYNCED),
+            Frame::Seq(seq) => {
+                out.put_u8(kind::SEQ);
+                out.put_u64(*seq);
+            }
+            Frame::Ack(seq) => {
+                out.put_u8(kind::ACK);
+                out.put_u64(*seq);
+            }
             Frame::ClientConnected {
                 client_id,
                 connected_at,
@@ -230,6 +254,7 @@ impl Frame {
                     advertise: take_str(&mut body, "INFO")?,
                     nonce: take_str(&mut body, "INFO")?,
                     peers: take_list(&mut body, "INFO")?,
+                    epoch: take_u64(&mut body, "INFO")?,
                 })
             }
             kind::REFUSED => Frame::Refused(take_str(&mut body, "REFUSED")?),
@@ -272,6 +297,9 @@ impl Frame {
                 publish: Box::new(take_publish(&mut body, max_packet)?),
             },
             kind::PEERS => Frame::Peers(take_list(&mut body, "PEERS")?),
+            kind::SYNCED => Frame::Synced,
+            kind::SEQ => Frame::Seq(take_u64(&mut body, "SEQ")?),
+            kind::ACK => Frame::Ack(take_u64(&mut body, "ACK")?),
             kind::CLIENT_CONNECTED => Frame::ClientConnected {
                 client_id: take_str(&mut body, "CLIENT_CONNECTED")?,
                 connected_at: take_u64(&mut body, "CLIENT_CONNECTED")?,
@@ -361,6 +389,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             buf: BytesMut::new(),
             max_packet,
         }
+    }
+
+    /// Whether a whole frame is buffered, so [`FrameReader::next`] returns without reading.
+    pub fn has_frame(&self) -> bool {
+        self.buf
+            .first_chunk::<4>()
+            .is_some_and(|head| self.buf.len() >= 4 + u32::from_be_bytes(*head) as usize)
     }
 
     /// The next frame. Cancel safe: bytes read before a cancellation stay buffered.
@@ -545,7 +580,11 @@ mod tests {
             advertise: "127.0.0.1:1".into(),
             nonce: "00ff".into(),
             peers: vec!["a:1".into(), "b:2".into()],
+            epoch: 0x0123_4567_89ab_cdef,
         }));
+        round_trip(Frame::Synced);
+        round_trip(Frame::Seq(7));
+        round_trip(Frame::Ack(u64::MAX));
         round_trip(Frame::Refused("no".into()));
         round_trip(Frame::Challenge("0a1b".into()));
         round_trip(Frame::Proof(vec![0, 1, 255]));
@@ -750,6 +789,7 @@ mod tests {
             advertise: address,
             nonce: "0f".repeat(32),
             peers,
+            epoch: u64::MAX,
         });
         let bytes = info.encode().expect("encodes");
         assert!(

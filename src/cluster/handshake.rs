@@ -138,7 +138,8 @@ enum Role {
 
 /// What a proof covers, each part length-prefixed so that no two transcripts read alike:
 /// the protocol version, the prover's role, the verifier's nonce (so the proof answers this
-/// connection's challenge only), the prover's nonce, and node and cluster names.
+/// connection's challenge only), the prover's nonce, node and cluster names, and the
+/// prover's epoch.
 fn transcript(role: Role, verifier_nonce: &str, prover_nonce: &str, names: &[&str]) -> Vec<u8> {
     let role = match role {
         Role::Dialler => "dialler",
@@ -152,6 +153,12 @@ fn transcript(role: Role, verifier_nonce: &str, prover_nonce: &str, names: &[&st
         out.extend_from_slice(part.as_bytes());
     }
     out
+}
+
+/// A node's epoch as the proofs cover it, so nobody between two nodes can make one look
+/// restarted (or not) to the other.
+fn epoch(info: &Info) -> String {
+    format!("{:016x}", info.epoch)
 }
 
 /// A fresh nonce, as hex digits.
@@ -248,7 +255,7 @@ where
             Role::Dialler,
             &challenge,
             &mine.nonce,
-            &[&mine.node, &mine.cluster],
+            &[&mine.node, &mine.cluster, &epoch(&mine)],
         );
         send(writer, false, &[Frame::Proof(proof)]).await?;
         let theirs = match frame::read_handshake_frame(reader).await? {
@@ -260,7 +267,12 @@ where
         let Frame::Proof(proof) = frame::read_handshake_frame(reader).await? else {
             return Err(HandshakeError::NotARoute);
         };
-        let names = [theirs.node.as_str(), &mine.node, &mine.cluster];
+        let names = [
+            theirs.node.as_str(),
+            &mine.node,
+            &mine.cluster,
+            &epoch(&theirs),
+        ];
         let checked = well_formed(&theirs).and_then(|()| {
             if secret.verify(&proof, Role::Acceptor, &mine.nonce, &challenge, &names) {
                 compatible(&mine, &theirs).and_then(|()| not_myself(&mine, &theirs))
@@ -328,7 +340,7 @@ where
             Frame::Refused(why) => return Err(refused_by_peer(&why)),
             _ => return Err(HandshakeError::NotARoute),
         };
-        let names = [theirs.node.as_str(), &theirs.cluster];
+        let names = [theirs.node.as_str(), &theirs.cluster, &epoch(&theirs)];
         let checked = if secret.verify(&proof, Role::Dialler, &mine.nonce, &theirs.nonce, &names) {
             not_myself(&mine, &theirs)
         } else {
@@ -338,7 +350,12 @@ where
             refuse(writer, false, &error).await;
             return Err(error);
         }
-        let names = [mine.node.as_str(), &theirs.node, &mine.cluster];
+        let names = [
+            mine.node.as_str(),
+            &theirs.node,
+            &mine.cluster,
+            &epoch(&mine),
+        ];
         let proof = secret.prove(Role::Acceptor, &theirs.nonce, &mine.nonce, &names);
         send(writer, false, &[Frame::Info(mine), Frame::Proof(proof)]).await?;
         Ok(theirs)
@@ -438,6 +455,7 @@ mod tests {
             advertise: "127.0.0.1:1".into(),
             nonce: String::new(),
             peers: Vec::new(),
+            epoch: 1,
         }
     }
 

@@ -40,6 +40,7 @@ use crate::broker::{PendingSet, Place};
 
 use super::frame::{Frame, Info, MAGIC, MAX_INFO_PEERS_BYTES};
 use super::handshake::{self, HandshakeError};
+use super::link::Link;
 use super::route::{self, Route, RouteEnd};
 use super::{Cluster, State, validate};
 
@@ -180,8 +181,9 @@ impl Cluster {
         let mut info = self.info.clone();
         let mut budget = MAX_INFO_PEERS_BYTES;
         info.peers = self
-            .routes()
-            .iter()
+            .state()
+            .routes
+            .values()
             .map(|r| r.advertise.clone())
             .take_while(|addr| match budget.checked_sub(2 + addr.len()) {
                 Some(left) => {
@@ -382,18 +384,13 @@ impl Cluster {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        let route = Route::new(
-            theirs.node.clone(),
-            theirs.advertise.clone(),
-            outbound,
-            self.route_queue_bytes,
-            self.max_interest,
-            self.route_backlog_bytes,
-        );
-        if let Err(why) = self.register(&route) {
-            tracing::info!(peer = %route.peer, why, "route not kept");
-            return;
-        }
+        let route = match self.register(&theirs, outbound) {
+            Ok(route) => route,
+            Err(why) => {
+                tracing::info!(peer = %theirs.node, why, "route not kept");
+                return;
+            }
+        };
         tracing::info!(peer = %route.peer, advertise = %route.advertise, outbound, "route up");
         self.discover(&theirs.node, "INFO", theirs.peers);
         // The retained messages follow the initial set, streamed beside live traffic.
@@ -410,7 +407,10 @@ impl Cluster {
         }
     }
 
-    fn register(&self, route: &Arc<Route>) -> Result<(), String> {
+    /// Registers the route of a peer whose handshake succeeded: on the peer's link (a new
+    /// one if the peer is new or restarted), with the initial set queued and then whatever
+    /// the link kept for the peer.
+    fn register(&self, theirs: &Info, outbound: bool) -> Result<Arc<Route>, String> {
         if self.broker.strong_count() == 0 {
             return Err("broker gone".into());
         }
@@ -418,18 +418,44 @@ impl Cluster {
         if *self.closing.borrow() {
             return Err("this node is shutting down".into());
         }
-        match state.routes.get(&route.peer) {
-            Some(existing) => {
-                if !self.keep_new(existing, route) {
-                    return Err("duplicate route; keeping the one dialled by the node with the smaller name".into());
-                }
-                existing.close();
-            }
-            None if state.routes.len() >= self.max_peers => {
-                return Err(format!("cluster.max_peers ({}) reached", self.max_peers));
-            }
-            None => {}
+        let peer = theirs.node.as_str();
+        let existing = state.routes.get(peer).cloned();
+        if let Some(existing) = &existing
+            && !self.keep_new(existing, peer, outbound)
+        {
+            return Err(
+                "duplicate route; keeping the one dialled by the node with the smaller name".into(),
+            );
         }
+        let link = match state.links.get(peer) {
+            Some(link) if link.epoch == theirs.epoch => Arc::clone(link),
+            known => {
+                if known.is_none() && state.links.len() >= self.max_peers {
+                    return Err(format!("cluster.max_peers ({}) reached", self.max_peers));
+                }
+                if let Some(old) = state.links.remove(peer) {
+                    tracing::info!(
+                        peer,
+                        "peer restarted (new epoch): what was kept for it is given up"
+                    );
+                    old.fail_all();
+                }
+                let link = Link::new(peer.to_string(), theirs.epoch, self.link_limits);
+                state.links.insert(peer.to_string(), Arc::clone(&link));
+                link
+            }
+        };
+        if let Some(existing) = existing {
+            existing.close();
+        }
+        let route = Route::new(
+            link,
+            theirs.advertise.clone(),
+            outbound,
+            self.route_queue_bytes,
+            self.link_limits.max_interest,
+            self.route_backlog_bytes,
+        );
         let announce = Frame::Peers(vec![route.advertise.clone()]);
         let mut others = Vec::new();
         for other in state.routes.values().filter(|r| r.peer != route.peer) {
@@ -452,10 +478,14 @@ impl Cluster {
                 offline: members.offline,
             });
         }
+        route.send_initial(&Frame::Synced);
+        // Under the state lock: no interest change, and under the link's lock no message,
+        // can come between the initial set, the replay and what follows.
+        route.link.attach(&route);
         state
             .names
             .insert(route.advertise.clone(), route.peer.clone());
-        state.routes.insert(route.peer.clone(), Arc::clone(route));
+        state.routes.insert(route.peer.clone(), Arc::clone(&route));
         if state.names.len() > 4 * self.max_peers {
             // Addresses of nodes long gone: keep only those of live routes and dial loops.
             let State {
@@ -466,39 +496,41 @@ impl Cluster {
             } = &mut *state;
             names.retain(|addr, name| routes.contains_key(name) || dialing.contains(addr));
         }
-        self.publish_routes(&state.routes);
-        Ok(())
+        self.publish_links(&state);
+        Ok(route)
     }
 
+    /// The route ended: its link keeps the peer's interest and messages for the grace period
+    /// ([`Cluster::expire_links`] ends it).
     fn unregister(&self, route: &Route) {
         let mut state = self.state();
+        route.link.detach(route);
         if state
             .routes
             .get(&route.peer)
             .is_some_and(|r| r.id() == route.id())
         {
             state.routes.remove(&route.peer);
-            self.publish_routes(&state.routes);
         }
     }
 
-    /// Rebuilds the publish path's route list (under the state lock, so it never goes back).
-    fn publish_routes(&self, routes: &std::collections::HashMap<String, Arc<Route>>) {
-        let list = routes.values().cloned().collect();
+    /// Rebuilds the publish path's link list (under the state lock, so it never goes back).
+    pub(super) fn publish_links(&self, state: &State) {
+        let list = state.links.values().cloned().collect();
         *self
-            .routes
+            .links
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = list;
     }
 
     /// The duplicate rule: keep the connection dialled by the node with the smaller name;
     /// between two dialled by the same node, the newer.
-    fn keep_new(&self, existing: &Route, new: &Route) -> bool {
-        let winner = self.node.as_str().min(new.peer.as_str());
-        let dialed_by_winner = |r: &Route| {
-            let dialer = if r.outbound { &self.node } else { &r.peer };
+    fn keep_new(&self, existing: &Route, peer: &str, outbound: bool) -> bool {
+        let winner = self.node.as_str().min(peer);
+        let dialed_by_winner = |outbound: bool| {
+            let dialer = if outbound { self.node.as_str() } else { peer };
             dialer == winner
         };
-        !dialed_by_winner(existing) || dialed_by_winner(new)
+        !dialed_by_winner(existing.outbound) || dialed_by_winner(outbound)
     }
 }

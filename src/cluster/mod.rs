@@ -36,6 +36,7 @@
 mod frame;
 mod handshake;
 mod interest;
+mod link;
 mod mesh;
 mod route;
 mod sync;
@@ -54,7 +55,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::broker::{
-    Assigned, Broker, GroupRef, LogLimit, Message, PeerId, Peers, RemoteGroup, Version,
+    Assigned, Broker, GroupRef, LogLimit, Message, PeerId, Peers, RemoteGroup, Version, Waiter,
 };
 use crate::config::ClusterConfig;
 use crate::protocol::{Delivered, Publish, QoS};
@@ -62,6 +63,7 @@ use crate::transport::TransportError;
 
 use frame::{Frame, Info, Outgoing};
 use interest::Members;
+use link::{Link, LinkLimits, Sent};
 use route::Route;
 use tls::RouteTls;
 pub(crate) use validate::{MAX_NAME, check_address, check_node_name};
@@ -93,6 +95,8 @@ struct Timings {
 struct State {
     /// One route per peer node name.
     routes: HashMap<String, Arc<Route>>,
+    /// One link per peer node name: those with a route, and those in their grace period.
+    links: HashMap<String, Arc<Link>>,
     /// Filters with at least one local plain subscriber.
     local: HashSet<String>,
     /// Local member counts of consumer groups, by (group, filter).
@@ -115,10 +119,15 @@ pub struct Cluster {
     tls: Option<RouteTls>,
     timings: Timings,
     max_peers: usize,
-    max_interest: usize,
     max_pending: usize,
     route_queue_bytes: usize,
     route_backlog_bytes: usize,
+    /// What each peer's link keeps, and for how long.
+    link_limits: LinkLimits,
+    /// `cluster.peer_grace_ms`.
+    grace: Duration,
+    /// `cluster.acks = "cluster"`: a publisher's ack waits for the peers.
+    acks_wait_for_peers: bool,
     /// Largest MQTT packet, which bounds message frames.
     max_packet: usize,
     /// What a peer's filters, topics, names and addresses are held to.
@@ -132,8 +141,9 @@ pub struct Cluster {
     logs: Logs,
     broker: Weak<Broker>,
     state: Mutex<State>,
-    /// The routes, for the publish path: read-locked per message, rebuilt on (un)registration.
-    routes: RwLock<Vec<Arc<Route>>>,
+    /// The links, for the publish path: read-locked per message, rebuilt when one comes or
+    /// goes.
+    links: RwLock<Vec<Arc<Link>>>,
     /// Set once on shutdown: no route is accepted, dialled or registered any more.
     closing: watch::Sender<bool>,
 }
@@ -213,6 +223,7 @@ impl Bound {
                 advertise,
                 nonce: String::new(),
                 peers: Vec::new(),
+                epoch: rand::random(),
             },
             secret: handshake::Secret::new(&c.secret),
             tls: self.tls,
@@ -225,10 +236,16 @@ impl Bound {
                 discovered_attempts: c.discovered_redial_attempts,
             },
             max_peers: c.max_peers,
-            max_interest: c.max_peer_interest,
             max_pending: c.max_pending_routes,
             route_queue_bytes: c.route_queue_bytes,
             route_backlog_bytes: c.route_backlog_bytes,
+            link_limits: LinkLimits {
+                replay_bytes: c.route_replay_bytes,
+                ack_timeout: Duration::from_millis(c.ack_timeout_ms),
+                max_interest: c.max_peer_interest,
+            },
+            grace: Duration::from_millis(c.peer_grace_ms),
+            acks_wait_for_peers: c.acks == "cluster",
             max_packet: broker.limits().max_packet_size as usize,
             rules: validate::Rules::new(broker.limits(), c.max_peers),
             refused: AtomicU64::new(0),
@@ -236,7 +253,7 @@ impl Bound {
             logs: Logs::default(),
             broker: Arc::downgrade(broker),
             state: Mutex::new(State::default()),
-            routes: RwLock::new(Vec::new()),
+            links: RwLock::new(Vec::new()),
             closing: watch::channel(false).0,
         });
         broker.version_retained(
@@ -276,6 +293,7 @@ impl Attached {
     pub fn start(self) -> Arc<Cluster> {
         let cluster = self.cluster;
         tokio::spawn(mesh::accept_loop(Arc::clone(&cluster), self.listener));
+        tokio::spawn(tick(Arc::downgrade(&cluster)));
         for seed in self.seeds {
             cluster.start_dialing(seed, true);
         }
@@ -312,9 +330,12 @@ impl Cluster {
         }
     }
 
-    /// Messages dropped because a route's queue was full, over the live routes.
+    /// Messages for peers dropped: a route's queue was full, a link's replay buffer was full,
+    /// a peer did not acknowledge in time or had no route (QoS 0), over the live links.
     pub fn dropped(&self) -> u64 {
-        self.routes().iter().map(|r| r.dropped()).sum()
+        let state = self.state();
+        let routes: u64 = state.routes.values().map(|r| r.dropped()).sum();
+        routes + state.links.values().map(|l| l.dropped()).sum::<u64>()
     }
 
     /// Items peers sent that were refused as invalid (filters, topics, group names, client
@@ -368,8 +389,55 @@ impl Cluster {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn routes(&self) -> RwLockReadGuard<'_, Vec<Arc<Route>>> {
-        self.routes.read().unwrap_or_else(PoisonError::into_inner)
+    fn links(&self) -> RwLockReadGuard<'_, Vec<Arc<Link>>> {
+        self.links.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Gives up overdue messages on every link, and removes the links whose peer has been
+    /// away for its grace period (docs/ARCHITECTURE.md, "Acknowledgements and replay").
+    fn expire_links(&self) {
+        let now = Instant::now();
+        let gone: Vec<Arc<Link>> = self
+            .links()
+            .iter()
+            .filter(|link| link.expire(now, self.grace))
+            .cloned()
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        let mut state = self.state();
+        for link in gone {
+            // Still without a route (one may have come back meanwhile) and still the link.
+            if state.routes.contains_key(&link.peer)
+                || state
+                    .links
+                    .get(&link.peer)
+                    .is_none_or(|l| l.id() != link.id())
+            {
+                continue;
+            }
+            state.links.remove(&link.peer);
+            tracing::info!(peer = %link.peer, grace = ?self.grace, "peer did not come back within cluster.peer_grace_ms; its interest is dropped");
+            link.fail_all();
+        }
+        self.publish_links(&state);
+    }
+}
+
+/// How often links give up overdue messages and peers past their grace period.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Runs [`Cluster::expire_links`] every [`TICK`] while the cluster exists.
+async fn tick(cluster: Weak<Cluster>) {
+    let mut every = tokio::time::interval(TICK);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        match cluster.upgrade() {
+            Some(cluster) => cluster.expire_links(),
+            None => return,
+        }
     }
 }
 
@@ -459,8 +527,8 @@ impl Peers for Cluster {
 
     fn remote_groups(&self, topic: &str) -> Vec<RemoteGroup> {
         let mut found: Vec<RemoteGroup> = Vec::new();
-        for route in self.routes().iter() {
-            route.interest().groups(topic, |group, filter, members| {
+        for link in self.links().iter() {
+            link.interest().groups(topic, |group, filter, members| {
                 let i = match found
                     .iter()
                     .position(|g| g.group.group == group && g.group.filter == filter)
@@ -479,7 +547,7 @@ impl Peers for Cluster {
                         found.len() - 1
                     }
                 };
-                found[i].peers.push(PeerId(route.id()));
+                found[i].peers.push(PeerId(link.id()));
                 found[i].online.push(members.online);
                 found[i].offline.push(members.offline);
             });
@@ -487,23 +555,30 @@ impl Peers for Cluster {
         found
     }
 
-    fn forward(&self, message: &Message, assigned: &[Assigned]) -> usize {
-        let routes = self.routes();
+    fn forward(
+        &self,
+        message: &Message,
+        assigned: &[Assigned],
+        publisher: Option<&Arc<Waiter>>,
+    ) -> usize {
+        let links = self.links();
+        let keep = message.qos != QoS::AtMostOnce;
+        let publisher = publisher.filter(|_| self.acks_wait_for_peers);
         // Most peers get the same frame: encode once per flavour (with or without delivery);
         // a peer assigned a group gets its own.
         let mut encoded: [Option<Bytes>; 2] = [None, None];
         let mut sent = 0;
-        for route in routes.iter() {
-            let plain = route.interest().matches(&message.topic);
+        for link in links.iter() {
+            let plain = link.interest().matches(&message.topic);
             let chosen: Vec<GroupRef> = assigned
                 .iter()
-                .filter(|a| a.peer == PeerId(route.id()))
+                .filter(|a| a.peer == PeerId(link.id()))
                 .map(|a| a.group.clone())
                 .collect();
-            if !plain && chosen.is_empty() && !message.retain {
+            let deliver = plain || !chosen.is_empty();
+            if !deliver && !message.retain {
                 continue;
             }
-            sent += usize::from(plain || !chosen.is_empty());
             let bytes = if chosen.is_empty() {
                 let slot = &mut encoded[usize::from(plain)];
                 if slot.is_none() {
@@ -514,23 +589,30 @@ impl Peers for Cluster {
                 encode_message(message, plain, false, &chosen)
             };
             if let Some(bytes) = bytes {
-                route.send_message(bytes);
+                // Only a copy for delivery holds the publisher's ack; a retained message for
+                // a peer's store alone does not.
+                let waiter = publisher.filter(|_| deliver);
+                if link.send(bytes, keep, waiter) == Sent::Yes && deliver {
+                    sent += 1;
+                }
             }
         }
         sent
     }
 
     fn redirect(&self, message: &Message, group: &GroupRef, peer: PeerId) -> bool {
-        let route = self
-            .routes()
+        let link = self
+            .links()
             .iter()
-            .find(|route| PeerId(route.id()) == peer)
+            .find(|link| PeerId(link.id()) == peer)
             .cloned();
         match (
-            route,
+            link,
             encode_message(message, false, true, std::slice::from_ref(group)),
         ) {
-            (Some(route), Some(bytes)) => route.send_message(bytes),
+            (Some(link), Some(bytes)) => {
+                link.send(bytes, message.qos != QoS::AtMostOnce, None) == Sent::Yes
+            }
             _ => false,
         }
     }
@@ -540,7 +622,7 @@ impl Peers for Cluster {
             client_id: client_id.to_string(),
             connected_at,
         };
-        for route in self.routes().iter() {
+        for route in self.state().routes.values() {
             route.send_control(&frame);
         }
     }

@@ -1,21 +1,28 @@
 //! One route: an established, authenticated connection to one peer node.
 //!
 //! A [`Route`] owns what belongs to that connection: the outbound queue, bounded in bytes,
-//! the interest the peer declared on it, and the budget ([`Backlog`]) for the peer's messages
-//! that wait beside full local queues — the reader hands every message to the broker and never
-//! waits for a subscriber, so one slow session cannot hold up the rest of the route's traffic.
-//! Past the queue's bound a message is dropped, but a control frame (interest, discovery,
-//! client ids) never is, as the peer's picture would go wrong: a peer that lets that many pile
-//! up is disconnected instead, and gets the full picture again when the route comes back.
+//! and the budget ([`Backlog`]) for the peer's messages that wait beside full local queues —
+//! the reader hands every message to the broker and never waits for a subscriber, so one slow
+//! session cannot hold up the rest of the route's traffic. What must outlive the connection —
+//! the peer's interest, message numbers, the replay buffer — is the route's [`Link`]'s.
+//! Past the queue's bound a QoS 0 message is dropped (a QoS 1/2 one is bounded by the link's
+//! replay buffer instead), but a control frame (interest, discovery, client ids) never is, as
+//! the peer's picture would go wrong: a peer that lets that many pile up is disconnected
+//! instead, and gets the full picture again when the route comes back.
 //! [`run`] drives the connection with two halves: the writer drains the queue (many frames per
-//! system call) and sends a heartbeat when the route has been idle for `heartbeat_ms`; the
-//! reader applies the peer's frames and closes the route when nothing arrives within
-//! `heartbeat_timeout_ms`. A route is ended either at once ([`Route::close`]) or, on a graceful
-//! shutdown, after the writer has sent everything already queued ([`Route::drain`]).
+//! system call), acknowledges what the reader took, and sends a heartbeat when the route has
+//! been idle for `heartbeat_ms`; the reader applies the peer's frames and closes the route
+//! when nothing arrives within `heartbeat_timeout_ms`. A route is ended either at once
+//! ([`Route::close`]) or, on a graceful shutdown, after the writer has sent everything already
+//! queued ([`Route::drain`]).
+//!
+//! The peer's interest on a new route is built apart and takes the place of what the link
+//! kept only once the peer's full set is in (its SYNCED frame), so the publish path never
+//! sees a half-built picture after a flap.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,6 +34,7 @@ use crate::broker::Backlog;
 use super::Cluster;
 use super::frame::{Frame, FrameError, FrameReader};
 use super::interest::{Interest, InterestFull, Members};
+use super::link::Link;
 
 /// Why a route ended.
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +83,13 @@ pub struct Route {
     closed: watch::Sender<bool>,
     /// Set on shutdown: the writer ends the route once the queue is empty.
     draining: AtomicBool,
-    interest: RwLock<Interest>,
+    /// What outlives this connection.
+    pub link: Arc<Link>,
+    /// The peer's interest while its full set is coming in; `None` once it is (SYNCED), and
+    /// changes then go to the link's.
+    fresh: Mutex<Option<Interest>>,
+    /// The highest message number taken from the peer that the writer should acknowledge.
+    ack_due: AtomicU64,
     dropped: AtomicU64,
     /// The peer's messages waiting beside full local queues (`cluster.route_backlog_bytes`).
     backlog: Arc<Backlog>,
@@ -83,7 +97,7 @@ pub struct Route {
 
 impl Route {
     pub fn new(
-        peer: String,
+        link: Arc<Link>,
         advertise: String,
         outbound: bool,
         max_bytes: usize,
@@ -93,7 +107,7 @@ impl Route {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Arc::new(Route {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            peer,
+            peer: link.peer.clone(),
             advertise,
             outbound,
             queue: Mutex::new(Queue {
@@ -106,7 +120,9 @@ impl Route {
             room: Notify::new(),
             closed: watch::channel(false).0,
             draining: AtomicBool::new(false),
-            interest: RwLock::new(Interest::new(max_interest)),
+            link,
+            fresh: Mutex::new(Some(Interest::new(max_interest))),
+            ack_due: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             backlog: Backlog::new(backlog_bytes),
         })
@@ -134,6 +150,17 @@ impl Route {
         drop(queue);
         self.wake.notify_one();
         true
+    }
+
+    /// Queues a QoS 1/2 message frame, which the link's replay buffer already bounds and
+    /// keeps: never dropped here. Counted with the messages, so the retained stream and QoS 0
+    /// messages see it.
+    pub fn send_kept(&self, frame: Bytes) {
+        let mut queue = self.queue();
+        queue.message_bytes += frame.len();
+        queue.frames.push_back(frame);
+        drop(queue);
+        self.wake.notify_one();
     }
 
     /// Queues a control frame (interest, discovery, client ids). These are never dropped, as
@@ -167,9 +194,11 @@ impl Route {
         }
     }
 
-    /// Queues a chunk of the retained stream ([`super::sync`]): counted with the messages, so
-    /// live messages see it against `cluster.route_queue_bytes`, but never dropped, as the
-    /// stream waits for room ([`Route::room_for_stream`]) before it reads a chunk.
+    /// Queues a chunk of the retained stream ([`super::sync`]), or the link's replay when the
+    /// route is attached: counted with the messages, so live messages see it against
+    /// `cluster.route_queue_bytes`, but never dropped, as the stream waits for room
+    /// ([`Route::room_for_stream`]) before it reads a chunk, and the replay is bounded by the
+    /// link's buffer.
     pub fn send_stream(&self, frames: Vec<Bytes>) {
         if frames.is_empty() {
             return;
@@ -227,14 +256,39 @@ impl Route {
         self.wake.notify_one();
     }
 
-    pub fn interest(&self) -> RwLockReadGuard<'_, Interest> {
-        self.interest.read().unwrap_or_else(PoisonError::into_inner)
+    /// Applies a change to the peer's interest: to the set being built until the peer's full
+    /// set is in, to the link's afterwards.
+    fn change_interest(
+        &self,
+        change: impl FnOnce(&mut Interest) -> Result<(), InterestFull>,
+    ) -> Result<(), InterestFull> {
+        let mut fresh = self.fresh.lock().unwrap_or_else(PoisonError::into_inner);
+        match fresh.as_mut() {
+            Some(interest) => change(interest),
+            None => {
+                drop(fresh);
+                change(&mut self.link.interest_mut())
+            }
+        }
     }
 
-    fn interest_mut(&self) -> RwLockWriteGuard<'_, Interest> {
-        self.interest
-            .write()
+    /// The peer's full set is in: it replaces what the link kept.
+    fn synced(&self) {
+        let fresh = self
+            .fresh
+            .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(interest) = fresh {
+            *self.link.interest_mut() = interest;
+        }
+    }
+
+    /// The reader took messages up to `seq`: the writer acknowledges them.
+    fn acknowledge(&self, seq: u64) {
+        if self.ack_due.fetch_max(seq, Ordering::AcqRel) < seq {
+            self.wake.notify_one();
+        }
     }
 
     fn queue(&self) -> MutexGuard<'_, Queue> {
@@ -242,7 +296,7 @@ impl Route {
     }
 
     /// Takes everything queued, for the writer.
-    fn take(&self) -> VecDeque<Bytes> {
+    pub(super) fn take(&self) -> VecDeque<Bytes> {
         let mut queue = self.queue();
         queue.message_bytes = 0;
         queue.control_bytes = 0;
@@ -295,14 +349,20 @@ async fn read_loop<R: AsyncRead + Unpin>(
 ) -> RouteEnd {
     let mut reader = FrameReader::new(reader, cluster.max_packet);
     let timeout = cluster.timings.heartbeat_timeout;
+    // The number of the next MESSAGE frame; the peer sends SEQ before its first.
+    let mut next_seq = route.link.received() + 1;
     loop {
         let frame = match tokio::time::timeout(timeout, reader.next()).await {
             Err(_) => return RouteEnd::Silent(timeout),
             Ok(Err(error)) => return error.into(),
             Ok(Ok(frame)) => frame,
         };
-        if let Err(end) = apply(cluster, route, frame) {
+        if let Err(end) = apply(cluster, route, frame, &mut next_seq) {
             return end;
+        }
+        if !reader.has_frame() {
+            // The end of what the socket gave at once: one acknowledgement for the batch.
+            route.acknowledge(route.link.received());
         }
     }
 }
@@ -310,21 +370,32 @@ async fn read_loop<R: AsyncRead + Unpin>(
 /// Applies one frame from the peer. Every item in it is checked first, and an invalid one is
 /// skipped, counted and logged (see [`super::validate`] for what is checked, and why an
 /// invalid item does not close the route).
-fn apply(cluster: &Arc<Cluster>, route: &Route, frame: Frame) -> Result<(), RouteEnd> {
+fn apply(
+    cluster: &Arc<Cluster>,
+    route: &Route,
+    frame: Frame,
+    next_seq: &mut u64,
+) -> Result<(), RouteEnd> {
     let rules = &cluster.rules;
     let peer = route.peer.as_str();
     match frame {
         Frame::Ping => {}
         Frame::Interest(filter) => {
             if cluster.admit(peer, "INTEREST", rules.filter(&filter)) {
-                route.interest_mut().add(&filter)?;
+                route.change_interest(|interest| interest.add(&filter))?;
             }
         }
         Frame::NoInterest(filter) => {
             if cluster.admit(peer, "NO_INTEREST", rules.filter(&filter)) {
-                route.interest_mut().remove(&filter);
+                route.change_interest(|interest| {
+                    interest.remove(&filter);
+                    Ok(())
+                })?;
             }
         }
+        Frame::Synced => route.synced(),
+        Frame::Seq(seq) => *next_seq = seq,
+        Frame::Ack(up_to) => route.link.acked(up_to),
         Frame::GroupWeight {
             group,
             filter,
@@ -332,9 +403,9 @@ fn apply(cluster: &Arc<Cluster>, route: &Route, frame: Frame) -> Result<(), Rout
             offline,
         } => {
             if cluster.admit(peer, "GROUP_WEIGHT", rules.group(&group, &filter)) {
-                route
-                    .interest_mut()
-                    .set_group(&group, &filter, Members { online, offline })?;
+                route.change_interest(|interest| {
+                    interest.set_group(&group, &filter, Members { online, offline })
+                })?;
             }
         }
         Frame::Message {
@@ -344,6 +415,12 @@ fn apply(cluster: &Arc<Cluster>, route: &Route, frame: Frame) -> Result<(), Rout
             version,
             publish,
         } => {
+            let seq = *next_seq;
+            *next_seq += 1;
+            // A replayed message this node already took: acknowledged again, not delivered.
+            if !route.link.take(seq) {
+                return Ok(());
+            }
             if cluster.admit(peer, "MESSAGE", rules.topic(&publish.topic))
                 && cluster.admit(
                     peer,
@@ -392,9 +469,28 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         Ok(ping) => ping,
         Err(error) => return RouteEnd::Write(std::io::Error::other(error)),
     };
+    let mut acked = 0;
     loop {
+        let due = route.ack_due.load(Ordering::Acquire);
+        if due > acked {
+            match Frame::Ack(due).encode() {
+                Ok(ack) => {
+                    if let Err(error) = writer.write_all(&ack).await {
+                        return error.into();
+                    }
+                }
+                Err(error) => return RouteEnd::Write(std::io::Error::other(error)),
+            }
+            acked = due;
+        }
         let frames = route.take();
         if frames.is_empty() {
+            if !writer.buffer().is_empty() {
+                if let Err(error) = writer.flush().await {
+                    return error.into();
+                }
+                continue;
+            }
             if route.draining.load(Ordering::Acquire) {
                 return match writer.shutdown().await {
                     Ok(()) => RouteEnd::Drained,
@@ -424,10 +520,20 @@ async fn write_loop<W: AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::link::LinkLimits;
+
+    fn link() -> Arc<Link> {
+        let limits = LinkLimits {
+            replay_bytes: 1024,
+            ack_timeout: Duration::from_secs(1),
+            max_interest: 10,
+        };
+        Link::new("peer".into(), 1, limits)
+    }
 
     #[test]
     fn a_full_queue_drops_and_counts_messages_but_never_control_frames() {
-        let route = Route::new("peer".into(), "a:1".into(), true, 100, 10, 1024);
+        let route = Route::new(link(), "a:1".into(), true, 100, 10, 1024);
         assert!(route.send_message(Bytes::from(vec![0u8; 60])));
         assert!(!route.send_message(Bytes::from(vec![0u8; 60])));
         assert_eq!(route.dropped(), 1);
@@ -441,7 +547,7 @@ mod tests {
 
     #[test]
     fn a_peer_that_lets_control_frames_pile_up_is_disconnected_not_queued_for_forever() {
-        let route = Route::new("peer".into(), "a:1".into(), true, 1024, 10, 1024);
+        let route = Route::new(link(), "a:1".into(), true, 1024, 10, 1024);
         // The initial full set is bounded by this node's tables, not by the queue limit.
         route.send_initial(&Frame::Interest("x".repeat(2000)));
         assert!(!*route.closed.borrow());

@@ -409,6 +409,7 @@ mod tests {
             advertise: "n1:9999".into(),
             nonce: String::new(),
             peers: Vec::new(),
+            epoch: 1,
         };
         assert!(info(&good).is_ok());
         for bad in [

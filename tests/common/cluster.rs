@@ -311,10 +311,14 @@ pub mod kind {
     pub const CLIENT_CONNECTED: u8 = 10;
     pub const CHALLENGE: u8 = 11;
     pub const PROOF: u8 = 12;
+    pub const SYNCED: u8 = 13;
 }
 
 /// The route protocol version the fake peer speaks.
-const VERSION: u16 = 3;
+const VERSION: u16 = 4;
+
+/// The fake peer's epoch (what a node draws at start).
+const EPOCH: u64 = 7;
 
 impl RoutePeer {
     /// Connects to `addr` and passes the handshake as node `node`. `receive_buffer` shrinks the
@@ -349,6 +353,8 @@ impl RoutePeer {
         assert_eq!(kind, kind::INFO, "the node answers with its INFO");
         let (kind, _) = peer.frame().await.expect("PROOF back");
         assert_eq!(kind, kind::PROOF, "and its own proof");
+        // Its full interest set, empty: what it declares from now on applies at once.
+        peer.send(&[kind::SYNCED]).await;
         peer
     }
 
@@ -405,7 +411,8 @@ impl RoutePeer {
 }
 
 /// The dialler's proof of the secret (src/cluster/handshake.rs): HMAC-SHA256 over the magic,
-/// the version and the length-prefixed role, challenge, own nonce, node and cluster names.
+/// the version and the length-prefixed role, challenge, own nonce, node and cluster names
+/// and epoch.
 fn dialler_proof(
     secret: &str,
     challenge: &[u8],
@@ -421,6 +428,7 @@ fn dialler_proof(
         nonce,
         node.as_bytes(),
         cluster.as_bytes(),
+        format!("{EPOCH:016x}").as_bytes(),
     ] {
         signed.extend_from_slice(&(part.len() as u64).to_be_bytes());
         signed.extend_from_slice(part);
@@ -437,6 +445,7 @@ pub fn fake_info(node: &str, cluster: &str, nonce: &str) -> Vec<u8> {
         put_str(&mut body, s);
     }
     body.extend_from_slice(&0u16.to_be_bytes());
+    body.extend_from_slice(&EPOCH.to_be_bytes());
     let mut out = b"SMQR".to_vec();
     out.extend_from_slice(&framed(&body));
     out
