@@ -254,7 +254,13 @@ impl Frame {
                     advertise: take_str(&mut body, "INFO")?,
                     nonce: take_str(&mut body, "INFO")?,
                     peers: take_list(&mut body, "INFO")?,
-                    epoch: take_u64(&mut body, "INFO")?,
+                    // Versions 1–3 had no epoch: such an INFO still decodes, so the peer
+                    // is refused for its version rather than for a malformed frame.
+                    epoch: if body.is_empty() {
+                        0
+                    } else {
+                        take_u64(&mut body, "INFO")?
+                    },
                 })
             }
             kind::REFUSED => Frame::Refused(take_str(&mut body, "REFUSED")?),
@@ -821,6 +827,35 @@ mod tests {
                 0, 0, 0, 0x17, 8, 0x01, 0x8b, 0xcf, 0xe5, 0x68, 0, 0, 1, 0, 2, b'n', b'1', 0x31, 8,
                 0, 3, b'a', b'/', b'b', 0, b'h', b'i'
             ]
+        );
+    }
+
+    /// The INFO, SEQ, ACK and SYNCED examples in docs/ARCHITECTURE.md, byte for byte.
+    #[test]
+    fn the_documented_info_and_numbering_frames() {
+        let info = Frame::Info(Info {
+            version: PROTOCOL_VERSION,
+            node: "n1".into(),
+            cluster: "c".into(),
+            advertise: "h:1".into(),
+            nonce: "aa".into(),
+            peers: Vec::new(),
+            epoch: 42,
+        });
+        assert_eq!(
+            &info.encode().expect("encodes")[..],
+            [
+                0, 0, 0, 0x1d, 1, 0, 4, 0, 2, b'n', b'1', 0, 1, b'c', 0, 3, b'h', b':', b'1', 0, 2,
+                b'a', b'a', 0, 0, 0, 0, 0, 0, 0, 0, 0, 42
+            ]
+        );
+        let seq = Frame::Seq(5).encode().expect("encodes");
+        assert_eq!(&seq[..], [0, 0, 0, 9, 14, 0, 0, 0, 0, 0, 0, 0, 5]);
+        let ack = Frame::Ack(7).encode().expect("encodes");
+        assert_eq!(&ack[..], [0, 0, 0, 9, 15, 0, 0, 0, 0, 0, 0, 0, 7]);
+        assert_eq!(
+            &Frame::Synced.encode().expect("encodes")[..],
+            [0, 0, 0, 1, 13]
         );
     }
 

@@ -495,6 +495,28 @@ mod tests {
         }
     }
 
+    /// The test vector of docs/ARCHITECTURE.md, "The HMAC transcript".
+    #[test]
+    fn the_documented_proofs_are_what_a_node_computes() {
+        let secret = Secret::new("0123456789abcdef");
+        let hex = |tag: Vec<u8>| tag.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let dialler = secret.prove(Role::Dialler, "aa", "bb", &["n1", "c", "0000000000000001"]);
+        let acceptor = secret.prove(
+            Role::Acceptor,
+            "bb",
+            "aa",
+            &["n2", "n1", "c", "0000000000000002"],
+        );
+        assert_eq!(
+            hex(dialler),
+            "ee60ec494bc0f0f33bb0b4c002a5c3d7e2519d0e43bfd047440b4a6586f57e29"
+        );
+        assert_eq!(
+            hex(acceptor),
+            "3dc4ce5a2d937b4a18e1560602480273bb13648659c6dc434ac2eda8aaf9494f"
+        );
+    }
+
     #[test]
     fn a_proof_answers_one_challenge_from_one_role() {
         let secret = Secret::new("s");
