@@ -90,6 +90,84 @@ def subscribers_on_two_and_three(cluster, prefix: str, keepalive: int = 30) -> t
     return subs[0], subs[1]
 
 
+#: The compose file's cluster.ack_timeout_ms (the default): a QoS 1 publish whose peer does
+#: not take it is answered negatively within it (plus the check's tick and slack).
+ACK_TIMEOUT = 8.0
+
+
+class Traffic:
+    """A QoS 1 MQTT 5 publisher at `source` sending numbered messages to `topic`, one at a time,
+    each waited for until its ack comes (a held ack comes within ACK_TIMEOUT), in a thread of
+    its own while a test breaks something. Records which were acknowledged with 0x00 (the
+    cluster's promise: every node with matching subscribers took it), which negatively, and
+    which with another code."""
+
+    def __init__(self, cluster, source: str, topic: str):
+        self.topic = topic
+        self.client = connect(cluster, source)
+        self.acked: list[int] = []
+        self.other: dict[int, int] = {}
+        self.failures: list[BaseException] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def __enter__(self) -> "Traffic":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.finish()
+
+    def run(self) -> None:
+        try:
+            for i in itertools.count():
+                if self.stop.is_set():
+                    return
+                code = self.client.publish(self.topic, str(i).encode(), qos=1,
+                                           timeout=ACK_TIMEOUT + DETECTION_SLACK)
+                if code == 0:
+                    self.acked.append(i)
+                else:
+                    self.other[i] = code
+                time.sleep(0.02)
+        except BaseException as error:
+            self.failures.append(error)
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.thread.join(ACK_TIMEOUT + 10)
+        self.client.close()
+        assert not self.failures, self.failures
+
+    def assert_delivered_to(self, sub: MqttClient, what: str) -> None:
+        """Every acknowledged message reached `sub` (duplicates allowed)."""
+        assert self.acked, f"{what}: nothing was acknowledged"
+        got = set()
+        deadline = time.monotonic() + 10
+        while not set(self.acked) <= got and time.monotonic() < deadline:
+            try:
+                message = sub.next_message(timeout=0.5)
+            except AssertionError:
+                continue
+            if message.topic == self.topic:
+                got.add(int(message.payload))
+        lost = sorted(set(self.acked) - got)
+        negative = collections.Counter(self.other.values())
+        print(f"{what}: {len(self.acked)} acknowledged, {len(lost)} of them lost, other acks "
+              f"{dict(negative)}")
+        assert not lost, f"{what}: acknowledged and never delivered: {lost[:20]}"
+
+
+def steady_traffic(cluster, source: str, target: str, name: str,
+                   keepalive: int = 30) -> tuple[MqttClient, Traffic]:
+    """A subscriber on `target` to steady/`name`/# (known to `source`: a probe reached it) and
+    running Traffic from `source` to it."""
+    sub = connect(cluster, target, keepalive=keepalive)
+    sub.subscribe(f"steady/{name}/#", qos=1)
+    deliver(cluster, source, sub, f"steady/{name}/ready")
+    return sub, Traffic(cluster, source, f"steady/{name}/t").__enter__()
+
+
 def log_mark(cluster) -> dict[str, int]:
     return {node: len(cluster.log(node)) for node in NODES}
 
@@ -171,6 +249,8 @@ def test_node_loss_and_rejoin(cluster):
     sub2 = connect(cluster, "node2")
     sub2.subscribe("loss/#", qos=1)
     deliver(cluster, "node1", sub2, "loss/ready")
+    # Acknowledged QoS 1 traffic to node2, whose node stays up, through the whole test.
+    steady2, survivor = steady_traffic(cluster, "node1", "node2", "loss")
     mark = log_mark(cluster)
 
     cluster.docker("kill", "node3")
@@ -196,10 +276,17 @@ def test_node_loss_and_rejoin(cluster):
     deliver(cluster, "node1", sub3, "loss/to-three")
     deliver(cluster, "node3", sub2, "loss/from-three")
     print(f"node3 back and serving across the mesh {time.monotonic() - start:.1f} s after docker start")
+    survivor.finish()
+    survivor.assert_delivered_to(steady2, "node loss, subscriber on a node that stayed up")
 
 
 def test_partition_heals_and_interest_resyncs(cluster):
     sub2, sub3 = subscribers_on_two_and_three(cluster, "part")
+    # Acknowledged QoS 1 traffic through the partition to a node on each side of it: every
+    # message acknowledged reached its subscriber (those for node3, cut off, are held and
+    # replayed, or answered negatively when the cut outlasts the ack timeout).
+    steady2, to_two = steady_traffic(cluster, "node1", "node2", "part-two")
+    steady3, to_three = steady_traffic(cluster, "node1", "node3", "part-three")
     mark = log_mark(cluster)
 
     cut_at = time.monotonic()
@@ -209,9 +296,18 @@ def test_partition_heals_and_interest_resyncs(cluster):
     print(f"partition noticed on every side within {time.monotonic() - cut_at:.1f} s")
 
     # Nodes 1 and 2 keep working with each other; node 3's subscriber, still connected to its
-    # node over the client network, gets nothing from across the cut.
+    # node over the client network, gets nothing from across the cut, and a publisher for it
+    # is not told it was delivered: node1 keeps node3's interest for its grace period and
+    # holds the ack, negative once the ack timeout passes.
     send_and_expect(cluster, "node1", "part/two/during", [sub2])
-    send_and_expect(cluster, "node1", "part/three/during", [])
+    with connect(cluster, "node1") as pub:
+        asked = time.monotonic()
+        code = pub.publish("part/three/during", b"held", qos=1,
+                           timeout=ACK_TIMEOUT + DETECTION_SLACK)
+        answered = time.monotonic() - asked
+    assert code == 0x80, f"a negative ack for a message node3 could not take, got {code:#x}"
+    assert answered <= 10, f"the negative ack took {answered:.1f} s"
+    print(f"publish for the cut-off node answered 0x80 after {answered:.1f} s")
     sub3.assert_no_message(wait=0.5)
 
     healed_at = time.monotonic()
@@ -222,11 +318,18 @@ def test_partition_heals_and_interest_resyncs(cluster):
     print(f"mesh healed, node3's subscriber receiving {time.monotonic() - healed_at:.1f} s "
           f"after the reconnect (first message after {took:.1f} s)")
     send_and_expect(cluster, "node2", "part/three/final", [sub3])
+    to_two.finish()
+    to_three.finish()
+    to_two.assert_delivered_to(steady2, "partition, subscriber on the publisher's side")
+    to_three.assert_delivered_to(steady3, "partition, subscriber on the cut-off node")
 
 
 def test_frozen_node_detected_by_heartbeat(cluster):
     # A keep alive that outlasts the freeze: node2's own clients must survive it.
     sub2, sub3 = subscribers_on_two_and_three(cluster, "frozen", keepalive=60)
+    # Acknowledged QoS 1 traffic to the node that freezes and to one that does not.
+    steady2, to_two = steady_traffic(cluster, "node1", "node2", "frozen-two", keepalive=60)
+    steady3, to_three = steady_traffic(cluster, "node1", "node3", "frozen-three")
     mark = log_mark(cluster)
 
     paused_at = time.monotonic()
@@ -248,6 +351,10 @@ def test_frozen_node_detected_by_heartbeat(cluster):
     deliver(cluster, "node1", sub2, "frozen/two/after")
     send_and_expect(cluster, "node3", "frozen/two/final", [sub2])
     print(f"node2 recovered {time.monotonic() - unpaused_at:.1f} s after docker unpause")
+    to_two.finish()
+    to_three.finish()
+    to_two.assert_delivered_to(steady2, "pause, subscriber on the frozen node")
+    to_three.assert_delivered_to(steady3, "pause, subscriber on a node that stayed up")
 
 
 class Roamer:

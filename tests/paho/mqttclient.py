@@ -312,12 +312,13 @@ class MqttClient:
         assert result == mqtt.MQTT_ERR_SUCCESS, f"unsubscribe not sent: {result}"
         return self._unsubacks.wait(mid, "UNSUBACK")
 
-    def publish(self, topic, payload=b"", qos: int = 0, retain: bool = False, properties=None) -> int:
+    def publish(self, topic, payload=b"", qos: int = 0, retain: bool = False, properties=None,
+                timeout: float = TIMEOUT) -> int:
         """Publishes and waits until Paho reports it done: sent (QoS 0), PUBACK (QoS 1) or
         PUBCOMP (QoS 2). Returns the reason code Paho reports (MQTT 5: the ack's reason code)."""
         info = self.client.publish(topic, payload, qos, retain, properties)
         assert info.rc == mqtt.MQTT_ERR_SUCCESS, f"publish not sent: {info.rc}"
-        return self._published.wait(info.mid, f"acknowledgement of QoS {qos} publish")
+        return self._published.wait(info.mid, f"acknowledgement of QoS {qos} publish", timeout)
 
     def publish_nowait(self, topic, payload=b"", qos: int = 0, retain: bool = False, properties=None):
         return self.client.publish(topic, payload, qos, retain, properties)
