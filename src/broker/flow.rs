@@ -524,4 +524,89 @@ mod tests {
             .collect();
         assert_eq!(ids, [1, 2]);
     }
+
+    fn sent(outbox: &Outbox) -> Vec<(u16, u8)> {
+        outbox
+            .take()
+            .0
+            .iter()
+            .map(|p| match p {
+                Packet::PubAck(ack) | Packet::PubRec(ack) => (ack.packet_id, ack.reason),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_forward_not_taken_turns_its_ack_negative_and_the_acks_keep_their_order() {
+        let outbox = Arc::new(Outbox::default());
+        let waiter = Arc::new(Waiter::new(Arc::clone(&outbox), true, None));
+        waiter.begin();
+        let first = waiter.forwarded();
+        waiter.ack(Packet::PubAck(Ack::new(1)));
+        waiter.begin();
+        let second = waiter.forwarded();
+        waiter.ack(Packet::PubAck(Ack::new(2)));
+        waiter.begin();
+        waiter.ack(Packet::PubAck(Ack::new(3)));
+        assert!(!waiter.is_full() && waiter.outstanding() == 2);
+        second.fail(reason::QUOTA_EXCEEDED);
+        assert!(sent(&outbox).is_empty(), "the first still holds every ack");
+        first.delivered();
+        assert_eq!(sent(&outbox), [(1, 0), (2, reason::QUOTA_EXCEEDED), (3, 0)]);
+        // A copy that fails before its publication's ack is even queued still turns it.
+        waiter.begin();
+        drop(waiter.forwarded());
+        waiter.ack(Packet::PubAck(Ack::new(4)));
+        waiter.begin();
+        waiter.ack(Packet::PubAck(Ack::new(5)));
+        assert_eq!(
+            sent(&outbox),
+            [(4, reason::UNSPECIFIED_ERROR), (5, 0)],
+            "and only it"
+        );
+    }
+
+    #[test]
+    fn a_v311_publisher_gets_no_ack_for_a_message_not_taken_and_is_disconnected() {
+        let outbox = Arc::new(Outbox::default());
+        let session = SessionHandle::new("pub");
+        let waiter = Arc::new(Waiter::new(
+            Arc::clone(&outbox),
+            false,
+            Some(Arc::clone(&session)),
+        ));
+        waiter.begin();
+        let first = waiter.forwarded();
+        waiter.ack(Packet::PubAck(Ack::new(1)));
+        waiter.begin();
+        let second = waiter.forwarded();
+        waiter.ack(Packet::PubRec(Ack::new(2)));
+        waiter.begin();
+        waiter.ack(Packet::PubAck(Ack::new(3)));
+        first.delivered();
+        drop(second);
+        let (packets, close) = outbox.take();
+        let ids: Vec<u16> = packets
+            .iter()
+            .map(|p| match p {
+                Packet::PubAck(ack) | Packet::PubRec(ack) => ack.packet_id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            ids,
+            [1],
+            "the acks from the failed one on are withheld, in order"
+        );
+        assert!(matches!(
+            close,
+            Some(super::super::outbox::Close::Disconnect(..))
+        ));
+        assert_eq!(
+            session.take_retracted(),
+            [2],
+            "its QoS 2 id is free for the resend"
+        );
+    }
 }
