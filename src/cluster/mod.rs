@@ -6,6 +6,11 @@
 //! declares its local interest (a filter's count going 0 → 1 and 1 → 0, group member counts)
 //! and learns the peer's ([`interest`]). A peer that joins gets the retained store streamed
 //! to it in chunks, beside live traffic and outside the locks publishes take ([`sync`]).
+//! What this node keeps for a peer process across its routes — its interest, the numbers of
+//! the messages sent to it and those it has not acknowledged yet — is that peer's [`link`]:
+//! a QoS 1/2 publisher's ack waits for the peers' acknowledgements, a route that flaps gets
+//! the unacknowledged messages again, and a peer that went away keeps its interest for a
+//! grace period (docs/ARCHITECTURE.md, "Acknowledgements and replay").
 //!
 //! The broker knows none of this: it defines the interface it needs from the other nodes,
 //! [`Peers`] (docs/ARCHITECTURE.md, "The broker and the cluster"), and [`Cluster`] implements
@@ -14,7 +19,8 @@
 //! the broker's public entry points with what peers send. A standalone broker has no `Peers`.
 //! A message that came over a route is delivered locally only, never forwarded again, so a
 //! message crosses at most one route, and delivered without waiting: what a full local queue
-//! cannot take waits on the route's backlog budget or is dropped for that session alone.
+//! cannot take waits on the route's backlog budget or is dropped for that session alone. Once
+//! the route's reader has handed a batch to the broker, it acknowledges the batch.
 //!
 //! Who may join: a node must prove `cluster.secret` ([`handshake`]; required, 16 characters
 //! or more) and, with route TLS on, present a certificate signed by the cluster's CA

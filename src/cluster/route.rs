@@ -416,7 +416,9 @@ fn apply(
             publish,
         } => {
             let seq = *next_seq;
-            *next_seq += 1;
+            // Saturating: a peer's SEQ may say anything, and wrapping would make what
+            // follows look new again.
+            *next_seq = seq.saturating_add(1);
             // A replayed message this node already took: acknowledged again, not delivered.
             if !route.link.take(seq) {
                 return Ok(());
