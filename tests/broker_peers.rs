@@ -8,10 +8,14 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::*;
+use std::future::Future;
+use std::pin::Pin;
+
 use supermq::broker::{
-    Assigned, Forward, GroupRef, Message, PeerId, Peers, RemoteGroup, Version, Waiter,
+    Assigned, Fetched, Forward, GroupRef, Message, MovedMessage, MovedSubscription, PeerId, Peers,
+    RemoteGroup, SessionImage, Version, Waiter,
 };
-use supermq::protocol::QoS;
+use supermq::protocol::{Packet, ProtocolVersion, QoS, SubscriptionOptions, reason};
 
 /// Other nodes that hold members of one group and record what the broker tells them.
 #[derive(Default)]
@@ -28,6 +32,8 @@ struct Recorder {
     /// Hold every QoS 1/2 publisher's ack on a copy, as the cluster does until a peer took it.
     hold_acks: bool,
     held: Mutex<Vec<Forward>>,
+    /// The session another node hands over to the next resuming client.
+    session: Mutex<Option<SessionImage>>,
 }
 
 impl Peers for Recorder {
@@ -80,6 +86,17 @@ impl Peers for Recorder {
     fn redirect(&self, _message: &Message, group: &GroupRef, peer: PeerId) -> bool {
         self.redirected.lock().unwrap().push((group.clone(), peer));
         true
+    }
+
+    fn fetch_session(
+        &self,
+        _client_id: &str,
+        _username: Option<&str>,
+    ) -> Option<Pin<Box<dyn Future<Output = Fetched> + Send>>> {
+        let image = self.session.lock().unwrap().take()?;
+        Some(Box::pin(std::future::ready(Fetched::Found(Box::new(
+            image,
+        )))))
     }
 
     fn client_connected(&self, client_id: &str, _connected_at: u64) {
@@ -203,4 +220,180 @@ async fn retained_sets_and_clears_are_forwarded_with_fresh_versions() {
         0,
         "the set replaced it"
     );
+}
+
+/// A QoS 1 publisher's PUBACK waits while a copy forwarded to a peer is not taken, comes when
+/// it is, and is negative when the peer did not take it.
+#[tokio::test]
+async fn a_forwarded_message_holds_its_ack_until_the_peer_took_it() {
+    let peers = Arc::new(Recorder {
+        hold_acks: true,
+        ..Recorder::default()
+    });
+    let broker = TestBroker::start(config()).await;
+    broker
+        .broker
+        .attach_peers(Arc::clone(&peers) as Arc<dyn Peers>);
+    let mut publisher = TestClient::v5(broker.addr, "pub").await;
+    publisher
+        .send(&Packet::Publish(publish_packet(
+            "far/1",
+            b"x",
+            QoS::AtLeastOnce,
+            false,
+            1,
+        )))
+        .await;
+    publisher.expect_nothing().await;
+    let taken = peers
+        .held
+        .lock()
+        .unwrap()
+        .pop()
+        .expect("a copy held the ack");
+    taken.delivered();
+    match publisher.recv().await {
+        Packet::PubAck(ack) => assert_eq!(ack.reason, reason::NO_MATCHING_SUBSCRIBERS),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    publisher
+        .send(&Packet::Publish(publish_packet(
+            "far/2",
+            b"y",
+            QoS::AtLeastOnce,
+            false,
+            2,
+        )))
+        .await;
+    wait_until("the copy holds the ack", || {
+        !peers.held.lock().unwrap().is_empty()
+    })
+    .await;
+    drop(peers.held.lock().unwrap().pop());
+    match publisher.recv().await {
+        Packet::PubAck(ack) => {
+            assert_eq!((ack.packet_id, ack.reason), (2, reason::UNSPECIFIED_ERROR));
+        }
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+}
+
+fn moved(topic: &str, payload: &[u8], in_flight: Option<(u16, bool)>) -> MovedMessage {
+    let mut publish = publish_packet(topic, payload, QoS::AtLeastOnce, false, 1);
+    publish.properties.subscription_identifiers = vec![7];
+    if let Some((id, _)) = in_flight {
+        publish.packet_id = id;
+    }
+    MovedMessage {
+        publish,
+        in_flight,
+        group: None,
+    }
+}
+
+/// A client that resumes here a session another node hands over gets it whole: session
+/// present, the in-flight message again with DUP first, then the queued one, the
+/// subscription (with its identifier) in place, and its inbound QoS 2 ids.
+#[tokio::test]
+async fn a_session_handed_over_by_another_node_is_resumed_here() {
+    let image = SessionImage {
+        subscriptions: vec![MovedSubscription {
+            filter: "moved/#".into(),
+            options: SubscriptionOptions {
+                qos: QoS::AtLeastOnce,
+                ..SubscriptionOptions::default()
+            },
+            id: Some(7),
+        }],
+        messages: vec![
+            moved("moved/a", b"in flight", Some((3, false))),
+            moved("moved/b", b"queued", None),
+        ],
+        inbound_qos2: vec![9],
+    };
+    let peers = Arc::new(Recorder {
+        session: Mutex::new(Some(image)),
+        ..Recorder::default()
+    });
+    let broker = TestBroker::start(config()).await;
+    broker
+        .broker
+        .attach_peers(Arc::clone(&peers) as Arc<dyn Peers>);
+    let mut connect = connect_packet(ProtocolVersion::V5, "roamer");
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(600);
+    let (mut client, connack) = TestClient::connect_with(broker.addr, connect).await;
+    assert!(connack.session_present, "the moved session is resumed");
+    let first = client.recv_acked().await;
+    assert_eq!(
+        (first.packet_id, first.dup, &first.payload[..]),
+        (3, true, &b"in flight"[..])
+    );
+    let second = client.recv_acked().await;
+    assert_eq!(
+        (
+            &second.payload[..],
+            second.dup,
+            &second.properties.subscription_identifiers[..]
+        ),
+        (&b"queued"[..], false, &[7][..])
+    );
+    let third = client
+        .publish_to_self("moved/c", b"live", QoS::AtLeastOnce)
+        .await;
+    assert_eq!(third.properties.subscription_identifiers, [7]);
+    // Packet id 9 was received (PUBREC) and not released on the old node: a resend of it
+    // is not delivered again.
+    client
+        .send(&Packet::Publish(publish_packet(
+            "moved/d",
+            b"resent",
+            QoS::ExactlyOnce,
+            false,
+            9,
+        )))
+        .await;
+    assert!(matches!(client.recv().await, Packet::PubRec(_)));
+    client.expect_nothing().await;
+}
+
+/// Asked for a session, the node hands it over and keeps nothing: its client's connection is
+/// closed (0x8E), the subscription is gone from its router, and the session from its table.
+#[tokio::test]
+async fn a_session_asked_for_by_another_node_is_handed_over_whole() {
+    let broker = TestBroker::start(config()).await;
+    let mut connect = connect_packet(ProtocolVersion::V5, "leaver");
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(600);
+    let (mut client, _) = TestClient::connect_with(broker.addr, connect.clone()).await;
+    client.subscribe("leave/#", QoS::AtLeastOnce).await;
+    let mut publisher = TestClient::v5(broker.addr, "pub").await;
+    for i in 0..3u8 {
+        publisher
+            .publish("leave/x", &[i], QoS::AtLeastOnce, false)
+            .await;
+    }
+    let image = broker
+        .broker
+        .export_session("leaver", None)
+        .expect("the session is here");
+    client.expect_disconnect(reason::SESSION_TAKEN_OVER).await;
+    assert_eq!(image.subscriptions.len(), 1);
+    assert_eq!(image.subscriptions[0].filter, "leave/#");
+    let payloads: Vec<u8> = image
+        .messages
+        .iter()
+        .map(|m| m.publish.payload[0])
+        .collect();
+    assert_eq!(payloads, [0, 1, 2], "in order");
+    assert_eq!(
+        publisher
+            .publish("leave/x", b"after", QoS::AtLeastOnce, false)
+            .await,
+        reason::NO_MATCHING_SUBSCRIBERS,
+        "no subscription left here"
+    );
+    assert!(broker.broker.export_session("leaver", None).is_none());
+    let (_, connack) = TestClient::connect_with(broker.addr, connect).await;
+    assert!(!connack.session_present, "nothing kept");
 }

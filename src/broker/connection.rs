@@ -277,14 +277,14 @@ where
         // In a block: what only the set-up needs must not stay in the connection's state.
         let (mut client, session, generation, will, version, max_packet_out, aliases_out) = {
             let mut terms = terms;
-            let opened = broker.open_session(
-                &terms.client_id,
-                terms.username.as_deref(),
-                terms.clean_start,
-                terms.session_expiry,
-                Arc::clone(&outbox),
-                terms.send_window,
-            );
+            // A resuming client whose session is on another node gets it moved here. Boxed:
+            // the wait is rare, and its state would otherwise live in every connection.
+            let moved = if terms.clean_start {
+                None
+            } else {
+                Box::pin(broker.fetch_session(&terms.client_id, terms.username.as_deref())).await
+            };
+            let opened = broker.open_session(&terms, Arc::clone(&outbox), moved);
             let opened = match opened {
                 Ok(opened) => opened,
                 Err(refusal) => {

@@ -13,6 +13,7 @@
 //!   `unreleased` the inbound QoS 2 ids it must remember;
 //! - `registry` is the table of sessions by client id (takeover, resumption, wills), and
 //!   `expiry` the one table of disconnected sessions waiting to end or to send their Will;
+//!   `handover` moves a session between nodes when its client connects to another;
 //! - `router` is the subscription trie that finds the subscribers of a topic; `groups` parses
 //!   consumer group filters and chooses the member that gets each message, here or on a peer;
 //! - `peers` is the interface to the other nodes of a cluster ([`Peers`]), which the broker
@@ -34,6 +35,7 @@ mod connection;
 mod expiry;
 mod flow;
 mod groups;
+mod handover;
 mod inbound;
 mod keepalive;
 mod log_limit;
@@ -70,6 +72,7 @@ pub use expiry::run as expire_sessions;
 pub(crate) use flow::Backlog;
 pub use flow::{Forward, Waiter};
 pub use groups::GroupRef;
+pub use handover::{Fetched, MovedMessage, MovedSubscription, SessionImage};
 pub use keepalive::sweep as keep_alive_sweep;
 pub(crate) use log_limit::LogLimit;
 pub use peers::{Assigned, PeerId, Peers, RemoteGroup};

@@ -9,10 +9,13 @@
 //! `cluster.group_strategy`. A standalone broker has no `Peers` and pays one atomic load per
 //! publish and subscription change for the possibility.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use super::flow::Waiter;
 use super::groups::GroupRef;
+use super::handover::Fetched;
 use super::message::Message;
 
 /// A peer node, as the cluster numbers it (stable while the node runs and its route is up
@@ -72,6 +75,16 @@ pub trait Peers: Send + Sync {
     /// Sends a group message whose members on this node are gone to `peer`, marked so it goes
     /// no further. False if it could not be sent.
     fn redirect(&self, message: &Message, group: &GroupRef, peer: PeerId) -> bool;
+
+    /// A client connected here with clean start = 0 and has no session here: asks the other
+    /// nodes for its session, which the one holding it hands over
+    /// ([`super::Broker::export_session`]). The future ends within 10 s. `None` when there
+    /// is no node to ask.
+    fn fetch_session(
+        &self,
+        client_id: &str,
+        username: Option<&str>,
+    ) -> Option<Pin<Box<dyn Future<Output = Fetched> + Send>>>;
 
     /// A local client connected at `connected_at` (microseconds since the Unix epoch): other
     /// nodes close their connection with the same id, if it is the older of the two

@@ -228,6 +228,17 @@ impl Queue {
         }
     }
 
+    /// Takes every message, queued and then parked, in order; the parked ones' claims are
+    /// released, as the messages are taken (the session moves to another node).
+    pub fn take_all(&mut self) -> Vec<Delivery> {
+        let mut out: Vec<Delivery> = self.pending.drain(..).collect();
+        if let Some(wait) = self.wait.take() {
+            out.extend(wait.parked.into_iter().map(|parked| parked.delivery));
+        }
+        self.bytes = 0;
+        out
+    }
+
     /// Empties the queue and the parked list.
     pub fn clear(&mut self) {
         self.pending.clear();

@@ -17,8 +17,9 @@ use std::time::Duration;
 use crate::protocol::{Will, reason};
 
 use super::Broker;
-use super::connect::Refusal;
+use super::connect::{Refusal, Terms};
 use super::groups::{self, Filter};
+use super::handover::SessionImage;
 use super::message::Message;
 use super::outbox::Outbox;
 use super::session::{Sender, Session, SessionHandle};
@@ -33,15 +34,17 @@ pub struct Opened {
 impl Broker {
     /// Finds or creates the session for `client_id` and attaches the connection to it.
     /// A new session past `limits.max_sessions` is refused (resuming or replacing one is not).
+    /// `moved` is the client's session, handed over by another node ([`super::handover`]).
     pub(super) fn open_session(
         &self,
-        client_id: &str,
-        username: Option<&str>,
-        clean_start: bool,
-        expiry_interval: u32,
+        terms: &Terms,
         outbox: Arc<Outbox>,
-        send_window: u16,
+        moved: Option<SessionImage>,
     ) -> Result<Opened, Refusal> {
+        let client_id = terms.client_id.as_str();
+        let username = terms.username.as_deref();
+        let (clean_start, expiry_interval) = (terms.clean_start, terms.session_expiry);
+        let send_window = terms.send_window;
         let mut sessions = self.sessions();
         if !sessions.contains_key(client_id) && sessions.len() >= self.limits.max_sessions {
             return Err(Refusal {
@@ -86,6 +89,12 @@ impl Broker {
                 );
             }
             if !clean_start && same_user {
+                if moved.is_some() {
+                    tracing::warn!(
+                        client_id,
+                        "a connection here resumed the session while another node handed it over: the handed-over copy is dropped"
+                    );
+                }
                 session.expiry_interval = expiry_interval;
                 let generation = session.attach(outbox, send_window, connected_at);
                 existing.set_online(true);
@@ -108,9 +117,15 @@ impl Broker {
             }
         }
         let handle = SessionHandle::for_user(client_id.into(), username.map(Arc::from));
+        // A session moved from another node, unless a connection here made one meanwhile
+        // (then the resumed one above was taken, and what moved is dropped with a line).
+        let present = moved.is_some();
         let generation = {
             let mut session = handle.lock();
             session.expiry_interval = expiry_interval;
+            if let Some(image) = moved {
+                self.adopt(&handle, &mut session, image);
+            }
             let generation = session.attach(outbox, send_window, connected_at);
             handle.set_online(true);
             generation
@@ -118,7 +133,7 @@ impl Broker {
         sessions.insert(handle.client_id_shared(), Arc::clone(&handle));
         Ok(Opened {
             session: handle,
-            present: false,
+            present,
             generation,
         })
     }

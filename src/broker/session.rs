@@ -278,6 +278,16 @@ struct Inflight {
     released: bool,
 }
 
+/// What a session held, taken out for its move to another node ([`Session::export`]).
+pub struct Exported {
+    pub subscriptions: Vec<(String, SubscriptionOptions, Option<u32>)>,
+    /// In flight first (packet id, PUBREL sent), then queued.
+    pub messages: Vec<(Delivery, Option<(u16, bool)>)>,
+    pub inbound_qos2: Vec<u16>,
+    /// The filters to take out of the router.
+    pub filters: Vec<String>,
+}
+
 /// The session's state, behind the handle's lock.
 pub struct Session {
     /// The connection attached now, if any.
@@ -452,6 +462,73 @@ impl Session {
             .drain()
             .map(|(filter, _)| filter)
             .collect()
+    }
+
+    /// Takes everything the session holds for its move to another node
+    /// ([`super::handover`]) and retires it: its subscriptions, its messages in flight (with
+    /// their packet ids, and whether PUBREL was sent) and then those queued and parked, in
+    /// order, and the inbound QoS 2 ids not yet released.
+    pub fn export(&mut self) -> Exported {
+        let subscriptions = self
+            .subscriptions
+            .iter()
+            .map(|(filter, (options, id))| (filter.clone(), *options, *id))
+            .collect();
+        let mut messages: Vec<(Delivery, Option<(u16, bool)>)> = self
+            .inflight
+            .drain(..)
+            .map(|flight| (flight.delivery, Some((flight.packet_id, flight.released))))
+            .collect();
+        messages.extend(self.queue.take_all().into_iter().map(|d| (d, None)));
+        let inbound_qos2 = self
+            .inbound_qos2
+            .take()
+            .map(|ids| ids.ids())
+            .unwrap_or_default();
+        let filters = self.retire();
+        Exported {
+            subscriptions,
+            messages,
+            inbound_qos2,
+            filters,
+        }
+    }
+
+    /// Takes in the messages and inbound QoS 2 ids of a session moved here, before a
+    /// connection attaches (which sends the in-flight ones again, with DUP). What does not fit
+    /// this node's bounds is dropped; returns how many messages were.
+    pub fn adopt(
+        &mut self,
+        messages: Vec<(Delivery, Option<(u16, bool)>)>,
+        inbound_qos2: &[u16],
+        bounds: &Bounds,
+    ) -> usize {
+        let mut dropped = 0;
+        for (delivery, flight) in messages {
+            match flight {
+                Some((packet_id, released))
+                    if packet_id != 0
+                        && !self.inflight.iter().any(|f| f.packet_id == packet_id) =>
+                {
+                    self.queue.fly(delivery.size());
+                    self.last_packet_id = packet_id;
+                    self.inflight.push_back(Inflight {
+                        packet_id,
+                        delivery,
+                        released,
+                    });
+                }
+                _ if self.queue.has_room(delivery.size(), bounds) => self.queue.push(delivery),
+                _ => dropped += 1,
+            }
+        }
+        if !inbound_qos2.is_empty() {
+            let ids = self.inbound_qos2.get_or_insert_default();
+            for &id in inbound_qos2 {
+                ids.insert(id);
+            }
+        }
+        dropped
     }
 
     /// Messages the queue still takes (by count), for retained messages on subscribe.

@@ -81,11 +81,17 @@ pub struct Stats {
     pub protocol_errors: Counter,
     /// Wills published.
     pub wills_published: Counter,
+    /// Sessions taken over from another node, and handed over to one
+    /// ([`super::handover`]).
+    pub sessions_moved_in: Counter,
+    pub sessions_moved_out: Counter,
+    /// Messages of a session moved here that did not fit this node's bounds or limits.
+    pub dropped_handover: Counter,
 }
 
 impl Stats {
     /// Every count of dropped messages, by reason.
-    pub fn drops(&self) -> [(&'static str, u64); 6] {
+    pub fn drops(&self) -> [(&'static str, u64); 7] {
         [
             ("queue_full", self.dropped_queue_full.get()),
             ("slow_consumer", self.dropped_slow_consumer.get()),
@@ -93,6 +99,7 @@ impl Stats {
             ("expired", self.dropped_expired.get()),
             ("too_large", self.dropped_too_large.get()),
             ("no_group_member", self.dropped_no_group_member.get()),
+            ("handover", self.dropped_handover.get()),
         ]
     }
 }
@@ -102,7 +109,7 @@ impl Stats {
 /// flood the log, so this is what tells an operator that something is being lost.
 #[derive(Default)]
 pub struct DropReport {
-    last: [u64; 6],
+    last: [u64; 7],
 }
 
 impl DropReport {

@@ -69,6 +69,16 @@ impl Unreleased {
         }
     }
 
+    /// Every id held, for a session that moves to another node.
+    pub fn ids(&self) -> Vec<u16> {
+        match self {
+            Unreleased::Set(set) => set.iter().copied().collect(),
+            Unreleased::Bits { words, .. } => (0..=u16::MAX)
+                .filter(|&id| words[word(id)] & bit(id) != 0)
+                .collect(),
+        }
+    }
+
     /// Removes `id`; true if it was there.
     pub fn remove(&mut self, id: u16) -> bool {
         match self {

@@ -10,8 +10,10 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::broker::{GroupRef, Version};
-use crate::protocol::{self, Delivered, Packet, Properties, ProtocolVersion, Publish};
+use crate::broker::{GroupRef, MovedMessage, MovedSubscription, Version};
+use crate::protocol::{
+    self, Delivered, Packet, Properties, ProtocolVersion, Publish, SubscriptionOptions,
+};
 
 /// Sent first by both sides of a route.
 pub const MAGIC: &[u8; 4] = b"SMQR";
@@ -20,7 +22,7 @@ pub const MAGIC: &[u8; 4] = b"SMQR";
 /// proven by challenge and response instead of sent in the INFO. Version 3: retained messages
 /// and clears carry a version (MESSAGE with RETAIN, RETAINED), and RETAINED carries clears.
 /// Version 4: INFO carries the sender's epoch; messages are numbered (SEQ) and acknowledged
-/// (ACK), and SYNCED ends the full interest set.
+/// (ACK), SYNCED ends the full interest set, and sessions move between nodes (SESSION_*).
 pub const PROTOCOL_VERSION: u16 = 4;
 
 /// MESSAGE flag: a version (`u64` clock, `string` node) follows the group list.
@@ -126,6 +128,30 @@ pub enum Frame {
     Seq(u64),
     /// The sender took every message numbered up to this one into its sessions' queues.
     Ack(u64),
+    /// A client connected to the sender with clean start = 0 and has no session there: the
+    /// receiver hands the session over if it has it (SESSION, its items, SESSION_END), or
+    /// answers SESSION_NONE.
+    SessionWanted {
+        request: u64,
+        client_id: String,
+        username: Option<String>,
+    },
+    SessionNone(u64),
+    /// A session handed over: its inbound QoS 2 ids not yet released. Its subscriptions
+    /// and messages follow, then SESSION_END.
+    Session {
+        request: u64,
+        inbound_qos2: Vec<u16>,
+    },
+    SessionSubscription {
+        request: u64,
+        subscription: MovedSubscription,
+    },
+    SessionMessage {
+        request: u64,
+        message: Box<MovedMessage>,
+    },
+    SessionEnd(u64),
     /// A client connected to the sender with this id: a connection with it here must close.
     ClientConnected {
         client_id: String,
@@ -150,7 +176,17 @@ mod kind {
     pub const SYNCED: u8 = 13;
     pub const SEQ: u8 = 14;
     pub const ACK: u8 = 15;
+    pub const SESSION_WANTED: u8 = 16;
+    pub const SESSION_NONE: u8 = 17;
+    pub const SESSION: u8 = 18;
+    pub const SESSION_SUBSCRIPTION: u8 = 19;
+    pub const SESSION_MESSAGE: u8 = 20;
+    pub const SESSION_END: u8 = 21;
 }
+
+/// SESSION_MESSAGE flags.
+const RELEASED: u8 = 0x01;
+const GROUPED: u8 = 0x02;
 
 impl Frame {
     /// The frame as bytes, length prefix included. Fails only for a message the MQTT codec
@@ -229,6 +265,59 @@ impl Frame {
                 out.put_u8(kind::ACK);
                 out.put_u64(*seq);
             }
+            Frame::SessionWanted {
+                request,
+                client_id,
+                username,
+            } => {
+                out.put_u8(kind::SESSION_WANTED);
+                out.put_u64(*request);
+                put_str(&mut out, client_id);
+                out.put_u8(u8::from(username.is_some()));
+                put_str(&mut out, username.as_deref().unwrap_or_default());
+            }
+            Frame::SessionNone(request) => {
+                out.put_u8(kind::SESSION_NONE);
+                out.put_u64(*request);
+            }
+            Frame::Session {
+                request,
+                inbound_qos2,
+            } => {
+                out.put_u8(kind::SESSION);
+                out.put_u64(*request);
+                out.put_u32(u32::try_from(inbound_qos2.len()).unwrap_or(u32::MAX));
+                for id in inbound_qos2 {
+                    out.put_u16(*id);
+                }
+            }
+            Frame::SessionSubscription {
+                request,
+                subscription,
+            } => {
+                out.put_u8(kind::SESSION_SUBSCRIPTION);
+                out.put_u64(*request);
+                put_str(&mut out, &subscription.filter);
+                out.put_u8(subscription.options.to_byte());
+                out.put_u32(subscription.id.unwrap_or(0));
+            }
+            Frame::SessionMessage { request, message } => {
+                out.put_u8(kind::SESSION_MESSAGE);
+                out.put_u64(*request);
+                let (packet_id, released) = message.in_flight.unwrap_or((0, false));
+                out.put_u16(packet_id);
+                let grouped = if message.group.is_some() { GROUPED } else { 0 };
+                out.put_u8(if released { RELEASED } else { 0 } | grouped);
+                if let Some(group) = &message.group {
+                    put_str(&mut out, &group.group);
+                    put_str(&mut out, &group.filter);
+                }
+                put_publish(&mut out, &message.publish)?;
+            }
+            Frame::SessionEnd(request) => {
+                out.put_u8(kind::SESSION_END);
+                out.put_u64(*request);
+            }
             Frame::ClientConnected {
                 client_id,
                 connected_at,
@@ -306,13 +395,71 @@ impl Frame {
             kind::SYNCED => Frame::Synced,
             kind::SEQ => Frame::Seq(take_u64(&mut body, "SEQ")?),
             kind::ACK => Frame::Ack(take_u64(&mut body, "ACK")?),
+            kind::SESSION_WANTED => Frame::SessionWanted {
+                request: take_u64(&mut body, "SESSION_WANTED")?,
+                client_id: take_str(&mut body, "SESSION_WANTED")?,
+                username: {
+                    let present = take_u8(&mut body, "SESSION_WANTED")? != 0;
+                    let name = take_str(&mut body, "SESSION_WANTED")?;
+                    present.then_some(name)
+                },
+            },
+            kind::SESSION_NONE => Frame::SessionNone(take_u64(&mut body, "SESSION_NONE")?),
+            kind::SESSION => {
+                let request = take_u64(&mut body, "SESSION")?;
+                let count = take_u32(&mut body, "SESSION")? as usize;
+                if body.remaining() != count * 2 {
+                    return Err(FrameError::Malformed("SESSION"));
+                }
+                Frame::Session {
+                    request,
+                    inbound_qos2: (0..count).map(|_| body.get_u16()).collect(),
+                }
+            }
+            kind::SESSION_SUBSCRIPTION => Frame::SessionSubscription {
+                request: take_u64(&mut body, "SESSION_SUBSCRIPTION")?,
+                subscription: MovedSubscription {
+                    filter: take_str(&mut body, "SESSION_SUBSCRIPTION")?,
+                    options: SubscriptionOptions::from_byte(take_u8(
+                        &mut body,
+                        "SESSION_SUBSCRIPTION",
+                    )?)
+                    .ok_or(FrameError::Malformed("SESSION_SUBSCRIPTION"))?,
+                    id: Some(take_u32(&mut body, "SESSION_SUBSCRIPTION")?).filter(|&id| id != 0),
+                },
+            },
+            kind::SESSION_MESSAGE => {
+                let request = take_u64(&mut body, "SESSION_MESSAGE")?;
+                let packet_id = take_u16(&mut body, "SESSION_MESSAGE")?;
+                let flags = take_u8(&mut body, "SESSION_MESSAGE")?;
+                let group = if flags & GROUPED != 0 {
+                    Some(GroupRef {
+                        group: take_str(&mut body, "SESSION_MESSAGE")?,
+                        filter: take_str(&mut body, "SESSION_MESSAGE")?,
+                    })
+                } else {
+                    None
+                };
+                Frame::SessionMessage {
+                    request,
+                    message: Box::new(MovedMessage {
+                        in_flight: (packet_id != 0).then_some((packet_id, flags & RELEASED != 0)),
+                        group,
+                        publish: take_publish(&mut body, max_packet)?,
+                    }),
+                }
+            }
+            kind::SESSION_END => Frame::SessionEnd(take_u64(&mut body, "SESSION_END")?),
             kind::CLIENT_CONNECTED => Frame::ClientConnected {
                 client_id: take_str(&mut body, "CLIENT_CONNECTED")?,
                 connected_at: take_u64(&mut body, "CLIENT_CONNECTED")?,
             },
             other => return Err(FrameError::UnknownKind(other)),
         };
-        if !body.is_empty() && kind != kind::MESSAGE && kind != kind::RETAINED {
+        // Those that end with a PUBLISH checked it filled the frame.
+        if !body.is_empty()
+            && ![kind::MESSAGE, kind::RETAINED, kind::SESSION_MESSAGE].contains(&kind)
+        {
             return Err(FrameError::Malformed("trailing bytes in a"));
         }
         Ok(frame)

@@ -511,6 +511,8 @@ impl Cluster {
             .is_some_and(|r| r.id() == route.id())
         {
             state.routes.remove(&route.peer);
+            drop(state);
+            self.handovers_lost(&route.peer);
         }
     }
 

@@ -40,6 +40,7 @@
 //! change after it.
 
 mod frame;
+mod handover;
 mod handshake;
 mod interest;
 mod link;
@@ -50,8 +51,10 @@ mod tls;
 mod validate;
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Weak};
 use std::time::{Duration, Instant};
@@ -61,13 +64,15 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::broker::{
-    Assigned, Broker, GroupRef, LogLimit, Message, PeerId, Peers, RemoteGroup, Version, Waiter,
+    Assigned, Broker, Fetched, GroupRef, LogLimit, Message, PeerId, Peers, RemoteGroup, Version,
+    Waiter,
 };
 use crate::config::ClusterConfig;
 use crate::protocol::{Delivered, Publish, QoS};
 use crate::transport::TransportError;
 
 use frame::{Frame, Info, Outgoing};
+use handover::{Handovers, SessionBounds};
 use interest::Members;
 use link::{Link, LinkLimits, Sent};
 use route::Route;
@@ -138,6 +143,10 @@ pub struct Cluster {
     max_packet: usize,
     /// What a peer's filters, topics, names and addresses are held to.
     rules: validate::Rules,
+    /// Sessions asked of the peers for clients that connected here ([`handover`]), and the
+    /// bounds of one that comes.
+    handovers: Arc<Mutex<Handovers>>,
+    session_bounds: SessionBounds,
     /// Items from peers refused by `rules`.
     refused: AtomicU64,
     /// Route connections closed in their handshake to make room for a newer one
@@ -254,6 +263,13 @@ impl Bound {
             acks_wait_for_peers: c.acks == "cluster",
             max_packet: broker.limits().max_packet_size as usize,
             rules: validate::Rules::new(broker.limits(), c.max_peers),
+            handovers: Arc::default(),
+            session_bounds: SessionBounds {
+                subscriptions: broker.limits().max_subscriptions,
+                messages: broker.limits().max_queued_messages
+                    + usize::from(broker.limits().max_inflight),
+                bytes: broker.limits().max_queued_bytes.saturating_mul(2),
+            },
             refused: AtomicU64::new(0),
             pending_evicted: AtomicU64::new(0),
             logs: Logs::default(),
@@ -403,6 +419,7 @@ impl Cluster {
     /// away for its grace period (docs/ARCHITECTURE.md, "Acknowledgements and replay").
     fn expire_links(&self) {
         let now = Instant::now();
+        self.expire_handovers(now);
         let gone: Vec<Arc<Link>> = self
             .links()
             .iter()
@@ -621,6 +638,14 @@ impl Peers for Cluster {
             }
             _ => false,
         }
+    }
+
+    fn fetch_session(
+        &self,
+        client_id: &str,
+        username: Option<&str>,
+    ) -> Option<Pin<Box<dyn Future<Output = Fetched> + Send>>> {
+        self.request_session(client_id, username)
     }
 
     fn client_connected(&self, client_id: &str, connected_at: u64) {

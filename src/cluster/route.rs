@@ -394,6 +394,49 @@ fn apply(
             }
         }
         Frame::Synced => route.synced(),
+        Frame::SessionWanted {
+            request,
+            client_id,
+            username,
+        } => {
+            if cluster.admit(peer, "SESSION_WANTED", rules.client_id(&client_id)) {
+                cluster.hand_over(route, request, &client_id, username.as_deref());
+            }
+        }
+        Frame::SessionNone(request) => cluster.session_none(peer, request),
+        Frame::Session {
+            request,
+            inbound_qos2,
+        } => {
+            if !cluster.session_begins(peer, request, inbound_qos2) {
+                cluster.unwanted(peer, "SESSION");
+            }
+        }
+        Frame::SessionSubscription {
+            request,
+            subscription,
+        } => {
+            if cluster.admit(
+                peer,
+                "SESSION_SUBSCRIPTION",
+                rules.filter(&subscription.filter),
+            ) && !cluster.session_subscription(
+                peer,
+                request,
+                subscription,
+                &cluster.session_bounds,
+            ) {
+                cluster.unwanted(peer, "SESSION_SUBSCRIPTION");
+            }
+        }
+        Frame::SessionMessage { request, message } => {
+            if cluster.admit(peer, "SESSION_MESSAGE", rules.topic(&message.publish.topic))
+                && !cluster.session_message(peer, request, *message, &cluster.session_bounds)
+            {
+                cluster.unwanted(peer, "SESSION_MESSAGE");
+            }
+        }
+        Frame::SessionEnd(request) => cluster.session_ends(peer, request),
         Frame::Seq(seq) => *next_seq = seq,
         Frame::Ack(up_to) => route.link.acked(up_to),
         Frame::GroupWeight {

@@ -368,13 +368,7 @@ fn subscribe(s: &mut impl Sink, sub: &Subscribe, v5: bool) -> Result<(), EncodeE
 }
 
 fn subscription_options(o: &SubscriptionOptions, v5: bool) -> u8 {
-    let qos = o.qos as u8;
-    if !v5 {
-        return qos;
-    }
-    qos | u8::from(o.no_local) << 2
-        | u8::from(o.retain_as_published) << 3
-        | (o.retain_handling & 0b11) << 4
+    if v5 { o.to_byte() } else { o.qos as u8 }
 }
 
 fn properties_if(present: bool, s: &mut impl Sink, p: &Properties) -> Result<(), EncodeError> {

@@ -196,6 +196,30 @@ pub struct SubscriptionOptions {
     pub retain_handling: u8,
 }
 
+impl SubscriptionOptions {
+    /// The options as MQTT 5 encodes them (§3.8.3.1).
+    pub fn to_byte(&self) -> u8 {
+        self.qos as u8
+            | u8::from(self.no_local) << 2
+            | u8::from(self.retain_as_published) << 3
+            | (self.retain_handling & 0b11) << 4
+    }
+
+    /// Options from their MQTT 5 byte; `None` for reserved bits or values set.
+    pub fn from_byte(byte: u8) -> Option<SubscriptionOptions> {
+        let retain_handling = (byte >> 4) & 0b11;
+        if byte & 0b1100_0000 != 0 || retain_handling == 3 {
+            return None;
+        }
+        Some(SubscriptionOptions {
+            qos: QoS::from_u8(byte & 0b11)?,
+            no_local: byte & 0b0100 != 0,
+            retain_as_published: byte & 0b1000 != 0,
+            retain_handling,
+        })
+    }
+}
+
 /// SUBSCRIBE: one or more topic filters with their options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscribe {

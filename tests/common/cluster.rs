@@ -98,7 +98,9 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts the node and waits until its MQTT port accepts connections.
+    /// Starts the node and waits until its MQTT port accepts connections and its route port
+    /// is bound (it is bound after the MQTT ones; the log says so, and a probe connection
+    /// would count as a refused route handshake).
     pub async fn start(spec: NodeSpec) -> Node {
         let dir = std::env::temp_dir().join(format!(
             "supermq-cluster-{}-{}",
@@ -131,7 +133,9 @@ impl Node {
             log,
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(node.mqtt()).await.is_err() {
+        while tokio::net::TcpStream::connect(node.mqtt()).await.is_err()
+            || !node.log().contains("listening for routes")
+        {
             if let Some(child) = &mut node.child {
                 assert!(
                     child.try_wait().ok().flatten().is_none(),
