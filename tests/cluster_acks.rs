@@ -45,6 +45,15 @@ async fn subscriber(node: &Node, from: &Node, filter: &str) -> TestClient {
     sub
 }
 
+/// Node 1 of a pair with `extra`, whose peer node 2 held a persistent subscriber to `gone/#`
+/// (known to node 1) and was then killed.
+async fn peer_killed(extra: &str) -> Node {
+    let (node1, mut node2) = pair(extra).await;
+    let _sub = subscriber(&node2, &node1, "gone/#").await;
+    node2.kill();
+    node1
+}
+
 /// The PUBACKs for `count` QoS 1 publishes with ids `first..`, by packet id, each with the
 /// time it came.
 async fn collect_acks(
@@ -148,9 +157,7 @@ async fn a_frozen_subscriber_node_loses_no_acknowledged_message() {
 /// matches and the answer is 0x10.
 #[tokio::test]
 async fn a_dead_peer_turns_the_ack_negative_within_ten_seconds() {
-    let (node1, mut node2) = pair("ack_timeout_ms = 1500\npeer_grace_ms = 4000\n").await;
-    let _sub = subscriber(&node2, &node1, "gone/#").await;
-    node2.kill();
+    let node1 = peer_killed("ack_timeout_ms = 1500\npeer_grace_ms = 4000\n").await;
     let mut publisher = node1.client("pub").await;
     let sent = Instant::now();
     publisher.send(&qos1("gone/1", b"x", 1)).await;
@@ -173,9 +180,7 @@ async fn a_dead_peer_turns_the_ack_negative_within_ten_seconds() {
 /// no PUBACK, and its connection is closed, so it sends the message again on reconnecting.
 #[tokio::test]
 async fn a_v311_publisher_is_disconnected_instead_of_acknowledged_falsely() {
-    let (node1, mut node2) = pair("ack_timeout_ms = 1000\npeer_grace_ms = 4000\n").await;
-    let _sub = subscriber(&node2, &node1, "gone/#").await;
-    node2.kill();
+    let node1 = peer_killed("ack_timeout_ms = 1000\npeer_grace_ms = 4000\n").await;
     let mut publisher = TestClient::v311(node1.mqtt(), "old-pub").await;
     publisher.send(&qos1("gone/1", b"x", 1)).await;
     let before_close = publisher.expect_closed().await;
@@ -189,9 +194,7 @@ async fn a_v311_publisher_is_disconnected_instead_of_acknowledged_falsely() {
 /// new message with it is routed rather than taken for a resend of the old one.
 #[tokio::test]
 async fn a_negative_pubrec_frees_the_packet_id() {
-    let (node1, mut node2) = pair("ack_timeout_ms = 1000\npeer_grace_ms = 2500\n").await;
-    let _sub = subscriber(&node2, &node1, "gone/#").await;
-    node2.kill();
+    let node1 = peer_killed("ack_timeout_ms = 1000\npeer_grace_ms = 2500\n").await;
     let mut publisher = node1.client("pub2").await;
     let publish = |payload: &[u8]| {
         Packet::Publish(publish_packet(
@@ -224,9 +227,7 @@ async fn a_negative_pubrec_frees_the_packet_id() {
 /// for a peer that is gone.
 #[tokio::test]
 async fn local_acks_do_not_wait_for_the_peers() {
-    let (node1, mut node2) = pair("acks = \"local\"\nack_timeout_ms = 5000\n").await;
-    let _sub = subscriber(&node2, &node1, "gone/#").await;
-    node2.kill();
+    let node1 = peer_killed("acks = \"local\"\nack_timeout_ms = 5000\n").await;
     let mut publisher = node1.client("pub").await;
     let sent = Instant::now();
     assert_eq!(
