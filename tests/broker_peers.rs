@@ -99,7 +99,7 @@ impl Peers for Recorder {
         )))))
     }
 
-    fn client_connected(&self, client_id: &str, _connected_at: u64) {
+    fn client_connected(&self, client_id: &str, _connected_at: u64, _clean_start: bool) {
         self.connected.lock().unwrap().push(client_id.to_string());
     }
 }

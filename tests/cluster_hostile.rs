@@ -64,6 +64,7 @@ async fn invalid_filters_and_topics_from_an_authenticated_peer_are_refused_and_t
     let mut client_id = vec![kind::CLIENT_CONNECTED];
     put_str(&mut client_id, &"c".repeat(300));
     client_id.extend_from_slice(&0u64.to_be_bytes()); // connected at
+    client_id.push(0); // clean start
     peer.send(&client_id).await;
     let mut peers = vec![kind::PEERS, 0, 1];
     put_str(&mut peers, "no port here");

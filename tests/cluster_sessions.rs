@@ -129,3 +129,21 @@ async fn a_frozen_node_leaves_the_client_a_new_session_within_ten_seconds() {
     );
     node2.wait_for_log("could not be asked").await;
 }
+
+/// A clean start on one node discards the client's session on every node (MQTT-3.1.2-4): the
+/// session it left on node 1 does not come back when it resumes later.
+#[tokio::test]
+async fn a_clean_start_elsewhere_discards_the_session() {
+    let (node1, node2) = pair().await;
+    let (mut sub, _) = resume(&node1, "restarter").await;
+    sub.subscribe("clean/#", QoS::AtLeastOnce).await;
+    sub.disconnect().await;
+    // Clean start on node 2, with a session that ends with the connection.
+    let mut fresh = TestClient::v5(node2.mqtt(), "restarter").await;
+    node1
+        .wait_for_log("client started a clean session on another node")
+        .await;
+    fresh.disconnect().await;
+    let (_back, connack) = resume(&node1, "restarter").await;
+    assert!(!connack.session_present, "no session anywhere");
+}

@@ -609,31 +609,47 @@ impl Broker {
         &self,
         client_id: &str,
         peer: &str,
+        clean_start: bool,
         newer: impl FnOnce(u64) -> bool,
     ) {
-        let Some(handle) = self.sessions().get(client_id).cloned() else {
+        let mut sessions = self.sessions();
+        let Some(handle) = sessions.get(client_id).cloned() else {
             return;
         };
         let session = handle.lock();
-        let Some(outbox) = session.outbox() else {
-            return;
-        };
-        if !newer(session.connected_at()) {
+        if let Some(outbox) = session.outbox() {
+            if !newer(session.connected_at()) {
+                tracing::info!(
+                    client_id,
+                    peer,
+                    "the same client id connected to another node earlier; keeping this connection"
+                );
+                return;
+            }
             tracing::info!(
                 client_id,
                 peer,
-                "the same client id connected to another node earlier; keeping this connection"
+                "client connected to another node; closing it here"
             );
+            outbox.close(
+                reason::SESSION_TAKEN_OVER,
+                "the client connected to another node",
+            );
+        }
+        if !clean_start {
+            // A resuming client took its session with it (`handover`); none is left here
+            // unless that node could not ask this one, and then this one is kept.
             return;
         }
+        // MQTT-3.1.2-4: a clean start discards the client's session, wherever it was.
+        drop(session);
+        sessions.remove(client_id);
+        let waiting_will = self.expiry.cancel(handle.id());
+        self.discard(&handle, handle.lock(), waiting_will);
         tracing::info!(
             client_id,
             peer,
-            "client connected to another node; closing it here"
-        );
-        outbox.close(
-            reason::SESSION_TAKEN_OVER,
-            "the client connected to another node",
+            "client started a clean session on another node; its session here is discarded"
         );
     }
 

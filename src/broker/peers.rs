@@ -87,7 +87,8 @@ pub trait Peers: Send + Sync {
     ) -> Option<Pin<Box<dyn Future<Output = Fetched> + Send>>>;
 
     /// A local client connected at `connected_at` (microseconds since the Unix epoch): other
-    /// nodes close their connection with the same id, if it is the older of the two
+    /// nodes close their connection with the same id, if it is the older of the two, and
+    /// with `clean_start` discard their session of it
     /// ([`super::Broker::client_connected_elsewhere`]).
-    fn client_connected(&self, client_id: &str, connected_at: u64);
+    fn client_connected(&self, client_id: &str, connected_at: u64, clean_start: bool);
 }

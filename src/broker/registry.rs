@@ -11,7 +11,7 @@
 //! - Sessions are bounded (`limits.max_sessions`): a CONNECT that needs a new one past it is
 //!   refused.
 
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 use crate::protocol::{Will, reason};
@@ -60,7 +60,7 @@ impl Broker {
                 u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
             });
         if let Some(peers) = self.peers.get() {
-            peers.client_connected(client_id, connected_at);
+            peers.client_connected(client_id, connected_at, clean_start);
         }
         if *self.shutdown.borrow() {
             // Under the session table's lock, so either this sees the flag or
@@ -107,14 +107,7 @@ impl Broker {
                     generation,
                 });
             }
-            let orphans = session.take_group_deliveries();
-            let filters = session.retire();
-            drop(session);
-            self.unsubscribe_filters(filters.iter().map(String::as_str), existing.id());
-            self.redispatch(orphans, existing.id());
-            if let Some(will) = waiting_will {
-                self.publish_will(*will, &existing);
-            }
+            self.discard(&existing, session, waiting_will);
         }
         let handle = SessionHandle::for_user(client_id.into(), username.map(Arc::from));
         // A session moved from another node, unless a connection here made one meanwhile
@@ -136,6 +129,25 @@ impl Broker {
             present,
             generation,
         })
+    }
+
+    /// Ends a session a clean start replaced, here or on another node (MQTT-3.1.2-4), once it
+    /// is out of the session table: its group messages go to other members, its filters out
+    /// of the router, and a Will still waiting goes out now (MQTT-3.1.2-8).
+    pub(super) fn discard(
+        &self,
+        handle: &Arc<SessionHandle>,
+        mut session: MutexGuard<'_, Session>,
+        waiting_will: Option<Box<Will>>,
+    ) {
+        let orphans = session.take_group_deliveries();
+        let filters = session.retire();
+        drop(session);
+        self.unsubscribe_filters(filters.iter().map(String::as_str), handle.id());
+        self.redispatch(orphans, handle.id());
+        if let Some(will) = waiting_will {
+            self.publish_will(*will, handle);
+        }
     }
 
     /// The connection of `generation` has ended. `will` is the Will to publish, if the way

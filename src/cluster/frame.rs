@@ -157,6 +157,8 @@ pub enum Frame {
         client_id: String,
         /// When it connected, in microseconds since the Unix epoch.
         connected_at: u64,
+        /// It connected with clean start = 1: its session elsewhere is discarded too.
+        clean_start: bool,
     },
 }
 
@@ -321,10 +323,12 @@ impl Frame {
             Frame::ClientConnected {
                 client_id,
                 connected_at,
+                clean_start,
             } => {
                 out.put_u8(kind::CLIENT_CONNECTED);
                 put_str(&mut out, client_id);
                 out.put_u64(*connected_at);
+                out.put_u8(u8::from(*clean_start));
             }
         }
         finish(out)
@@ -453,6 +457,7 @@ impl Frame {
             kind::CLIENT_CONNECTED => Frame::ClientConnected {
                 client_id: take_str(&mut body, "CLIENT_CONNECTED")?,
                 connected_at: take_u64(&mut body, "CLIENT_CONNECTED")?,
+                clean_start: take_u8(&mut body, "CLIENT_CONNECTED")? != 0,
             },
             other => return Err(FrameError::UnknownKind(other)),
         };
@@ -784,7 +789,56 @@ mod tests {
         round_trip(Frame::ClientConnected {
             client_id: "c1".into(),
             connected_at: 1_765_000_000_000_000,
+            clean_start: true,
         });
+        round_trip(Frame::SessionWanted {
+            request: 3,
+            client_id: "c1".into(),
+            username: Some("u".into()),
+        });
+        round_trip(Frame::SessionWanted {
+            request: 4,
+            client_id: "c1".into(),
+            username: None,
+        });
+        round_trip(Frame::SessionNone(3));
+        round_trip(Frame::Session {
+            request: 3,
+            inbound_qos2: vec![1, 65535],
+        });
+        round_trip(Frame::SessionSubscription {
+            request: 3,
+            subscription: MovedSubscription {
+                filter: "$share/g/a/#".into(),
+                options: SubscriptionOptions {
+                    qos: QoS::ExactlyOnce,
+                    no_local: false,
+                    retain_as_published: true,
+                    retain_handling: 2,
+                },
+                id: Some(42),
+            },
+        });
+        let mut publish = Publish {
+            qos: QoS::AtLeastOnce,
+            packet_id: 9,
+            topic: "a/b".into(),
+            payload: Bytes::from_static(b"hi"),
+            ..Publish::default()
+        };
+        publish.properties.subscription_identifiers = vec![42];
+        round_trip(Frame::SessionMessage {
+            request: 3,
+            message: Box::new(MovedMessage {
+                publish,
+                in_flight: Some((9, true)),
+                group: Some(GroupRef {
+                    group: "g".into(),
+                    filter: "a/#".into(),
+                }),
+            }),
+        });
+        round_trip(Frame::SessionEnd(3));
     }
 
     /// The forwarding fast path writes what the general encoder would, as the peer reads it.

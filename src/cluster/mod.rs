@@ -398,10 +398,11 @@ impl Cluster {
     /// `client_id` connected to `peer` at `connected_at`: the connection here, if any, goes if
     /// it is the older of the two. Both nodes compare the same (time, node name) pairs, so
     /// exactly one of two simultaneous connections stays (docs/ARCHITECTURE.md, "Messages").
-    fn client_elsewhere(&self, client_id: &str, peer: &str, connected_at: u64) {
+    /// With `clean_start`, the session here goes too.
+    fn client_elsewhere(&self, client_id: &str, peer: &str, connected_at: u64, clean_start: bool) {
         if let Some(broker) = self.broker.upgrade() {
             let ours = self.node.as_str();
-            broker.client_connected_elsewhere(client_id, peer, |here| {
+            broker.client_connected_elsewhere(client_id, peer, clean_start, |here| {
                 (connected_at, peer) > (here, ours)
             });
         }
@@ -648,10 +649,11 @@ impl Peers for Cluster {
         self.request_session(client_id, username)
     }
 
-    fn client_connected(&self, client_id: &str, connected_at: u64) {
+    fn client_connected(&self, client_id: &str, connected_at: u64, clean_start: bool) {
         let frame = Frame::ClientConnected {
             client_id: client_id.to_string(),
             connected_at,
+            clean_start,
         };
         for route in self.state().routes.values() {
             route.send_control(&frame);

@@ -488,9 +488,10 @@ fn apply(
         Frame::ClientConnected {
             client_id,
             connected_at,
+            clean_start,
         } => {
             if cluster.admit(peer, "CLIENT_CONNECTED", rules.client_id(&client_id)) {
-                cluster.client_elsewhere(&client_id, peer, connected_at);
+                cluster.client_elsewhere(&client_id, peer, connected_at, clean_start);
             }
         }
         // The dialler refuses after the acceptor's last handshake frame, when the acceptor
