@@ -238,3 +238,25 @@ async fn local_acks_do_not_wait_for_the_peers() {
     );
     assert!(sent.elapsed() < Duration::from_secs(1));
 }
+
+/// A peer that shuts down gracefully says so (GOODBYE): nothing is kept for it, so a publish
+/// for its subscriber is answered at once — 0x10, as nobody else matches — rather than held
+/// for the ack timeout.
+#[tokio::test]
+async fn a_peer_that_shuts_down_is_not_waited_for() {
+    let (node1, mut node2) = pair("ack_timeout_ms = 8000\npeer_grace_ms = 10000\n").await;
+    let _sub = subscriber(&node2, &node1, "gone/#").await;
+    node2.stop();
+    node1
+        .wait_for_log("peer shut down; nothing is kept for it")
+        .await;
+    let mut publisher = node1.client("pub").await;
+    let sent = Instant::now();
+    assert_eq!(
+        publisher
+            .publish("gone/1", b"x", QoS::AtLeastOnce, false)
+            .await,
+        reason::NO_MATCHING_SUBSCRIBERS
+    );
+    assert!(sent.elapsed() < Duration::from_secs(2));
+}

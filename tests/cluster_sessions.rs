@@ -139,7 +139,7 @@ async fn a_clean_start_elsewhere_discards_the_session() {
     sub.subscribe("clean/#", QoS::AtLeastOnce).await;
     sub.disconnect().await;
     // Clean start on node 2, with a session that ends with the connection.
-    let mut fresh = TestClient::v5(node2.mqtt(), "restarter").await;
+    let fresh = TestClient::v5(node2.mqtt(), "restarter").await;
     node1
         .wait_for_log("client started a clean session on another node")
         .await;

@@ -128,6 +128,8 @@ pub enum Frame {
     Seq(u64),
     /// The sender took every message numbered up to this one into its sessions' queues.
     Ack(u64),
+    /// The sender is shutting down: when this route ends, nothing is to be kept for it.
+    Goodbye,
     /// A client connected to the sender with clean start = 0 and has no session there: the
     /// receiver hands the session over if it has it (SESSION, its items, SESSION_END), or
     /// answers SESSION_NONE.
@@ -184,6 +186,7 @@ mod kind {
     pub const SESSION_SUBSCRIPTION: u8 = 19;
     pub const SESSION_MESSAGE: u8 = 20;
     pub const SESSION_END: u8 = 21;
+    pub const GOODBYE: u8 = 22;
 }
 
 /// SESSION_MESSAGE flags.
@@ -259,6 +262,7 @@ impl Frame {
                 put_list(&mut out, peers);
             }
             Frame::Synced => out.put_u8(kind::SYNCED),
+            Frame::Goodbye => out.put_u8(kind::GOODBYE),
             Frame::Seq(seq) => {
                 out.put_u8(kind::SEQ);
                 out.put_u64(*seq);
@@ -397,6 +401,7 @@ impl Frame {
             },
             kind::PEERS => Frame::Peers(take_list(&mut body, "PEERS")?),
             kind::SYNCED => Frame::Synced,
+            kind::GOODBYE => Frame::Goodbye,
             kind::SEQ => Frame::Seq(take_u64(&mut body, "SEQ")?),
             kind::ACK => Frame::Ack(take_u64(&mut body, "ACK")?),
             kind::SESSION_WANTED => Frame::SessionWanted {
@@ -741,6 +746,7 @@ mod tests {
             epoch: 0x0123_4567_89ab_cdef,
         }));
         round_trip(Frame::Synced);
+        round_trip(Frame::Goodbye);
         round_trip(Frame::Seq(7));
         round_trip(Frame::Ack(u64::MAX));
         round_trip(Frame::Refused("no".into()));

@@ -29,7 +29,7 @@
 //! `out` is released.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -67,6 +67,8 @@ pub struct Link {
     /// Messages for the peer dropped: QoS 0 while no route was up, a full replay buffer, or
     /// no acknowledgement in time.
     dropped: AtomicU64,
+    /// The peer said it is shutting down (GOODBYE): no grace period when its route ends.
+    leaving: AtomicBool,
 }
 
 /// The outgoing side, behind one lock so numbers, buffer and route stay in step.
@@ -116,6 +118,7 @@ impl Link {
             }),
             received: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            leaving: AtomicBool::new(false),
         })
     }
 
@@ -253,6 +256,16 @@ impl Link {
         // Two routes to the peer may be read at once for a moment (a duplicate route being
         // replaced): each reads its own in order, and whichever takes a number first delivers.
         self.received.fetch_max(seq, Ordering::AcqRel) < seq
+    }
+
+    /// The peer is shutting down.
+    pub fn leave(&self) {
+        self.leaving.store(true, Ordering::Release);
+    }
+
+    /// Whether the peer said it is shutting down.
+    pub fn is_leaving(&self) -> bool {
+        self.leaving.load(Ordering::Acquire)
     }
 
     /// The highest message number taken from the peer.

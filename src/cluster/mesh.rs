@@ -511,6 +511,17 @@ impl Cluster {
             .is_some_and(|r| r.id() == route.id())
         {
             state.routes.remove(&route.peer);
+            if route.link.is_leaving()
+                && state
+                    .links
+                    .get(&route.peer)
+                    .is_some_and(|l| l.id() == route.link.id())
+            {
+                state.links.remove(&route.peer);
+                self.publish_links(&state);
+                tracing::info!(peer = %route.peer, "peer shut down; nothing is kept for it");
+                route.link.fail_all();
+            }
             drop(state);
             self.handovers_lost(&route.peer);
         }

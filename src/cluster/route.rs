@@ -394,6 +394,7 @@ fn apply(
             }
         }
         Frame::Synced => route.synced(),
+        Frame::Goodbye => route.link.leave(),
         Frame::SessionWanted {
             request,
             client_id,
@@ -538,8 +539,17 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 continue;
             }
             if route.draining.load(Ordering::Acquire) {
-                return match writer.shutdown().await {
-                    Ok(()) => RouteEnd::Drained,
+                // The peer keeps nothing for a node that shuts down: it is not coming back
+                // as the same process.
+                let bye = match Frame::Goodbye.encode() {
+                    Ok(bye) => bye,
+                    Err(error) => return RouteEnd::Write(std::io::Error::other(error)),
+                };
+                return match writer.write_all(&bye).await {
+                    Ok(()) => match writer.shutdown().await {
+                        Ok(()) => RouteEnd::Drained,
+                        Err(error) => error.into(),
+                    },
                     Err(error) => error.into(),
                 };
             }

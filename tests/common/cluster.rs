@@ -182,6 +182,14 @@ impl Node {
         }
     }
 
+    /// SIGTERM: a graceful shutdown; returns once the process has exited.
+    pub fn stop(&mut self) {
+        self.signal("-TERM");
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+    }
+
     /// SIGSTOP: the node stops dead, its sockets open, as a hung or paused machine does.
     pub fn freeze(&self) {
         self.signal("-STOP");
