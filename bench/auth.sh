@@ -48,7 +48,7 @@ free_port() {
 start() { # name, extra TOML
     local port
     port=$(free_port)
-    printf '[mqtt]\ntcp = "127.0.0.1:%s"\n[log]\nlevel = "warn"\n%s\n' "$port" "$2" >"$WORK/$1.toml"
+    printf '[mqtt]\ntcp = "127.0.0.1:%s"\n[http]\nlisten = ""\n[log]\nlevel = "warn"\n%s\n' "$port" "$2" >"$WORK/$1.toml"
     "$BIN" -c "$WORK/$1.toml" >"$WORK/$1.log" 2>&1 &
     for _ in $(seq 100); do
         (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break

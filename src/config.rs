@@ -224,10 +224,24 @@ impl Default for Limits {
 }
 
 /// `[http]`: admin API, metrics and console (a later issue).
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
+    /// Health, metrics and the admin API ([`crate::http`]); empty turns it off.
     pub listen: String,
+    /// `"name:role:hash"`: who may use the API, as `admin` or `viewer`, proving the secret
+    /// whose hash (in the password file's formats) is given. With none, the API answers
+    /// anyone, and so may only listen on a loopback address.
+    pub api_keys: Vec<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:11883".to_string(),
+            api_keys: Vec::new(),
+        }
+    }
 }
 
 /// `[cluster]`: the route layer ([`crate::cluster`]); the cluster is on when `listen` is set.
@@ -649,10 +663,20 @@ pub fn env_name(section: &str, key: &str) -> String {
 }
 
 /// Turns an environment value into a TOML value of the same kind as the key's default.
-/// Lists are comma-separated, items trimmed, empty items dropped (so "" is the empty list); all
-/// list keys hold strings, and if one ever does not, `check_value` rejects the items by name.
+/// Lists are comma-separated, items trimmed, empty items dropped (so "" is the empty list), or
+/// a TOML array (`["a", "b"]`) for items that hold commas themselves (an argon2 hash in an
+/// API key); all list keys hold strings, and if one ever does not, `check_value` rejects the
+/// items by name.
 fn env_value(default: &Value, raw: &str) -> Result<Value, String> {
     match default {
+        Value::Array(_) if raw.trim_start().starts_with('[') => {
+            toml::from_str::<Table>(&format!("list = {raw}"))
+                .ok()
+                .and_then(|mut table| table.remove("list"))
+                .ok_or_else(|| {
+                    format!("{raw:?} starts with '[' but is not a TOML array of strings")
+                })
+        }
         Value::String(_) => Ok(Value::String(raw.to_string())),
         Value::Integer(_) => raw
             .trim()
@@ -782,6 +806,29 @@ impl Config {
                     )
                 })?;
             }
+        }
+        let http = &self.http;
+        if !http.listen.is_empty() {
+            let addr = http.listen.parse::<SocketAddr>().map_err(|e| {
+                Problem::new(
+                    "http.listen",
+                    format!(
+                        "{:?} is not an IP address and port like \"127.0.0.1:11883\" ({e})",
+                        http.listen
+                    ),
+                )
+            })?;
+            if http.api_keys.is_empty() && !addr.ip().is_loopback() {
+                return Err(Problem::new(
+                    "http.listen",
+                    format!(
+                        "{addr} is not a loopback address, and http.api_keys is empty: the admin API would answer anyone who can reach it; set api_keys or listen on 127.0.0.1"
+                    ),
+                ));
+            }
+        }
+        if let Err(why) = crate::http::ApiKeys::parse(&http.api_keys) {
+            return Err(Problem::new("http.api_keys", why.to_string()));
         }
         if listeners.iter().all(|(_, addr)| addr.is_empty()) {
             // Blame tcp: it is the only listener on by default, so emptying it is what did this.

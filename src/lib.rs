@@ -7,6 +7,7 @@
 //! - [`auth`] holds the password and ACL rules that admit clients and guard their topics;
 //! - [`broker`] runs the sessions, the subscription index, retained messages and wills;
 //! - [`cluster`] joins brokers into a full mesh over routes;
+//! - [`http`] shows a node, and the cluster from it: health, Prometheus metrics, the admin API;
 //! - [`server`] wires listeners, broker and shutdown together, and [`config`] says how.
 //!
 //! The library is the broker and nothing else. The `supermq` binary lives beside it in `cli/`:
@@ -19,6 +20,7 @@ pub mod auth;
 pub mod broker;
 pub mod cluster;
 pub mod config;
+pub mod http;
 pub mod protocol;
 pub mod server;
 pub mod transport;

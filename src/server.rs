@@ -16,6 +16,7 @@ use crate::auth::{Auth, FileError};
 use crate::broker::{self, Broker};
 use crate::cluster::{self, Cluster, ClusterError};
 use crate::config::Config;
+use crate::http::{Http, HttpError};
 use crate::transport::{self, Kind, Listener, TransportError};
 
 /// How long shutdown waits for connections to close and routes to flush, in all.
@@ -37,6 +38,8 @@ pub enum StartError {
     /// `auth.acl_file`): the message names the file, line and reason.
     #[error("{0}")]
     Auth(#[from] FileError),
+    #[error("{0}")]
+    Http(#[from] HttpError),
 }
 
 /// A bound, not yet running, server.
@@ -46,6 +49,8 @@ pub struct Server {
     /// This node's part of the cluster, when `cluster.listen` is set: attached to the broker,
     /// accepting and dialling routes once the server runs.
     cluster: Option<cluster::Attached>,
+    /// Health, metrics and the admin API, when `http.listen` is set.
+    http: Option<Http>,
 }
 
 impl Server {
@@ -98,10 +103,21 @@ impl Server {
         };
         let broker = Broker::with_auth(config.limits.clone(), &config.cluster.group_strategy, auth);
         let cluster = cluster.map(|bound| bound.attach(&broker));
+        let http = Http::bind(
+            &config.http,
+            &config.node.name,
+            &broker,
+            cluster.as_ref().map(cluster::Attached::cluster),
+        )
+        .await?;
+        if let Some(addr) = http.as_ref().and_then(Http::local_addr) {
+            tracing::info!(%addr, "listening for HTTP (health, metrics, admin API)");
+        }
         Ok(Server {
             broker,
             listeners,
             cluster,
+            http,
         })
     }
 
@@ -113,6 +129,11 @@ impl Server {
     /// The broker, for inspecting counters.
     pub fn broker(&self) -> &Arc<Broker> {
         &self.broker
+    }
+
+    /// The bound address of the HTTP listener, if on.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(Http::local_addr)
     }
 
     /// The bound address of the listener of `kind` (useful when configured with port 0).
@@ -133,8 +154,17 @@ impl Server {
             .collect();
         let keep_alive = tokio::spawn(broker::keep_alive_sweep(Arc::clone(&self.broker)));
         let expiry = tokio::spawn(broker::expire_sessions(Arc::clone(&self.broker)));
+        let stopping = tokio::sync::watch::channel(false).0;
+        let http = self.http.take().map(|http| {
+            let mut stop = stopping.subscribe();
+            tokio::spawn(http.serve(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }))
+        });
         shutdown.await;
         tracing::info!("shutting down");
+        // The health check says so from now on; the API answers until the end.
+        stopping.send_replace(true);
         for task in &accepting {
             task.abort();
         }
@@ -149,6 +179,9 @@ impl Server {
         if let Some(cluster) = cluster {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             cluster.shutdown(left).await;
+        }
+        if let Some(http) = http {
+            http.abort();
         }
         tracing::info!(open = self.broker.connection_count(), "stopped");
     }

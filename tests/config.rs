@@ -751,3 +751,40 @@ fn certificate_names_need_a_client_ca() {
         "tls.use_identity_as_username: needs tls.client_ca: without client certificates there is no identity to use",
     );
 }
+
+#[test]
+fn the_admin_api_answers_anyone_only_on_loopback() {
+    let (_, message) = error("[http]\nlisten = \"0.0.0.0:11883\"\n", &[]);
+    assert!(message.contains("http.listen"), "{message}");
+    assert!(message.contains("api_keys"), "{message}");
+    let (_, message) = error("", &[("SUPERMQ_HTTP_LISTEN", "10.1.2.3:80")]);
+    assert!(message.contains("http.listen"), "{message}");
+    let (_, message) = error("[http]\nlisten = \"nowhere\"\n", &[]);
+    assert!(message.contains("http.listen"), "{message}");
+    let (_, result) = load_text("[http]\nlisten = \"[::1]:11883\"\n", &[]);
+    assert!(result.is_ok(), "loopback needs no key");
+    let (_, result) = load_text("[http]\nlisten = \"\"\n", &[]);
+    assert_eq!(result.expect("off").http.listen, "");
+}
+
+#[test]
+fn malformed_api_keys_stop_start_up_naming_the_key() {
+    for keys in [
+        r#"["nohash"]"#,
+        r#"["a:root:$7$101$abc$def"]"#,
+        r#"["a:admin:not-a-hash"]"#,
+    ] {
+        let (_, message) = error(&format!("[http]\napi_keys = {keys}\n"), &[]);
+        assert!(message.contains("http.api_keys"), "{keys}: {message}");
+    }
+}
+
+#[test]
+fn a_list_from_the_environment_may_be_a_toml_array_for_items_with_commas() {
+    let key = "k:viewer:$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+    let (_, result) = load_text("", &[("SUPERMQ_HTTP_API_KEYS", &format!("[\"{key}\"]"))]);
+    let config = result.expect("loads");
+    assert_eq!(config.http.api_keys, [key]);
+    let (_, message) = error("", &[("SUPERMQ_HTTP_API_KEYS", "[not toml")]);
+    assert!(message.contains("SUPERMQ_HTTP_API_KEYS"), "{message}");
+}

@@ -88,6 +88,8 @@ pub enum Frame {
     Proof(Vec<u8>),
     /// Heartbeat: any frame proves the peer alive; this one is sent when nothing else is.
     Ping,
+    /// The answer to a PING, which measures the route's round trip.
+    Pong,
     /// The sender's first local subscriber to this filter appeared (count 0 → 1).
     Interest(String),
     /// The sender's last local subscriber to this filter went (count 1 → 0).
@@ -130,6 +132,16 @@ pub enum Frame {
     Ack(u64),
     /// The sender is shutting down: when this route ends, nothing is to be kept for it.
     Goodbye,
+    /// A question of the admin API for the receiver ([`super::inspect`]).
+    Ask {
+        id: u64,
+        question: String,
+    },
+    /// The answer, as JSON; empty if the sender could not answer.
+    Answer {
+        id: u64,
+        body: Vec<u8>,
+    },
     /// A client connected to the sender with clean start = 0 and has no session there: the
     /// receiver hands the session over if it has it (SESSION, its items, SESSION_END), or
     /// answers SESSION_NONE.
@@ -187,6 +199,9 @@ mod kind {
     pub const SESSION_MESSAGE: u8 = 20;
     pub const SESSION_END: u8 = 21;
     pub const GOODBYE: u8 = 22;
+    pub const ASK: u8 = 23;
+    pub const ANSWER: u8 = 24;
+    pub const PONG: u8 = 25;
 }
 
 /// SESSION_MESSAGE flags.
@@ -222,6 +237,7 @@ impl Frame {
                 put_bytes(&mut out, tag);
             }
             Frame::Ping => out.put_u8(kind::PING),
+            Frame::Pong => out.put_u8(kind::PONG),
             Frame::Interest(filter) => {
                 out.put_u8(kind::INTEREST);
                 put_str(&mut out, filter);
@@ -263,6 +279,17 @@ impl Frame {
             }
             Frame::Synced => out.put_u8(kind::SYNCED),
             Frame::Goodbye => out.put_u8(kind::GOODBYE),
+            Frame::Ask { id, question } => {
+                out.put_u8(kind::ASK);
+                out.put_u64(*id);
+                put_str(&mut out, question);
+            }
+            Frame::Answer { id, body } => {
+                out.put_u8(kind::ANSWER);
+                out.put_u64(*id);
+                out.put_u32(u32::try_from(body.len()).unwrap_or(u32::MAX));
+                out.put_slice(body);
+            }
             Frame::Seq(seq) => {
                 out.put_u8(kind::SEQ);
                 out.put_u64(*seq);
@@ -364,6 +391,7 @@ impl Frame {
             kind::CHALLENGE => Frame::Challenge(take_str(&mut body, "CHALLENGE")?),
             kind::PROOF => Frame::Proof(take_bytes(&mut body, "PROOF")?),
             kind::PING => Frame::Ping,
+            kind::PONG => Frame::Pong,
             kind::INTEREST => Frame::Interest(take_str(&mut body, "INTEREST")?),
             kind::NO_INTEREST => Frame::NoInterest(take_str(&mut body, "NO_INTEREST")?),
             kind::GROUP_WEIGHT => Frame::GroupWeight {
@@ -402,6 +430,21 @@ impl Frame {
             kind::PEERS => Frame::Peers(take_list(&mut body, "PEERS")?),
             kind::SYNCED => Frame::Synced,
             kind::GOODBYE => Frame::Goodbye,
+            kind::ASK => Frame::Ask {
+                id: take_u64(&mut body, "ASK")?,
+                question: take_str(&mut body, "ASK")?,
+            },
+            kind::ANSWER => {
+                let id = take_u64(&mut body, "ANSWER")?;
+                let len = take_u32(&mut body, "ANSWER")? as usize;
+                if body.remaining() != len {
+                    return Err(FrameError::Malformed("ANSWER"));
+                }
+                Frame::Answer {
+                    id,
+                    body: body.split_to(len).to_vec(),
+                }
+            }
             kind::SEQ => Frame::Seq(take_u64(&mut body, "SEQ")?),
             kind::ACK => Frame::Ack(take_u64(&mut body, "ACK")?),
             kind::SESSION_WANTED => Frame::SessionWanted {
@@ -543,6 +586,8 @@ pub struct FrameReader<R> {
     reader: R,
     buf: BytesMut,
     max_packet: usize,
+    /// Bytes read from the connection so far.
+    read: u64,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -551,7 +596,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             reader,
             buf: BytesMut::new(),
             max_packet,
+            read: 0,
         }
+    }
+
+    /// Bytes read from the connection so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.read
     }
 
     /// Whether a whole frame is buffered, so [`FrameReader::next`] returns without reading.
@@ -576,9 +627,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 wanted = wanted.max(4 + len - self.buf.len());
             }
             self.buf.reserve(wanted);
-            if self.reader.read_buf(&mut self.buf).await? == 0 {
+            let read = self.reader.read_buf(&mut self.buf).await?;
+            if read == 0 {
                 return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
             }
+            self.read += read as u64;
         }
     }
 }
@@ -747,12 +800,21 @@ mod tests {
         }));
         round_trip(Frame::Synced);
         round_trip(Frame::Goodbye);
+        round_trip(Frame::Ask {
+            id: 5,
+            question: "nodes".into(),
+        });
+        round_trip(Frame::Answer {
+            id: 5,
+            body: b"{}".to_vec(),
+        });
         round_trip(Frame::Seq(7));
         round_trip(Frame::Ack(u64::MAX));
         round_trip(Frame::Refused("no".into()));
         round_trip(Frame::Challenge("0a1b".into()));
         round_trip(Frame::Proof(vec![0, 1, 255]));
         round_trip(Frame::Ping);
+        round_trip(Frame::Pong);
         round_trip(Frame::Interest("a/+".into()));
         round_trip(Frame::NoInterest("#".into()));
         round_trip(Frame::GroupWeight {

@@ -291,21 +291,6 @@ impl Cluster {
             .retain(|_, open| now.duration_since(open.started) < HANDOVER_TIMEOUT * 2);
     }
 
-    /// A session item not wanted (no such request open, another peer's, or past the bounds):
-    /// dropped, counted with the refused items, logged at most once a second.
-    pub(super) fn unwanted(&self, peer: &str, frame: &'static str) {
-        self.refused
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let Some(held_back) = self.logs.invalid.allow() {
-            tracing::warn!(
-                peer,
-                frame,
-                held_back,
-                "session hand-over item not wanted (no such request open, or past the session's bounds): dropped"
-            );
-        }
-    }
-
     fn with_incoming(
         &self,
         peer: &str,

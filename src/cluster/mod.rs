@@ -42,6 +42,7 @@
 mod frame;
 mod handover;
 mod handshake;
+mod inspect;
 mod interest;
 mod link;
 mod mesh;
@@ -73,6 +74,7 @@ use crate::transport::TransportError;
 
 use frame::{Frame, Info, Outgoing};
 use handover::{Handovers, SessionBounds};
+pub use inspect::{Gathered, Inspector};
 use interest::Members;
 use link::{Link, LinkLimits, Sent};
 use route::Route;
@@ -90,6 +92,25 @@ pub enum ClusterError {
     /// A route TLS file (`cluster.tls_cert`, `tls_key`, `tls_ca`) is unusable.
     #[error("cluster route TLS: {0}")]
     Tls(TransportError),
+}
+
+/// One route as the admin API shows it (NATS' `/routez` has the same figures).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct RouteFigures {
+    pub peer: String,
+    /// The address the peer asks to be dialled at.
+    pub address: String,
+    pub connected_secs: u64,
+    /// The last round trip a heartbeat measured (0: none yet).
+    pub rtt_us: u64,
+    pub in_msgs: u64,
+    pub out_msgs: u64,
+    pub in_bytes: u64,
+    pub out_bytes: u64,
+    /// Bytes of messages queued, not yet written.
+    pub pending_bytes: usize,
+    /// Messages for the peer dropped (a full queue or replay buffer, no ack in time).
+    pub dropped: u64,
 }
 
 /// Heartbeat and redial timings, from the configuration.
@@ -147,6 +168,9 @@ pub struct Cluster {
     /// bounds of one that comes.
     handovers: Arc<Mutex<Handovers>>,
     session_bounds: SessionBounds,
+    /// The admin API's questions this node asked its peers, and what answers its own part
+    /// ([`inspect`]).
+    questions: Mutex<inspect::Questions>,
     /// Items from peers refused by `rules`.
     refused: AtomicU64,
     /// Route connections closed in their handshake to make room for a newer one
@@ -264,6 +288,7 @@ impl Bound {
             max_packet: broker.limits().max_packet_size as usize,
             rules: validate::Rules::new(broker.limits(), c.max_peers),
             handovers: Arc::default(),
+            questions: Mutex::default(),
             session_bounds: SessionBounds {
                 subscriptions: broker.limits().max_subscriptions,
                 messages: broker.limits().max_queued_messages
@@ -358,6 +383,32 @@ impl Cluster {
         let state = self.state();
         let routes: u64 = state.routes.values().map(|r| r.dropped()).sum();
         routes + state.links.values().map(|l| l.dropped()).sum::<u64>()
+    }
+
+    /// Each route's figures, for the admin API and metrics, by peer name.
+    pub fn route_figures(&self) -> Vec<RouteFigures> {
+        let state = self.state();
+        let mut routes: Vec<RouteFigures> = state
+            .routes
+            .values()
+            .map(|route| {
+                let f = &route.figures;
+                RouteFigures {
+                    peer: route.peer.clone(),
+                    address: route.advertise.clone(),
+                    connected_secs: f.since.elapsed().as_secs(),
+                    rtt_us: f.rtt_us.load(Ordering::Relaxed),
+                    in_msgs: f.in_msgs.load(Ordering::Relaxed),
+                    out_msgs: f.out_msgs.load(Ordering::Relaxed),
+                    in_bytes: f.in_bytes.load(Ordering::Relaxed),
+                    out_bytes: f.out_bytes.load(Ordering::Relaxed),
+                    pending_bytes: route.pending_bytes(),
+                    dropped: route.dropped() + route.link.dropped(),
+                }
+            })
+            .collect();
+        routes.sort_by(|a, b| a.peer.cmp(&b.peer));
+        routes
     }
 
     /// Items peers sent that were refused as invalid (filters, topics, group names, client

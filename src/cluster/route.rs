@@ -23,7 +23,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
@@ -66,6 +66,42 @@ struct Queue {
     control_bytes: usize,
 }
 
+/// What one route carried since it was established. Counted by the route's own reader and
+/// writer (bytes per system call, messages as they are queued or read), so it costs a few
+/// relaxed atomic adds per batch.
+#[derive(Debug)]
+pub struct Figures {
+    pub since: Instant,
+    pub in_msgs: AtomicU64,
+    pub out_msgs: AtomicU64,
+    pub in_bytes: AtomicU64,
+    pub out_bytes: AtomicU64,
+    /// The last round trip a PING measured, in microseconds (0: none yet).
+    pub rtt_us: AtomicU64,
+    /// When the last PING went, in microseconds after `since`.
+    ping_sent: AtomicU64,
+}
+
+impl Default for Figures {
+    fn default() -> Figures {
+        Figures {
+            since: Instant::now(),
+            in_msgs: AtomicU64::new(0),
+            out_msgs: AtomicU64::new(0),
+            in_bytes: AtomicU64::new(0),
+            out_bytes: AtomicU64::new(0),
+            rtt_us: AtomicU64::new(0),
+            ping_sent: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Figures {
+    fn micros(&self) -> u64 {
+        u64::try_from(self.since.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+}
+
 /// A route to one peer.
 pub struct Route {
     id: u64,
@@ -90,7 +126,11 @@ pub struct Route {
     fresh: Mutex<Option<Interest>>,
     /// The highest message number taken from the peer that the writer should acknowledge.
     ack_due: AtomicU64,
+    /// The peer sent a PING: the writer answers PONG.
+    pong_due: AtomicBool,
     dropped: AtomicU64,
+    /// What the route carried, for the admin API and metrics.
+    pub figures: Figures,
     /// The peer's messages waiting beside full local queues (`cluster.route_backlog_bytes`).
     backlog: Arc<Backlog>,
 }
@@ -123,7 +163,9 @@ impl Route {
             link,
             fresh: Mutex::new(Some(Interest::new(max_interest))),
             ack_due: AtomicU64::new(0),
+            pong_due: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
+            figures: Figures::default(),
             backlog: Backlog::new(backlog_bytes),
         })
     }
@@ -148,6 +190,7 @@ impl Route {
         queue.message_bytes += frame.len();
         queue.frames.push_back(frame);
         drop(queue);
+        self.figures.out_msgs.fetch_add(1, Ordering::Relaxed);
         self.wake.notify_one();
         true
     }
@@ -160,7 +203,13 @@ impl Route {
         queue.message_bytes += frame.len();
         queue.frames.push_back(frame);
         drop(queue);
+        self.figures.out_msgs.fetch_add(1, Ordering::Relaxed);
         self.wake.notify_one();
+    }
+
+    /// Bytes of messages queued and not yet written.
+    pub fn pending_bytes(&self) -> usize {
+        self.queue().message_bytes
     }
 
     /// Queues a control frame (interest, discovery, client ids). These are never dropped, as
@@ -357,9 +406,16 @@ async fn read_loop<R: AsyncRead + Unpin>(
             Ok(Err(error)) => return error.into(),
             Ok(Ok(frame)) => frame,
         };
+        if matches!(frame, Frame::Message { .. }) {
+            route.figures.in_msgs.fetch_add(1, Ordering::Relaxed);
+        }
         if let Err(end) = apply(cluster, route, frame, &mut next_seq) {
             return end;
         }
+        route
+            .figures
+            .in_bytes
+            .store(reader.bytes_read(), Ordering::Relaxed);
         if !reader.has_frame() {
             // The end of what the socket gave at once: one acknowledgement for the batch.
             route.acknowledge(route.link.received());
@@ -379,7 +435,18 @@ fn apply(
     let rules = &cluster.rules;
     let peer = route.peer.as_str();
     match frame {
-        Frame::Ping => {}
+        Frame::Ping => {
+            route.pong_due.store(true, Ordering::Release);
+            route.wake.notify_one();
+        }
+        Frame::Pong => {
+            let figures = &route.figures;
+            let sent = figures.ping_sent.load(Ordering::Acquire);
+            if sent > 0 {
+                let rtt = figures.micros().saturating_sub(sent);
+                figures.rtt_us.store(rtt.max(1), Ordering::Relaxed);
+            }
+        }
         Frame::Interest(filter) => {
             if cluster.admit(peer, "INTEREST", rules.filter(&filter)) {
                 route.change_interest(|interest| interest.add(&filter))?;
@@ -395,6 +462,12 @@ fn apply(
         }
         Frame::Synced => route.synced(),
         Frame::Goodbye => route.link.leave(),
+        Frame::Ask { id, question } => cluster.answer(route, id, &question),
+        Frame::Answer { id, body } => {
+            if body.len() > super::inspect::MAX_ANSWER || !cluster.answered(peer, id, body) {
+                cluster.unwanted(peer, "ANSWER");
+            }
+        }
         Frame::SessionWanted {
             request,
             client_id,
@@ -516,8 +589,21 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         Ok(ping) => ping,
         Err(error) => return RouteEnd::Write(std::io::Error::other(error)),
     };
+    let pong = match Frame::Pong.encode() {
+        Ok(pong) => pong,
+        Err(error) => return RouteEnd::Write(std::io::Error::other(error)),
+    };
+    let figures = &route.figures;
     let mut acked = 0;
     loop {
+        if route.pong_due.swap(false, Ordering::AcqRel) {
+            if let Err(error) = writer.write_all(&pong).await {
+                return error.into();
+            }
+            figures
+                .out_bytes
+                .fetch_add(pong.len() as u64, Ordering::Relaxed);
+        }
         let due = route.ack_due.load(Ordering::Acquire);
         if due > acked {
             match Frame::Ack(due).encode() {
@@ -525,6 +611,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                     if let Err(error) = writer.write_all(&ack).await {
                         return error.into();
                     }
+                    figures
+                        .out_bytes
+                        .fetch_add(ack.len() as u64, Ordering::Relaxed);
                 }
                 Err(error) => return RouteEnd::Write(std::io::Error::other(error)),
             }
@@ -556,17 +645,27 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             if tokio::time::timeout(heartbeat, route.wake.notified())
                 .await
                 .is_err()
-                && let Err(error) = writer.write_all(&ping).await.and(writer.flush().await)
             {
-                return error.into();
+                figures
+                    .ping_sent
+                    .store(figures.micros().max(1), Ordering::Release);
+                if let Err(error) = writer.write_all(&ping).await.and(writer.flush().await) {
+                    return error.into();
+                }
+                figures
+                    .out_bytes
+                    .fetch_add(ping.len() as u64, Ordering::Relaxed);
             }
             continue;
         }
+        let mut written = 0;
         for frame in frames {
             if let Err(error) = writer.write_all(&frame).await {
                 return error.into();
             }
+            written += frame.len() as u64;
         }
+        figures.out_bytes.fetch_add(written, Ordering::Relaxed);
         if let Err(error) = writer.flush().await {
             return error.into();
         }

@@ -284,6 +284,21 @@ pub fn loggable(text: &str) -> String {
 }
 
 impl Cluster {
+    /// An item not wanted: an answer to no open question or session request of this peer's,
+    /// or past that request's bounds. Dropped, counted with the refused items, logged at most
+    /// once a second.
+    pub(super) fn unwanted(&self, peer: &str, frame: &'static str) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        if let Some(held_back) = self.logs.invalid.allow() {
+            tracing::warn!(
+                peer,
+                frame,
+                held_back,
+                "item not wanted (no such request or question open for this peer, or past its bounds): dropped"
+            );
+        }
+    }
+
     /// True if `checked` passed. Otherwise the item is refused: counted, and logged with the
     /// peer and the frame it came in, at most once a second.
     pub(super) fn admit(

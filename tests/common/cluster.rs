@@ -76,7 +76,7 @@ impl NodeSpec {
             .map(|p| format!("\"127.0.0.1:{p}\""))
             .collect();
         format!(
-            "[node]\nname = \"{}\"\n[mqtt]\ntcp = \"127.0.0.1:{}\"\n[log]\nlevel = \"info\"\n\
+            "[node]\nname = \"{}\"\n[mqtt]\ntcp = \"127.0.0.1:{}\"\n[http]\nlisten = \"\"\n[log]\nlevel = \"info\"\n\
              [cluster]\nlisten = \"127.0.0.1:{}\"\nroutes = [{}]\nname = \"{}\"\nsecret = \"{}\"\n\
              heartbeat_ms = 100\nheartbeat_timeout_ms = 1000\nredial_min_ms = 50\nredial_max_ms = 400\n{}",
             self.name,

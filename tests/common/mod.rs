@@ -39,10 +39,12 @@ pub const WAIT: Duration = Duration::from_secs(5);
 /// How long a test waits to be sure something does NOT happen.
 pub const QUIET: Duration = Duration::from_millis(300);
 
-/// A configuration for tests: TCP on an ephemeral loopback port, nothing else.
+/// A configuration for tests: TCP on an ephemeral loopback port, nothing else (no HTTP: its
+/// default port would be shared by every broker of a test run).
 pub fn config() -> Config {
     let mut config = Config::default();
     config.mqtt.tcp = "127.0.0.1:0".to_string();
+    config.http.listen = String::new();
     config
 }
 
@@ -78,6 +80,8 @@ pub struct TestBroker {
     pub broker: Arc<Broker>,
     /// This node's part of the cluster, when the configuration turns it on.
     pub cluster: Option<Arc<supermq::cluster::Cluster>>,
+    /// The HTTP listener, when the configuration turns it on.
+    pub http: Option<SocketAddr>,
     /// Every bound listener, recorded before the server starts running (and is moved).
     listeners: Vec<(Kind, SocketAddr)>,
     server: Option<Server>,
@@ -96,6 +100,7 @@ impl TestBroker {
         let addr = server.local_addr(Kind::Tcp).expect("tcp listener");
         let broker = Arc::clone(server.broker());
         let cluster = server.cluster().cloned();
+        let http = server.http_addr();
         let listeners = [Kind::Tcp, Kind::Tls, Kind::Ws, Kind::Wss]
             .into_iter()
             .filter_map(|kind| server.local_addr(kind).map(|addr| (kind, addr)))
@@ -104,6 +109,7 @@ impl TestBroker {
             addr,
             broker,
             cluster,
+            http,
             listeners,
             server: Some(server),
             stop: None,
@@ -764,4 +770,44 @@ pub async fn collect(mut client: TestClient, quiet: Duration) -> (TestClient, Ve
         }
     }
     (client, got)
+}
+
+/// One HTTP/1.1 request over a fresh connection (`Connection: close`), as a client of the
+/// admin API sends it; returns the status code and the body.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("http connect");
+    let auth = bearer.map_or(String::new(), |key| {
+        format!("Authorization: Bearer {key}\r\n")
+    });
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{auth}Content-Length: 0\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("http write");
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+        .await
+        .expect("an HTTP answer in time")
+        .expect("http read");
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("a status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    (status, body)
 }

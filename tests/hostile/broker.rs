@@ -75,7 +75,7 @@ impl Spec {
 
     fn toml(&self) -> String {
         let mut text = format!(
-            "[node]\nname = \"{}\"\n\n[mqtt]\ntcp = \"127.0.0.1:{}\"\n",
+            "[node]\nname = \"{}\"\n\n[http]\nlisten = \"\"\n\n[mqtt]\ntcp = \"127.0.0.1:{}\"\n",
             self.name, self.mqtt
         );
         if let Some(ws) = self.ws {

@@ -121,7 +121,8 @@ class Broker:
         mqtt = {kind: "" for kind in LISTENERS}
         for kind in self.listeners:
             mqtt[kind] = f"{HOST}:{self.ports[kind]}"
-        config = {"mqtt": mqtt, "log": {"level": "info"}}
+        # No HTTP unless a test asks for it: its default port is one for the whole machine.
+        config = {"mqtt": mqtt, "http": {"listen": ""}, "log": {"level": "info"}}
         if {"tls", "wss"} & set(self.listeners):
             config["tls"] = {"cert": str(CERTS / "server.pem"), "key": str(CERTS / "server.key")}
         for section, keys in self.sections.items():

@@ -1,0 +1,316 @@
+//! The HTTP side of a node: health, Prometheus metrics and the admin API
+//! (docs/ARCHITECTURE.md, "Observability"; the README lists every endpoint).
+//!
+//! One listener (`http.listen`, by default 127.0.0.1:11883) serves [`router`]'s paths. The API
+//! shows the whole cluster from any node: what only another node knows is asked of it over
+//! the routes ([`crate::cluster::Cluster::ask_all`]), each node answering its own part through
+//! the [`Inspector`] this module gives the cluster, and the nodes that did not answer within
+//! [`GATHER_WAIT`] are named in the answer's `meta.missing_nodes`.
+//!
+//! Who may use it: with `http.api_keys` set, every path but `/healthz` wants
+//! `Authorization: Bearer name:secret` of a key ([`keys`]), and a `viewer` key may only GET.
+//! Without keys it answers anyone, which the configuration allows on a loopback address
+//! only. Errors are JSON ([`error`]).
+
+mod error;
+mod keys;
+mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+use crate::broker::Broker;
+use crate::cluster::{Cluster, Inspector, RouteFigures};
+use crate::config::HttpConfig;
+
+pub use error::ApiError;
+pub use keys::{ApiKeys, KeyError, Role};
+
+/// How long a cluster-wide answer waits for the other nodes.
+pub const GATHER_WAIT: Duration = Duration::from_secs(2);
+
+/// Why the HTTP listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("http.listen: \"{addr}\": {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("http.api_keys: {0}")]
+    Keys(#[from] KeyError),
+}
+
+/// What every handler reads.
+struct Shared {
+    broker: Arc<Broker>,
+    /// Weak: the cluster holds this (through its inspector).
+    cluster: Option<Weak<Cluster>>,
+    node: String,
+    started: Instant,
+    keys: ApiKeys,
+    /// Set once shutdown began: `/healthz` says so.
+    stopping: AtomicBool,
+}
+
+/// A bound HTTP listener, not yet serving.
+pub struct Http {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl Http {
+    /// Gives the cluster, if any, this node's answers to the API's questions — asked by the
+    /// other nodes even when this one serves no HTTP — and binds `http.listen` (`None` when
+    /// it is empty).
+    pub async fn bind(
+        config: &HttpConfig,
+        node: &str,
+        broker: &Arc<Broker>,
+        cluster: Option<&Arc<Cluster>>,
+    ) -> Result<Option<Http>, HttpError> {
+        let keys = ApiKeys::parse(&config.api_keys)?;
+        let shared = Arc::new(Shared {
+            broker: Arc::clone(broker),
+            cluster: cluster.map(Arc::downgrade),
+            node: node.to_string(),
+            started: Instant::now(),
+            keys,
+            stopping: AtomicBool::new(false),
+        });
+        if let Some(cluster) = cluster {
+            // The cluster keeps the inspector, which keeps what it reads.
+            cluster.set_inspector(Arc::new(NodeInspector(Arc::clone(&shared))));
+        }
+        if config.listen.is_empty() {
+            return Ok(None);
+        }
+        let listener =
+            TcpListener::bind(&config.listen)
+                .await
+                .map_err(|source| HttpError::Bind {
+                    addr: config.listen.clone(),
+                    source,
+                })?;
+        Ok(Some(Http { listener, shared }))
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// Serves until the task is dropped. Once `shutdown` completes, `/healthz` answers 503:
+    /// the API goes on answering while the node shuts down (its clients leave, its routes
+    /// flush), so an operator can watch it, and a load balancer stops sending clients.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(async move {
+            shutdown.await;
+            shared.stopping.store(true, Ordering::Release);
+        });
+        let app = router(Arc::clone(&self.shared));
+        if let Err(error) = axum::serve(self.listener, app).await {
+            tracing::warn!(%error, "the HTTP listener stopped");
+        }
+    }
+}
+
+/// Every path the listener serves.
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/nodes", get(nodes))
+        .route("/api/v1/routes", get(routes))
+        .fallback(|| async { ApiError::not_found("such path") })
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            authorize,
+        ))
+        .with_state(shared)
+}
+
+/// Lets a request through if no keys are configured, it is for `/healthz`, or it carries a
+/// key whose role allows its method.
+async fn authorize(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    if !shared.keys.any() || request.uri().path() == "/healthz" {
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    let Some(presented) = presented else {
+        return ApiError::unauthorized().into_response();
+    };
+    match shared.keys.check(presented).await {
+        None => ApiError::unauthorized().into_response(),
+        Some(Role::Viewer) if request.method() != Method::GET => {
+            ApiError::forbidden().into_response()
+        }
+        Some(_) => next.run(request).await,
+    }
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+}
+
+async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.stopping.load(Ordering::Acquire) {
+        let body = Health {
+            status: "shutting_down",
+        };
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
+    Json(Health { status: "ok" }).into_response()
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics::render(&shared),
+    )
+        .into_response()
+}
+
+/// A list answer: `{"data": [...], "meta": {...}}`.
+#[derive(Serialize)]
+struct Listed<T> {
+    data: Vec<T>,
+    meta: Meta,
+}
+
+#[derive(Serialize, Default)]
+struct Meta {
+    /// Nodes that did not answer in time.
+    missing_nodes: Vec<String>,
+}
+
+/// One node as `/api/v1/nodes` shows it.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct NodeInfo {
+    pub name: String,
+    pub version: String,
+    pub uptime_secs: u64,
+    pub connections: usize,
+    pub sessions: usize,
+    pub subscriptions: usize,
+    pub retained: usize,
+    /// The process' resident memory (0 where the system does not say).
+    pub memory_bytes: u64,
+    pub status: String,
+}
+
+impl Shared {
+    /// The cluster this node is part of, if any.
+    fn cluster(&self) -> Option<Arc<Cluster>> {
+        self.cluster.as_ref().and_then(Weak::upgrade)
+    }
+
+    fn node_info(&self) -> NodeInfo {
+        let broker = &self.broker;
+        NodeInfo {
+            name: self.node.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            connections: broker.connection_count(),
+            sessions: broker.session_count(),
+            subscriptions: broker.subscription_count(),
+            retained: broker.retained_count(),
+            memory_bytes: resident_bytes(),
+            status: if self.stopping.load(Ordering::Acquire) {
+                "stopping"
+            } else {
+                "running"
+            }
+            .to_string(),
+        }
+    }
+}
+
+async fn nodes(State(shared): State<Arc<Shared>>) -> Json<Listed<NodeInfo>> {
+    let Some(cluster) = shared.cluster() else {
+        return Json(Listed {
+            data: vec![shared.node_info()],
+            meta: Meta::default(),
+        });
+    };
+    let gathered = cluster.ask_all(question::NODES, GATHER_WAIT).await;
+    let mut data: Vec<NodeInfo> = gathered
+        .answers
+        .iter()
+        .filter_map(|(_, body)| serde_json::from_slice(body).ok())
+        .collect();
+    data.sort_by(|a, b| a.name.cmp(&b.name));
+    Json(Listed {
+        data,
+        meta: Meta {
+            missing_nodes: gathered.missing,
+        },
+    })
+}
+
+async fn routes(State(shared): State<Arc<Shared>>) -> Json<Listed<RouteFigures>> {
+    let data = shared
+        .cluster()
+        .map(|cluster| cluster.route_figures())
+        .unwrap_or_default();
+    Json(Listed {
+        data,
+        meta: Meta::default(),
+    })
+}
+
+/// The questions nodes ask each other for the API.
+mod question {
+    pub const NODES: &str = "nodes";
+}
+
+/// This node's answers to the other nodes' questions.
+struct NodeInspector(Arc<Shared>);
+
+impl Inspector for NodeInspector {
+    fn answer(&self, asked: &str) -> Option<Vec<u8>> {
+        let shared = &self.0;
+        match asked {
+            question::NODES => serde_json::to_vec(&shared.node_info()).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// The process' resident set size, from /proc (Linux); 0 elsewhere.
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+        })
+        .map_or(0, |kib| kib * 1024)
+}

@@ -1,0 +1,148 @@
+//! The HTTP listener against the real server in-process: health, Prometheus metrics, the
+//! admin API's JSON answers and errors, and API keys with their roles (README,
+//! "Observability").
+
+mod common;
+
+use common::*;
+use supermq::auth::hash_password;
+use supermq::protocol::QoS;
+
+async fn with_http(keys: Vec<String>) -> TestBroker {
+    let mut config = config();
+    config.http.listen = "127.0.0.1:0".to_string();
+    config.http.api_keys = keys;
+    TestBroker::start(config).await
+}
+
+#[tokio::test]
+async fn health_metrics_and_the_node_answer_without_keys_on_loopback() {
+    let broker = with_http(Vec::new()).await;
+    let http_addr = broker.http.expect("http on");
+    let (status, body) = http(http_addr, "GET", "/healthz", None).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
+
+    let mut sub = TestClient::v5(broker.addr, "sub").await;
+    sub.subscribe("m/#", QoS::AtLeastOnce).await;
+    let mut publisher = TestClient::v5(broker.addr, "pub").await;
+    publisher.publish("m/1", b"x", QoS::AtLeastOnce, true).await;
+    sub.recv_acked().await;
+
+    let (status, metrics) = http(http_addr, "GET", "/metrics", None).await;
+    assert_eq!(status, 200);
+    for line in [
+        "supermq_connections 2",
+        "supermq_sessions 2",
+        "supermq_subscriptions 1",
+        "supermq_retained_messages 1",
+        "supermq_messages_received_total 1",
+        "supermq_messages_delivered_total 1",
+        "supermq_messages_dropped_total{reason=\"queue_full\"} 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line:?} not in:\n{metrics}"
+        );
+    }
+
+    let (status, nodes) = http(http_addr, "GET", "/api/v1/nodes", None).await;
+    assert_eq!(status, 200);
+    let nodes: serde_json::Value = serde_json::from_str(&nodes).expect("JSON");
+    let node = &nodes["data"][0];
+    assert_eq!(node["connections"], 2);
+    assert_eq!(node["subscriptions"], 1);
+    assert_eq!(node["retained"], 1);
+    assert_eq!(node["status"], "running");
+    assert!(node["memory_bytes"].as_u64().unwrap_or(0) > 0);
+    assert_eq!(nodes["meta"]["missing_nodes"], serde_json::json!([]));
+
+    let (status, error) = http(http_addr, "GET", "/api/v1/nope", None).await;
+    let error: serde_json::Value = serde_json::from_str(&error).expect("JSON");
+    assert_eq!((status, error["code"].as_str()), (404, Some("NOT_FOUND")));
+}
+
+#[tokio::test]
+async fn api_keys_are_required_and_a_viewer_may_only_read() {
+    let hash = hash_password(b"s3cret").expect("hash");
+    let broker = with_http(vec![
+        format!("ops:admin:{hash}"),
+        format!("dash:viewer:{hash}"),
+    ])
+    .await;
+    let addr = broker.http.expect("http on");
+    let (status, _) = http(addr, "GET", "/healthz", None).await;
+    assert_eq!(status, 200, "the health check needs no key");
+    for key in [None, Some("ops:wrong"), Some("nobody:s3cret"), Some("ops")] {
+        let (status, body) = http(addr, "GET", "/api/v1/nodes", key).await;
+        assert_eq!(status, 401, "{key:?}");
+        assert!(body.contains("\"UNAUTHORIZED\""), "{body}");
+    }
+    let (status, _) = http(addr, "GET", "/metrics", Some("dash:s3cret")).await;
+    assert_eq!(status, 200);
+    let (status, body) = http(addr, "DELETE", "/api/v1/nodes", Some("dash:s3cret")).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("\"FORBIDDEN\""));
+    let (status, _) = http(addr, "GET", "/api/v1/nodes", Some("ops:s3cret")).await;
+    assert_eq!(status, 200);
+}
+
+/// Any node shows the whole cluster: every node's figures (asked of the peers over the
+/// routes) and its routes with their figures, round trips measured by the heartbeats.
+#[tokio::test]
+async fn any_node_shows_every_node_and_its_routes() {
+    use common::cluster::{free_port, in_process_node};
+    let (ra, rb) = (free_port(), free_port());
+    let mut config_a = in_process_node("a", ra, &[]);
+    config_a.http.listen = "127.0.0.1:0".to_string();
+    let a = TestBroker::start(config_a).await;
+    let b = TestBroker::start(in_process_node("b", rb, &[ra])).await;
+    let addr = a.http.expect("http on");
+    wait_until("a and b meet", || {
+        a.cluster.as_ref().is_some_and(|c| c.peers() == ["b"])
+            && b.cluster.as_ref().is_some_and(|c| c.peers() == ["a"])
+    })
+    .await;
+    let mut sub = TestClient::v5(b.addr, "far").await;
+    sub.subscribe("x/#", QoS::AtMostOnce).await;
+
+    let (status, nodes) = http(addr, "GET", "/api/v1/nodes", None).await;
+    assert_eq!(status, 200);
+    let nodes: serde_json::Value = serde_json::from_str(&nodes).expect("JSON");
+    let names: Vec<&str> = nodes["data"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|n| n["name"].as_str())
+        .collect();
+    assert_eq!(names, ["a", "b"], "{nodes}");
+    assert_eq!(nodes["data"][1]["connections"], 1, "b's own figures");
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let route = loop {
+        let (_, routes) = http(addr, "GET", "/api/v1/routes", None).await;
+        let routes: serde_json::Value = serde_json::from_str(&routes).expect("JSON");
+        let route = routes["data"][0].clone();
+        if route["rtt_us"].as_u64().unwrap_or(0) > 0 {
+            break route;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no round trip measured: {routes}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(route["peer"], "b");
+    assert!(route["in_bytes"].as_u64().unwrap_or(0) > 0);
+
+    let (_, metrics) = http(addr, "GET", "/metrics", None).await;
+    assert!(
+        metrics.lines().any(|l| l == "supermq_routes 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("supermq_route_in_bytes_total{peer=\"b\"}")),
+        "{metrics}"
+    );
+}
