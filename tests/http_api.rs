@@ -146,3 +146,129 @@ async fn any_node_shows_every_node_and_its_routes() {
         "{metrics}"
     );
 }
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// Clients: paged and filtered, one by id (404 when unknown), and disconnected by an
+/// administrator (MQTT 5: DISCONNECT 0x98); persistent sessions whose client is away are
+/// listed too.
+#[tokio::test]
+async fn clients_are_listed_paged_filtered_and_kicked() {
+    let broker = with_http(Vec::new()).await;
+    let addr = broker.http.expect("http on");
+    let mut a = TestClient::v5(broker.addr, "a-client").await;
+    let _b = TestClient::v311(broker.addr, "b-client").await;
+    let (away, _) = TestClient::connect(
+        broker.addr,
+        supermq::protocol::ProtocolVersion::V311,
+        "c-away",
+        false,
+    )
+    .await;
+    away.disconnect().await;
+    a.subscribe("t/#", QoS::AtLeastOnce).await;
+
+    let (status, page) = http(addr, "GET", "/api/v1/clients?page=1&limit=2", None).await;
+    assert_eq!(status, 200);
+    let page = json(&page);
+    let ids: Vec<&str> = page["data"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|c| c["clientid"].as_str())
+        .collect();
+    assert_eq!(ids, ["a-client", "b-client"]);
+    assert_eq!(page["meta"]["count"], 3);
+    assert_eq!(page["meta"]["hasnext"], true);
+    let a_info = &page["data"][0];
+    assert_eq!(a_info["proto_ver"], 5);
+    assert_eq!(a_info["connected"], true);
+    assert_eq!(a_info["subscriptions"], 1);
+    assert_eq!(a_info["ip_address"], "127.0.0.1");
+
+    let (_, offline) = http(addr, "GET", "/api/v1/clients?connected=false", None).await;
+    let offline = json(&offline);
+    assert_eq!(offline["meta"]["count"], 1);
+    assert_eq!(offline["data"][0]["clientid"], "c-away");
+
+    let (status, one) = http(addr, "GET", "/api/v1/clients/b-client", None).await;
+    assert_eq!((status, json(&one)["proto_ver"].as_u64()), (200, Some(4)));
+    let (status, none) = http(addr, "GET", "/api/v1/clients/nobody", None).await;
+    assert_eq!(status, 404);
+    assert_eq!(json(&none)["code"], "CLIENT_NOT_FOUND");
+    let (status, _) = http(addr, "GET", "/api/v1/clients?limit=10001", None).await;
+    assert_eq!(status, 400);
+
+    let (status, _) = http(addr, "DELETE", "/api/v1/clients/a-client", None).await;
+    assert_eq!(status, 204);
+    a.expect_disconnect(supermq::protocol::reason::ADMINISTRATIVE_ACTION)
+        .await;
+}
+
+/// Subscriptions and consumer groups, retained messages (listed, read, cleared), and
+/// publishing through the API.
+#[tokio::test]
+async fn subscriptions_groups_retained_and_publish() {
+    let broker = with_http(Vec::new()).await;
+    let addr = broker.http.expect("http on");
+    let mut sub = TestClient::v5(broker.addr, "sub").await;
+    sub.subscribe("api/#", QoS::AtLeastOnce).await;
+    let mut worker = TestClient::v5(broker.addr, "worker").await;
+    worker
+        .subscribe("$share/crew/jobs/#", QoS::AtLeastOnce)
+        .await;
+
+    let (_, subs) = http(addr, "GET", "/api/v1/subscriptions?group=crew", None).await;
+    let subs = json(&subs);
+    assert_eq!(subs["meta"]["count"], 1);
+    assert_eq!(subs["data"][0]["topic"], "jobs/#");
+    assert_eq!(subs["data"][0]["clientid"], "worker");
+    let (_, groups) = http(addr, "GET", "/api/v1/groups", None).await;
+    let groups = json(&groups);
+    assert_eq!(groups["data"][0]["group"], "crew");
+    assert_eq!(groups["data"][0]["filter"], "jobs/#");
+
+    let body = r#"{"topic":"api/one","payload":"aGk=","payload_encoding":"base64","qos":1,"retain":true,"properties":{"user_properties":{"k":"v"},"content_type":"text/plain"}}"#;
+    let (status, answer) = http_with(addr, "POST", "/api/v1/publish", None, body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(json(&answer)["id"].is_string());
+    let got = sub.recv_acked().await;
+    assert_eq!(&got.payload[..], b"hi");
+    assert_eq!(got.properties.user_properties, [("k".into(), "v".into())]);
+    assert_eq!(got.properties.content_type.as_deref(), Some("text/plain"));
+
+    let (status, answer) = http_with(
+        addr,
+        "POST",
+        "/api/v1/publish",
+        None,
+        r#"{"topic":"nobody/here","payload":"x"}"#,
+    )
+    .await;
+    assert_eq!(status, 202);
+    assert_eq!(json(&answer)["reason_code"], 16);
+    for bad in [
+        r#"{"topic":"a/+","payload":"x"}"#,
+        r#"{"topic":"$SYS/x","payload":"x"}"#,
+        r#"{"topic":"a","payload":"%%","payload_encoding":"base64"}"#,
+        r#"{"topic":"a","qos":3}"#,
+        "not json",
+    ] {
+        let (status, _) = http_with(addr, "POST", "/api/v1/publish", None, bad).await;
+        assert_eq!(status, 400, "{bad}");
+    }
+
+    let (_, retained) = http(addr, "GET", "/api/v1/retained", None).await;
+    let retained = json(&retained);
+    assert_eq!(retained["meta"]["count"], 1);
+    assert_eq!(retained["data"][0]["payload"], "aGk=");
+    let (status, _) = http(addr, "GET", "/api/v1/retained/api/one", None).await;
+    assert_eq!(status, 200);
+    let (status, _) = http(addr, "DELETE", "/api/v1/retained/api/one", None).await;
+    assert_eq!(status, 204);
+    assert_eq!(broker.broker.retained_count(), 0);
+    let (status, _) = http(addr, "GET", "/api/v1/retained/api/one", None).await;
+    assert_eq!(status, 404);
+}

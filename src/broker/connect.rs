@@ -36,6 +36,8 @@ pub struct Terms {
     /// Reason strings and user properties may be sent on acks (Request Problem Information).
     pub problem_info: bool,
     pub will: Option<Will>,
+    /// Where the client connects from (set once the socket's CONNECT is accepted).
+    pub peer: Option<std::net::SocketAddr>,
     /// The user name the client connected as, once authenticated ([`crate::auth`]).
     pub username: Option<String>,
 }
@@ -212,6 +214,7 @@ pub fn negotiate(connect: Connect, limits: &Limits, over_capacity: bool) -> Resu
         problem_info: props.request_problem_information.unwrap_or(1) == 1,
         will: connect.will,
         username: None,
+        peer: None,
     })
 }
 

@@ -212,6 +212,7 @@ where
                         verdict = broker.auth().authenticate(ip, credentials) => match verdict {
                             Ok(username) => {
                                 terms.username = username;
+                                terms.peer = Some(peer);
                                 Ok(terms)
                             }
                             Err(denied) => {

@@ -22,12 +22,14 @@
 //! - `retained` keeps the last retained message per topic, in a trie of its own, with the
 //!   tombstones of recent clears; `version` is the hybrid logical clock that versions every
 //!   retained set and clear so the nodes of a cluster converge on the newest;
+//! - `admin` is what the admin API reads from the broker and does to it;
 //! - `message` is a publication shared by all its deliveries; `outbox` hands a connection's
 //!   answers to its writer; `aliases` are the topic aliases towards one client; `keepalive`
 //!   closes silent connections, all from one task; `stats` counts what happened.
 //!
 //! Locks: see docs/ARCHITECTURE.md, Lock order.
 
+mod admin;
 mod admission;
 mod aliases;
 mod connect;
@@ -65,6 +67,7 @@ use crate::auth::Auth;
 use crate::config::Limits;
 use crate::protocol::{Publish, QoS, SubscriptionOptions, reason};
 
+pub use admin::{ClientInfo, RetainedInfo, SubscriptionInfo};
 pub use admission::{Arrival, Counted};
 pub(crate) use connect::{is_sys_topic, within_limits};
 pub use connection::serve;

@@ -22,7 +22,7 @@ use super::groups::{self, Filter};
 use super::handover::SessionImage;
 use super::message::Message;
 use super::outbox::Outbox;
-use super::session::{Sender, Session, SessionHandle};
+use super::session::{Details, Sender, Session, SessionHandle};
 
 /// The session a new connection got.
 pub struct Opened {
@@ -96,6 +96,7 @@ impl Broker {
                     );
                 }
                 session.expiry_interval = expiry_interval;
+                session.set_details(details(terms));
                 let generation = session.attach(outbox, send_window, connected_at);
                 existing.set_online(true);
                 let groups = self.group_filters(&session);
@@ -119,6 +120,7 @@ impl Broker {
             if let Some(image) = moved {
                 self.adopt(&handle, &mut session, image);
             }
+            session.set_details(details(terms));
             let generation = session.attach(outbox, send_window, connected_at);
             handle.set_online(true);
             generation
@@ -280,6 +282,16 @@ impl Broker {
         self.stats.wills_published.inc();
         // Nobody is left to slow down: a Will that meets a full queue is dropped and counted.
         self.publish(Message::from_will(will, session.id()), Sender::Broker);
+    }
+}
+
+/// How a connection connected, for the admin API.
+fn details(terms: &Terms) -> Details {
+    Details {
+        version: terms.version,
+        peer: terms.peer,
+        keep_alive: terms.keep_alive,
+        clean_start: terms.clean_start,
     }
 }
 

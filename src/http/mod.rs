@@ -12,6 +12,7 @@
 //! Without keys it answers anyone, which the configuration allows on a loopback address
 //! only. Errors are JSON ([`error`]).
 
+mod api;
 mod error;
 mod keys;
 mod metrics;
@@ -25,13 +26,13 @@ use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
 use crate::broker::Broker;
-use crate::cluster::{Cluster, Inspector, RouteFigures};
+use crate::cluster::{Cluster, Inspector};
 use crate::config::HttpConfig;
 
 pub use error::ApiError;
@@ -131,8 +132,21 @@ fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/api/v1/nodes", get(nodes))
-        .route("/api/v1/routes", get(routes))
+        .route("/api/v1/nodes", get(api::nodes))
+        .route("/api/v1/routes", get(api::routes))
+        .route("/api/v1/clients", get(api::clients))
+        .route(
+            "/api/v1/clients/{clientid}",
+            get(api::client).delete(api::kick),
+        )
+        .route("/api/v1/subscriptions", get(api::subscriptions))
+        .route("/api/v1/groups", get(api::groups))
+        .route("/api/v1/retained", get(api::retained))
+        .route(
+            "/api/v1/retained/{*topic}",
+            get(api::retained_one).delete(api::retained_clear),
+        )
+        .route("/api/v1/publish", post(api::publish))
         .fallback(|| async { ApiError::not_found("such path") })
         .layer(middleware::from_fn_with_state(
             Arc::clone(&shared),
@@ -190,19 +204,6 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         .into_response()
 }
 
-/// A list answer: `{"data": [...], "meta": {...}}`.
-#[derive(Serialize)]
-struct Listed<T> {
-    data: Vec<T>,
-    meta: Meta,
-}
-
-#[derive(Serialize, Default)]
-struct Meta {
-    /// Nodes that did not answer in time.
-    missing_nodes: Vec<String>,
-}
-
 /// One node as `/api/v1/nodes` shows it.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub struct NodeInfo {
@@ -245,54 +246,14 @@ impl Shared {
     }
 }
 
-async fn nodes(State(shared): State<Arc<Shared>>) -> Json<Listed<NodeInfo>> {
-    let Some(cluster) = shared.cluster() else {
-        return Json(Listed {
-            data: vec![shared.node_info()],
-            meta: Meta::default(),
-        });
-    };
-    let gathered = cluster.ask_all(question::NODES, GATHER_WAIT).await;
-    let mut data: Vec<NodeInfo> = gathered
-        .answers
-        .iter()
-        .filter_map(|(_, body)| serde_json::from_slice(body).ok())
-        .collect();
-    data.sort_by(|a, b| a.name.cmp(&b.name));
-    Json(Listed {
-        data,
-        meta: Meta {
-            missing_nodes: gathered.missing,
-        },
-    })
-}
-
-async fn routes(State(shared): State<Arc<Shared>>) -> Json<Listed<RouteFigures>> {
-    let data = shared
-        .cluster()
-        .map(|cluster| cluster.route_figures())
-        .unwrap_or_default();
-    Json(Listed {
-        data,
-        meta: Meta::default(),
-    })
-}
-
-/// The questions nodes ask each other for the API.
-mod question {
-    pub const NODES: &str = "nodes";
-}
-
 /// This node's answers to the other nodes' questions.
 struct NodeInspector(Arc<Shared>);
 
 impl Inspector for NodeInspector {
     fn answer(&self, asked: &str) -> Option<Vec<u8>> {
-        let shared = &self.0;
-        match asked {
-            question::NODES => serde_json::to_vec(&shared.node_info()).ok(),
-            _ => None,
-        }
+        serde_json::from_str::<api::Question>(asked)
+            .ok()?
+            .answer(&self.0)
     }
 }
 

@@ -780,6 +780,17 @@ pub async fn http(
     path: &str,
     bearer: Option<&str>,
 ) -> (u16, String) {
+    http_with(addr, method, path, bearer, "").await
+}
+
+/// [`http`] with a JSON body.
+pub async fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: &str,
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
@@ -788,7 +799,9 @@ pub async fn http(
         format!("Authorization: Bearer {key}\r\n")
     });
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{auth}Content-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     );
     stream
         .write_all(request.as_bytes())
