@@ -58,6 +58,9 @@ enum Command {
     /// Writes argon2id hashes; the broker also reads mosquitto's $7$ lines, so a file made by
     /// mosquitto_passwd can be edited in place.
     Passwd(tools::passwd::PasswdArgs),
+    /// The admin API from a terminal: nodes, routes, clients, kick, subscriptions, groups,
+    /// retained messages, publish (tables, or --json)
+    Ctl(tools::ctl::CtlArgs),
 }
 
 /// Exit code for a configuration or start-up error.
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
             run_tool("bench", Some(threads), tools::bench::run(*args))
         }
         Some(Command::Health(args)) => run_tool("health", None, tools::health::run(args)),
+        Some(Command::Ctl(args)) => run_tool("ctl", None, tools::ctl::run(args)),
         // No runtime: it only reads and writes one file.
         Some(Command::Passwd(args)) => report("passwd", tools::passwd::run(args)),
     }

@@ -21,7 +21,8 @@ Exit codes:
    9  the broker refused a subscription (SUBACK failure)
   10  the broker refused a publication (MQTT 5 PUBACK/PUBREC reason, packet too large)
   11  connection lost, or the broker sent DISCONNECT or something unexpected
-  12  timed out (sub -W) before the messages asked for (-C) arrived";
+  12  timed out (sub -W) before the messages asked for (-C) arrived
+  13  ctl: the admin API answered an error (not found, bad request; 8 for a refused key)";
 
 pub const LOCAL: u8 = 1;
 pub const USAGE: u8 = 2;
@@ -35,6 +36,7 @@ pub const SUBACK: u8 = 9;
 pub const PUBLISH: u8 = 10;
 pub const LOST: u8 = 11;
 pub const TIMEOUT: u8 = 12;
+pub const API: u8 = 13;
 
 /// Why a tool stopped; [`ToolError::exit_code`] says with which code.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +58,9 @@ pub enum ToolError {
     /// `sub -W` ran out before `-C` messages arrived.
     #[error("timed out after {secs} s with {received} message(s) received")]
     TimedOut { secs: u64, received: u64 },
+    /// The admin API answered an error (`status`), or no HTTP at all (status 0).
+    #[error("{message}")]
+    Api { status: u16, message: String },
 }
 
 impl ToolError {
@@ -64,6 +69,11 @@ impl ToolError {
             ToolError::Usage(_) => USAGE,
             ToolError::Local(_) => LOCAL,
             ToolError::TimedOut { .. } => TIMEOUT,
+            ToolError::Api {
+                status: 401 | 403, ..
+            } => CONNACK,
+            ToolError::Api { status: 0, .. } => LOST,
+            ToolError::Api { .. } => API,
             ToolError::Client(error) | ToolError::Context { source: error, .. } => match error {
                 ClientError::Refused { .. } => REFUSED,
                 ClientError::Unreachable { .. } => UNREACHABLE,

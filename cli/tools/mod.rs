@@ -1,5 +1,6 @@
-//! The client tools: `supermq pub`, `supermq sub`, `supermq bench` and `supermq health`; and
-//! `supermq passwd`, which edits a password file and needs no broker ([`passwd`]).
+//! The client tools: `supermq pub`, `supermq sub`, `supermq bench` and `supermq health`;
+//! `supermq ctl`, which speaks to a node's admin API over HTTP ([`ctl`]); and `supermq passwd`,
+//! which edits a password file and needs no broker ([`passwd`]).
 //!
 //! They share the option spelling of mosquitto's clients ([`args`]), the [`crate::client`]
 //! connection, and one table of exit codes ([`exit`]). `main` parses the command line, builds
@@ -8,6 +9,7 @@
 
 pub mod args;
 pub mod bench;
+pub mod ctl;
 pub mod exit;
 pub mod health;
 pub mod passwd;
