@@ -272,3 +272,94 @@ async fn subscriptions_groups_retained_and_publish() {
     let (status, _) = http(addr, "GET", "/api/v1/retained/api/one", None).await;
     assert_eq!(status, 404);
 }
+
+/// micromq's HTTP producer: the value (base64) is published at QoS 1 with its key as a user
+/// property; a malformed body, a bad token or topic get micromq's status words.
+#[tokio::test]
+async fn the_edge_producer_publishes_with_micromqs_answers() {
+    let hash = hash_password(b"tok").expect("hash");
+    let broker = with_http(vec![format!("edge:admin:{hash}")]).await;
+    let addr = broker.http.expect("http on");
+    let mut sub = TestClient::v5(broker.addr, "consumer").await;
+    sub.subscribe("edge/#", QoS::AtLeastOnce).await;
+    let body = r#"{"topic":"edge/1","key":"k1","value":"aGk=","token":"edge:tok"}"#;
+    let (status, answer) = http_with(addr, "POST", "/api/edge/product", None, body).await;
+    assert_eq!(status, 200);
+    assert_eq!(json(&answer)["status"], "Accepted", "{answer}");
+    let got = sub.recv_acked().await;
+    assert_eq!(got.qos, QoS::AtLeastOnce);
+    assert_eq!(&got.payload[..], b"hi");
+    assert_eq!(
+        got.properties.user_properties,
+        [("key".into(), "k1".into())]
+    );
+    for (body, status) in [
+        ("{", "UnmarshalFailed"),
+        (
+            r#"{"topic":"edge/1","value":"aGk=","token":"edge:wrong"}"#,
+            "TokenIncorrect",
+        ),
+        (
+            r#"{"topic":"edge/+","value":"aGk=","token":"edge:tok"}"#,
+            "Refused",
+        ),
+    ] {
+        let (_, answer) = http_with(addr, "POST", "/api/edge/product", None, body).await;
+        assert_eq!(json(&answer)["status"], status, "{body}: {answer}");
+    }
+}
+
+/// The live viewer: messages whose topic matches the filter arrive as Server-Sent Events.
+#[tokio::test]
+async fn the_live_viewer_streams_matching_messages() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let broker = with_http(Vec::new()).await;
+    let addr = broker.http.expect("http on");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET /api/v1/events?filter=ev%2F%23 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .expect("write");
+    let mut lines = BufReader::new(stream).lines();
+    let mut publisher = TestClient::v5(broker.addr, "pub").await;
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut sent = false;
+    while seen.len() < 2 {
+        let line = tokio::time::timeout_at(deadline, lines.next_line())
+            .await
+            .expect("events in time")
+            .expect("read")
+            .expect("open");
+        if line.starts_with("HTTP/1.1") {
+            assert!(line.contains("200"), "{line}");
+        }
+        if line.is_empty() && !sent {
+            // The headers are through: the tap is open.
+            sent = true;
+            publisher
+                .publish("other/x", b"no", QoS::AtMostOnce, false)
+                .await;
+            publisher
+                .publish("ev/1", b"one", QoS::AtMostOnce, false)
+                .await;
+            publisher
+                .publish("ev/2", b"two", QoS::AtLeastOnce, false)
+                .await;
+        }
+        if let Some(data) = line.strip_prefix("data: ")
+            && let Ok(event) = serde_json::from_str::<serde_json::Value>(data)
+        {
+            seen.push((event["topic"].clone(), event["text"].clone()));
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            (serde_json::json!("ev/1"), serde_json::json!("one")),
+            (serde_json::json!("ev/2"), serde_json::json!("two")),
+        ]
+    );
+    let (status, _) = http(addr, "GET", "/api/v1/events?filter=a/%23/b", None).await;
+    assert_eq!(status, 400, "an invalid filter");
+}

@@ -24,7 +24,8 @@
 //!   retained set and clear so the nodes of a cluster converge on the newest;
 //! - `admin` is what the admin API reads from the broker and does to it;
 //! - `message` is a publication shared by all its deliveries; `outbox` hands a connection's
-//!   answers to its writer; `aliases` are the topic aliases towards one client; `keepalive`
+//!   answers to its writer; `taps` show passing messages to the admin API's viewer;
+//!   `aliases` are the topic aliases towards one client; `keepalive`
 //!   closes silent connections, all from one task; `stats` counts what happened.
 //!
 //! Locks: see docs/ARCHITECTURE.md, Lock order.
@@ -52,6 +53,7 @@ mod retained;
 mod router;
 mod session;
 mod stats;
+mod taps;
 mod unreleased;
 mod version;
 
@@ -81,6 +83,7 @@ pub(crate) use log_limit::LogLimit;
 pub use peers::{Assigned, PeerId, Peers, RemoteGroup};
 pub(crate) use pending::{PendingSet, Place};
 pub use stats::{Counter, Stats};
+pub use taps::{MAX_TAPS, TAP_CAPACITY, TapReader, Tapped};
 
 pub use message::Message;
 pub use version::{LOGICAL_BITS, Version, wall as wall_clock};
@@ -91,6 +94,7 @@ use message::Delivery;
 use retained::{Retained, Stored};
 use router::{Group, Match, Router};
 use session::{Offer, Sender, SessionHandle};
+use taps::Taps;
 
 /// Where a published message went.
 #[derive(Default)]
@@ -150,6 +154,8 @@ pub struct Broker {
     /// Sessions keeping messages waiting for room, for the same sweep to time out.
     waits: flow::Waits,
     stats: Stats,
+    /// The admin API's live message viewers ([`taps`]).
+    taps: Taps,
     /// The other nodes, set once when the node is part of a cluster ([`Peers`]); a
     /// standalone broker pays one atomic load per publish and subscription change for it.
     peers: OnceLock<Arc<dyn Peers>>,
@@ -193,6 +199,7 @@ impl Broker {
             online: keepalive::Online::default(),
             waits: flow::Waits::default(),
             stats: Stats::default(),
+            taps: Taps::default(),
             peers: OnceLock::new(),
             remote_turn: AtomicUsize::new(0),
             hlc: version::Hlc::default(),
@@ -294,6 +301,7 @@ impl Broker {
         if message.retain {
             self.retain(&message);
         }
+        self.tapped(&message);
         let peers = self.peers.get();
         let mut remote = peers.map_or_else(Vec::new, |p| p.remote_groups(&message.topic));
         let mut assigned = Vec::new();
@@ -494,6 +502,7 @@ impl Broker {
         if message.retain {
             self.retain(&message);
         }
+        self.tapped(&message);
         let sender = Sender::Route(backlog);
         let mut routed = Routed::default();
         if plain {

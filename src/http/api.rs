@@ -9,17 +9,20 @@
 //! the nodes more than a shallow one, and no node ever sends more than [`MAX_GATHERED`] items.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use base64ct::{Base64, Encoding};
+use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 
-use crate::broker::{ClientInfo, SubscriptionInfo, is_sys_topic, within_limits};
+use crate::broker::{ClientInfo, MAX_TAPS, SubscriptionInfo, Tapped, is_sys_topic, within_limits};
 use crate::cluster::RouteFigures;
 use crate::protocol::{Properties, Publish, QoS, topic};
 
@@ -585,6 +588,145 @@ fn publish_request(shared: &Shared, body: &[u8]) -> Result<Publish, ApiError> {
         payload: payload.into(),
         ..Publish::default()
     })
+}
+
+/// `?filter=` of `/api/v1/events`.
+#[derive(Deserialize)]
+pub struct EventsQuery {
+    filter: String,
+}
+
+/// A message as the live viewer gets it.
+#[derive(Serialize)]
+struct Seen<'a> {
+    topic: &'a str,
+    /// Standard base64.
+    payload: String,
+    /// The payload as text, when it is UTF-8.
+    text: Option<&'a str>,
+    qos: u8,
+    retain: bool,
+}
+
+/// Server-Sent Events: the messages passing through this node whose topic matches `filter`
+/// (`broker::taps`): `event: message` with the message as JSON, and `event: dropped` with how
+/// many were lost when the reader lagged.
+pub async fn events(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<EventsQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    if !topic::valid_filter(&query.filter) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "BAD_FILTER",
+            "filter is not an MQTT topic filter",
+        ));
+    }
+    let reader = shared.broker.tap(&query.filter).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "TOO_MANY_VIEWERS",
+            format!("{MAX_TAPS} viewers are open on this node"),
+        )
+    })?;
+    let stream = futures_util::stream::unfold(reader, |mut reader| async move {
+        let event = match reader.next().await? {
+            Tapped::Message {
+                topic,
+                payload,
+                qos,
+                retain,
+            } => {
+                let seen = Seen {
+                    topic: &topic,
+                    payload: Base64::encode_string(&payload),
+                    text: std::str::from_utf8(&payload).ok(),
+                    qos: qos as u8,
+                    retain,
+                };
+                Event::default()
+                    .event("message")
+                    .data(serde_json::to_string(&seen).unwrap_or_default())
+            }
+            Tapped::Dropped(lost) => Event::default().event("dropped").data(lost.to_string()),
+        };
+        Some((Ok(event), reader))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// The body of micromq's HTTP producer, `POST /api/edge/product`.
+#[derive(Deserialize)]
+pub struct Product {
+    topic: String,
+    #[serde(default)]
+    key: String,
+    /// Base64.
+    #[serde(default)]
+    value: String,
+    #[serde(default)]
+    token: String,
+}
+
+/// Its answer: micromq's fields and status words.
+#[derive(Serialize)]
+pub struct ProductAnswer {
+    status: &'static str,
+    offset: u64,
+    /// Milliseconds the broker took.
+    response_time: f64,
+    message: String,
+}
+
+/// micromq's HTTP producer: publishes `value` (base64) on `topic` at QoS 1, with `key` as the
+/// user property `key`. It answers 200 with a status word in every case, as micromq does; the
+/// token is checked against the API keys (an admin's) when keys are configured.
+pub async fn product(State(shared): State<Arc<Shared>>, body: Bytes) -> Json<ProductAnswer> {
+    static OFFSET: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let started = std::time::Instant::now();
+    let answer = |status, offset, message: String| {
+        Json(ProductAnswer {
+            status,
+            offset,
+            response_time: started.elapsed().as_secs_f64() * 1000.0,
+            message,
+        })
+    };
+    let Ok(product) = serde_json::from_slice::<Product>(&body) else {
+        return answer(
+            "UnmarshalFailed",
+            0,
+            "the body is not a product JSON".into(),
+        );
+    };
+    if shared.keys.any() && shared.keys.check(&product.token).await != Some(super::Role::Admin) {
+        return answer(
+            "TokenIncorrect",
+            0,
+            "the token is not an admin API key".into(),
+        );
+    }
+    let Ok(payload) = Base64::decode_vec(&product.value) else {
+        return answer("UnmarshalFailed", 0, "value is not base64".into());
+    };
+    let topic = match checked_topic(&shared, product.topic) {
+        Ok(topic) => topic,
+        Err(_) => return answer("Refused", 0, "not a topic a client may publish to".into()),
+    };
+    let mut properties = Properties::default();
+    if !product.key.is_empty() {
+        properties.user_properties.push(("key".into(), product.key));
+    }
+    shared.broker.publish_as_broker(Publish {
+        qos: QoS::AtLeastOnce,
+        topic,
+        packet_id: 1,
+        properties,
+        payload: payload.into(),
+        ..Publish::default()
+    });
+    let offset = OFFSET.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    answer("Accepted", offset, String::new())
 }
 
 /// A topic a client could publish to: valid, within the limits, not `$SYS`.
