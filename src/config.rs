@@ -330,17 +330,22 @@ impl Default for ClusterConfig {
 /// port may try secrets as fast as handshakes go, so a short one is guessed.
 pub const MIN_CLUSTER_SECRET: usize = 16;
 
-/// `[log]`: `level` is a tracing filter ("info", "supermq=debug"); `RUST_LOG` wins over it.
+/// `[log]`: what the broker logs, and how each line is written.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
+    /// A tracing filter ("info", "supermq=debug"); `RUST_LOG` wins over it.
     pub level: String,
+    /// "text" (one human-readable line per event) or "json" (one JSON object per line, for a
+    /// log collector).
+    pub format: String,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".to_string(),
+            format: "text".to_string(),
         }
     }
 }
@@ -758,7 +763,8 @@ impl Problem {
 
 impl Config {
     /// Checks the rules that the types cannot express: listener addresses, TLS files, limits,
-    /// node name, log filter. [`load`] already does this; call it for a `Config` built in code.
+    /// node name, log filter and format. [`load`] already does this; call it for a `Config`
+    /// built in code.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.check().map_err(|p| p.into_error(None))
     }
@@ -1033,6 +1039,12 @@ impl Config {
                 ),
             )
         })?;
+        if !["text", "json"].contains(&self.log.format.as_str()) {
+            return Err(Problem::new(
+                "log.format",
+                format!("{:?} is not one of \"text\", \"json\"", self.log.format),
+            ));
+        }
         Ok(())
     }
 }

@@ -669,6 +669,21 @@ fn log_level_must_be_a_tracing_filter() {
 }
 
 #[test]
+fn log_format_is_text_or_json() {
+    assert_eq!(Config::default().log.format, "text");
+    assert_eq!(assert_ok("[log]\nformat = \"json\"\n").log.format, "json");
+    assert_file_error(
+        "[log]\nformat = \"xml\"\n",
+        "log.format: \"xml\" is not one of \"text\", \"json\"",
+    );
+    let (_, message) = error("", &[("SUPERMQ_LOG_FORMAT", "JSON")]);
+    assert_eq!(
+        message,
+        "SUPERMQ_LOG_FORMAT: log.format: \"JSON\" is not one of \"text\", \"json\""
+    );
+}
+
+#[test]
 fn validate_on_a_config_built_in_code_names_only_the_key() {
     let mut config = Config::default();
     config.limits.max_inflight = 0;
