@@ -619,7 +619,8 @@ impl Session {
     /// messages as long as the in-flight window allows. Messages larger than the client's
     /// Maximum Packet Size, and expired ones, are dropped as MQTT-3.1.2-25 and §3.3.2.3.3 say.
     /// Parked messages move into the room this leaves; a slow session that has drained to
-    /// half takes messages again.
+    /// half takes messages again. Counts the PUBLISH packets it encodes as sent, once per
+    /// call.
     pub fn fill(
         &mut self,
         out: &mut BytesMut,
@@ -628,6 +629,7 @@ impl Session {
         stats: &Stats,
     ) {
         let now = Instant::now();
+        let mut publishes = 0;
         if std::mem::take(&mut self.resend) {
             let queue = &mut self.queue;
             self.inflight.retain(|flight| {
@@ -636,7 +638,9 @@ impl Session {
                     let pubrel = Packet::PubRel(Ack::new(flight.packet_id));
                     protocol::encode(&pubrel, wire.version, out).is_ok()
                 } else {
-                    wire.put(&flight.delivery, flight.packet_id, true, now, out)
+                    let sent = wire.put(&flight.delivery, flight.packet_id, true, now, out);
+                    publishes += u64::from(sent);
+                    sent
                 };
                 if !sent {
                     // MQTT-3.1.2-25: too large for the client's (new) Maximum Packet Size:
@@ -671,6 +675,7 @@ impl Session {
                 stats.dropped_too_large.inc();
                 continue;
             }
+            publishes += 1;
             if packet_id != 0 {
                 self.queue.fly(delivery.size());
                 self.inflight.push_back(Inflight {
@@ -683,6 +688,7 @@ impl Session {
         if self.slow && self.queue.is_half_empty(bounds) {
             self.slow = false;
         }
+        stats.messages_sent.add(publishes);
     }
 
     /// True if `fill` would produce something now.
