@@ -33,6 +33,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub cluster: ClusterConfig,
     pub log: LogConfig,
+    pub sys: SysConfig,
 }
 
 /// `[node]`: who this broker is.
@@ -347,6 +348,24 @@ impl Default for LogConfig {
             level: "info".to_string(),
             format: "text".to_string(),
         }
+    }
+}
+
+/// The largest `sys.interval_secs`: a day. Longer would be no tree worth reading, and a bound
+/// keeps the timer's arithmetic far from overflowing.
+const MAX_SYS_INTERVAL_SECS: u64 = 24 * 60 * 60;
+
+/// `[sys]`: the `$SYS/broker/...` tree of this node's figures (`broker::sys`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SysConfig {
+    /// Seconds between two publications of the tree; 0 turns it off.
+    pub interval_secs: u64,
+}
+
+impl Default for SysConfig {
+    fn default() -> Self {
+        SysConfig { interval_secs: 10 }
     }
 }
 
@@ -763,8 +782,8 @@ impl Problem {
 
 impl Config {
     /// Checks the rules that the types cannot express: listener addresses, TLS files, limits,
-    /// node name, log filter and format. [`load`] already does this; call it for a `Config`
-    /// built in code.
+    /// node name, log filter and format, `$SYS` interval. [`load`] already does this; call it
+    /// for a `Config` built in code.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.check().map_err(|p| p.into_error(None))
     }
@@ -1045,6 +1064,13 @@ impl Config {
                 format!("{:?} is not one of \"text\", \"json\"", self.log.format),
             ));
         }
+
+        between(
+            "sys.interval_secs",
+            self.sys.interval_secs,
+            0,
+            MAX_SYS_INTERVAL_SECS,
+        )?;
         Ok(())
     }
 }

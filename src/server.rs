@@ -46,6 +46,8 @@ pub struct Server {
     /// This node's part of the cluster, when `cluster.listen` is set: attached to the broker,
     /// accepting and dialling routes once the server runs.
     cluster: Option<cluster::Attached>,
+    /// How often the `$SYS` tree is published (`sys.interval_secs`); `None`: never.
+    sys_interval: Option<Duration>,
 }
 
 impl Server {
@@ -98,10 +100,13 @@ impl Server {
         };
         let broker = Broker::with_auth(config.limits.clone(), &config.cluster.group_strategy, auth);
         let cluster = cluster.map(|bound| bound.attach(&broker));
+        let sys_interval =
+            (config.sys.interval_secs > 0).then(|| Duration::from_secs(config.sys.interval_secs));
         Ok(Server {
             broker,
             listeners,
             cluster,
+            sys_interval,
         })
     }
 
@@ -133,9 +138,12 @@ impl Server {
             .collect();
         let keep_alive = tokio::spawn(broker::keep_alive_sweep(Arc::clone(&self.broker)));
         let expiry = tokio::spawn(broker::expire_sessions(Arc::clone(&self.broker)));
+        let sys = self
+            .sys_interval
+            .map(|every| tokio::spawn(broker::publish_sys_tree(Arc::clone(&self.broker), every)));
         shutdown.await;
         tracing::info!("shutting down");
-        for task in &accepting {
+        for task in accepting.iter().chain(&sys) {
             task.abort();
         }
         keep_alive.abort();

@@ -525,7 +525,8 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
                 encode_control(&packet, self.version, self.max_out(), &mut self.buf);
             }
             let max_out = self.max_out();
-            let more = {
+            // `sys_bytes`: what of the buffer are `$SYS` updates, not counted as bytes sent.
+            let (more, sys_bytes) = {
                 let mut session = self.session.lock();
                 let broker = self.broker;
                 if session.is_attached(self.generation) {
@@ -534,21 +535,22 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
                         max_size: max_out,
                         aliases: self.aliases.as_deref_mut(),
                     };
-                    session.fill(&mut self.buf, &mut wire, &broker.bounds, &broker.stats);
-                    session.has_sendable()
+                    let sys_bytes =
+                        session.fill(&mut self.buf, &mut wire, &broker.bounds, &broker.stats);
+                    (session.has_sendable(), sys_bytes)
                 } else {
-                    false
+                    (false, 0)
                 }
             };
             if let Some(close) = close {
                 // Boxed: it runs once, and would otherwise make every connection larger.
-                return Box::pin(self.finish(close)).await;
+                return Box::pin(self.finish(close, sys_bytes)).await;
             }
             if !self.buf.is_empty() {
                 // Counted once per write, not per packet, and before it: a count kept across
                 // the write would make every connection's state larger. (A write that fails
                 // ends the connection, so at most its last buffer is counted unsent.)
-                let counted = self.buf.len();
+                let counted = self.buf.len() - sys_bytes;
                 self.broker.stats.bytes_sent.add(counted as u64);
                 let write = self.io.write_all(&self.buf);
                 let written = tokio::select! {
@@ -577,8 +579,9 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
     }
 
     /// Writes the last packets (and a DISCONNECT, for 5.0) and shuts the write side down;
-    /// [`serve`] then lingers, reading, if the broker closed the connection.
-    async fn finish(&mut self, close: Close) -> End {
+    /// [`serve`] then lingers, reading, if the broker closed the connection. `sys_bytes` of
+    /// the buffer are `$SYS` updates, not counted as bytes sent.
+    async fn finish(&mut self, close: Close, sys_bytes: usize) -> End {
         let end = match close {
             Close::Quiet => End::Disconnected {
                 publish_will: false,
@@ -595,7 +598,7 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
         };
         let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
             self.io.write_all(&self.buf).await?;
-            let counted = self.buf.len();
+            let counted = self.buf.len() - sys_bytes;
             self.broker.stats.bytes_sent.add(counted as u64);
             self.io.shutdown().await
         })
