@@ -14,7 +14,8 @@
 //!   subscribers only, and `Broker::publish`, the one path to `Peers::forward`, never sees a
 //!   `$SYS` message (asserted there in debug builds). A group member gets its update without
 //!   its group, so an update it leaves behind is never handed to another member, here or on a
-//!   peer.
+//!   peer; and a session that moves to another node goes without its unsent updates
+//!   (`handover`).
 //! - Leading wildcards do not match `$` topics (MQTT-4.7.2-1): a `#` subscriber gets none of
 //!   this, a `$SYS/#` subscriber all of it. The ACL applies as to any delivery.
 //! - Updates count nowhere a client could watch them grow by themselves: not as messages
