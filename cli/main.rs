@@ -129,7 +129,7 @@ fn run_broker(path: Option<&Path>) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    init_logging(&config.log.level);
+    init_logging(&config.log);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if config.node.threads > 0 {
         builder.worker_threads(config.node.threads);
@@ -159,16 +159,20 @@ fn run_broker(path: Option<&Path>) -> ExitCode {
     })
 }
 
-/// `RUST_LOG` wins over `[log] level` (validated when the configuration was loaded).
-fn init_logging(level: &str) {
+/// Logs to stdout as `[log]` says (validated when the configuration was loaded): `RUST_LOG`
+/// wins over `level`; `format` "json" writes one JSON object per line, for log collectors.
+fn init_logging(log: &config::LogConfig) {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
+        .or_else(|_| EnvFilter::try_new(&log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colours only on a terminal: under Docker or systemd the escape codes would litter the log.
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stdout().is_terminal())
-        .init();
+    let subscriber = tracing_subscriber::fmt().with_env_filter(filter);
+    if log.format == "json" {
+        subscriber.json().with_ansi(false).init();
+    } else {
+        // Colours only on a terminal: under Docker or systemd the escape codes would litter
+        // the log.
+        subscriber.with_ansi(std::io::stdout().is_terminal()).init();
+    }
 }
 
 /// Re-reads the password and ACL files on every SIGHUP. A file that cannot be read or parsed

@@ -33,6 +33,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub cluster: ClusterConfig,
     pub log: LogConfig,
+    pub sys: SysConfig,
 }
 
 /// `[node]`: who this broker is.
@@ -344,18 +345,41 @@ impl Default for ClusterConfig {
 /// port may try secrets as fast as handshakes go, so a short one is guessed.
 pub const MIN_CLUSTER_SECRET: usize = 16;
 
-/// `[log]`: `level` is a tracing filter ("info", "supermq=debug"); `RUST_LOG` wins over it.
+/// `[log]`: what the broker logs, and how each line is written.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
+    /// A tracing filter ("info", "supermq=debug"); `RUST_LOG` wins over it.
     pub level: String,
+    /// "text" (one human-readable line per event) or "json" (one JSON object per line, for a
+    /// log collector).
+    pub format: String,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".to_string(),
+            format: "text".to_string(),
         }
+    }
+}
+
+/// The largest `sys.interval_secs`: a day. Longer would be no tree worth reading, and a bound
+/// keeps the timer's arithmetic far from overflowing.
+const MAX_SYS_INTERVAL_SECS: u64 = 24 * 60 * 60;
+
+/// `[sys]`: the `$SYS/broker/...` tree of this node's figures (`broker::sys`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SysConfig {
+    /// Seconds between two publications of the tree; 0 turns it off.
+    pub interval_secs: u64,
+}
+
+impl Default for SysConfig {
+    fn default() -> Self {
+        SysConfig { interval_secs: 10 }
     }
 }
 
@@ -782,7 +806,8 @@ impl Problem {
 
 impl Config {
     /// Checks the rules that the types cannot express: listener addresses, TLS files, limits,
-    /// node name, log filter. [`load`] already does this; call it for a `Config` built in code.
+    /// node name, log filter and format, `$SYS` interval. [`load`] already does this; call it
+    /// for a `Config` built in code.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.check().map_err(|p| p.into_error(None))
     }
@@ -1080,6 +1105,19 @@ impl Config {
                 ),
             )
         })?;
+        if !["text", "json"].contains(&self.log.format.as_str()) {
+            return Err(Problem::new(
+                "log.format",
+                format!("{:?} is not one of \"text\", \"json\"", self.log.format),
+            ));
+        }
+
+        between(
+            "sys.interval_secs",
+            self.sys.interval_secs,
+            0,
+            MAX_SYS_INTERVAL_SECS,
+        )?;
         Ok(())
     }
 }

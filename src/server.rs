@@ -51,6 +51,8 @@ pub struct Server {
     cluster: Option<cluster::Attached>,
     /// Health, metrics and the admin API, when `http.listen` is set.
     http: Option<Http>,
+    /// How often the `$SYS` tree is published (`sys.interval_secs`); `None`: never.
+    sys_interval: Option<Duration>,
 }
 
 impl Server {
@@ -113,11 +115,14 @@ impl Server {
         if let Some(addr) = http.as_ref().and_then(Http::local_addr) {
             tracing::info!(%addr, "listening for HTTP (health, metrics, admin API)");
         }
+        let sys_interval =
+            (config.sys.interval_secs > 0).then(|| Duration::from_secs(config.sys.interval_secs));
         Ok(Server {
             broker,
             listeners,
             cluster,
             http,
+            sys_interval,
         })
     }
 
@@ -161,11 +166,14 @@ impl Server {
                 let _ = stop.wait_for(|s| *s).await;
             }))
         });
+        let sys = self
+            .sys_interval
+            .map(|every| tokio::spawn(broker::publish_sys_tree(Arc::clone(&self.broker), every)));
         shutdown.await;
         tracing::info!("shutting down");
         // The health check says so from now on; the API answers until the end.
         stopping.send_replace(true);
-        for task in &accepting {
+        for task in accepting.iter().chain(&sys) {
             task.abort();
         }
         keep_alive.abort();

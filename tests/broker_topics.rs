@@ -101,6 +101,14 @@ async fn leading_slash_is_an_empty_first_level() {
     assert_eq!(got, ["/a", "x/a"]);
 }
 
+/// A broker that does not publish its own `$SYS` tree (broker_sys.rs tests that), so that a
+/// `$SYS/#` subscriber would get nothing but what a client managed to publish there.
+async fn broker_without_tree() -> TestBroker {
+    let mut config = config();
+    config.sys.interval_secs = 0;
+    TestBroker::start(config).await
+}
+
 /// A subscriber to `$SYS/#` and a 5.0 publisher.
 async fn sys_setup(broker: &TestBroker, version: ProtocolVersion) -> (TestClient, TestClient) {
     let mut subscriber = TestClient::v5(broker.addr, "sys-sub").await;
@@ -113,7 +121,7 @@ async fn sys_setup(broker: &TestBroker, version: ProtocolVersion) -> (TestClient
 /// and is delivered to nobody.
 #[tokio::test]
 async fn publish_to_sys_is_refused_with_puback_0x87() {
-    let broker = TestBroker::start_default().await;
+    let broker = broker_without_tree().await;
     let (mut subscriber, mut publisher) = sys_setup(&broker, V5).await;
     let ack = publisher
         .publish("$SYS/broker/fake", b"x", AtLeastOnce, false)
@@ -127,7 +135,7 @@ async fn publish_to_sys_is_refused_with_puback_0x87() {
 /// The same at QoS 2: PUBREC 0x87, and nothing delivered.
 #[tokio::test]
 async fn qos2_publish_to_sys_is_refused_with_pubrec_0x87() {
-    let broker = TestBroker::start_default().await;
+    let broker = broker_without_tree().await;
     let (mut subscriber, mut publisher) = sys_setup(&broker, V5).await;
     publisher
         .send_publish(publish_packet("$SYS/x", b"x", ExactlyOnce, false, 4))
@@ -145,7 +153,7 @@ async fn qos2_publish_to_sys_is_refused_with_pubrec_0x87() {
 /// At QoS 0 there is no ack: the message is simply not delivered.
 #[tokio::test]
 async fn qos0_publish_to_sys_is_not_delivered() {
-    let broker = TestBroker::start_default().await;
+    let broker = broker_without_tree().await;
     let (mut subscriber, mut publisher) = sys_setup(&broker, V5).await;
     publisher.publish("$SYS/x", b"x", AtMostOnce, false).await;
     subscriber.expect_nothing().await;
@@ -156,7 +164,7 @@ async fn qos0_publish_to_sys_is_not_delivered() {
 /// connection stays open.
 #[tokio::test]
 async fn publish_to_sys_is_acked_and_dropped_in_3_1_1() {
-    let broker = TestBroker::start_default().await;
+    let broker = broker_without_tree().await;
     let (mut subscriber, mut publisher) = sys_setup(&broker, V311).await;
     let ack = publisher.publish("$SYS/x", b"x", AtLeastOnce, false).await;
     assert_eq!(ack, 0);

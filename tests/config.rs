@@ -223,7 +223,7 @@ fn unknown_key_in_a_section() {
 fn unknown_section() {
     assert_file_error(
         "[mqttt]\ntcp = \"0.0.0.0:1883\"\n",
-        "unknown section \"mqttt\" (the sections are auth, cluster, http, limits, log, mqtt, node, tls)",
+        "unknown section \"mqttt\" (the sections are auth, cluster, http, limits, log, mqtt, node, sys, tls)",
     );
     // A top-level key is not a section either.
     let (_, message) = error("tcp = \"0.0.0.0:1883\"\n", &[]);
@@ -666,6 +666,39 @@ fn log_level_must_be_a_tracing_filter() {
         "log.level: must not be empty (for example \"info\")",
     );
     assert_ok("[log]\nlevel = \"warn,supermq::broker=trace\"\n");
+}
+
+#[test]
+fn log_format_is_text_or_json() {
+    assert_eq!(Config::default().log.format, "text");
+    assert_eq!(assert_ok("[log]\nformat = \"json\"\n").log.format, "json");
+    assert_file_error(
+        "[log]\nformat = \"xml\"\n",
+        "log.format: \"xml\" is not one of \"text\", \"json\"",
+    );
+    let (_, message) = error("", &[("SUPERMQ_LOG_FORMAT", "JSON")]);
+    assert_eq!(
+        message,
+        "SUPERMQ_LOG_FORMAT: log.format: \"JSON\" is not one of \"text\", \"json\""
+    );
+}
+
+#[test]
+fn sys_interval_is_at_most_a_day_and_0_turns_it_off() {
+    assert_eq!(Config::default().sys.interval_secs, 10);
+    assert_eq!(assert_ok("[sys]\ninterval_secs = 0\n").sys.interval_secs, 0);
+    assert_eq!(
+        assert_ok("[sys]\ninterval_secs = 86400\n")
+            .sys
+            .interval_secs,
+        86400
+    );
+    assert_file_error(
+        "[sys]\ninterval_secs = 86401\n",
+        "sys.interval_secs: must be between 0 and 86400, found 86401",
+    );
+    let config = load_from(None, env(&[("SUPERMQ_SYS_INTERVAL_SECS", "1")])).unwrap();
+    assert_eq!(config.sys.interval_secs, 1);
 }
 
 #[test]

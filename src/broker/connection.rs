@@ -5,11 +5,12 @@
 //! fixed header, so a socket that has proved nothing holds little), negotiates, attaches the
 //! session, and then runs two halves side by side in the connection's one task:
 //! - the reader decodes packets and handles them ([`super::inbound`]), and notes when the
-//!   client was last heard from (keep alive is checked by [`super::keepalive`]); while the
-//!   broker holds the client back ([`super::flow`]) it reads on only for acknowledgements and
-//!   PINGREQ, and sets the rest aside ([`held`]);
+//!   client was last heard from (keep alive is checked by [`super::keepalive`]) and how many
+//!   bytes it read, once per read rather than per packet; while the broker holds the client
+//!   back ([`super::flow`]) it reads on only for acknowledgements and PINGREQ, and sets the
+//!   rest aside ([`held`]);
 //! - the writer sends what the reader and the publishers queued: control packets from the
-//!   [`Outbox`], then session messages, many packets per write.
+//!   [`Outbox`], then session messages, many packets per write, each write counted once.
 //!
 //! Whichever half ends first ends the connection; then the session is detached, and the Will
 //! published if the way it ended calls for it.
@@ -341,10 +342,12 @@ where
                 // it waits below.
                 let mut end = {
                     let next = reader.next(version).await;
-                    if reader.take_fresh() {
+                    let arrived = reader.take_arrived();
+                    if arrived > 0 {
                         // Once per read, not per packet: the clock costs a system call's
                         // worth of time. (Keep alive is watched by `keepalive::sweep`.)
                         outbox.keep_alive().heard(broker.clock.now());
+                        broker.stats.bytes_received.add(arrived as u64);
                     }
                     take(&mut client, next, &session)
                 };
@@ -357,6 +360,11 @@ where
                     outbox.keep_alive().heard(broker.clock.now());
                 }
                 if let Some(end) = end {
+                    // What was read while held, if the connection ended then.
+                    broker
+                        .stats
+                        .bytes_received
+                        .add(reader.take_arrived() as u64);
                     break end;
                 }
             }
@@ -518,7 +526,8 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
                 encode_control(&packet, self.version, self.max_out(), &mut self.buf);
             }
             let max_out = self.max_out();
-            let more = {
+            // `sys_bytes`: what of the buffer are `$SYS` updates, not counted as bytes sent.
+            let (more, sys_bytes) = {
                 let mut session = self.session.lock();
                 let broker = self.broker;
                 if session.is_attached(self.generation) {
@@ -527,17 +536,23 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
                         max_size: max_out,
                         aliases: self.aliases.as_deref_mut(),
                     };
-                    session.fill(&mut self.buf, &mut wire, &broker.bounds, &broker.stats);
-                    session.has_sendable()
+                    let sys_bytes =
+                        session.fill(&mut self.buf, &mut wire, &broker.bounds, &broker.stats);
+                    (session.has_sendable(), sys_bytes)
                 } else {
-                    false
+                    (false, 0)
                 }
             };
             if let Some(close) = close {
                 // Boxed: it runs once, and would otherwise make every connection larger.
-                return Box::pin(self.finish(close)).await;
+                return Box::pin(self.finish(close, sys_bytes)).await;
             }
             if !self.buf.is_empty() {
+                // Counted once per write, not per packet, and before it: a count kept across
+                // the write would make every connection's state larger. (A write that fails
+                // ends the connection, so at most its last buffer is counted unsent.)
+                let counted = self.buf.len() - sys_bytes;
+                self.broker.stats.bytes_sent.add(counted as u64);
                 let write = self.io.write_all(&self.buf);
                 let written = tokio::select! {
                     // Write first: a write that completes at once (the common case) costs
@@ -565,8 +580,9 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
     }
 
     /// Writes the last packets (and a DISCONNECT, for 5.0) and shuts the write side down;
-    /// [`serve`] then lingers, reading, if the broker closed the connection.
-    async fn finish(&mut self, close: Close) -> End {
+    /// [`serve`] then lingers, reading, if the broker closed the connection. `sys_bytes` of
+    /// the buffer are `$SYS` updates, not counted as bytes sent.
+    async fn finish(&mut self, close: Close, sys_bytes: usize) -> End {
         let end = match close {
             Close::Quiet => End::Disconnected {
                 publish_will: false,
@@ -583,6 +599,8 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
         };
         let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
             self.io.write_all(&self.buf).await?;
+            let counted = self.buf.len() - sys_bytes;
+            self.broker.stats.bytes_sent.add(counted as u64);
             self.io.shutdown().await
         })
         .await;
@@ -765,8 +783,8 @@ impl ReadError {
 struct PacketReader<R> {
     io: R,
     buf: BytesMut,
-    /// Bytes arrived since [`PacketReader::take_fresh`] was last asked.
-    fresh: bool,
+    /// Bytes arrived since [`PacketReader::take_arrived`] was last asked.
+    arrived: usize,
     chunk: usize,
     max_packet_size: usize,
 }
@@ -776,7 +794,7 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
         let mut reader = PacketReader {
             io,
             buf: BytesMut::new(),
-            fresh: false,
+            arrived: 0,
             chunk: MIN_READ_CHUNK,
             max_packet_size: 0,
         };
@@ -807,9 +825,9 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
         }
     }
 
-    /// Whether bytes arrived since the last call: the client was heard from.
-    fn take_fresh(&mut self) -> bool {
-        std::mem::take(&mut self.fresh)
+    /// The bytes that arrived since the last call: more than 0, the client was heard from.
+    fn take_arrived(&mut self) -> usize {
+        std::mem::take(&mut self.arrived)
     }
 
     /// Makes room for what comes next: a chunk, or for a packet larger than one, exactly what
@@ -846,7 +864,7 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
                 Poll::Pending
             }
             Poll::Ready(Ok(read)) => {
-                self.fresh = true;
+                self.arrived += read;
                 if read == room {
                     self.chunk = (self.chunk * 2).min(MAX_READ_CHUNK);
                 }

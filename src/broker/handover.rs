@@ -27,7 +27,7 @@ use crate::protocol::{Publish, QoS, SubscriptionOptions, reason, topic};
 use super::groups::{self, GroupRef};
 use super::message::{Delivery, Message};
 use super::session::{Session, SessionHandle};
-use super::{Broker, within_limits};
+use super::{Broker, is_sys_topic, within_limits};
 
 /// A session on its way from one node to another.
 #[derive(Debug, Default)]
@@ -109,7 +109,11 @@ impl Broker {
             messages: exported
                 .messages
                 .into_iter()
-                .filter(|(delivery, _)| !delivery.message.is_expired(now))
+                // `$SYS` updates not yet written are this node's figures, not the client's
+                // messages: they are left out (the other node publishes its own tree).
+                .filter(|(delivery, _)| {
+                    !delivery.message.is_expired(now) && !is_sys_topic(&delivery.message.topic)
+                })
                 .map(|(delivery, in_flight)| moved(&delivery, in_flight, now))
                 .collect(),
             inbound_qos2: exported.inbound_qos2,
@@ -187,8 +191,10 @@ impl Broker {
             .messages
             .into_iter()
             .filter_map(|m| {
+                // No node sends `$SYS` (its tree stays its own), and a peer's is not taken.
                 let ok = topic::valid_name(&m.publish.topic)
-                    && within_limits(&m.publish.topic, &self.limits);
+                    && within_limits(&m.publish.topic, &self.limits)
+                    && !is_sys_topic(&m.publish.topic);
                 invalid += usize::from(!ok);
                 ok.then(|| delivery(m))
             })

@@ -531,11 +531,16 @@ impl<'a> Client<'a> {
         let mut out = Vec::new();
         let (auth, access) = (&self.broker.auth, self.session.access());
         let store = self.broker.retained_store();
-        // The walks of one SUBSCRIBE together visit at most twice the store's trie: wildcard
-        // filters that match little cannot make it walk the store over and over.
-        let mut budget = store.nodes() * 2 + 1024;
+        // Only a filter that starts with `$SYS` matches a `$SYS` topic (MQTT-4.7.2-1), and
+        // only the broker's tree, kept apart, has such topics: such a filter looks there.
+        // (A leaf lock, taken under the retained store's.)
+        let sys = self.broker.sys.store();
+        // The walks of one SUBSCRIBE together visit at most twice the stores' tries: wildcard
+        // filters that match little cannot make it walk a store over and over.
+        let mut budget = (store.nodes() + sys.nodes()) * 2 + 1024;
         for (filter, qos) in wanted {
-            let (messages, more) = store.matching(filter, room - out.len(), &mut budget);
+            let from = if is_sys_topic(filter) { &sys } else { &store };
+            let (messages, more) = from.matching(filter, room - out.len(), &mut budget);
             let before = messages.len();
             let readable: Vec<_> = messages
                 .into_iter()

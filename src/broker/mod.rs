@@ -26,7 +26,8 @@
 //! - `message` is a publication shared by all its deliveries; `outbox` hands a connection's
 //!   answers to its writer; `taps` show passing messages to the admin API's viewer;
 //!   `aliases` are the topic aliases towards one client; `keepalive`
-//!   closes silent connections, all from one task; `stats` counts what happened.
+//!   closes silent connections, all from one task; `stats` counts what happened, and `sys`
+//!   publishes the main figures as the `$SYS/broker/` tree, for this node only.
 //!
 //! Locks: see docs/ARCHITECTURE.md, Lock order.
 
@@ -53,6 +54,7 @@ mod retained;
 mod router;
 mod session;
 mod stats;
+mod sys;
 mod taps;
 mod unreleased;
 mod version;
@@ -83,6 +85,7 @@ pub(crate) use log_limit::LogLimit;
 pub use peers::{Assigned, PeerId, Peers, RemoteGroup};
 pub(crate) use pending::{PendingSet, Place};
 pub use stats::{Counter, Stats};
+pub use sys::run as publish_sys_tree;
 pub use taps::{MAX_TAPS, TAP_CAPACITY, TapReader, Tapped};
 
 pub use message::Message;
@@ -169,6 +172,8 @@ pub struct Broker {
     hlc: version::Hlc,
     /// This node's name in the versions it makes (set once when it joins a cluster).
     node: OnceLock<Arc<str>>,
+    /// The `$SYS` tree as last published, apart from the clients' retained messages.
+    sys: sys::Sys,
 }
 
 impl Broker {
@@ -204,6 +209,7 @@ impl Broker {
             remote_turn: AtomicUsize::new(0),
             hlc: version::Hlc::default(),
             node: OnceLock::new(),
+            sys: sys::Sys::default(),
             bounds: Bounds::from_limits(&limits),
             limits,
         })
@@ -237,7 +243,7 @@ impl Broker {
         self.router().len()
     }
 
-    /// Retained messages stored.
+    /// Retained messages stored (the `$SYS` tree, kept apart, is not counted).
     pub fn retained_count(&self) -> usize {
         self.retained_store().len()
     }
@@ -347,6 +353,12 @@ impl Broker {
                 Sender::Publisher(waiter) if message.qos != QoS::AtMostOnce => Some(waiter),
                 _ => None,
             };
+            // A node's `$SYS` tree is its own, published apart (`sys`); and no client, Will
+            // or peer may publish to `$SYS`.
+            debug_assert!(
+                !is_sys_topic(&message.topic),
+                "$SYS never goes to the peers"
+            );
             routed.matched += peers.forward(&message, &assigned, publisher);
         }
         routed
@@ -444,10 +456,16 @@ impl Broker {
                 self.offer(message, m, Some(Arc::new(key.clone())), sender, routed);
                 true
             }
-            Pick::Peer(peer) => self
-                .peers
-                .get()
-                .is_some_and(|peers| peers.redirect(message, key, peer)),
+            Pick::Peer(peer) => {
+                // `$SYS` updates go to group members without their group (`sys`).
+                debug_assert!(
+                    !is_sys_topic(&message.topic),
+                    "$SYS never goes to the peers"
+                );
+                self.peers
+                    .get()
+                    .is_some_and(|peers| peers.redirect(message, key, peer))
+            }
             Pick::Nobody => false,
         }
     }

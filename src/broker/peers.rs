@@ -65,6 +65,7 @@ pub trait Peers: Send + Sync {
     /// sent it for delivery. With `publisher` (a QoS 1/2 message), each copy for delivery
     /// holds the publisher's ack until the peer has taken it ([`Waiter::forwarded`]), unless
     /// the cluster acknowledges once a message is queued here (`cluster.acks = "local"`).
+    /// Never given a `$SYS` message: a node's tree is its own (`super::sys`).
     fn forward(
         &self,
         message: &Message,

@@ -23,6 +23,7 @@ use crate::protocol::{
 };
 
 use super::aliases::Aliases;
+use super::connect::is_sys_topic;
 use super::flow::{Backlog, Bounds, Parked, SlowPolicy, Waiter};
 use super::message::Delivery;
 use super::outbox::Outbox;
@@ -648,14 +649,19 @@ impl Session {
     /// Maximum Packet Size, and expired ones, are dropped as MQTT-3.1.2-25 and §3.3.2.3.3 say.
     /// Parked messages move into the room this leaves; a slow session that has drained to
     /// half takes messages again.
+    ///
+    /// Counts the PUBLISH packets it encodes as sent (once per call), and returns the bytes
+    /// of `$SYS` updates among them, which the writer leaves out of the bytes it counts: see
+    /// [`Stats::messages_sent`].
     pub fn fill(
         &mut self,
         out: &mut BytesMut,
         wire: &mut Wire<'_>,
         bounds: &Bounds,
         stats: &Stats,
-    ) {
+    ) -> usize {
         let now = Instant::now();
+        let mut tally = Tally::default();
         if std::mem::take(&mut self.resend) {
             let queue = &mut self.queue;
             self.inflight.retain(|flight| {
@@ -664,7 +670,10 @@ impl Session {
                     let pubrel = Packet::PubRel(Ack::new(flight.packet_id));
                     protocol::encode(&pubrel, wire.version, out).is_ok()
                 } else {
-                    wire.put(&flight.delivery, flight.packet_id, true, now, out)
+                    let start = out.len();
+                    let sent = wire.put(&flight.delivery, flight.packet_id, true, now, out);
+                    tally.count(&flight.delivery, out.len() - start);
+                    sent
                 };
                 if !sent {
                     // MQTT-3.1.2-25: too large for the client's (new) Maximum Packet Size:
@@ -695,10 +704,12 @@ impl Session {
                 QoS::AtMostOnce => 0,
                 _ => self.next_packet_id(),
             };
+            let start = out.len();
             if !wire.put(&delivery, packet_id, false, now, out) {
                 stats.dropped_too_large.inc();
                 continue;
             }
+            tally.count(&delivery, out.len() - start);
             if packet_id != 0 {
                 self.queue.fly(delivery.size());
                 self.inflight.push_back(Inflight {
@@ -711,6 +722,8 @@ impl Session {
         if self.slow && self.queue.is_half_empty(bounds) {
             self.slow = false;
         }
+        stats.messages_sent.add(tally.publishes);
+        tally.sys_bytes
     }
 
     /// True if `fill` would produce something now.
@@ -740,6 +753,29 @@ pub struct Wire<'a> {
     pub max_size: usize,
     /// Topic aliases towards the client, when it takes them (5.0).
     pub aliases: Option<&'a mut Aliases>,
+}
+
+/// What one [`Session::fill`] encoded, for the counters.
+#[derive(Default)]
+struct Tally {
+    /// PUBLISH packets, but for `$SYS` updates.
+    publishes: u64,
+    /// Bytes of `$SYS` updates.
+    sys_bytes: usize,
+}
+
+impl Tally {
+    /// Counts `delivery`, just encoded in `len` bytes (0: it was not).
+    fn count(&mut self, delivery: &Delivery, len: usize) {
+        if len == 0 {
+            return;
+        }
+        if is_sys_topic(&delivery.message.topic) {
+            self.sys_bytes += len;
+        } else {
+            self.publishes += 1;
+        }
+    }
 }
 
 impl Wire<'_> {

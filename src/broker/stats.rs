@@ -1,8 +1,11 @@
 //! Counters of what the broker did, and of what it refused or dropped.
 //!
 //! Every dropped message and every refused input increments one of these, so that an operator
-//! can see losses; drops are summed up in the log every few seconds ([`DropReport`]), and a
-//! later issue exposes the counters over `$SYS` and Prometheus.
+//! can see losses; drops are summed up in the log every few seconds ([`DropReport`]), and
+//! [`super::sys`] publishes the main figures under `$SYS/broker/`.
+//!
+//! The counters on the hot path are cheap by where they are counted: bytes once per read or
+//! write system call, messages sent once per batch the writer fills, never per packet.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -44,6 +47,14 @@ pub struct Stats {
     pub refused_per_ip_rate: Counter,
     /// PUBLISH packets received from clients.
     pub messages_received: Counter,
+    /// PUBLISH packets written to clients, sent again (DUP) included and `$SYS` updates not:
+    /// those come by themselves, and an idle broker's figures must stay idle.
+    pub messages_sent: Counter,
+    /// Bytes read from connected clients' sockets, their CONNECT included.
+    pub bytes_received: Counter,
+    /// Bytes written to connected clients' sockets, but for the PUBLISH packets of `$SYS`
+    /// updates (as `messages_sent`).
+    pub bytes_sent: Counter,
     /// Messages queued to a session (one per subscriber).
     pub messages_routed: Counter,
     /// Messages dropped because a session's queue was full and nothing could wait for room:

@@ -319,6 +319,7 @@ pub mod kind {
     pub const INTEREST: u8 = 4;
     pub const GROUP_WEIGHT: u8 = 6;
     pub const MESSAGE: u8 = 7;
+    pub const RETAINED: u8 = 8;
     pub const PEERS: u8 = 9;
     pub const CLIENT_CONNECTED: u8 = 10;
     pub const CHALLENGE: u8 = 11;
