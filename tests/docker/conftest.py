@@ -74,11 +74,14 @@ class Cluster:
         self.project = f"{PREFIX}{uuid.uuid4().hex[:8]}"
         self.compose_cmd = compose
         self.ports = {node: free_port() for node in NODES}
+        self.http_ports = {node: free_port() for node in NODES}
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("SUPERMQ_")}
         # A secret of the project's own, as the compose file asks for, rather than its default.
         self.env["SUPERMQ_CLUSTER_SECRET"] = secrets.token_hex(32)
         for node, port in self.ports.items():
             self.env[f"{node.upper()}_MQTT_PORT"] = str(port)
+        for node, port in self.http_ports.items():
+            self.env[f"{node.upper()}_HTTP_PORT"] = str(port)
         self._ids: dict[str, str] = {}
 
     def compose(self, *args: str, check: bool = True) -> str:

@@ -245,6 +245,49 @@ def test_bring_up_mesh_pubsub_and_groups(cluster):
         print(f"group shares: {shares}")
 
 
+#: The compose file's demo API key.
+DEMO_KEY = "admin:public-demo-key-change-me"
+
+
+def api(cluster, node: str, path: str, key: str | None = DEMO_KEY) -> tuple[int, dict]:
+    """GET `path` on `node`'s published HTTP port; (status, JSON body)."""
+    import urllib.error
+    import urllib.request
+    request = urllib.request.Request(f"http://{HOST}:{cluster.http_ports[node]}{path}")
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, json.loads(answer.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+def test_every_node_shows_the_whole_cluster_over_http(cluster):
+    """Each node's published HTTP port: health without a key, the API only with one, and
+    /api/v1/nodes listing all three nodes from any of them."""
+    for node in NODES:
+        deadline = time.monotonic() + RECOVERY_TIMEOUT
+        while True:
+            status, health = api(cluster, node, "/healthz", key=None)
+            if status == 200:
+                break
+            assert time.monotonic() < deadline, f"{node}: /healthz {status}"
+            time.sleep(0.2)
+        assert health == {"status": "ok"}
+        status, error = api(cluster, node, "/api/v1/nodes", key=None)
+        assert status == 401 and error["code"] == "UNAUTHORIZED"
+        deadline = time.monotonic() + RECOVERY_TIMEOUT
+        while True:
+            status, nodes = api(cluster, node, "/api/v1/nodes")
+            names = sorted(n["name"] for n in nodes["data"])
+            if names == list(NODES):
+                break
+            assert time.monotonic() < deadline, f"{node} sees {names}: {nodes}"
+            time.sleep(0.5)
+        assert nodes["meta"]["missing_nodes"] == []
+
+
 def test_node_loss_and_rejoin(cluster):
     sub2 = connect(cluster, "node2")
     sub2.subscribe("loss/#", qos=1)
