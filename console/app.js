@@ -5,7 +5,7 @@
 
 const KEY_STORE = "supermq.apiKey";
 const POLL_MS = 2000;
-const CHART_POINTS = 60;
+const CHART_POINTS = 30;
 
 // ---- small helpers -------------------------------------------------------------------------
 
@@ -272,14 +272,16 @@ function drawRate() {
     ctx.fillText(((top * (4 - i)) / 4).toFixed(1), 4, y + 4);
   }
   ctx.fillText(`last ${(CHART_POINTS * POLL_MS) / 1000} s`, pad.left, h - 6);
+  // Dashed delivered line: with one subscriber per message the two lines lie on each other.
   const series = [
-    ["received", "#2f6fde"],
-    ["delivered", "#1f9d55"],
+    ["received", "#2f6fde", []],
+    ["delivered", "#1f9d55", [6, 4]],
   ];
   const step = (w - pad.left - pad.right) / (CHART_POINTS - 1);
-  series.forEach(([name, colour], index) => {
+  series.forEach(([name, colour, dash], index) => {
     ctx.strokeStyle = colour;
     ctx.lineWidth = 2;
+    ctx.setLineDash(dash);
     ctx.beginPath();
     data.forEach((r, i) => {
       const x = pad.left + step * (CHART_POINTS - data.length + i);
@@ -288,6 +290,7 @@ function drawRate() {
       else ctx.lineTo(x, y);
     });
     ctx.stroke();
+    ctx.setLineDash([]);
     ctx.fillStyle = colour;
     ctx.fillText(`● ${name}/s`, w - pad.right - 200 + index * 100, h - 6);
   });
