@@ -119,6 +119,9 @@ class Cluster:
                 self.procs[name] = subprocess.Popen(
                     [str(binary), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT, env=env
                 )
+
+    def wait_ready(self) -> None:
+        """Every node answers and has its routes to the other two."""
         wait_until(lambda: self.node_count() == len(NODES), "every node answers /api/v1/nodes")
         for name in NODES:
             wait_until(lambda name=name: self.route_count(name) == len(NODES) - 1, f"{name}'s routes")
@@ -172,12 +175,12 @@ def cluster():
     with tempfile.TemporaryDirectory(prefix="supermq-console-") as work:
         c = Cluster(binary, Path(work))
         try:
+            c.wait_ready()
             yield c
-        except BaseException:
-            print(c.log_text())
-            raise
         finally:
             c.stop()
+            # Captured output: pytest shows it under a failing test only.
+            print(c.log_text())
 
 
 @pytest.fixture(scope="module")
@@ -186,6 +189,8 @@ def browser():
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1300,1150"):
         options.add_argument(arg)
+    # The page's console, to find script errors no assertion on the page would show.
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
         yield driver
@@ -353,3 +358,13 @@ def test_every_page_renders_and_acts_on_the_cluster(cluster, browser):
 
     for c in (watcher, *workers, receiver, publisher):
         c.close()
+
+    # The API's 401s before the key was given are logged by the browser as failed loads;
+    # nothing else may be (a script error, a missing file).
+    errors = [
+        entry["message"]
+        for entry in browser.get_log("browser")
+        if entry["level"] == "SEVERE"
+        and not ("status of 401" in entry["message"] and ("/api/" in entry["message"] or "/metrics" in entry["message"]))
+    ]
+    assert not errors, errors
