@@ -7,22 +7,28 @@
 //! the [`Inspector`] this module gives the cluster, and the nodes that did not answer within
 //! [`GATHER_WAIT`] are named in the answer's `meta.missing_nodes`.
 //!
-//! Who may use it: with `http.api_keys` set, every path but `/healthz` wants
-//! `Authorization: Bearer name:secret` of a key ([`keys`]), and a `viewer` key may only GET.
+//! The same listener serves the web console at `/` ([`console`]).
+//!
+//! Who may use it: with `http.api_keys` set, every path but `/healthz` and the console's files
+//! wants `Authorization: Bearer name:secret` of a key ([`keys`]), and a `viewer` key may only
+//! GET. `/api/v1/events` also takes the key as `?key=name:secret`, as a browser's
+//! `EventSource` cannot send headers.
 //! Without keys it answers anyone, which the configuration allows on a loopback address
 //! only. Errors are JSON ([`error`]).
 
 mod api;
+mod console;
 mod error;
 mod keys;
 mod metrics;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -149,6 +155,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/publish", post(api::publish))
         .route("/api/edge/product", post(api::product))
         .route("/api/v1/events", get(api::events))
+        .merge(console::routes())
         .fallback(|| async { ApiError::not_found("such path") })
         .layer(middleware::from_fn_with_state(
             Arc::clone(&shared),
@@ -157,23 +164,33 @@ fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// Lets a request through if no keys are configured, it is for `/healthz`, or it carries a
-/// key whose role allows its method.
+/// Lets a request through if no keys are configured, it is for `/healthz` or the console's
+/// files, or it carries a key whose role allows its method.
 async fn authorize(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
     // The health check needs no key; micromq's producer carries its own (the token).
-    let open = ["/healthz", "/api/edge/product"].contains(&request.uri().path());
+    let path = request.uri().path();
+    let open = ["/healthz", "/api/edge/product"].contains(&path) || console::PATHS.contains(&path);
     if !shared.keys.any() || open {
         return next.run(request).await;
     }
-    let presented = request
+    let bearer = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::to_string);
+    // The console's live viewer is an EventSource, which cannot send headers: there (and only
+    // there, as a key in a URL may end up in logs and histories) the key may be `?key=`.
+    let presented = bearer.or_else(|| {
+        (path == "/api/v1/events")
+            .then(|| Query::<HashMap<String, String>>::try_from_uri(request.uri()).ok())
+            .flatten()
+            .and_then(|Query(mut query)| query.remove("key"))
+    });
     let Some(presented) = presented else {
         return ApiError::unauthorized().into_response();
     };
-    match shared.keys.check(presented).await {
+    match shared.keys.check(&presented).await {
         None => ApiError::unauthorized().into_response(),
         Some(Role::Viewer) if request.method() != Method::GET => {
             ApiError::forbidden().into_response()
