@@ -9,6 +9,8 @@
 //!
 //! The same listener serves the web console at `/` ([`console`]).
 //!
+//! At most 256 HTTP connections are open at once ([`bounded`]); past that, accepting waits.
+//!
 //! Who may use it: with `http.api_keys` set, every path but `/healthz` and the console's files
 //! wants `Authorization: Bearer name:secret` of a key ([`keys`]), and a `viewer` key may only
 //! GET. `/api/v1/events` also takes the key as `?key=name:secret`, as a browser's
@@ -17,6 +19,7 @@
 //! only. Errors are JSON ([`error`]).
 
 mod api;
+mod bounded;
 mod console;
 mod error;
 mod keys;
@@ -127,7 +130,7 @@ impl Http {
             shared.stopping.store(true, Ordering::Release);
         });
         let app = router(Arc::clone(&self.shared));
-        if let Err(error) = axum::serve(self.listener, app).await {
+        if let Err(error) = axum::serve(bounded::Bounded::new(self.listener), app).await {
             tracing::warn!(%error, "the HTTP listener stopped");
         }
     }
