@@ -142,7 +142,11 @@ function query(params) {
 // ---- overview ------------------------------------------------------------------------------
 
 async function loadOverview() {
-  const [nodes, routes] = await Promise.all([get("/api/v1/nodes"), get("/api/v1/routes")]);
+  const [nodes, routes, matrixData] = await Promise.all([
+    get("/api/v1/nodes"),
+    get("/api/v1/routes"),
+    get("/api/v1/cluster/routes"),
+  ]);
   fillTable(
     "nodes",
     nodes.data.map((n) =>
@@ -172,20 +176,30 @@ async function loadOverview() {
   const here = nodes.data.map((n) => n.name).find((name) => !peers.has(name)) || "this node";
   $("this-node").textContent = here;
   const all = [...new Set([...nodes.data.map((n) => n.name), ...missing, ...peers.keys()])].sort();
+  // A row per node that answered, with its routes to every other node.
+  const rows = new Map(matrixData.data.map((n) => [n.node, new Map(n.routes.map((r) => [r.peer, r]))]));
   const matrix = $("route-matrix");
   matrix.querySelector("thead").replaceChildren(
     el("tr", {}, el("th", {}, "from \\ to"), ...all.map((name) => el("th", {}, name))),
   );
-  const cells = all.map((name) => {
-    if (name === here) return el("td", { class: "self" }, "—");
-    const route = peers.get(name);
-    if (!route) return el("td", { class: "down", title: "no route" }, "down");
-    const rtt = route.rtt_us ? `${(route.rtt_us / 1000).toFixed(1)} ms` : "up";
-    const strained = route.pending_bytes > 0 || route.dropped > 0;
-    const title = `pending ${bytes(route.pending_bytes)}, dropped ${route.dropped}`;
-    return el("td", { class: strained ? "strained" : "up", title }, rtt);
-  });
-  matrix.querySelector("tbody").replaceChildren(el("tr", {}, el("th", {}, here), ...cells));
+  const row = (from) =>
+    el(
+      "tr",
+      {},
+      el("th", {}, from),
+      ...all.map((to) => {
+        if (to === from) return el("td", { class: "self" }, "—");
+        const routes = rows.get(from);
+        if (!routes) return el("td", { class: "down", title: "did not answer" }, "?");
+        const route = routes.get(to);
+        if (!route) return el("td", { class: "down", title: "no route" }, "down");
+        const rtt = route.rtt_us ? `${(route.rtt_us / 1000).toFixed(1)} ms` : "up";
+        const strained = route.pending_bytes > 0 || route.dropped > 0;
+        const title = `pending ${bytes(route.pending_bytes)}, dropped ${route.dropped}`;
+        return el("td", { class: strained ? "strained" : "up", title }, rtt);
+      }),
+    );
+  matrix.querySelector("tbody").replaceChildren(...all.map(row));
 
   fillTable(
     "routes",

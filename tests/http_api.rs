@@ -134,6 +134,25 @@ async fn any_node_shows_every_node_and_its_routes() {
     assert_eq!(route["peer"], "b");
     assert!(route["in_bytes"].as_u64().unwrap_or(0) > 0);
 
+    let (_, matrix) = http(addr, "GET", "/api/v1/cluster/routes", None).await;
+    let matrix = json(&matrix);
+    let rows: Vec<(&str, &str)> = matrix["data"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|n| {
+            (
+                n["node"].as_str().unwrap_or(""),
+                n["routes"][0]["peer"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [("a", "b"), ("b", "a")],
+        "every node's routes: {matrix}"
+    );
+
     let (_, metrics) = http(addr, "GET", "/metrics", None).await;
     assert!(
         metrics.lines().any(|l| l == "supermq_routes 1"),

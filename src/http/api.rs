@@ -60,6 +60,7 @@ struct Meta {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Question {
     Nodes,
+    Routes,
     Clients {
         filter: ClientFilter,
         first: usize,
@@ -89,6 +90,14 @@ impl Question {
     pub(super) fn answer(&self, shared: &Shared) -> Option<Vec<u8>> {
         match self {
             Question::Nodes => serde_json::to_vec(&shared.node_info()).ok(),
+            Question::Routes => serde_json::to_vec(&NodeRoutes {
+                node: shared.node.clone(),
+                routes: shared
+                    .cluster()
+                    .map(|cluster| cluster.route_figures())
+                    .unwrap_or_default(),
+            })
+            .ok(),
             Question::Clients { filter, first } => {
                 let mut items: Vec<ClientInfo> = shared
                     .broker
@@ -287,6 +296,27 @@ pub async fn routes(State(shared): State<Arc<Shared>>) -> Json<Listed<RouteFigur
     Json(Listed {
         data,
         meta: Meta::default(),
+    })
+}
+
+/// One node's routes, for the cluster's route matrix.
+#[derive(Serialize, Deserialize)]
+pub struct NodeRoutes {
+    node: String,
+    routes: Vec<RouteFigures>,
+}
+
+/// Every node's routes (`/api/v1/routes` is this node's): what the console's route matrix
+/// shows, a row per node.
+pub async fn cluster_routes(State(shared): State<Arc<Shared>>) -> Json<Listed<NodeRoutes>> {
+    let (mut data, missing): (Vec<NodeRoutes>, _) = gather(&shared, &Question::Routes).await;
+    data.sort_by(|a, b| a.node.cmp(&b.node));
+    Json(Listed {
+        data,
+        meta: Meta {
+            missing_nodes: missing,
+            ..Meta::default()
+        },
     })
 }
 

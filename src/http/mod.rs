@@ -143,6 +143,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/nodes", get(api::nodes))
         .route("/api/v1/routes", get(api::routes))
+        .route("/api/v1/cluster/routes", get(api::cluster_routes))
         .route("/api/v1/clients", get(api::clients))
         .route(
             "/api/v1/clients/{clientid}",

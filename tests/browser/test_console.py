@@ -264,14 +264,14 @@ def test_every_page_renders_and_acts_on_the_cluster(cluster, browser):
         browser.find_element(By.ID, "key-input").send_keys(KEY)
         browser.find_element(By.ID, "key-save").click()
 
-        # Overview: every node, this node's routes to the other two, a chart with a rate.
+        # Overview: every node, every node's routes to the other two, a chart with a rate.
         for name in NODES:
             wait_text(browser, "nodes", name)
         wait_text(browser, "this-node", "node1")
         matrix = browser.find_element(By.ID, "route-matrix")
         WebDriverWait(browser, TIMEOUT).until(
-            lambda b: len(matrix.find_elements(By.CSS_SELECTOR, "td.up, td.strained")) == 2,
-            message="node1's two routes are not shown up",
+            lambda b: len(matrix.find_elements(By.CSS_SELECTOR, "td.up, td.strained")) == 6,
+            message="the three nodes' routes to each other are not all shown up",
         )
         wait_text(browser, "routes", "node2")
         wait_text(browser, "routes", "node3")
