@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import collections
 import itertools
+import json
 import queue
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import paho.mqtt.client as mqtt
 
@@ -251,8 +254,6 @@ DEMO_KEY = "admin:public-demo-key-change-me"
 
 def api(cluster, node: str, path: str, key: str | None = DEMO_KEY) -> tuple[int, dict]:
     """GET `path` on `node`'s published HTTP port; (status, JSON body)."""
-    import urllib.error
-    import urllib.request
     request = urllib.request.Request(f"http://{HOST}:{cluster.http_ports[node]}{path}")
     if key:
         request.add_header("Authorization", f"Bearer {key}")
