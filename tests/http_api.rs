@@ -8,16 +8,9 @@ use common::*;
 use supermq::auth::hash_password;
 use supermq::protocol::QoS;
 
-async fn with_http(keys: Vec<String>) -> TestBroker {
-    let mut config = config();
-    config.http.listen = "127.0.0.1:0".to_string();
-    config.http.api_keys = keys;
-    TestBroker::start(config).await
-}
-
 #[tokio::test]
 async fn health_metrics_and_the_node_answer_without_keys_on_loopback() {
-    let broker = with_http(Vec::new()).await;
+    let broker = TestBroker::with_http(Vec::new()).await;
     let http_addr = broker.http.expect("http on");
     let (status, body) = http(http_addr, "GET", "/healthz", None).await;
     assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
@@ -64,7 +57,7 @@ async fn health_metrics_and_the_node_answer_without_keys_on_loopback() {
 #[tokio::test]
 async fn api_keys_are_required_and_a_viewer_may_only_read() {
     let hash = hash_password(b"s3cret").expect("hash");
-    let broker = with_http(vec![
+    let broker = TestBroker::with_http(vec![
         format!("ops:admin:{hash}"),
         format!("dash:viewer:{hash}"),
     ])
@@ -175,7 +168,7 @@ fn json(body: &str) -> serde_json::Value {
 /// listed too.
 #[tokio::test]
 async fn clients_are_listed_paged_filtered_and_kicked() {
-    let broker = with_http(Vec::new()).await;
+    let broker = TestBroker::with_http(Vec::new()).await;
     let addr = broker.http.expect("http on");
     let mut a = TestClient::v5(broker.addr, "a-client").await;
     let _b = TestClient::v311(broker.addr, "b-client").await;
@@ -230,7 +223,7 @@ async fn clients_are_listed_paged_filtered_and_kicked() {
 /// publishing through the API.
 #[tokio::test]
 async fn subscriptions_groups_retained_and_publish() {
-    let broker = with_http(Vec::new()).await;
+    let broker = TestBroker::with_http(Vec::new()).await;
     let addr = broker.http.expect("http on");
     let mut sub = TestClient::v5(broker.addr, "sub").await;
     sub.subscribe("api/#", QoS::AtLeastOnce).await;
@@ -297,7 +290,7 @@ async fn subscriptions_groups_retained_and_publish() {
 #[tokio::test]
 async fn the_edge_producer_publishes_with_micromqs_answers() {
     let hash = hash_password(b"tok").expect("hash");
-    let broker = with_http(vec![format!("edge:admin:{hash}")]).await;
+    let broker = TestBroker::with_http(vec![format!("edge:admin:{hash}")]).await;
     let addr = broker.http.expect("http on");
     let mut sub = TestClient::v5(broker.addr, "consumer").await;
     sub.subscribe("edge/#", QoS::AtLeastOnce).await;
@@ -332,7 +325,7 @@ async fn the_edge_producer_publishes_with_micromqs_answers() {
 #[tokio::test]
 async fn the_live_viewer_streams_matching_messages() {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    let broker = with_http(Vec::new()).await;
+    let broker = TestBroker::with_http(Vec::new()).await;
     let addr = broker.http.expect("http on");
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     stream

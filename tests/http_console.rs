@@ -11,13 +11,6 @@ use common::*;
 use supermq::auth::hash_password;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn with_http(keys: Vec<String>) -> TestBroker {
-    let mut config = config();
-    config.http.listen = "127.0.0.1:0".to_string();
-    config.http.api_keys = keys;
-    TestBroker::start(config).await
-}
-
 /// An answer's status, headers (lowercase names) and body.
 struct Answer {
     status: u16,
@@ -101,7 +94,7 @@ async fn get(addr: SocketAddr, path: &str, bearer: Option<&str>) -> Answer {
 
 #[tokio::test]
 async fn the_page_its_script_and_stylesheet_are_served_with_their_types() {
-    let broker = with_http(Vec::new()).await;
+    let broker = TestBroker::with_http(Vec::new()).await;
     let addr = broker.http.expect("http on");
     let page = get(addr, "/", None).await;
     assert_eq!(page.status, 200);
@@ -143,7 +136,7 @@ async fn the_page_its_script_and_stylesheet_are_served_with_their_types() {
 #[tokio::test]
 async fn with_keys_the_console_loads_without_one_and_the_api_does_not() {
     let hash = hash_password(b"s3cret").expect("hash");
-    let broker = with_http(vec![
+    let broker = TestBroker::with_http(vec![
         format!("ops:admin:{hash}"),
         format!("dash:viewer:{hash}"),
     ])
@@ -164,7 +157,7 @@ async fn with_keys_the_console_loads_without_one_and_the_api_does_not() {
 #[tokio::test]
 async fn the_live_viewer_may_send_its_key_in_the_query_and_only_it() {
     let hash = hash_password(b"s3cret").expect("hash");
-    let broker = with_http(vec![format!("dash:viewer:{hash}")]).await;
+    let broker = TestBroker::with_http(vec![format!("dash:viewer:{hash}")]).await;
     let addr = broker.http.expect("http on");
     let events = get(addr, "/api/v1/events?filter=%23&key=dash%3As3cret", None).await;
     assert_eq!(events.status, 200);

@@ -95,6 +95,15 @@ impl TestBroker {
         TestBroker::start(config()).await
     }
 
+    /// A broker with the default test configuration and the HTTP listener on (an ephemeral
+    /// loopback port, [`TestBroker::http`]) with these `http.api_keys`.
+    pub async fn with_http(keys: Vec<String>) -> TestBroker {
+        let mut config = config();
+        config.http.listen = "127.0.0.1:0".to_string();
+        config.http.api_keys = keys;
+        TestBroker::start(config).await
+    }
+
     pub async fn start(config: Config) -> TestBroker {
         let server = Server::bind(&config).await.expect("server binds");
         let addr = server.local_addr(Kind::Tcp).expect("tcp listener");
