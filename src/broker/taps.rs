@@ -132,3 +132,48 @@ impl Broker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Limits;
+
+    fn message(topic: &str) -> Message {
+        Message::from_route(crate::protocol::Publish {
+            topic: topic.into(),
+            payload: Bytes::from_static(b"x"),
+            ..crate::protocol::Publish::default()
+        })
+    }
+
+    #[test]
+    fn at_most_max_taps_are_open_and_a_closed_one_makes_room() {
+        let broker = Broker::new(Limits::default());
+        let mut open: Vec<TapReader> = (0..MAX_TAPS)
+            .map(|_| broker.tap("#").expect("room"))
+            .collect();
+        assert!(broker.tap("#").is_none(), "the bound is reached");
+        open.pop();
+        assert!(broker.tap("#").is_some(), "a closed tap makes room");
+    }
+
+    #[tokio::test]
+    async fn a_lagging_reader_loses_messages_and_is_told_how_many() {
+        let broker = Broker::new(Limits::default());
+        let mut reader = broker.tap("t/#").expect("room");
+        for _ in 0..TAP_CAPACITY + 5 {
+            broker.tapped(&message("t/1"));
+        }
+        broker.tapped(&message("other"));
+        for _ in 0..TAP_CAPACITY {
+            assert!(matches!(reader.next().await, Some(Tapped::Message { .. })));
+        }
+        // The next matching message goes after word of the five lost.
+        broker.tapped(&message("t/2"));
+        assert_eq!(reader.next().await, Some(Tapped::Dropped(5)));
+        match reader.next().await {
+            Some(Tapped::Message { topic, .. }) => assert_eq!(topic, "t/2"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -12,6 +12,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 
+use crate::cluster::RouteFigures;
+
 use super::Shared;
 
 type Labels = Vec<(&'static str, String)>;
@@ -121,29 +123,40 @@ pub(super) fn render(shared: &Shared) -> String {
             "Routes to peer nodes up",
             gauge(routes.len()),
         );
-        let per_peer = [
+        type Figure = fn(&RouteFigures) -> u64;
+        let per_peer: [(&str, &str, Figure); 5] = [
             (
                 "supermq_route_in_messages",
                 "Messages received from the peer",
+                |r| r.in_msgs,
             ),
-            ("supermq_route_out_messages", "Messages queued for the peer"),
-            ("supermq_route_in_bytes", "Bytes received from the peer"),
-            ("supermq_route_out_bytes", "Bytes written to the peer"),
-            ("supermq_route_dropped", "Messages for the peer dropped"),
+            (
+                "supermq_route_out_messages",
+                "Messages queued for the peer",
+                |r| r.out_msgs,
+            ),
+            (
+                "supermq_route_in_bytes",
+                "Bytes received from the peer",
+                |r| r.in_bytes,
+            ),
+            (
+                "supermq_route_out_bytes",
+                "Bytes written to the peer",
+                |r| r.out_bytes,
+            ),
+            (
+                "supermq_route_dropped",
+                "Messages for the peer dropped",
+                |r| r.dropped,
+            ),
         ];
-        for (i, (name, help)) in per_peer.into_iter().enumerate() {
+        for (name, help, figure) in per_peer {
             let family = Family::<Labels, Counter>::default();
             for route in &routes {
-                let value = [
-                    route.in_msgs,
-                    route.out_msgs,
-                    route.in_bytes,
-                    route.out_bytes,
-                    route.dropped,
-                ][i];
                 family
                     .get_or_create(&vec![("peer", route.peer.clone())])
-                    .inc_by(value);
+                    .inc_by(figure(route));
             }
             registry.register(name, help, family);
         }
