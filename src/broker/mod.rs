@@ -295,6 +295,18 @@ impl Broker {
         }
     }
 
+    /// The store's counters, when the node has one (`storage.dir`).
+    pub fn store_figures(&self) -> Option<&crate::store::Figures> {
+        self.persist.get().map(|persist| persist.store().figures())
+    }
+
+    /// True while the store cannot be written to.
+    pub fn store_failing(&self) -> bool {
+        self.persist
+            .get()
+            .is_some_and(|persist| persist.store().is_failing())
+    }
+
     /// Tombstones of retained clears kept (cluster only).
     pub fn retained_tombstone_count(&self) -> usize {
         self.retained_store().tombstone_count()

@@ -228,6 +228,7 @@ impl Persisted {
     pub fn save(
         &self,
         expiry_interval: u32,
+        connected_at: u64,
         subscriptions: impl Iterator<Item = (String, SubscriptionOptions, Option<u32>)>,
     ) {
         let mut out = BytesMut::with_capacity(128);
@@ -235,6 +236,7 @@ impl Persisted {
         out.put_u64(self.id);
         out.put_u32(expiry_interval);
         out.put_u64(self.away_since);
+        out.put_u64(connected_at);
         put_str(&mut out, self.username.as_deref().unwrap_or_default());
         out.put_u8(u8::from(self.username.is_some()));
         let subscriptions: Vec<_> = subscriptions.collect();
@@ -355,6 +357,9 @@ pub struct LoadedSession {
     pub username: Option<String>,
     pub expiry_interval: u32,
     pub away_since: u64,
+    /// When its client last connected (µs since the Unix epoch), to tell it from a copy
+    /// elsewhere in a cluster.
+    pub connected_at: u64,
     pub subscriptions: Vec<MovedSubscription>,
     pub will: Option<Will>,
 }
@@ -368,6 +373,7 @@ pub fn read_session(client_id: &[u8], mut value: &[u8]) -> Result<LoadedSession,
     let id = take_u64(&mut value, what)?;
     let expiry_interval = take_u32(&mut value, what)?;
     let away_since = take_u64(&mut value, what)?;
+    let connected_at = take_u64(&mut value, what)?;
     let username = take_str(&mut value, what)?;
     let username = (take_u8(&mut value, what)? != 0).then_some(username);
     let count = take_u32(&mut value, what)?;
@@ -404,6 +410,7 @@ pub fn read_session(client_id: &[u8], mut value: &[u8]) -> Result<LoadedSession,
         username,
         expiry_interval,
         away_since,
+        connected_at,
         subscriptions,
         will,
     })

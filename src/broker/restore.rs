@@ -40,6 +40,28 @@ pub struct Restored {
 }
 
 impl Broker {
+    /// The sessions read back from the store whose clients have not connected since, with
+    /// when each last connected: a peer that joins is told, so that a newer copy it holds wins
+    /// (docs/ARCHITECTURE.md, "Persistence").
+    pub fn restored_sessions(&self) -> Vec<(Arc<str>, u64)> {
+        let handles: Vec<Arc<SessionHandle>> = self.sessions().values().cloned().collect();
+        handles
+            .into_iter()
+            .filter_map(|handle| {
+                let mut session = handle.lock();
+                let restored = session.generation() == 0 && session.persisted().is_some();
+                restored.then(|| (handle.client_id_shared(), session.connected_at()))
+            })
+            .collect()
+    }
+
+    /// When the client of `client_id`'s session here last connected, if there is one.
+    pub fn session_connected_at(&self, client_id: &str) -> Option<u64> {
+        let handle = self.sessions().get(client_id).cloned()?;
+        let connected_at = handle.lock().connected_at();
+        Some(connected_at)
+    }
+
     /// Takes in what the store holds and keeps everything from now on in it. Called once, at
     /// start-up, before the node serves (and after it joined its cluster, so retained
     /// tombstones are kept for the cluster's period).
@@ -175,6 +197,7 @@ impl Broker {
         let generation = {
             let mut session = handle.lock();
             session.expiry_interval = expiry;
+            session.set_connected_at(loaded.connected_at);
             let mut persisted = Persisted::with_id(persist, loaded.id, client_id, username);
             persisted.will.clone_from(&loaded.will);
             persisted.away_since = if loaded.away_since == 0 {

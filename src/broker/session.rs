@@ -384,6 +384,7 @@ impl Session {
         if let Some(persisted) = &self.persisted {
             persisted.save(
                 self.expiry_interval,
+                self.connected_at,
                 self.subscriptions
                     .iter()
                     .map(|(filter, (options, id))| (filter.clone(), *options, *id)),
@@ -498,9 +499,14 @@ impl Session {
         self.outbox.as_ref()
     }
 
-    /// When the attached connection connected ([`Session::attach`]).
+    /// When the attached (or last) connection connected ([`Session::attach`]).
     pub fn connected_at(&self) -> u64 {
         self.connected_at
+    }
+
+    /// A session read back from the store: when its client last connected.
+    pub fn set_connected_at(&mut self, connected_at: u64) {
+        self.connected_at = connected_at;
     }
 
     pub fn generation(&self) -> u64 {

@@ -65,6 +65,12 @@ pub fn open(dir: &Path) -> Result<(Database, Contents), StoreError> {
     ))
 }
 
+/// Opens the file again after a failed write (redb takes no transaction after an I/O error
+/// until it is reopened); it was checked when the node started.
+pub fn reopen(file: &Path) -> Result<Database, redb::Error> {
+    Ok(Database::create(file)?)
+}
+
 /// Reads every table, after checking the format; a new file gets its tables and format.
 fn read_all(database: &Database, file: &Path) -> Result<Vec<Vec<Entry>>, StoreError> {
     let unreadable = |problem: String| StoreError::Unreadable {

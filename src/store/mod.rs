@@ -197,9 +197,10 @@ impl Store {
             figures: Figures::default(),
         });
         let thread_shared = Arc::clone(&shared);
+        let file = dir.join(FILE_NAME);
         std::thread::Builder::new()
             .name("supermq-store".to_string())
-            .spawn(move || writer::run(database, &thread_shared, mode))
+            .spawn(move || writer::run(database, &file, &thread_shared, mode))
             .map_err(|error| StoreError::Read {
                 file: dir.join(FILE_NAME),
                 problem: format!("cannot start the writer thread: {error}"),

@@ -7,6 +7,7 @@
 //! fails keeps its batch, which takes in the writes that follow and is tried again after a
 //! pause; waiters are told `false` meanwhile.
 
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,10 @@ use super::{Durable, MAX_FAILING_BYTES, Mode, Op, Shared, Table};
 const RETRY: Duration = Duration::from_millis(500);
 
 /// Runs until the store is closed.
-pub fn run(database: Database, shared: &Shared, mode: Mode) {
+pub fn run(database: Database, file: &Path, shared: &Shared, mode: Mode) {
+    // redb refuses every transaction after an I/O error until the file is opened again, so
+    // a failed commit closes it, and the next try opens it first.
+    let mut database = Some(database);
     let mut batch = Batch::default();
     let mut failed_at: Option<Instant> = None;
     loop {
@@ -38,7 +42,7 @@ pub fn run(database: Database, shared: &Shared, mode: Mode) {
         let stored = if batch.is_empty() {
             !failing
         } else {
-            match commit(&database, batch.take()) {
+            match commit(&mut database, file, batch.take()) {
                 Ok(()) => true,
                 Err(failed) => {
                     let (error, kept) = *failed;
@@ -146,7 +150,11 @@ fn gather(
 
 /// Writes `batch` in one transaction and waits for the disk. On failure the batch comes back,
 /// to be tried again with what follows folded in.
-fn commit(database: &Database, batch: Batch) -> Result<(), Box<(redb::Error, Batch)>> {
+fn commit(
+    database: &mut Option<Database>,
+    file: &Path,
+    batch: Batch,
+) -> Result<(), Box<(redb::Error, Batch)>> {
     // Encoded first, so that a failed transaction leaves the bytes to rebuild the batch from.
     let (prefixes, tables) = batch.into_parts();
     let mut encoded: Vec<(Table, Vec<u8>, Option<BytesMut>)> = Vec::new();
@@ -163,9 +171,18 @@ fn commit(database: &Database, batch: Batch) -> Result<(), Box<(redb::Error, Bat
             encoded.push((table, key, value));
         }
     }
-    match write(database, &prefixes, &encoded) {
+    let written = match database {
+        Some(open) => write(open, &prefixes, &encoded),
+        None => super::file::reopen(file).and_then(|open| {
+            let written = write(&open, &prefixes, &encoded);
+            *database = Some(open);
+            written
+        }),
+    };
+    match written {
         Ok(()) => Ok(()),
         Err(error) => {
+            *database = None;
             let mut kept = Batch::default();
             for (table, prefix) in prefixes {
                 kept.add(Op::DeletePrefix(table, prefix));
