@@ -23,7 +23,7 @@ pub const MAGIC: &[u8; 4] = b"SMQR";
 /// and clears carry a version (MESSAGE with RETAIN, RETAINED), and RETAINED carries clears.
 /// Version 4: INFO carries the sender's epoch; messages are numbered (SEQ) and acknowledged
 /// (ACK), SYNCED ends the full interest set, and sessions move between nodes (SESSION_*).
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// MESSAGE flag: a version (`u64` clock, `string` node) follows the group list.
 const VERSIONED: u8 = 0x04;
@@ -1140,7 +1140,7 @@ mod tests {
         assert_eq!(
             &info.encode().expect("encodes")[..],
             [
-                0, 0, 0, 0x1d, 1, 0, 4, 0, 2, b'n', b'1', 0, 1, b'c', 0, 3, b'h', b':', b'1', 0, 2,
+                0, 0, 0, 0x1d, 1, 0, 5, 0, 2, b'n', b'1', 0, 1, b'c', 0, 3, b'h', b':', b'1', 0, 2,
                 b'a', b'a', 0, 0, 0, 0, 0, 0, 0, 0, 0, 42
             ]
         );
