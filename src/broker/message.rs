@@ -157,7 +157,7 @@ pub struct Delivery {
     pub group: Option<Arc<GroupRef>>,
     /// Its record in the store, for a persistent session's QoS 1/2 message: deleted when the
     /// delivery is dropped ([`super::persist`]).
-    pub stored: Option<Stored>,
+    pub stored: Option<Box<Stored>>,
 }
 
 /// A copy is a new delivery: it has no record until a session keeps it.

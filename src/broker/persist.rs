@@ -103,10 +103,10 @@ impl Durable for Held {
 }
 
 /// A message's record key: its session's number and its own.
-fn message_key(session: u64, seq: u64) -> Vec<u8> {
-    let mut key = Vec::with_capacity(16);
-    key.extend_from_slice(&session.to_be_bytes());
-    key.extend_from_slice(&seq.to_be_bytes());
+fn message_key(session: u64, seq: u64) -> [u8; 16] {
+    let mut key = [0; 16];
+    key[..8].copy_from_slice(&session.to_be_bytes());
+    key[8..].copy_from_slice(&seq.to_be_bytes());
     key
 }
 
@@ -119,9 +119,10 @@ fn inbound_key(session: u64, packet_id: u16) -> Vec<u8> {
 }
 
 /// A delivery's record on disk; dropping it deletes the record (see the module docs).
+/// Boxed in the delivery, which most messages travel in without one.
 pub struct Stored {
     persist: Arc<Persist>,
-    key: Vec<u8>,
+    key: [u8; 16],
 }
 
 impl Stored {
@@ -133,7 +134,7 @@ impl Stored {
         value.put_u8(u8::from(released));
         self.persist
             .store
-            .put(Table::Flights, self.key.clone(), Box::new(value));
+            .put(Table::Flights, self.key.to_vec(), Box::new(value));
     }
 }
 
@@ -141,9 +142,10 @@ impl Drop for Stored {
     fn drop(&mut self) {
         // Flights first: a message written and deleted in one batch takes its flight state
         // with it (`store::batch`).
-        let key = std::mem::take(&mut self.key);
-        self.persist.store.delete(Table::Flights, key.clone());
-        self.persist.store.delete(Table::Messages, key);
+        self.persist.store.delete(Table::Flights, self.key.to_vec());
+        self.persist
+            .store
+            .delete(Table::Messages, self.key.to_vec());
     }
 }
 
@@ -189,7 +191,7 @@ impl Persisted {
     }
 
     /// Writes `delivery` (QoS 1/2) to the store; returns its key, to keep with it.
-    pub fn keep(&self, delivery: &Delivery) -> Option<Stored> {
+    pub fn keep(&self, delivery: &Delivery) -> Option<Box<Stored>> {
         if delivery.qos == QoS::AtMostOnce {
             return None;
         }
@@ -203,11 +205,11 @@ impl Persisted {
         };
         self.persist
             .store
-            .put(Table::Messages, key.clone(), Box::new(record));
-        Some(Stored {
+            .put(Table::Messages, key.to_vec(), Box::new(record));
+        Some(Box::new(Stored {
             persist: Arc::clone(&self.persist),
             key,
-        })
+        }))
     }
 
     pub fn inbound_received(&self, packet_id: u16) {
