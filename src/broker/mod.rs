@@ -300,6 +300,16 @@ impl Broker {
         self.persist.get().map(|persist| persist.store().figures())
     }
 
+    /// Tells `waiter` once everything written so far is on disk: through the store's next
+    /// commit with `storage.durability = "immediate"`, at once otherwise (no store, or
+    /// `batched`, where nobody waits for the disk).
+    pub fn when_stored(&self, waiter: Box<dyn crate::store::Durable>) {
+        match self.persist.get().filter(|persist| persist.immediate()) {
+            Some(persist) => persist.store().sync(waiter),
+            None => waiter.done(true),
+        }
+    }
+
     /// True while the store cannot be written to.
     pub fn store_failing(&self) -> bool {
         self.persist
