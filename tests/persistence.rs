@@ -303,14 +303,15 @@ async fn retained_messages_and_their_clearing_survive_sigkill() {
 /// delayed by `delay` seconds, of a session that outlives it by far.
 fn with_will(id: &str, topic: &str, delay: u32) -> Connect {
     let mut connect = persistent(id, true);
-    let mut properties = protocol::Properties::default();
-    properties.will_delay_interval = Some(delay);
     connect.will = Some(protocol::Will {
         topic: topic.to_string(),
         payload: bytes::Bytes::from_static(b"gone"),
         qos: QoS::AtLeastOnce,
         retain: false,
-        properties,
+        properties: protocol::Properties {
+            will_delay_interval: Some(delay),
+            ..protocol::Properties::default()
+        },
     });
     connect
 }
