@@ -114,23 +114,28 @@ impl Server {
         let broker = Broker::with_auth(config.limits.clone(), &config.cluster.group_strategy, auth);
         let cluster = cluster.map(|bound| bound.attach(&broker));
         // After joining the cluster, whose retained tombstone period the restore keeps.
-        let store = opened.map(|(store, mode, contents)| {
-            let opened_in = contents.opened_in;
-            let started = std::time::Instant::now();
-            let restored = broker.restore(store.clone(), mode, contents);
-            tracing::info!(
-                dir = %config.storage.dir,
-                sessions = restored.sessions,
-                messages = restored.messages,
-                retained = restored.retained,
-                expired_sessions = restored.expired,
-                damaged_records = restored.damaged,
-                open_ms = opened_in.as_millis(),
-                restore_ms = started.elapsed().as_millis(),
-                "store loaded"
-            );
-            store
-        });
+        let store = match opened {
+            Some((store, mode, contents, writer)) => {
+                let opened_in = contents.opened_in;
+                let started = std::time::Instant::now();
+                let restored = broker.restore(store.clone(), mode, contents);
+                // Only now: the restore's rewrite is the first commit, whole or not at all.
+                writer.start()?;
+                tracing::info!(
+                    dir = %config.storage.dir,
+                    sessions = restored.sessions,
+                    messages = restored.messages,
+                    retained = restored.retained,
+                    expired_sessions = restored.expired,
+                    damaged_records = restored.damaged,
+                    open_ms = opened_in.as_millis(),
+                    restore_ms = started.elapsed().as_millis(),
+                    "store loaded"
+                );
+                Some(store)
+            }
+            None => None,
+        };
         let http = Http::bind(
             &config.http,
             &config.node.name,
@@ -233,9 +238,9 @@ impl Server {
 }
 
 /// Opens the store of `[storage]`, if it names a directory.
-fn open_store(
-    storage: &crate::config::StorageConfig,
-) -> Result<Option<(Store, store::Mode, store::Contents)>, StoreError> {
+type Opened = (Store, store::Mode, store::Contents, store::Writer);
+
+fn open_store(storage: &crate::config::StorageConfig) -> Result<Option<Opened>, StoreError> {
     if storage.dir.is_empty() {
         return Ok(None);
     }
@@ -243,8 +248,8 @@ fn open_store(
         "batched" => store::Mode::Batched(Duration::from_millis(storage.flush_ms)),
         _ => store::Mode::Immediate,
     };
-    let (store, contents) = Store::open(Path::new(&storage.dir), mode)?;
-    Ok(Some((store, mode, contents)))
+    let (store, contents, writer) = Store::open(Path::new(&storage.dir), mode)?;
+    Ok(Some((store, mode, contents, writer)))
 }
 
 /// Says once, at start-up, that anyone who can reach a listener may connect: anonymous

@@ -146,6 +146,35 @@ pub struct Figures {
     pub dropped: AtomicU64,
 }
 
+/// The store's writer thread, not started yet ([`Store::open`]).
+pub struct Writer {
+    database: redb::Database,
+    file: PathBuf,
+    shared: Arc<Shared>,
+    mode: Mode,
+}
+
+impl Writer {
+    /// Starts writing what is queued, and everything after.
+    pub fn start(self) -> Result<(), StoreError> {
+        let Writer {
+            database,
+            file,
+            shared,
+            mode,
+        } = self;
+        let name = file.clone();
+        std::thread::Builder::new()
+            .name("supermq-store".to_string())
+            .spawn(move || writer::run(database, &file, &shared, mode))
+            .map(drop)
+            .map_err(|error| StoreError::Read {
+                file: name,
+                problem: format!("cannot start the writer thread: {error}"),
+            })
+    }
+}
+
 /// The handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -185,9 +214,11 @@ enum Op {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir` and reads all of it; starts the writer thread.
+    /// Opens (or creates) the store in `dir` and reads all of it. Nothing is written until
+    /// the returned [`Writer`] starts: what the caller queues before that (the start-up's
+    /// rewrite of what it read) goes to disk in one transaction, all or nothing.
     /// An existing file that cannot be opened is refused, never replaced.
-    pub fn open(dir: &Path, mode: Mode) -> Result<(Store, Contents), StoreError> {
+    pub fn open(dir: &Path, mode: Mode) -> Result<(Store, Contents, Writer), StoreError> {
         let (database, contents) = file::open(dir)?;
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
@@ -196,16 +227,13 @@ impl Store {
             failing: AtomicBool::new(false),
             figures: Figures::default(),
         });
-        let thread_shared = Arc::clone(&shared);
-        let file = dir.join(FILE_NAME);
-        std::thread::Builder::new()
-            .name("supermq-store".to_string())
-            .spawn(move || writer::run(database, &file, &thread_shared, mode))
-            .map_err(|error| StoreError::Read {
-                file: dir.join(FILE_NAME),
-                problem: format!("cannot start the writer thread: {error}"),
-            })?;
-        Ok((Store { shared }, contents))
+        let writer = Writer {
+            database,
+            file: dir.join(FILE_NAME),
+            shared: Arc::clone(&shared),
+            mode,
+        };
+        Ok((Store { shared }, contents, writer))
     }
 
     /// Writes `value` under `key`.

@@ -43,7 +43,10 @@ pub fn run(database: Database, file: &Path, shared: &Shared, mode: Mode) {
             !failing
         } else {
             match commit(&mut database, file, batch.take()) {
-                Ok(()) => true,
+                Ok(()) => {
+                    shared.figures.commits.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
                 Err(failed) => {
                     let (error, kept) = *failed;
                     batch = kept;
@@ -55,7 +58,6 @@ pub fn run(database: Database, file: &Path, shared: &Shared, mode: Mode) {
             }
         };
         if stored {
-            shared.figures.commits.fetch_add(1, Ordering::Relaxed);
             if failed_at.take().is_some() {
                 tracing::info!("the store is written to again");
             }
