@@ -92,6 +92,8 @@ pub struct Request {
     pub sub_qos: Option<QoS>,
     pub topic: Option<String>,
     pub shared_topic: bool,
+    /// Subscribers keep their sessions (`--persistent`).
+    pub persistent: bool,
     pub group: Option<(String, GroupSyntax)>,
     pub inflight: usize,
     pub rate: Option<f64>,
