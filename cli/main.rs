@@ -1,6 +1,6 @@
 //! The `supermq` command line: without a subcommand, load the configuration, start the server
 //! and run it until ctrl-c or SIGTERM; with one, run a client tool (`pub`, `sub`, `bench`,
-//! `health`) or edit a password file (`passwd`).
+//! `health`, `ctl`), edit a password file (`passwd`) or look after a store (`storage`).
 //!
 //! A configuration or start-up problem is printed as one line naming the key, and the process
 //! exits with code 2 (README, Command line). A tool's error is one line too, with its exit code
@@ -61,6 +61,9 @@ enum Command {
     /// The admin API from a terminal: nodes, routes, clients, kick, subscriptions, groups,
     /// retained messages, publish (tables, or --json)
     Ctl(tools::ctl::CtlArgs),
+    /// Check or compact a stopped node's store ([storage] dir): `storage check DIR`,
+    /// `storage compact DIR`
+    Storage(tools::storage::StorageArgs),
 }
 
 /// Exit code for a configuration or start-up error.
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
         Some(Command::Ctl(args)) => run_tool("ctl", None, tools::ctl::run(args)),
         // No runtime: it only reads and writes one file.
         Some(Command::Passwd(args)) => report("passwd", tools::passwd::run(args)),
+        Some(Command::Storage(args)) => report("storage", tools::storage::run(args)),
     }
 }
 
@@ -149,9 +153,6 @@ fn run_broker(path: Option<&Path>) -> ExitCode {
                 return ExitCode::from(EXIT_CONFIG);
             }
         };
-        if !config.http.listen.is_empty() {
-            tracing::warn!("[http] is not implemented yet; ignoring http.listen");
-        }
         tokio::spawn(reload_on_hangup(std::sync::Arc::clone(server.broker())));
         tracing::info!(node = %config.node.name, version = env!("CARGO_PKG_VERSION"), "supermq started");
         server.run(shutdown_signal()).await;

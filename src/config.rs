@@ -34,6 +34,7 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub log: LogConfig,
     pub sys: SysConfig,
+    pub storage: StorageConfig,
 }
 
 /// `[node]`: who this broker is.
@@ -380,6 +381,34 @@ pub struct SysConfig {
 impl Default for SysConfig {
     fn default() -> Self {
         SysConfig { interval_secs: 10 }
+    }
+}
+
+/// The largest `storage.flush_ms`: a second. A longer loss window would be a snapshot, which
+/// is not what `batched` promises.
+const MAX_FLUSH_MS: u64 = 1000;
+
+/// `[storage]`: where sessions, their messages and retained messages are kept across restarts
+/// (`store`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// The directory of the store (created if missing); empty: in memory only.
+    pub dir: String,
+    /// "immediate": a QoS 1/2 message that must be stored is acknowledged once it is on disk;
+    /// "batched": acknowledged at once and written within `flush_ms`.
+    pub durability: String,
+    /// How long `batched` gathers writes before one commit, in milliseconds.
+    pub flush_ms: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            dir: String::new(),
+            durability: "immediate".to_string(),
+            flush_ms: 10,
+        }
     }
 }
 
@@ -1118,6 +1147,17 @@ impl Config {
             0,
             MAX_SYS_INTERVAL_SECS,
         )?;
+
+        if !["immediate", "batched"].contains(&self.storage.durability.as_str()) {
+            return Err(Problem::new(
+                "storage.durability",
+                format!(
+                    "{:?} is not one of \"immediate\", \"batched\"",
+                    self.storage.durability
+                ),
+            ));
+        }
+        between("storage.flush_ms", self.storage.flush_ms, 1, MAX_FLUSH_MS)?;
         Ok(())
     }
 }

@@ -6,6 +6,7 @@
 //! - [`protocol`] turns those bytes into MQTT packets and back (our own strict codec);
 //! - [`auth`] holds the password and ACL rules that admit clients and guard their topics;
 //! - [`broker`] runs the sessions, the subscription index, retained messages and wills;
+//! - [`store`] keeps what the broker must not lose on disk, with group commit (redb);
 //! - [`cluster`] joins brokers into a full mesh over routes;
 //! - [`http`] shows a node, and the cluster from it: health, Prometheus metrics, the admin API;
 //! - [`server`] wires listeners, broker and shutdown together, and [`config`] says how.
@@ -23,4 +24,5 @@ pub mod config;
 pub mod http;
 pub mod protocol;
 pub mod server;
+pub mod store;
 pub mod transport;

@@ -17,6 +17,7 @@ use crate::broker::{self, Broker};
 use crate::cluster::{self, Cluster, ClusterError};
 use crate::config::Config;
 use crate::http::{Http, HttpError};
+use crate::store::{self, Store, StoreError};
 use crate::transport::{self, Kind, Listener, TransportError};
 
 /// How long shutdown waits for connections to close and routes to flush, in all.
@@ -40,6 +41,9 @@ pub enum StartError {
     Auth(#[from] FileError),
     #[error("{0}")]
     Http(#[from] HttpError),
+    /// The store (`storage.dir`) cannot be opened: the message names the file and what to do.
+    #[error("storage.dir: {0}")]
+    Store(#[from] StoreError),
 }
 
 /// A bound, not yet running, server.
@@ -53,6 +57,8 @@ pub struct Server {
     http: Option<Http>,
     /// How often the `$SYS` tree is published (`sys.interval_secs`); `None`: never.
     sys_interval: Option<Duration>,
+    /// The store, when `storage.dir` is set: written to until the connections are closed.
+    store: Option<Store>,
 }
 
 impl Server {
@@ -95,6 +101,8 @@ impl Server {
             listeners.push(listener);
         }
         let auth = Auth::load(&config.auth, config.tls.use_identity_as_username)?;
+        // Opened before anything serves: a store that cannot be trusted stops the start.
+        let opened = open_store(&config.storage)?;
         warn_if_open(config, &listeners, &auth);
         let cluster = if config.cluster.listen.is_empty() {
             None
@@ -105,6 +113,24 @@ impl Server {
         };
         let broker = Broker::with_auth(config.limits.clone(), &config.cluster.group_strategy, auth);
         let cluster = cluster.map(|bound| bound.attach(&broker));
+        // After joining the cluster, whose retained tombstone period the restore keeps.
+        let store = opened.map(|(store, mode, contents)| {
+            let opened_in = contents.opened_in;
+            let started = std::time::Instant::now();
+            let restored = broker.restore(store.clone(), mode, contents);
+            tracing::info!(
+                dir = %config.storage.dir,
+                sessions = restored.sessions,
+                messages = restored.messages,
+                retained = restored.retained,
+                expired_sessions = restored.expired,
+                damaged_records = restored.damaged,
+                open_ms = opened_in.as_millis(),
+                restore_ms = started.elapsed().as_millis(),
+                "store loaded"
+            );
+            store
+        });
         let http = Http::bind(
             &config.http,
             &config.node.name,
@@ -123,6 +149,7 @@ impl Server {
             cluster,
             http,
             sys_interval,
+            store,
         })
     }
 
@@ -188,11 +215,36 @@ impl Server {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             cluster.shutdown(left).await;
         }
+        // Last: what the closing connections changed (sessions left, Wills kept) is written;
+        // what is dropped after this (the broker's memory) is not deleted from the disk.
+        if let Some(store) = self.store.take() {
+            let left = deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .max(Duration::from_secs(1));
+            tokio::task::spawn_blocking(move || store.close(left))
+                .await
+                .ok();
+        }
         if let Some(http) = http {
             http.abort();
         }
         tracing::info!(open = self.broker.connection_count(), "stopped");
     }
+}
+
+/// Opens the store of `[storage]`, if it names a directory.
+fn open_store(
+    storage: &crate::config::StorageConfig,
+) -> Result<Option<(Store, store::Mode, store::Contents)>, StoreError> {
+    if storage.dir.is_empty() {
+        return Ok(None);
+    }
+    let mode = match storage.durability.as_str() {
+        "batched" => store::Mode::Batched(Duration::from_millis(storage.flush_ms)),
+        _ => store::Mode::Immediate,
+    };
+    let (store, contents) = Store::open(Path::new(&storage.dir), mode)?;
+    Ok(Some((store, mode, contents)))
 }
 
 /// Says once, at start-up, that anyone who can reach a listener may connect: anonymous

@@ -147,3 +147,87 @@ async fn a_clean_start_elsewhere_discards_the_session() {
     let (_back, connack) = resume(&node1, "restarter").await;
     assert!(!connack.session_present, "no session anywhere");
 }
+
+/// Persistence in a cluster: a node killed while it held a client's session, whose client then
+/// got a new session on another node, does not bring its stale copy back when it restarts from
+/// its store. It names the sessions it read back (SESSION_HELD); the node with the newer copy
+/// tells it to discard its own; and the client, back on the restarted node, gets the newer
+/// session moved to it, not the stale one (docs/ARCHITECTURE.md, "Persistence").
+#[tokio::test]
+async fn a_session_that_moved_while_its_node_was_down_is_not_resurrected_there() {
+    let dir = std::env::temp_dir().join(format!("supermq-held-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut spec1 = NodeSpec::new("node1", &[]);
+    spec1.extra = format!("\n[storage]\ndir = \"{}\"\n", dir.display());
+    let node1 = Node::start(spec1.clone()).await;
+    let node2 = Node::start(NodeSpec::new("node2", &[node1.spec.route])).await;
+    let nodes = [node1, node2];
+    wait_for_mesh(&nodes).await;
+    let [mut node1, node2] = nodes;
+
+    let (mut sub, _) = resume(&node1, "sleeper").await;
+    sub.subscribe("old/#", QoS::AtLeastOnce).await;
+    sub.disconnect().await;
+    node1.kill();
+
+    // Node 1 is gone: the client gets a new session on node 2.
+    let (mut sub, connack) = resume(&node2, "sleeper").await;
+    assert!(!connack.session_present, "node 1 could not hand it over");
+    sub.subscribe("new/#", QoS::AtLeastOnce).await;
+    sub.disconnect().await;
+
+    let node1 = Node::start(spec1).await;
+    assert!(
+        node1.log().contains("store loaded") && node1.log().contains("sessions=1"),
+        "node 1 read the stale session back; log:\n{}",
+        node1.log()
+    );
+    let nodes = [node1, node2];
+    wait_for_mesh(&nodes).await;
+    let [node1, node2] = nodes;
+    node2
+        .wait_for_log("a restarted node still held a session that moved here meanwhile")
+        .await;
+    node1
+        .wait_for_log(
+            "client started a clean session on another node; its session here is discarded",
+        )
+        .await;
+
+    // Back on node 1, the client gets node 2's session (moved), with its subscription only.
+    let (mut sub, connack) = resume(&node1, "sleeper").await;
+    assert!(connack.session_present, "node 2's session moved to node 1");
+    let mut publisher = node2.client("pub").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        publisher
+            .publish("new/t", b"fresh", QoS::AtLeastOnce, false)
+            .await;
+        if let Received::Packet(Packet::Publish(publish)) =
+            sub.recv_within(Duration::from_millis(200)).await
+        {
+            sub.ack(&publish).await;
+            assert_eq!(&publish.payload[..], b"fresh");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the newer subscription never took messages"
+        );
+    }
+    publisher
+        .publish("old/t", b"stale", QoS::AtLeastOnce, false)
+        .await;
+    let mut rest = Vec::new();
+    while let Received::Packet(Packet::Publish(publish)) =
+        sub.recv_within(Duration::from_millis(500)).await
+    {
+        sub.ack(&publish).await;
+        rest.push(publish.payload);
+    }
+    assert!(
+        rest.iter().all(|payload| &payload[..] == b"fresh"),
+        "the stale session's subscription came back: {rest:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

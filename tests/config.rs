@@ -223,7 +223,7 @@ fn unknown_key_in_a_section() {
 fn unknown_section() {
     assert_file_error(
         "[mqttt]\ntcp = \"0.0.0.0:1883\"\n",
-        "unknown section \"mqttt\" (the sections are auth, cluster, http, limits, log, mqtt, node, sys, tls)",
+        "unknown section \"mqttt\" (the sections are auth, cluster, http, limits, log, mqtt, node, storage, sys, tls)",
     );
     // A top-level key is not a section either.
     let (_, message) = error("tcp = \"0.0.0.0:1883\"\n", &[]);

@@ -1,6 +1,7 @@
 //! The client tools: `supermq pub`, `supermq sub`, `supermq bench` and `supermq health`;
 //! `supermq ctl`, which speaks to a node's admin API over HTTP ([`ctl`]); and `supermq passwd`,
-//! which edits a password file and needs no broker ([`passwd`]).
+//! which edits a password file and needs no broker ([`passwd`]); and `supermq storage`, which
+//! checks or compacts a stopped node's store ([`storage`]).
 //!
 //! They share the option spelling of mosquitto's clients ([`args`]), the [`crate::client`]
 //! connection, and one table of exit codes ([`exit`]). `main` parses the command line, builds
@@ -14,6 +15,7 @@ pub mod exit;
 pub mod health;
 pub mod passwd;
 pub mod publish;
+pub mod storage;
 pub mod subscribe;
 
 pub use exit::ToolError;

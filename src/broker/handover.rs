@@ -154,9 +154,8 @@ impl Broker {
         }
     }
 
-    /// Takes a session moved from another node into `session`, new and not yet attached:
-    /// its subscriptions (checked as a client's SUBSCRIBE would be) and its messages (within
-    /// this node's bounds).
+    /// Takes a session moved from another node into `session`, new and not yet attached
+    /// ([`Broker::take_in`]).
     pub(super) fn adopt(
         &self,
         handle: &Arc<SessionHandle>,
@@ -164,6 +163,35 @@ impl Broker {
         image: SessionImage,
     ) {
         let client_id = handle.client_id();
+        let (refused, dropped) = self.take_in(handle, session, image);
+        self.stats.dropped_handover.add(dropped as u64);
+        self.stats.sessions_moved_in.inc();
+        if refused > 0 || dropped > 0 {
+            tracing::warn!(
+                client_id,
+                refused_subscriptions = refused,
+                dropped_messages = dropped,
+                "part of a session moved from another node was not taken (this node's limits, ACL or queue bounds)"
+            );
+        }
+        tracing::info!(
+            client_id,
+            subscriptions = session.subscriptions().len(),
+            "session moved here from another node"
+        );
+    }
+
+    /// Takes a session image into `session`, not attached: its subscriptions (checked as a
+    /// client's SUBSCRIBE would be) and its messages (within this node's bounds). Returns how
+    /// many subscriptions were refused and how many messages dropped. A session moved from
+    /// another node comes this way, and so does one read back from the store
+    /// ([`super::restore`]).
+    pub(super) fn take_in(
+        &self,
+        handle: &Arc<SessionHandle>,
+        session: &mut Session,
+        image: SessionImage,
+    ) -> (usize, usize) {
         let mut refused = 0usize;
         for sub in image.subscriptions {
             let guarded = match groups::parse(&sub.filter) {
@@ -201,21 +229,7 @@ impl Broker {
             .filter(|(d, _)| !d.message.is_expired(now))
             .collect();
         let dropped = session.adopt(deliveries, &image.inbound_qos2, &self.bounds) + invalid;
-        self.stats.dropped_handover.add(dropped as u64);
-        self.stats.sessions_moved_in.inc();
-        if refused > 0 || dropped > 0 {
-            tracing::warn!(
-                client_id,
-                refused_subscriptions = refused,
-                dropped_messages = dropped,
-                "part of a session moved from another node was not taken (this node's limits, ACL or queue bounds)"
-            );
-        }
-        tracing::info!(
-            client_id,
-            subscriptions = session.subscriptions().len(),
-            "session moved here from another node"
-        );
+        (refused, dropped)
     }
 }
 
@@ -250,6 +264,7 @@ fn delivery(moved: MovedMessage) -> (Delivery, Option<(u16, bool)>) {
         retain,
         subscription_ids,
         group: moved.group.map(Arc::new),
+        stored: None,
     };
     (delivery, moved.in_flight)
 }

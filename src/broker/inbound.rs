@@ -101,10 +101,7 @@ impl<'a> Client<'a> {
                 None
             }
             Packet::PubRec(ack) => self.pubrec(&ack),
-            Packet::PubRel(ack) => {
-                let known = self.on_session(|s| s.release_qos2(ack.packet_id));
-                self.answer_release(Packet::PubComp, ack.packet_id, known)
-            }
+            Packet::PubRel(ack) => self.pubrel(ack.packet_id),
             Packet::PubComp(ack) => {
                 self.on_session(|s| s.completed(ack.packet_id));
                 None
@@ -224,10 +221,10 @@ impl<'a> Client<'a> {
         let packet_id = publish.packet_id;
         match publish.qos {
             QoS::AtMostOnce => {
-                self.route(publish);
+                self.route(publish, false);
             }
             QoS::AtLeastOnce => {
-                let matched = self.route(publish);
+                let matched = self.route(publish, false);
                 let ack = self.delivered_ack(packet_id, matched);
                 self.send_ack(Packet::PubAck(ack));
             }
@@ -240,10 +237,12 @@ impl<'a> Client<'a> {
                     usize::from(u16::MAX)
                 };
                 let retracted = self.session.take_retracted();
+                let mut persisted = false;
                 let receipt = self.session().map(|mut s| {
                     for id in retracted {
                         s.release_qos2(id);
                     }
+                    persisted = s.is_persisted();
                     s.receive_qos2(packet_id, limit)
                 });
                 match receipt {
@@ -258,7 +257,7 @@ impl<'a> Client<'a> {
                         self.send_ack(Packet::PubRec(Ack::new(packet_id)));
                     }
                     Some(Qos2Receipt::New) => {
-                        let matched = self.route(publish);
+                        let matched = self.route(publish, persisted);
                         let ack = self.delivered_ack(packet_id, matched);
                         self.send_ack(Packet::PubRec(ack));
                     }
@@ -348,8 +347,41 @@ impl<'a> Client<'a> {
 
     /// Routes the message; returns how many sessions matched. Deliveries parked beside full
     /// queues hold the message's ack back ([`flow::Waiter`]).
-    fn route(&mut self, publish: Publish) -> usize {
-        let hold = self.hold.get_or_insert_with(|| {
+    ///
+    /// In `immediate` mode the ack also waits until what was written for the message (its
+    /// copies for persistent sessions, the retained message, the publisher's own QoS 2 id) is
+    /// on disk, and is negative if it could not be written.
+    fn route(&mut self, publish: Publish, wrote_id: bool) -> usize {
+        let qos = publish.qos;
+        let origin = self.session.id();
+        let persist = self.broker.persist.get().filter(|p| p.immediate());
+        let broker = self.broker;
+        let hold = self.hold();
+        if hold.waiter.outstanding() == 0 {
+            hold.sessions.clear();
+        }
+        hold.waiter.begin();
+        let routed = broker.publish(
+            Message::from_publish(publish, origin),
+            Sender::Publisher(&hold.waiter),
+        );
+        for session in routed.parked {
+            if !hold.sessions.iter().any(|s| Arc::ptr_eq(s, &session)) {
+                hold.sessions.push(session);
+            }
+        }
+        if let Some(persist) = persist
+            && qos != QoS::AtMostOnce
+            && (routed.stored || wrote_id)
+        {
+            persist.hold(hold.waiter.forwarded());
+        }
+        routed.matched
+    }
+
+    /// The client's waiter, made on first use.
+    fn hold(&mut self) -> &mut Hold {
+        self.hold.get_or_insert_with(|| {
             Box::new(Hold {
                 waiter: Arc::new(Waiter::new(
                     Arc::clone(self.outbox),
@@ -358,21 +390,7 @@ impl<'a> Client<'a> {
                 )),
                 sessions: Vec::new(),
             })
-        });
-        if hold.waiter.outstanding() == 0 {
-            hold.sessions.clear();
-        }
-        hold.waiter.begin();
-        let routed = self.broker.publish(
-            Message::from_publish(publish, self.session.id()),
-            Sender::Publisher(&hold.waiter),
-        );
-        for session in routed.parked {
-            if !hold.sessions.iter().any(|s| Arc::ptr_eq(s, &session)) {
-                hold.sessions.push(session);
-            }
-        }
-        routed.matched
+        })
     }
 
     /// Sends a PUBACK or PUBREC: now, or after the parked deliveries it must follow (the
@@ -413,6 +431,26 @@ impl<'a> Client<'a> {
         }
         let known = self.on_session(|s| s.received(ack.packet_id));
         self.answer_release(Packet::PubRel, ack.packet_id, known)
+    }
+
+    /// PUBREL for a QoS 2 message the client sent: the packet id is free again. Once the
+    /// client has PUBCOMP it may use the id for a new message, so in `immediate` mode the
+    /// PUBCOMP waits until the release is on disk: a restart must not take the new message
+    /// for a resend of the old one.
+    fn pubrel(&mut self, packet_id: u16) -> Option<End> {
+        let (known, persisted) = self.session().map_or((false, false), |mut s| {
+            (s.release_qos2(packet_id), s.is_persisted())
+        });
+        if !(known && persisted) {
+            return self.answer_release(Packet::PubComp, packet_id, known);
+        }
+        let waiter = Arc::clone(&self.hold().waiter);
+        waiter.begin();
+        if let Some(persist) = self.broker.persist.get().filter(|p| p.immediate()) {
+            persist.hold(waiter.forwarded());
+        }
+        waiter.ack(Packet::PubComp(Ack::new(packet_id)));
+        None
     }
 
     /// Answers PUBREC with PUBREL or PUBREL with PUBCOMP; an unknown packet id still gets
@@ -459,6 +497,9 @@ impl<'a> Client<'a> {
                 .iter()
                 .map(|&(filter, options)| self.subscribe_one(&mut session, filter, options, id))
                 .collect();
+            if outcomes.iter().any(Result::is_ok) {
+                session.save();
+            }
             (outcomes, session.room(&self.broker.bounds))
         };
         let mut reasons = Vec::with_capacity(subscribe.filters.len());
@@ -554,6 +595,7 @@ impl<'a> Client<'a> {
                 retain: true,
                 subscription_ids: id.into_iter().collect(),
                 group: None,
+                stored: None,
                 message,
             }));
             if more {
@@ -656,6 +698,9 @@ impl<'a> Client<'a> {
             } else {
                 reason::NO_SUBSCRIPTION_EXISTED
             });
+        }
+        if reasons.contains(&reason::SUCCESS) {
+            session.save();
         }
         drop(session);
         self.outbox.send(Packet::UnsubAck(UnsubAck {

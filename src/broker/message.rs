@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::groups::GroupRef;
+use super::persist::Stored;
 use super::version::Version;
 use crate::protocol::{
     self, Delivered, EncodeError, Properties, ProtocolVersion, Publish, QoS, TopicAlias, Will,
@@ -145,7 +146,7 @@ fn take_expiry(properties: &mut Properties) -> Option<Instant> {
 }
 
 /// One message on its way to one session, at the QoS and with the flags for that subscriber.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Delivery {
     pub message: Arc<Message>,
     pub qos: QoS,
@@ -154,6 +155,23 @@ pub struct Delivery {
     /// The consumer group it was given to, so it can go to another member if this one leaves
     /// without acknowledging it.
     pub group: Option<Arc<GroupRef>>,
+    /// Its record in the store, for a persistent session's QoS 1/2 message: deleted when the
+    /// delivery is dropped ([`super::persist`]).
+    pub stored: Option<Box<Stored>>,
+}
+
+/// A copy is a new delivery: it has no record until a session keeps it.
+impl Clone for Delivery {
+    fn clone(&self) -> Self {
+        Delivery {
+            message: Arc::clone(&self.message),
+            qos: self.qos,
+            retain: self.retain,
+            subscription_ids: self.subscription_ids.clone(),
+            group: self.group.clone(),
+            stored: None,
+        }
+    }
 }
 
 impl Delivery {

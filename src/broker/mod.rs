@@ -48,8 +48,10 @@ mod outbox;
 mod peers;
 mod pending;
 mod per_ip;
+mod persist;
 mod queue;
 mod registry;
+mod restore;
 mod retained;
 mod router;
 mod session;
@@ -84,6 +86,7 @@ pub use keepalive::sweep as keep_alive_sweep;
 pub(crate) use log_limit::LogLimit;
 pub use peers::{Assigned, PeerId, Peers, RemoteGroup};
 pub(crate) use pending::{PendingSet, Place};
+pub use restore::Restored;
 pub use stats::{Counter, Stats};
 pub use sys::run as publish_sys_tree;
 pub use taps::{MAX_TAPS, TAP_CAPACITY, TapReader, Tapped};
@@ -94,6 +97,7 @@ pub use version::{LOGICAL_BITS, Version, wall as wall_clock};
 use flow::Bounds;
 use groups::{Filter, Pick, Strategy, pick_among, pick_member, take_remote};
 use message::Delivery;
+use persist::Persist;
 use retained::{Retained, Stored};
 use router::{Group, Match, Router};
 use session::{Offer, Sender, SessionHandle};
@@ -106,6 +110,9 @@ struct Routed {
     matched: usize,
     /// Sessions whose queue was full, where a delivery is parked for the publisher to wait on.
     parked: Vec<Arc<SessionHandle>>,
+    /// Something was written to the store for it: a persistent session's copy, or the
+    /// retained message; in `immediate` mode the publisher's ack waits for the disk.
+    stored: bool,
 }
 
 /// Tells the other nodes how local interest in `filter` stands after a change: a plain
@@ -174,6 +181,8 @@ pub struct Broker {
     node: OnceLock<Arc<str>>,
     /// The `$SYS` tree as last published, apart from the clients' retained messages.
     sys: sys::Sys,
+    /// The store, when `storage.dir` is set ([`persist`]); set once, at start-up.
+    persist: OnceLock<Arc<Persist>>,
 }
 
 impl Broker {
@@ -210,6 +219,7 @@ impl Broker {
             hlc: version::Hlc::default(),
             node: OnceLock::new(),
             sys: sys::Sys::default(),
+            persist: OnceLock::new(),
             bounds: Bounds::from_limits(&limits),
             limits,
         })
@@ -285,6 +295,18 @@ impl Broker {
         }
     }
 
+    /// The store's counters, when the node has one (`storage.dir`).
+    pub fn store_figures(&self) -> Option<&crate::store::Figures> {
+        self.persist.get().map(|persist| persist.store().figures())
+    }
+
+    /// True while the store cannot be written to.
+    pub fn store_failing(&self) -> bool {
+        self.persist
+            .get()
+            .is_some_and(|persist| persist.store().is_failing())
+    }
+
     /// Tombstones of retained clears kept (cluster only).
     pub fn retained_tombstone_count(&self) -> usize {
         self.retained_store().tombstone_count()
@@ -304,8 +326,9 @@ impl Broker {
             message.version = Some(self.next_version());
         }
         let message = Arc::new(message);
+        let mut routed = Routed::default();
         if message.retain {
-            self.retain(&message);
+            routed.stored = self.retain(&message);
         }
         self.tapped(&message);
         let peers = self.peers.get();
@@ -339,7 +362,6 @@ impl Broker {
             }
             (matches, chosen)
         };
-        let mut routed = Routed::default();
         for m in matches {
             self.offer(&message, m, None, sender, &mut routed);
         }
@@ -398,16 +420,20 @@ impl Broker {
             retain: message.retain && m.retain_as_published,
             subscription_ids: m.subscription_ids,
             group,
+            stored: None,
         };
         routed.matched += 1;
         self.stats.messages_routed.inc();
-        if let Offer::Parked { began } =
-            m.session.offer(delivery, sender, &self.bounds, &self.stats)
-        {
-            if began {
-                self.waits.began(&m.session);
+        match m.session.offer(delivery, sender, &self.bounds, &self.stats) {
+            Offer::Parked { began, stored } => {
+                routed.stored |= stored;
+                if began {
+                    self.waits.began(&m.session);
+                }
+                routed.parked.push(m.session);
             }
-            routed.parked.push(m.session);
+            Offer::Queued { stored } => routed.stored |= stored,
+            Offer::Dropped => {}
         }
     }
 
@@ -518,6 +544,8 @@ impl Broker {
     ) {
         let message = Arc::new(self.versioned(Message::from_route(*publish), version));
         if message.retain {
+            // Nobody waits for a route's message to be on disk: it is the publisher's node
+            // that answers the publisher.
             self.retain(&message);
         }
         self.tapped(&message);
@@ -683,9 +711,16 @@ impl Broker {
         );
     }
 
-    fn retain(&self, message: &Arc<Message>) {
+    /// Stores a retained message or clear; returns whether it was written to disk too.
+    fn retain(&self, message: &Arc<Message>) -> bool {
         let mut retained = self.retained_store_mut();
-        match retained.store(Arc::clone(message)) {
+        let outcome = retained.store(Arc::clone(message));
+        let written = matches!(outcome, Stored::Kept | Stored::Cleared)
+            && self.persist.get().is_some_and(|persist| {
+                persist.keep_retained(message, retained.tombstone(&message.topic).is_some());
+                true
+            });
+        match outcome {
             Stored::Full => tracing::warn!(
                 topic = %message.topic,
                 "retained store full (limits.max_retained_messages / max_retained_bytes); not retained"
@@ -697,6 +732,7 @@ impl Broker {
             ),
             Stored::Kept | Stored::Cleared => {}
         }
+        written
     }
 
     fn router(&self) -> RwLockReadGuard<'_, Router> {

@@ -302,6 +302,7 @@ mod tests {
             retain: false,
             subscription_ids: Vec::new(),
             group: None,
+            stored: None,
         }
     }
 

@@ -22,6 +22,7 @@ use super::groups::{self, Filter};
 use super::handover::SessionImage;
 use super::message::Message;
 use super::outbox::Outbox;
+use super::persist::Persisted;
 use super::session::{Details, Sender, Session, SessionHandle};
 
 /// The session a new connection got.
@@ -99,6 +100,7 @@ impl Broker {
                 session.set_details(details(terms));
                 let generation = session.attach(outbox, send_window, connected_at);
                 existing.set_online(true);
+                self.keep_session(&existing, &mut session, terms);
                 let groups = self.group_filters(&session);
                 drop(session);
                 self.report_groups(&groups);
@@ -117,12 +119,15 @@ impl Broker {
         let generation = {
             let mut session = handle.lock();
             session.expiry_interval = expiry_interval;
+            // Kept in the store before what moved is taken in, so that it is written too.
+            self.keep_session(&handle, &mut session, terms);
             if let Some(image) = moved {
                 self.adopt(&handle, &mut session, image);
             }
             session.set_details(details(terms));
             let generation = session.attach(outbox, send_window, connected_at);
             handle.set_online(true);
+            session.save();
             generation
         };
         sessions.insert(handle.client_id_shared(), Arc::clone(&handle));
@@ -131,6 +136,28 @@ impl Broker {
             present,
             generation,
         })
+    }
+
+    /// Keeps a connecting client's session in the store if it is persistent (expiry interval
+    /// above 0) and the node has a store, with the connection's Will; writes its record. A
+    /// session resumed with expiry 0 ends with its connection: it leaves the store now.
+    fn keep_session(&self, handle: &Arc<SessionHandle>, session: &mut Session, terms: &Terms) {
+        let Some(persist) = self.persist.get() else {
+            return;
+        };
+        if session.expiry_interval == 0 {
+            session.unpersist();
+            return;
+        }
+        if session.persisted().is_none() {
+            let username = handle.access().username().map(Arc::from);
+            session.persist(Persisted::new(persist, handle.client_id_shared(), username));
+        }
+        if let Some(persisted) = session.persisted() {
+            persisted.will.clone_from(&terms.will);
+            persisted.away_since = 0;
+        }
+        session.save();
     }
 
     /// Ends a session a clean start replaced, here or on another node (MQTT-3.1.2-4), once it
@@ -177,6 +204,13 @@ impl Broker {
         let expiry = session.expiry_interval;
         let orphans = session.take_group_deliveries();
         let groups = self.group_filters(&session);
+        if let Some(persisted) = session.persisted() {
+            // What a restart needs to know: since when it is away, and the Will still to go
+            // (one with no delay goes now, below).
+            persisted.away_since = super::persist::wall_ms();
+            persisted.will = will.clone().filter(|will| will_delay(will).min(expiry) > 0);
+            session.save();
+        }
         drop(session);
         // Its groups now have one member fewer connected here (and one more offline, unless
         // the session ends now, which removes it).
@@ -277,6 +311,17 @@ impl Broker {
             self.stats.publishes_denied.inc();
             tracing::debug!(client_id = session.client_id(), topic = %will.topic, "will not published: not authorized (auth.acl_file)");
             return;
+        }
+        {
+            // Published: a restart must not publish it again. (A session taken over by a
+            // newer connection has that connection's Will in its record.)
+            let mut state = session.lock();
+            if state.outbox().is_none()
+                && let Some(persisted) = state.persisted()
+                && persisted.will.take().is_some()
+            {
+                state.save();
+            }
         }
         tracing::debug!(topic = %will.topic, "publishing will");
         self.stats.wills_published.inc();

@@ -27,6 +27,7 @@ use super::connect::is_sys_topic;
 use super::flow::{Backlog, Bounds, Parked, SlowPolicy, Waiter};
 use super::message::Delivery;
 use super::outbox::Outbox;
+use super::persist::Persisted;
 use super::queue::Queue;
 use super::stats::Stats;
 use super::unreleased::Unreleased;
@@ -74,12 +75,11 @@ pub enum Sender<'a> {
 /// What became of a message offered to a session.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Offer {
-    Queued,
+    /// `stored`: written to the store too (a persistent session's QoS 1/2 message).
+    Queued { stored: bool },
     /// Parked beside the full queue, until it has room ([`super::flow`]); `began`: the
     /// session began keeping messages waiting with this one.
-    Parked {
-        began: bool,
-    },
+    Parked { began: bool, stored: bool },
     /// Not queued: QoS 0 for an offline session (by design), or no room and no waiting
     /// (counted, by reason).
     Dropped,
@@ -177,8 +177,10 @@ impl SessionHandle {
                 return Offer::Dropped;
             }
             if session.queue.has_room(size, bounds) {
+                let delivery = session.kept(delivery);
+                let stored = delivery.stored.is_some();
                 session.queue.push(delivery);
-                return Offer::Queued;
+                return Offer::Queued { stored };
             }
             stats.dropped_queue_full.inc();
             tracing::debug!(
@@ -195,9 +197,11 @@ impl SessionHandle {
         // own messages come from no publisher whose order they could break.
         let in_line = !session.queue.has_parked() || matches!(sender, Sender::Broker);
         if in_line && session.queue.has_room(size, bounds) {
+            let delivery = session.kept(delivery);
+            let stored = delivery.stored.is_some();
             session.queue.push(delivery);
             outbox.wake();
-            return Offer::Queued;
+            return Offer::Queued { stored };
         }
         let now = Instant::now();
         if session.distrusted_until.is_some_and(|until| now < until) {
@@ -236,8 +240,10 @@ impl SessionHandle {
                 return Offer::Dropped;
             }
         };
+        let delivery = session.kept(delivery);
+        let stored = delivery.stored.is_some();
         let began = session.queue.park(Parked { delivery, claim }, now, bounds);
-        Offer::Parked { began }
+        Offer::Parked { began, stored }
     }
 
     /// When the session began keeping messages waiting for room, if it does.
@@ -329,6 +335,9 @@ pub struct Session {
     details: Option<Box<Details>>,
     /// Until then, after being slow, a full queue drops instead of making anyone wait.
     distrusted_until: Option<Instant>,
+    /// A persistent session's place in the store, when the node has one ([`super::persist`]).
+    /// Boxed: 8 bytes in every session.
+    persisted: Option<Box<Persisted>>,
 }
 
 impl Session {
@@ -348,7 +357,47 @@ impl Session {
             slow: false,
             details: None,
             distrusted_until: None,
+            persisted: None,
         }
+    }
+
+    /// Makes the session persistent in the store: what it holds from now on is written there.
+    pub fn persist(&mut self, persisted: Persisted) {
+        self.persisted = Some(Box::new(persisted));
+    }
+
+    /// The session's place in the store, if it is kept there.
+    pub fn persisted(&mut self) -> Option<&mut Persisted> {
+        self.persisted.as_deref_mut()
+    }
+
+    /// Stops keeping the session in the store, and deletes what it has there (it ended, moved
+    /// away, or is no longer persistent). Its deliveries' records go as they are dropped.
+    pub fn unpersist(&mut self) {
+        if let Some(persisted) = self.persisted.take() {
+            persisted.forget();
+        }
+    }
+
+    /// Writes the session's record, if it is kept in the store.
+    pub fn save(&self) {
+        if let Some(persisted) = &self.persisted {
+            persisted.save(
+                self.expiry_interval,
+                self.connected_at,
+                self.subscriptions
+                    .iter()
+                    .map(|(filter, (options, id))| (filter.clone(), *options, *id)),
+            );
+        }
+    }
+
+    /// `delivery`, written to the store first if the session is kept there.
+    fn kept(&self, mut delivery: Delivery) -> Delivery {
+        if let Some(persisted) = &self.persisted {
+            delivery.stored = persisted.keep(&delivery);
+        }
+        delivery
     }
 
     /// Attaches a connection; returns its generation. In-flight messages will be resent
@@ -450,9 +499,14 @@ impl Session {
         self.outbox.as_ref()
     }
 
-    /// When the attached connection connected ([`Session::attach`]).
+    /// When the attached (or last) connection connected ([`Session::attach`]).
     pub fn connected_at(&self) -> u64 {
         self.connected_at
+    }
+
+    /// A session read back from the store: when its client last connected.
+    pub fn set_connected_at(&mut self, connected_at: u64) {
+        self.connected_at = connected_at;
     }
 
     pub fn generation(&self) -> u64 {
@@ -482,6 +536,7 @@ impl Session {
     /// Ends the session's life: detaches any connection for good and hands back the
     /// subscription filters, for removing them from the router.
     pub fn retire(&mut self) -> Vec<String> {
+        self.unpersist();
         self.outbox = None;
         self.generation += 1;
         self.queue.clear();
@@ -541,13 +596,20 @@ impl Session {
                 {
                     self.queue.fly(delivery.size());
                     self.last_packet_id = packet_id;
+                    let delivery = self.kept(delivery);
+                    if let Some(stored) = &delivery.stored {
+                        stored.flight(packet_id, released);
+                    }
                     self.inflight.push_back(Inflight {
                         packet_id,
                         delivery,
                         released,
                     });
                 }
-                _ if self.queue.has_room(delivery.size(), bounds) => self.queue.push(delivery),
+                _ if self.queue.has_room(delivery.size(), bounds) => {
+                    let delivery = self.kept(delivery);
+                    self.queue.push(delivery);
+                }
                 _ => dropped += 1,
             }
         }
@@ -555,6 +617,9 @@ impl Session {
             let ids = self.inbound_qos2.get_or_insert_default();
             for &id in inbound_qos2 {
                 ids.insert(id);
+                if let Some(persisted) = &self.persisted {
+                    persisted.inbound_received(id);
+                }
             }
         }
         dropped
@@ -570,6 +635,7 @@ impl Session {
     pub fn enqueue(&mut self, delivery: Delivery, bounds: &Bounds) -> bool {
         let fits = self.queue.has_room(delivery.size(), bounds);
         if fits {
+            let delivery = self.kept(delivery);
             self.queue.push(delivery);
         }
         fits
@@ -585,15 +651,28 @@ impl Session {
             Qos2Receipt::OverLimit
         } else {
             ids.insert(packet_id);
+            if let Some(persisted) = &self.persisted {
+                persisted.inbound_received(packet_id);
+            }
             Qos2Receipt::New
         }
     }
 
     /// Inbound PUBREL: forgets `packet_id`. Returns false if it was unknown.
     pub fn release_qos2(&mut self, packet_id: u16) -> bool {
-        self.inbound_qos2
+        let released = self
+            .inbound_qos2
             .as_mut()
-            .is_some_and(|ids| ids.remove(packet_id))
+            .is_some_and(|ids| ids.remove(packet_id));
+        if released && let Some(persisted) = &self.persisted {
+            persisted.inbound_released(packet_id);
+        }
+        released
+    }
+
+    /// Whether an inbound QoS 2 id, or a message for the client, is written to the store.
+    pub fn is_persisted(&self) -> bool {
+        self.persisted.is_some()
     }
 
     /// PUBACK from the client. Returns false for an unknown packet id.
@@ -610,6 +689,9 @@ impl Session {
         {
             Some(flight) => {
                 flight.released = true;
+                if let Some(stored) = &flight.delivery.stored {
+                    stored.flight(packet_id, true);
+                }
                 true
             }
             None => false,
@@ -711,6 +793,9 @@ impl Session {
             }
             tally.count(&delivery, out.len() - start);
             if packet_id != 0 {
+                if let Some(stored) = &delivery.stored {
+                    stored.flight(packet_id, false);
+                }
                 self.queue.fly(delivery.size());
                 self.inflight.push_back(Inflight {
                     packet_id,

@@ -206,6 +206,7 @@ impl Broker {
             retain: m.retain_as_published,
             subscription_ids: m.subscription_ids,
             group: None,
+            stored: None,
         };
         let mut session = m.session.lock();
         // QoS 0 is not kept for an offline session (MQTT-3.1.2-5 makes it optional).

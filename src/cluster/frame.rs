@@ -23,7 +23,7 @@ pub const MAGIC: &[u8; 4] = b"SMQR";
 /// and clears carry a version (MESSAGE with RETAIN, RETAINED), and RETAINED carries clears.
 /// Version 4: INFO carries the sender's epoch; messages are numbered (SEQ) and acknowledged
 /// (ACK), SYNCED ends the full interest set, and sessions move between nodes (SESSION_*).
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// MESSAGE flag: a version (`u64` clock, `string` node) follows the group list.
 const VERSIONED: u8 = 0x04;
@@ -174,6 +174,15 @@ pub enum Frame {
         /// It connected with clean start = 1: its session elsewhere is discarded too.
         clean_start: bool,
     },
+    /// The sender read this client's session back from its store at start-up and the client
+    /// has not connected since; its client last connected at `connected_at` (µs since the
+    /// Unix epoch). A node with a newer session for it answers CLIENT_CONNECTED with clean
+    /// start = 1, which discards the stale one: a session that moved while its old node was
+    /// down is not resurrected there.
+    SessionHeld {
+        client_id: String,
+        connected_at: u64,
+    },
 }
 
 mod kind {
@@ -202,6 +211,7 @@ mod kind {
     pub const ASK: u8 = 23;
     pub const ANSWER: u8 = 24;
     pub const PONG: u8 = 25;
+    pub const SESSION_HELD: u8 = 26;
 }
 
 /// SESSION_MESSAGE flags.
@@ -279,6 +289,14 @@ impl Frame {
             }
             Frame::Synced => out.put_u8(kind::SYNCED),
             Frame::Goodbye => out.put_u8(kind::GOODBYE),
+            Frame::SessionHeld {
+                client_id,
+                connected_at,
+            } => {
+                out.put_u8(kind::SESSION_HELD);
+                put_str(&mut out, client_id);
+                out.put_u64(*connected_at);
+            }
             Frame::Ask { id, question } => {
                 out.put_u8(kind::ASK);
                 out.put_u64(*id);
@@ -430,6 +448,10 @@ impl Frame {
             kind::PEERS => Frame::Peers(take_list(&mut body, "PEERS")?),
             kind::SYNCED => Frame::Synced,
             kind::GOODBYE => Frame::Goodbye,
+            kind::SESSION_HELD => Frame::SessionHeld {
+                client_id: take_str(&mut body, "SESSION_HELD")?,
+                connected_at: take_u64(&mut body, "SESSION_HELD")?,
+            },
             kind::ASK => Frame::Ask {
                 id: take_u64(&mut body, "ASK")?,
                 question: take_str(&mut body, "ASK")?,
@@ -800,6 +822,10 @@ mod tests {
         }));
         round_trip(Frame::Synced);
         round_trip(Frame::Goodbye);
+        round_trip(Frame::SessionHeld {
+            client_id: "c".into(),
+            connected_at: 7,
+        });
         round_trip(Frame::Ask {
             id: 5,
             question: "nodes".into(),
@@ -1114,7 +1140,7 @@ mod tests {
         assert_eq!(
             &info.encode().expect("encodes")[..],
             [
-                0, 0, 0, 0x1d, 1, 0, 4, 0, 2, b'n', b'1', 0, 1, b'c', 0, 3, b'h', b':', b'1', 0, 2,
+                0, 0, 0, 0x1d, 1, 0, 5, 0, 2, b'n', b'1', 0, 1, b'c', 0, 3, b'h', b':', b'1', 0, 2,
                 b'a', b'a', 0, 0, 0, 0, 0, 0, 0, 0, 0, 42
             ]
         );

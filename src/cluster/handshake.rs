@@ -509,11 +509,11 @@ mod tests {
         );
         assert_eq!(
             hex(dialler),
-            "ee60ec494bc0f0f33bb0b4c002a5c3d7e2519d0e43bfd047440b4a6586f57e29"
+            "8281c963d937b83580e6f3305ec12f7b28be394b28adfad8920c9656c4d1cda9"
         );
         assert_eq!(
             hex(acceptor),
-            "3dc4ce5a2d937b4a18e1560602480273bb13648659c6dc434ac2eda8aaf9494f"
+            "705caf961e2b69c60f5344f476bd4ccf09eedf95c45f2c129828a3d0dc32dfb3"
         );
     }
 

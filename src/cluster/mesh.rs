@@ -393,6 +393,7 @@ impl Cluster {
         };
         tracing::info!(peer = %route.peer, advertise = %route.advertise, outbound, "route up");
         self.discover(&theirs.node, "INFO", theirs.peers);
+        self.announce_restored(&route);
         // The retained messages follow the initial set, streamed beside live traffic.
         let sync = tokio::spawn(Arc::clone(self).stream_retained(Arc::clone(&route)));
         let end = route::run(self, &route, reader, writer).await;

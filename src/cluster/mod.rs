@@ -459,6 +459,45 @@ impl Cluster {
         }
     }
 
+    /// `route`'s node holds a session for `client_id` read back from its store, whose client
+    /// last connected at `connected_at`: if the session here is newer (the client came here
+    /// while that node was down), that node is told to discard its copy, with the
+    /// CLIENT_CONNECTED a clean start sends (docs/ARCHITECTURE.md, "Persistence").
+    fn session_held(&self, route: &Route, client_id: &str, connected_at: u64) {
+        let Some(broker) = self.broker.upgrade() else {
+            return;
+        };
+        let Some(ours) = broker.session_connected_at(client_id) else {
+            return;
+        };
+        if (ours, self.node.as_str()) > (connected_at, route.peer.as_str()) {
+            tracing::info!(
+                client_id,
+                peer = %route.peer,
+                "a restarted node still held a session that moved here meanwhile; telling it to discard it"
+            );
+            route.send_control(&Frame::ClientConnected {
+                client_id: client_id.to_string(),
+                connected_at: ours,
+                clean_start: true,
+            });
+        }
+    }
+
+    /// Tells a peer that just connected which sessions this node read back from its store and
+    /// has not seen their clients since, so that a newer copy wins ([`Frame::SessionHeld`]).
+    fn announce_restored(&self, route: &Route) {
+        let Some(broker) = self.broker.upgrade() else {
+            return;
+        };
+        for (client_id, connected_at) in broker.restored_sessions() {
+            route.send_initial(&Frame::SessionHeld {
+                client_id: client_id.to_string(),
+                connected_at,
+            });
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }

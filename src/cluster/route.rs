@@ -462,6 +462,14 @@ fn apply(
         }
         Frame::Synced => route.synced(),
         Frame::Goodbye => route.link.leave(),
+        Frame::SessionHeld {
+            client_id,
+            connected_at,
+        } => {
+            if cluster.admit(peer, "SESSION_HELD", rules.client_id(&client_id)) {
+                cluster.session_held(route, &client_id, connected_at);
+            }
+        }
         Frame::Ask { id, question } => cluster.answer(route, id, &question),
         Frame::Answer { id, body } => {
             if body.len() > super::inspect::MAX_ANSWER || !cluster.answered(peer, id, body) {

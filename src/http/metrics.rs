@@ -105,6 +105,34 @@ pub(super) fn render(shared: &Shared) -> String {
             .get_or_create(&vec![("reason", reason.to_string())])
             .inc_by(count);
     }
+    if let Some(figures) = broker.store_figures() {
+        let store = [
+            (
+                "supermq_store_commits",
+                "Commits to the store (each one fsync, many writes)",
+                &figures.commits,
+            ),
+            (
+                "supermq_store_failures",
+                "Commits to the store that failed (disk full, I/O error); acks are refused meanwhile",
+                &figures.failures,
+            ),
+            (
+                "supermq_store_dropped_writes",
+                "Writes dropped while the store failed and its pending writes were at their bound",
+                &figures.dropped,
+            ),
+        ];
+        for (name, help, value) in store {
+            let value = value.load(std::sync::atomic::Ordering::Relaxed);
+            registry.register(name, help, ConstCounter::new(value));
+        }
+        registry.register(
+            "supermq_store_failing",
+            "1 while the store cannot be written to",
+            gauge(usize::from(broker.store_failing())),
+        );
+    }
     let cluster = shared.cluster();
     if let Some(cluster) = &cluster {
         dropped
