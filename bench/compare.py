@@ -324,7 +324,12 @@ class Broker:
         port = free_port()
         path = os.path.join(self.dir, f"{self.name}.conf")
         if self.kind == "supermq":
-            text = f'[mqtt]\ntcp = "127.0.0.1:{port}"\n\n[log]\nlevel = "warn"\n'
+            # The HTTP listener stays on, as by default, but on a port of its own: its default
+            # one would clash between the supermq columns of --persistence (and with any other
+            # supermq on the machine).
+            text = (f'[mqtt]\ntcp = "127.0.0.1:{port}"\n\n'
+                    f'[http]\nlisten = "127.0.0.1:{free_port()}"\n\n'
+                    '[log]\nlevel = "warn"\n')
             durability = self.name.partition("-")[2]
             if durability:
                 text += f'\n[storage]\ndir = "{self.data}"\ndurability = "{durability}"\n'
