@@ -223,7 +223,7 @@ async fn a_node_of_route_protocol_version_1_is_refused_for_its_version() {
         .expect("read");
     let answer = String::from_utf8_lossy(&answer);
     assert!(
-        answer.contains("node old speaks route protocol version 1, this node 4"),
+        answer.contains("node old speaks route protocol version 1, this node 5"),
         "{answer}"
     );
     nodes[0]

@@ -73,6 +73,17 @@ impl Broker {
         let inbound = contents.take(Table::Inbound);
         let retained = contents.take(Table::Retained);
 
+        let mut loaded_sessions = Vec::with_capacity(sessions.len());
+        for (client_id, value) in sessions {
+            match persist::read_session(&client_id, &value) {
+                Ok(loaded) => loaded_sessions.push(loaded),
+                Err(error) => {
+                    tracing::warn!(%error, "session in the store cannot be read; deleted");
+                    restored.damaged += 1;
+                    store.delete(Table::Sessions, client_id);
+                }
+            }
+        }
         // Every number in the file, so new ones are above them all.
         let first = messages
             .iter()
@@ -80,6 +91,7 @@ impl Broker {
             .chain(&inbound)
             .filter_map(|(key, _)| persist::split_key(key))
             .flat_map(|(session, seq)| [session, seq])
+            .chain(loaded_sessions.iter().map(|loaded| loaded.id))
             .max()
             .unwrap_or(0)
             + 1;
@@ -120,16 +132,7 @@ impl Broker {
                     .push(u16::try_from(id).unwrap_or(0));
             }
         }
-        for (client_id, value) in sessions {
-            let loaded = match persist::read_session(&client_id, &value) {
-                Ok(loaded) => loaded,
-                Err(error) => {
-                    tracing::warn!(%error, "session in the store cannot be read; deleted");
-                    restored.damaged += 1;
-                    store.delete(Table::Sessions, client_id);
-                    continue;
-                }
-            };
+        for loaded in loaded_sessions {
             let records = by_session.remove(&loaded.id).unwrap_or_default();
             let mut in_flight = Vec::new();
             let mut queued = Vec::new();

@@ -328,7 +328,7 @@ pub mod kind {
 }
 
 /// The route protocol version the fake peer speaks.
-const VERSION: u16 = 4;
+const VERSION: u16 = 5;
 
 /// The fake peer's epoch (what a node draws at start).
 const EPOCH: u64 = 7;
