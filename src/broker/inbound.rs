@@ -348,9 +348,10 @@ impl<'a> Client<'a> {
     /// Routes the message; returns how many sessions matched. Deliveries parked beside full
     /// queues hold the message's ack back ([`flow::Waiter`]).
     ///
-    /// In `immediate` mode the ack also waits until what was written for the message (its
-    /// copies for persistent sessions, the retained message, the publisher's own QoS 2 id) is
-    /// on disk, and is negative if it could not be written.
+    /// In `immediate` mode the ack also waits until what was written for the message is on
+    /// disk — the retained message, the publisher's own QoS 2 id (its copies for persistent
+    /// sessions hold the ack themselves, [`super::persist`]) — and is negative if it could not
+    /// be written.
     fn route(&mut self, publish: Publish, wrote_id: bool) -> usize {
         let qos = publish.qos;
         let origin = self.session.id();

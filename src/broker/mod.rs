@@ -110,8 +110,8 @@ struct Routed {
     matched: usize,
     /// Sessions whose queue was full, where a delivery is parked for the publisher to wait on.
     parked: Vec<Arc<SessionHandle>>,
-    /// Something was written to the store for it: a persistent session's copy, or the
-    /// retained message; in `immediate` mode the publisher's ack waits for the disk.
+    /// The retained message was written to the store: in `immediate` mode the publisher's
+    /// ack waits for the disk. (A persistent session's copy holds the ack itself.)
     stored: bool,
 }
 
@@ -300,6 +300,16 @@ impl Broker {
         self.persist.get().map(|persist| persist.store().figures())
     }
 
+    /// Tells `waiter` once everything written so far is on disk: through the store's next
+    /// commit with `storage.durability = "immediate"`, at once otherwise (no store, or
+    /// `batched`, where nobody waits for the disk).
+    pub fn when_stored(&self, waiter: Box<dyn crate::store::Durable>) {
+        match self.persist.get().filter(|persist| persist.immediate()) {
+            Some(persist) => persist.store().sync(waiter),
+            None => waiter.done(true),
+        }
+    }
+
     /// True while the store cannot be written to.
     pub fn store_failing(&self) -> bool {
         self.persist
@@ -424,16 +434,13 @@ impl Broker {
         };
         routed.matched += 1;
         self.stats.messages_routed.inc();
-        match m.session.offer(delivery, sender, &self.bounds, &self.stats) {
-            Offer::Parked { began, stored } => {
-                routed.stored |= stored;
-                if began {
-                    self.waits.began(&m.session);
-                }
-                routed.parked.push(m.session);
+        if let Offer::Parked { began } =
+            m.session.offer(delivery, sender, &self.bounds, &self.stats)
+        {
+            if began {
+                self.waits.began(&m.session);
             }
-            Offer::Queued { stored } => routed.stored |= stored,
-            Offer::Dropped => {}
+            routed.parked.push(m.session);
         }
     }
 

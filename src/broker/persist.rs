@@ -24,7 +24,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use crate::protocol::{self, Packet, ProtocolVersion, Publish, QoS, SubscriptionOptions, Will};
 use crate::store::{Durable, Encode, Mode, Store, Table};
 
-use super::flow::Forward;
+use super::flow::{Forward, Waiter};
 use super::groups::GroupRef;
 use super::handover::{MovedMessage, MovedSubscription};
 use super::message::{Delivery, Message};
@@ -123,6 +123,38 @@ fn inbound_key(session: u64, packet_id: u16) -> Vec<u8> {
 pub struct Stored {
     persist: Arc<Persist>,
     key: [u8; 16],
+    /// The publisher's ack waiting for this copy (`immediate`), if a local client published it.
+    publisher: Option<Arc<Copy>>,
+}
+
+/// A local publisher's ack waiting for one stored copy of its message: released by
+/// whichever comes first — the commit that wrote the copy, or the copy leaving its session
+/// (acknowledged by the subscriber, which is what an online subscriber usually does before
+/// the disk is reached: then the message was delivered and need not wait for the disk).
+struct Copy(std::sync::Mutex<Option<Forward>>);
+
+impl Copy {
+    fn settle(&self, stored: bool) {
+        let forward = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        match forward {
+            Some(forward) if stored => forward.delivered(),
+            Some(forward) => forward.fail(crate::protocol::reason::UNSPECIFIED_ERROR),
+            None => {}
+        }
+    }
+}
+
+/// The commit side of a [`Copy`].
+struct Committed(Arc<Copy>);
+
+impl Durable for Committed {
+    fn done(self: Box<Self>, stored: bool) {
+        self.0.settle(stored);
+    }
 }
 
 impl Stored {
@@ -140,6 +172,9 @@ impl Stored {
 
 impl Drop for Stored {
     fn drop(&mut self) {
+        if let Some(copy) = &self.publisher {
+            copy.settle(true);
+        }
         // Flights first: a message written and deleted in one batch takes its flight state
         // with it (`store::batch`).
         self.persist.store.delete(Table::Flights, self.key.to_vec());
@@ -190,8 +225,14 @@ impl Persisted {
         }
     }
 
-    /// Writes `delivery` (QoS 1/2) to the store; returns its key, to keep with it.
-    pub fn keep(&self, delivery: &Delivery) -> Option<Box<Stored>> {
+    /// Writes `delivery` (QoS 1/2) to the store; returns its key, to keep with it. In
+    /// `immediate` mode the ack of the local `publisher` that sent it waits until it is on
+    /// disk or has left the session ([`Copy`]).
+    pub fn keep(
+        &self,
+        delivery: &Delivery,
+        publisher: Option<&Arc<Waiter>>,
+    ) -> Option<Box<Stored>> {
         if delivery.qos == QoS::AtMostOnce {
             return None;
         }
@@ -206,9 +247,19 @@ impl Persisted {
         self.persist
             .store
             .put(Table::Messages, key.to_vec(), Box::new(record));
+        let publisher = publisher
+            .filter(|_| self.persist.immediate())
+            .map(|waiter| {
+                let copy = Arc::new(Copy(std::sync::Mutex::new(Some(waiter.forwarded()))));
+                self.persist
+                    .store
+                    .sync(Box::new(Committed(Arc::clone(&copy))));
+                copy
+            });
         Some(Box::new(Stored {
             persist: Arc::clone(&self.persist),
             key,
+            publisher,
         }))
     }
 

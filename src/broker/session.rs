@@ -75,11 +75,12 @@ pub enum Sender<'a> {
 /// What became of a message offered to a session.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Offer {
-    /// `stored`: written to the store too (a persistent session's QoS 1/2 message).
-    Queued { stored: bool },
+    Queued,
     /// Parked beside the full queue, until it has room ([`super::flow`]); `began`: the
     /// session began keeping messages waiting with this one.
-    Parked { began: bool, stored: bool },
+    Parked {
+        began: bool,
+    },
     /// Not queued: QoS 0 for an offline session (by design), or no room and no waiting
     /// (counted, by reason).
     Dropped,
@@ -177,10 +178,9 @@ impl SessionHandle {
                 return Offer::Dropped;
             }
             if session.queue.has_room(size, bounds) {
-                let delivery = session.kept(delivery);
-                let stored = delivery.stored.is_some();
+                let delivery = session.kept(delivery, sender);
                 session.queue.push(delivery);
-                return Offer::Queued { stored };
+                return Offer::Queued;
             }
             stats.dropped_queue_full.inc();
             tracing::debug!(
@@ -197,11 +197,10 @@ impl SessionHandle {
         // own messages come from no publisher whose order they could break.
         let in_line = !session.queue.has_parked() || matches!(sender, Sender::Broker);
         if in_line && session.queue.has_room(size, bounds) {
-            let delivery = session.kept(delivery);
-            let stored = delivery.stored.is_some();
+            let delivery = session.kept(delivery, sender);
             session.queue.push(delivery);
             outbox.wake();
-            return Offer::Queued { stored };
+            return Offer::Queued;
         }
         let now = Instant::now();
         if session.distrusted_until.is_some_and(|until| now < until) {
@@ -240,10 +239,9 @@ impl SessionHandle {
                 return Offer::Dropped;
             }
         };
-        let delivery = session.kept(delivery);
-        let stored = delivery.stored.is_some();
+        let delivery = session.kept(delivery, sender);
         let began = session.queue.park(Parked { delivery, claim }, now, bounds);
-        Offer::Parked { began, stored }
+        Offer::Parked { began }
     }
 
     /// When the session began keeping messages waiting for room, if it does.
@@ -392,10 +390,15 @@ impl Session {
         }
     }
 
-    /// `delivery`, written to the store first if the session is kept there.
-    fn kept(&self, mut delivery: Delivery) -> Delivery {
+    /// `delivery`, written to the store first if the session is kept there. A local
+    /// publisher's ack waits for the copy ([`super::persist::Persisted::keep`]).
+    fn kept(&self, mut delivery: Delivery, sender: Sender<'_>) -> Delivery {
         if let Some(persisted) = &self.persisted {
-            delivery.stored = persisted.keep(&delivery);
+            let publisher = match sender {
+                Sender::Publisher(waiter) => Some(waiter),
+                Sender::Route(_) | Sender::Broker => None,
+            };
+            delivery.stored = persisted.keep(&delivery, publisher);
         }
         delivery
     }
@@ -596,7 +599,7 @@ impl Session {
                 {
                     self.queue.fly(delivery.size());
                     self.last_packet_id = packet_id;
-                    let delivery = self.kept(delivery);
+                    let delivery = self.kept(delivery, Sender::Broker);
                     if let Some(stored) = &delivery.stored {
                         stored.flight(packet_id, released);
                     }
@@ -607,7 +610,7 @@ impl Session {
                     });
                 }
                 _ if self.queue.has_room(delivery.size(), bounds) => {
-                    let delivery = self.kept(delivery);
+                    let delivery = self.kept(delivery, Sender::Broker);
                     self.queue.push(delivery);
                 }
                 _ => dropped += 1,
@@ -635,7 +638,7 @@ impl Session {
     pub fn enqueue(&mut self, delivery: Delivery, bounds: &Bounds) -> bool {
         let fits = self.queue.has_room(delivery.size(), bounds);
         if fits {
-            let delivery = self.kept(delivery);
+            let delivery = self.kept(delivery, Sender::Broker);
             self.queue.push(delivery);
         }
         fits

@@ -484,6 +484,20 @@ impl Cluster {
         }
     }
 
+    /// Acknowledges the peer's messages up to `seq` on `route`: at once, or, with a store in
+    /// `immediate` mode, after the commit holding what they wrote (acks stay in order: commits
+    /// finish in order, and an ack is the highest number so far).
+    fn acknowledge_when_stored(&self, route: &Arc<Route>, seq: u64) {
+        let ack = Box::new(RouteAck {
+            route: Arc::clone(route),
+            seq,
+        });
+        match self.broker.upgrade() {
+            Some(broker) => broker.when_stored(ack),
+            None => route.acknowledge(seq),
+        }
+    }
+
     /// Tells a peer that just connected which sessions this node read back from its store and
     /// has not seen their clients since, so that a newer copy wins ([`Frame::SessionHeld`]).
     fn announce_restored(&self, route: &Route) {
@@ -747,6 +761,22 @@ impl Peers for Cluster {
         };
         for route in self.state().routes.values() {
             route.send_control(&frame);
+        }
+    }
+}
+
+/// A route's acknowledgement waiting for the store ([`Cluster::acknowledge_when_stored`]).
+struct RouteAck {
+    route: Arc<Route>,
+    seq: u64,
+}
+
+impl crate::store::Durable for RouteAck {
+    fn done(self: Box<Self>, stored: bool) {
+        // Not stored: no ack; the peer gives the messages up after `ack_timeout_ms` and its
+        // publishers get a negative ack, as for a peer that did not take them.
+        if stored {
+            self.route.acknowledge(self.seq);
         }
     }
 }

@@ -334,7 +334,7 @@ impl Route {
     }
 
     /// The reader took messages up to `seq`: the writer acknowledges them.
-    fn acknowledge(&self, seq: u64) {
+    pub(super) fn acknowledge(&self, seq: u64) {
         if self.ack_due.fetch_max(seq, Ordering::AcqRel) < seq {
             self.wake.notify_one();
         }
@@ -393,7 +393,7 @@ where
 
 async fn read_loop<R: AsyncRead + Unpin>(
     cluster: &Arc<Cluster>,
-    route: &Route,
+    route: &Arc<Route>,
     reader: R,
 ) -> RouteEnd {
     let mut reader = FrameReader::new(reader, cluster.max_packet);
@@ -417,8 +417,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
             .in_bytes
             .store(reader.bytes_read(), Ordering::Relaxed);
         if !reader.has_frame() {
-            // The end of what the socket gave at once: one acknowledgement for the batch.
-            route.acknowledge(route.link.received());
+            // The end of what the socket gave at once: one acknowledgement for the batch —
+            // once what it wrote to this node's store is on disk, when there is one
+            // (`storage.durability = "immediate"`), so an ack means stored here too.
+            cluster.acknowledge_when_stored(route, route.link.received());
         }
     }
 }
