@@ -19,7 +19,12 @@ COPY --chown=65534:65534 data /var/lib/supermq
 # MQTT over WebSocket on as well as TCP: browsers are among the clients of a container.
 ENV SUPERMQ_MQTT_WS=0.0.0.0:8083
 
-# Persistent state, for the releases that keep any (the broker writes nothing yet).
+# The store ([storage], README "Persistence"): persistent sessions, their queued messages and
+# retained messages, in /var/lib/supermq/supermq.redb, acknowledged to publishers once on disk.
+# A volume, so that it outlives the container: mount a named volume there
+# (`-v supermq-data:/var/lib/supermq`) to keep it across `docker rm`; SUPERMQ_STORAGE_DIR=""
+# runs in memory only.
+ENV SUPERMQ_STORAGE_DIR=/var/lib/supermq
 VOLUME /var/lib/supermq
 
 # 1883 MQTT, 8883 MQTT over TLS, 8083/8084 MQTT over WebSocket / secure WebSocket,

@@ -12,7 +12,8 @@ Usage: ./docker.sh [COMMAND] [OPTIONS]
 Commands:
   run       (the default) build the image if it does not exist yet, then start a standalone
             node in the background as container "supermq", replacing one of that name;
-            MQTT on host port 1883, MQTT over WebSocket on 8083 (path /mqtt)
+            MQTT on host port 1883, MQTT over WebSocket on 8083 (path /mqtt); its store
+            (sessions, retained messages) on the volume NAME-data, kept when it is replaced
   build     build the static binary and the image supermq:latest, and nothing else
   stop      stop and remove the standalone container
   logs      follow the standalone container's log
@@ -104,9 +105,13 @@ run() {
     for variable in $(env | sed -n 's/^\(SUPERMQ_[A-Z0-9_]*\)=.*/\1/p'); do
         set -- "$@" -e "$variable"
     done
+    # The store on a named volume of the container's name: replacing the container (as this
+    # command does) keeps the sessions and retained messages.
     docker run -d --name "$name" --restart unless-stopped \
+        -v "$name-data:/var/lib/supermq" \
         -p "$mqtt_port:1883" -p "$ws_port:8083" "$@" "$image" >/dev/null
     echo "supermq runs as container $name: MQTT on localhost:$mqtt_port, WebSocket on ws://localhost:$ws_port/mqtt"
+    echo "store: volume $name-data (docker volume rm $name-data to start afresh)"
     echo "log: docker logs -f $name    stop: ./docker.sh stop"
 }
 

@@ -3,7 +3,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use supermq::protocol::{Packet, ProtocolVersion, QoS};
@@ -111,22 +111,7 @@ impl Node {
         let conf = dir.join(format!("{}.conf", spec.name));
         std::fs::write(&conf, spec.config()).expect("write config");
         let log = dir.join(format!("{}.log", spec.name));
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("log file");
-        let err = out.try_clone().expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_supermq"))
-            .arg("-c")
-            .arg(&conf)
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("spawn supermq");
+        let child = super::process::spawn(&conf, &log);
         let mut node = Node {
             spec,
             child: Some(child),

@@ -33,6 +33,7 @@ use supermq::server::Server;
 use supermq::transport::Kind;
 
 pub mod cluster;
+pub mod process;
 
 /// How long a test waits for something it expects.
 pub const WAIT: Duration = Duration::from_secs(5);

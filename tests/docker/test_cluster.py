@@ -324,6 +324,34 @@ def test_node_loss_and_rejoin(cluster):
     survivor.assert_delivered_to(steady2, "node loss, subscriber on a node that stayed up")
 
 
+def test_persistent_session_survives_docker_kill(cluster):
+    """Each node keeps its store on a volume of its own (the image's [storage] dir, a named
+    volume per node in the compose file): QoS 1 messages acknowledged to the publisher while a
+    persistent session's client was away survive `docker kill` (SIGKILL) and `docker start` of
+    its node, and all reach the client when it resumes the session there."""
+    node = "node2"
+    topic = "persist/docker"
+    sub = connect(cluster, node, client_id="docker-persist", version=V311, clean=False)
+    assert sub.subscribe(topic, qos=1) == [1]
+    sub.disconnect()
+    payloads = [f"kept {i}".encode() for i in range(100)]
+    with connect(cluster, node, client_id="docker-persist-pub") as pub:
+        for payload in payloads:
+            pub.publish(topic, payload, qos=1)
+
+    cluster.docker("kill", node)
+    cluster.docker("start", node)
+    cluster.wait_healthy(node)
+    assert cluster.log(node).count("store loaded") == 2, "one store load per start"
+
+    with MqttClient(Endpoint(HOST, cluster.ports[node]), client_id="docker-persist", version=V311,
+                    clean_session=False) as back:
+        connack = back.connect(clean_start=False)
+        assert connack.session_present, "the session did not survive docker kill"
+        got = [m.payload for m in back.collect(len(payloads), timeout=30)]
+    assert got == payloads
+
+
 def test_partition_heals_and_interest_resyncs(cluster):
     sub2, sub3 = subscribers_on_two_and_three(cluster, "part")
     # Acknowledged QoS 1 traffic through the partition to a node on each side of it: every
