@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Compare supermq with mosquitto, nats-server's MQTT listener and rumqttd on this machine.
 
-    bench/compare.py [--rounds N] [--out FILE | --stdout] [--quick]
+    bench/compare.py [--rounds N] [--out FILE | --stdout] [--quick] [--persistence]
 
 Builds supermq (cargo build --release --locked, honouring CARGO_TARGET_DIR), installs the
 peers when missing (mosquitto and nats-server from apt, rumqttd with cargo install into
@@ -15,16 +15,31 @@ messages and the CPU used by the load generator and by the broker. A broker that
 scenario (refused, connection reset, timed out) is shown as n/a with the reason; the run goes
 on.
 
-Environment (the flags above override ROUNDS, OUT and QUICK):
+--persistence compares persistence instead: QoS 1 to persistent subscriber sessions (`supermq
+bench --persistent`) against supermq with its storage in memory (`supermq`), on disk with each
+durability (`supermq-immediate`, `supermq-batched`: [storage] dir in the broker's temporary
+directory), mosquitto with `persistence true` (`mosquitto-persist`; it writes its database only
+on autosave and at shutdown, so during a run everything it holds is in memory) and nats-server,
+whose MQTT QoS 1 always goes through a JetStream file store. The table's ratios are then
+supermq-immediate and supermq-batched to nats, and supermq-immediate to supermq in memory.
+
+Environment (the flags above override ROUNDS, OUT, QUICK and PERSISTENCE):
   ROUNDS=3               rounds (medians over them)
-  BROKERS="supermq mosquitto nats rumqttd"   which brokers, in this order in the table
+  BROKERS="supermq mosquitto nats rumqttd"   which brokers, in this order in the table, of
+                         those and supermq-immediate supermq-batched mosquitto-persist (with
+                         PERSISTENCE=1, the default is "supermq supermq-immediate
+                         supermq-batched mosquitto-persist nats")
   SCENARIOS="q0 q1"      run only these scenarios, of: q0 q1 q2 fanin100 fanin1000
-                         fanout100 latency conns (see SCENARIOS below)
+                         fanout100 latency conns, and the persistent pq1 pfanin100 (the
+                         default with PERSISTENCE=1; see scenario_list below)
+  PERSISTENCE=1          the persistence comparison (--persistence)
+  SUPERMQ_BIN=PATH       measure this supermq binary instead of building one
   PEERS_DIR=target/peers where rumqttd is installed (bin/rumqttd), relative to the repository
   CARGO_TARGET_DIR       where supermq is built (default target)
   BENCH_TIMEOUT=150      seconds before one bench run is abandoned (counted as n/a)
-  OUT=FILE               the Markdown table (default bench/results/results-DATE.md, a
-                         git-ignored folder; the raw runs go beside it as .jsonl); OUT=- : stdout
+  OUT=FILE               the Markdown table (default bench/results/results-DATE.md, or
+                         persistence-DATE.md, in a git-ignored folder; the raw runs go beside
+                         it as .jsonl); OUT=- : stdout
   QUIET_BUDGET=240       seconds the run may spend, in all, waiting for the machine to be
                          quiet (at most QUIET_CORES=0.3 cores busy) before each scenario
   QUICK=1                a smoke run: a tenth of the messages, 1000 connections, 1 round
@@ -54,7 +69,20 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BROKER_NAMES = ("supermq", "mosquitto", "nats", "rumqttd")
+# Every broker a column can be (BROKERS names them), and the server it runs.
+BROKER_KINDS = {
+    "supermq": "supermq",
+    "mosquitto": "mosquitto",
+    "nats": "nats",
+    "rumqttd": "rumqttd",
+    # With storage on disk, for --persistence.
+    "supermq-immediate": "supermq",
+    "supermq-batched": "supermq",
+    "mosquitto-persist": "mosquitto",
+}
+DEFAULT_BROKERS = ("supermq", "mosquitto", "nats", "rumqttd")
+PERSISTENCE_BROKERS = ("supermq", "supermq-immediate", "supermq-batched", "mosquitto-persist",
+                       "nats")
 TICK = os.sysconf("SC_CLK_TCK")  # the unit of /proc/stat and /proc/PID/stat CPU times
 
 
@@ -83,15 +111,17 @@ def settings():
     parser.add_argument("--out", metavar="FILE", help="as OUT=FILE")
     parser.add_argument("--stdout", action="store_true", help="the table on stdout (OUT=-)")
     parser.add_argument("--quick", action="store_true", help="as QUICK=1")
+    parser.add_argument("--persistence", action="store_true", help="as PERSISTENCE=1")
     args = parser.parse_args()
 
     s = argparse.Namespace()
     # The command as given, with the settings that came from the environment, for the report.
     given = [f"{var}={shlex.quote(env[var])}" for var in (
-        "CARGO_TARGET_DIR", "PEERS_DIR", "ROUNDS", "BROKERS", "SCENARIOS", "QUIET_BUDGET",
-        "QUIET_CORES", "QUICK", "BENCH_TIMEOUT") if var in env]
+        "CARGO_TARGET_DIR", "PEERS_DIR", "SUPERMQ_BIN", "ROUNDS", "BROKERS", "SCENARIOS",
+        "QUIET_BUDGET", "QUIET_CORES", "QUICK", "PERSISTENCE", "BENCH_TIMEOUT") if var in env]
     s.command_line = " ".join(given + ["bench/compare.py"] + [shlex.quote(a) for a in sys.argv[1:]])
     s.quick = args.quick or env.get("QUICK", "0") == "1"
+    s.persistence = args.persistence or env.get("PERSISTENCE", "0") == "1"
     rounds = args.rounds if args.rounds is not None else env.get("ROUNDS") or None
     try:
         s.rounds = int(rounds) if rounds is not None else (1 if s.quick else 3)
@@ -99,12 +129,16 @@ def settings():
         s.rounds = 0
     if s.rounds < 1:
         sys.exit("compare.py: ROUNDS must be a positive number")
-    s.brokers = env.get("BROKERS", " ".join(BROKER_NAMES)).split()
+    default_brokers = PERSISTENCE_BROKERS if s.persistence else DEFAULT_BROKERS
+    s.brokers = env.get("BROKERS", " ".join(default_brokers)).split()
     for broker in s.brokers:
-        if broker not in BROKER_NAMES:
-            sys.exit(f"compare.py: unknown broker {broker} (of: {' '.join(BROKER_NAMES)})")
-    s.scenarios = env.get("SCENARIOS", "").split()
+        if broker not in BROKER_KINDS:
+            sys.exit(f"compare.py: unknown broker {broker} (of: {' '.join(BROKER_KINDS)})")
     known = [sid for sid, _, _, _ in scenario_list(False)]
+    # By default, the persistent scenarios with --persistence and the others without.
+    s.scenarios = env.get("SCENARIOS", "").split() or [
+        sid for sid, _, _, args in scenario_list(False)
+        if ("--persistent" in args) == s.persistence]
     for sid in s.scenarios:
         if sid not in known:
             sys.exit(f"compare.py: unknown scenario {sid} (of: {' '.join(known)})")
@@ -114,10 +148,12 @@ def settings():
     s.keep_work = env.get("KEEP_WORK", "0") == "1"
     s.stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     s.out = "-" if args.stdout else args.out or env.get("OUT") or os.path.join(
-        ROOT, "bench", "results", f"results-{s.stamp}.md")
+        ROOT, "bench", "results",
+        f"{'persistence' if s.persistence else 'results'}-{s.stamp}.md")
     absolute = lambda path: path if os.path.isabs(path) else os.path.join(ROOT, path)
     s.peers_dir = absolute(env.get("PEERS_DIR") or "target/peers")
     s.target_dir = absolute(env.get("CARGO_TARGET_DIR") or "target")
+    s.supermq_bin = env.get("SUPERMQ_BIN") and absolute(env["SUPERMQ_BIN"])
     return s
 
 
@@ -146,6 +182,13 @@ def scenario_list(quick):
          ["--pubs", "1", "--subs", "1", "--rate", "5000", "-n", n(25000), "-q", "1"]),
         ("conns", f"idle connections ({conns}), memory per connection", ["bytes_per_conn"],
          ["conns", "-n", str(conns), "--keep-alive", "300"]),
+        # The subscriber keeps its session (MQTT 3.1.1 clean session 0, the only version
+        # nats-server's MQTT speaks), so a broker with persistence stores what it queues for it.
+        ("pq1", "1→1 QoS1, persistent subscriber", ["recv_rate"],
+         one_to_one + [n(200000), "-q", "1", "--persistent"]),
+        ("pfanin100", "fan-in 100→1 QoS1, persistent subscriber", ["recv_rate"],
+         ["--pubs", "100", "--subs", "1", "-n", n(2000), "-q", "1", "--shared-topic",
+          "--persistent"]),
     ]
 
 
@@ -154,13 +197,17 @@ def scenario_list(quick):
 
 
 def build_supermq(s, work):
-    say(f"building supermq (cargo build --release --locked, target {s.target_dir})")
-    built = subprocess.run(["cargo", "build", "--release", "--locked"], cwd=ROOT,
-                           env=dict(os.environ, CARGO_TARGET_DIR=s.target_dir),
-                           stdout=sys.stderr)
-    binary = os.path.join(s.target_dir, "release", "supermq")
-    if built.returncode != 0:
-        die("cargo build failed")
+    if s.supermq_bin:
+        binary = s.supermq_bin
+        say(f"measuring {binary} (SUPERMQ_BIN: not built here)")
+    else:
+        say(f"building supermq (cargo build --release --locked, target {s.target_dir})")
+        built = subprocess.run(["cargo", "build", "--release", "--locked"], cwd=ROOT,
+                               env=dict(os.environ, CARGO_TARGET_DIR=s.target_dir),
+                               stdout=sys.stderr)
+        binary = os.path.join(s.target_dir, "release", "supermq")
+        if built.returncode != 0:
+            die("cargo build failed")
     if not os.access(binary, os.X_OK):
         die(f"no {binary} after the build")
     # A private copy: a rebuild in the same target directory during the run changes nothing here.
@@ -195,12 +242,13 @@ def find_program(name):
 def install_peers(s):
     """The peers' executables (a path that may not exist when the install failed)."""
     paths = {}
-    for broker, program in (("mosquitto", "mosquitto"), ("nats", "nats-server")):
-        if broker in s.brokers and not os.access(find_program(program), os.X_OK):
+    for kind, program in (("mosquitto", "mosquitto"), ("nats", "nats-server")):
+        wanted = any(BROKER_KINDS[broker] == kind for broker in s.brokers)
+        if wanted and not os.access(find_program(program), os.X_OK):
             say(f"installing {program} (apt)")
             if not apt_install(program):
                 say(f"{program} could not be installed: its column will be n/a")
-        paths[broker] = find_program(program)
+        paths[kind] = find_program(program)
     paths["rumqttd"] = os.path.join(s.peers_dir, "bin", "rumqttd")
     if "rumqttd" in s.brokers and not os.access(paths["rumqttd"], os.X_OK):
         say(f"installing rumqttd 0.20 into {s.peers_dir} (cargo install, a few minutes, once)")
@@ -260,9 +308,13 @@ def rumqttd_config(generated, v4, v5, prometheus, ws):
 class Broker:
     def __init__(self, name, program, work):
         self.name, self.program = name, program
+        self.kind = BROKER_KINDS[name]  # the server: supermq, mosquitto, nats or rumqttd
         self.dir = os.path.join(work, name)
+        self.data = os.path.join(self.dir, "data")  # where a broker with persistence writes
+        self.build = "release build"  # how supermq was built, for the report
         self.port = None  # the MQTT port, picked once
         self.proc = None  # the running process, or None when it cannot run
+        self.failure = None  # why the last start failed: the last line of its log
         os.makedirs(self.dir, exist_ok=True)
 
     def configure(self):
@@ -271,11 +323,25 @@ class Broker:
             return
         port = free_port()
         path = os.path.join(self.dir, f"{self.name}.conf")
-        if self.name == "supermq":
-            text = f'[mqtt]\ntcp = "127.0.0.1:{port}"\n\n[log]\nlevel = "warn"\n'
-        elif self.name == "mosquitto":
+        if self.kind == "supermq":
+            # The HTTP listener stays on, as by default, but on a port of its own: its default
+            # one would clash between the supermq columns of --persistence (and with any other
+            # supermq on the machine).
+            text = (f'[mqtt]\ntcp = "127.0.0.1:{port}"\n\n'
+                    f'[http]\nlisten = "127.0.0.1:{free_port()}"\n\n'
+                    '[log]\nlevel = "warn"\n')
+            durability = self.name.partition("-")[2]
+            if durability:
+                text += f'\n[storage]\ndir = "{self.data}"\ndurability = "{durability}"\n'
+            if durability == "batched":
+                text += "flush_ms = 10\n"
+        elif self.kind == "mosquitto":
             text = f"listener {port} 127.0.0.1\nallow_anonymous true\n"
-        elif self.name == "nats":
+            if self.name == "mosquitto-persist":
+                os.makedirs(self.data, exist_ok=True)
+                # The location is a prefix: the trailing slash makes it a directory.
+                text += f"persistence true\npersistence_location {self.data}/\n"
+        elif self.kind == "nats":
             store = os.path.join(self.dir, "jetstream")
             os.makedirs(store, exist_ok=True)
             text = (f"server_name: supermq_compare\n"
@@ -292,7 +358,7 @@ class Broker:
         self.config, self.port = path, port
 
     def command(self):
-        if self.name == "rumqttd":
+        if self.kind == "rumqttd":
             return [self.program, "-q", "-c", self.config]
         return [self.program, "-c", self.config]
 
@@ -307,7 +373,7 @@ class Broker:
             say(f"{self.name}: no configuration ({error})")
             return False
         env = dict(os.environ)
-        if self.name == "supermq":
+        if self.kind == "supermq":
             # The default configuration apart from the listener and the log level: no
             # SUPERMQ_* variable from the caller's environment.
             env = {k: v for k, v in env.items() if not k.startswith("SUPERMQ_")}
@@ -325,7 +391,9 @@ class Broker:
             except OSError:
                 time.sleep(0.1)
         say(f"{self.name} did not start listening on 127.0.0.1:{self.port}; log:")
-        print("".join(self.log_lines()[-5:]), end="", file=sys.stderr)
+        lines = self.log_lines()
+        print("".join(lines[-5:]), end="", file=sys.stderr)
+        self.failure = lines[-1].strip() if lines else None
         stop(proc)
         return False
 
@@ -356,13 +424,36 @@ class Broker:
                 return "not installed"
             return ((done.stdout + done.stderr).strip().splitlines() or ["?"])[0]
 
-        if self.name == "supermq":
+        if self.kind == "supermq":
             commit = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"],
                                     capture_output=True, text=True).stdout.strip() or "unknown"
-            return f"{first_line(self.program, '--version')} (commit {commit}, release build)"
-        if self.name == "mosquitto":
+            return f"{first_line(self.program, '--version')} (commit {commit}, {self.build})"
+        if self.kind == "mosquitto":
             return first_line(self.program, "-h")
         return first_line(self.program, "--version")
+
+
+    def storage(self):
+        """What this broker keeps on disk, and when it writes it there."""
+        if self.name == "supermq":
+            return ('in memory (no [storage] section: dir = "", the default); persistent '
+                    "sessions and their messages do not outlive the process")
+        if self.kind == "supermq":
+            mode = self.name.partition("-")[2]
+            when = {
+                "immediate": "QoS 1/2 acknowledged once the write is on disk (group commit)",
+                "batched": "QoS 1/2 acknowledged at once, written within flush_ms = 10",
+            }[mode]
+            return f'[storage] dir = "{self.data}", durability = "{mode}": {when}'
+        if self.name == "mosquitto-persist":
+            return (f"persistence true, persistence_location {self.data}/: mosquitto writes its "
+                    "database only on autosave (autosave_interval, 1800 s by default) and at "
+                    "shutdown, so during a run its sessions and messages are in memory only")
+        if self.kind == "nats":
+            return (f"JetStream file store in {self.dir}/jetstream: every MQTT QoS 1 message "
+                    "goes through a JetStream stream, written before the PUBACK; nats-server "
+                    "leaves the fsync to its periodic sync (not per message)")
+        return "in memory (no persistence configured)"
 
 
 STARTED = []  # every process this script started, stopped on exit
@@ -457,7 +548,7 @@ def run_one(s, supermq, broker, scenario, round_no, raw_dir, nofile, conns_neede
     note, rc, result, other_cpu, timed_out = None, None, None, None, False
     stderr_text = ""
     if not broker.alive():
-        note = "broker did not start"
+        note = "broker did not start" + (f": {broker.failure}" if broker.failure else "")
     elif is_conns and nofile < conns_needed:
         note = f"open-files limit {nofile} < {conns_needed}"
     else:
@@ -489,7 +580,7 @@ def run_one(s, supermq, broker, scenario, round_no, raw_dir, nofile, conns_neede
         with open(err_path, encoding="utf-8", errors="replace") as f:
             stderr_text = f.read()
     qos2 = "-q" in args and args[args.index("-q") + 1] == "2"
-    if (note is None and rc != 0 and broker.name == "nats" and qos2
+    if (note is None and rc != 0 and broker.kind == "nats" and qos2
             and any("QoS=2 not supported" in line for line in broker.log_lines())):
         note = ("no QoS 2 in nats-server's MQTT: it resets the connection "
                 "(log: publish QoS=2 not supported)")
@@ -572,9 +663,29 @@ def fmt_ratio(value):
     return f"{fmt_cpu_s(value)}×"
 
 
+def ratio_columns(brokers):
+    """The ratio columns of the main table, as (heading, ours, theirs), theirs None meaning
+    the best peer; only those whose brokers are in the run."""
+    peers = [b for b in brokers if BROKER_KINDS[b] != "supermq"]
+    wanted = [
+        ("supermq ÷ best peer", "supermq", None),
+        ("supermq ÷ mosquitto", "supermq", "mosquitto"),
+        # The persistence comparison: each durability against NATS's JetStream, and what
+        # writing to disk costs against supermq in memory.
+        ("immediate ÷ nats", "supermq-immediate", "nats"),
+        ("batched ÷ nats", "supermq-batched", "nats"),
+        ("immediate ÷ memory", "supermq-immediate", "supermq"),
+    ]
+    if "supermq-immediate" in brokers or "supermq-batched" in brokers:
+        wanted = wanted[2:]
+    return [(heading, ours, theirs) for heading, ours, theirs in wanted
+            if ours in brokers and (theirs in brokers if theirs else peers)]
+
+
 def table(runs, scenarios, brokers, header):
     rounds = max((r["round"] for r in runs), default=0)
-    peers = [b for b in brokers if b != "supermq"]
+    peers = [b for b in brokers if BROKER_KINDS[b] != "supermq"]
+    ratios = ratio_columns(brokers)
     notes = []  # footnotes: why a cell is n/a
 
     def note(text):
@@ -610,16 +721,11 @@ def table(runs, scenarios, brokers, header):
         f"Median of {rounds} interleaved round(s). Throughput: delivered msg/s (higher is "
         "better), and in brackets the broker's CPU per delivery in s/M: its CPU seconds per "
         "million delivered messages (broker cores × busy seconds ÷ delivered × 10⁶; lower is "
-        "better). Latency and memory: lower is better. Ratios are oriented so that ≥ 1.00× "
-        "means supermq is better: supermq ÷ peer for throughput, peer ÷ supermq for latency "
-        "and memory."
+        "better). Latency and memory: lower is better. A ratio A ÷ B is oriented so that "
+        "≥ 1.00× means A is better: A ÷ B for throughput, B ÷ A for latency and memory."
     )
     out.append("")
-    cols = ["scenario"] + brokers
-    if "supermq" in brokers and peers:
-        cols.append("supermq ÷ best peer")
-    if "supermq" in brokers and "mosquitto" in brokers:
-        cols.append("supermq ÷ mosquitto")
+    cols = ["scenario"] + brokers + [heading for heading, _, _ in ratios]
     out.append("| " + " | ".join(cols) + " |")
     out.append("|" + "|".join(["---"] + ["---:"] * (len(cols) - 1)) + "|")
     for sid, label, metrics, _ in scenarios:
@@ -641,17 +747,18 @@ def table(runs, scenarios, brokers, header):
                     if cpu is not None:
                         text += f" ({fmt_cpu_s(cpu)} s/M)"
                 row.append(text)
-            if "supermq ÷ best peer" in cols:
+            for _, ours, theirs in ratios:
+                if theirs is not None:
+                    row.append(fmt_ratio(ratio(metric, values[ours], values[theirs])))
+                    continue
                 peer_values = [values[p] for p in peers if values[p] is not None]
                 if peer_values:
                     best = min(peer_values) if metric in LOWER_IS_BETTER else max(peer_values)
                     best_peer = [p for p in peers if values[p] == best][0]
-                    r = ratio(metric, values["supermq"], best)
+                    r = ratio(metric, values[ours], best)
                     row.append(f"{fmt_ratio(r)} ({best_peer})" if r is not None else "n/a")
                 else:
                     row.append("n/a")
-            if "supermq ÷ mosquitto" in cols:
-                row.append(fmt_ratio(ratio(metric, values["supermq"], values["mosquitto"])))
             out.append("| " + " | ".join(row) + " |")
     out.append("")
 
@@ -743,6 +850,36 @@ def table(runs, scenarios, brokers, header):
     return "\n".join(out) + "\n"
 
 
+def filesystem(path):
+    """The filesystem `path` is on, from /proc/mounts: "ext4 (/dev/vda on /)"."""
+    best = ("", "?", "?")
+    with open("/proc/mounts", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            device, mount, kind = line.split()[:3]
+            inside = path == mount or path.startswith(mount.rstrip("/") + "/")
+            if inside and len(mount) >= len(best[0]):
+                best = (mount, device, kind)
+    return f"{best[2]} ({best[1]} on {best[0]})"
+
+
+def fsync_probe(directory):
+    """How long one small write and fsync takes here: what a durable acknowledgement waits
+    for at least."""
+    path = os.path.join(directory, "fsync-probe")
+    times = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for _ in range(50):
+            start = time.perf_counter()
+            os.write(fd, b"x" * 4096)
+            os.fsync(fd)
+            times.append(time.perf_counter() - start)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return f"4 KiB write + fsync: median {statistics.median(times) * 1e3:.2f} ms of 50"
+
+
 def header(s, scenarios, brokers, seconds, quiet, load_before, load_after):
     model = "?"
     with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
@@ -762,6 +899,10 @@ def header(s, scenarios, brokers, seconds, quiet, load_before, load_after):
         f"Load average before / after: {load_before} / {load_after}  ",
     ]
     lines += [f"- {broker.name}: {broker.version()}" for broker in brokers]
+    if s.persistence:
+        lines += ["", f"Storage (on {filesystem(os.path.dirname(brokers[0].dir))}; "
+                  f"{fsync_probe(brokers[0].dir)}):", ""]
+        lines += [f"- {broker.name}: {broker.storage()}" for broker in brokers]
     lines += ["", "Scenarios (`supermq bench` arguments; 64-byte payloads):", ""]
     lines += [f"- {label}: `supermq bench {' '.join(args)}`" for _, label, _, args in scenarios]
     return "\n".join(lines) + "\n"
@@ -818,12 +959,16 @@ def compare(s, scenarios, conns, work, raw_dir):
     except (ValueError, OSError):
         pass
     nofile = float("inf") if soft == resource.RLIM_INFINITY else soft
-    if nofile < conns + 200:
+    if nofile < conns + 200 and any(sc[0] == "conns" for sc in scenarios):
         say(f"open-files limit is {nofile}: the {conns}-connection scenario will fail "
             "(raise ulimit -n)")
 
-    brokers = [Broker(name, programs[name], work) for name in s.brokers]
+    brokers = [Broker(name, programs[BROKER_KINDS[name]], work) for name in s.brokers]
     for broker in brokers:
+        if s.supermq_bin and broker.kind == "supermq":
+            broker.build = f"SUPERMQ_BIN={s.supermq_bin}"
+        if s.persistence:
+            say(f"{broker.name}: {broker.storage()}")
         if broker.start():
             say(f"{broker.name}: pid {broker.proc.pid}, 127.0.0.1:{broker.port} — "
                 f"{broker.version()}")

@@ -4,7 +4,7 @@
 mod common;
 mod tools_common;
 
-use common::{TestBroker, config, config_with};
+use common::{TestBroker, config, config_with, wait_until};
 use supermq::config::Config;
 use tools_common::{Json, run};
 
@@ -269,4 +269,41 @@ async fn isolation_compares_subscribers_alone_and_beside_a_slow_one() {
         refused.stderr.contains("--isolation needs -q 1 or 2"),
         "{refused:#?}"
     );
+}
+
+/// `--persistent` subscribers keep their sessions: after the run their connections are gone
+/// and their sessions, with the run's subscription, are still in the broker (3.1.1: clean
+/// session 0, kept for ever by default; MQTT 5: clean start, expiry 3600 s). Without the
+/// flag, nothing stays; the publishers' sessions never do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_subscribers_keep_their_sessions() {
+    let broker = TestBroker::start(roomy()).await;
+    let json = bench(&broker, &["-q", "1", "-n", "500", "--subs", "2"]).await;
+    assert_lossless(&json, 500, 1000);
+    assert_eq!(json.raw("persistent"), "false");
+    wait_until("the clean sessions are gone", || {
+        broker.broker.client_list().is_empty()
+    })
+    .await;
+
+    for (version, clean_start, expiry) in [("311", false, u32::MAX), ("5", true, 3600)] {
+        // A broker per version, so the sessions left are this run's.
+        let broker = TestBroker::start(roomy()).await;
+        let args = ["-q", "1", "-n", "500", "--subs", "2", "-V", version];
+        let json = bench(&broker, &[&args[..], &["--persistent"]].concat()).await;
+        assert_lossless(&json, 500, 1000);
+        assert_eq!(json.raw("persistent"), "true");
+        assert!(json.raw("scenario").ends_with(" persistent\""), "{json:?}");
+        wait_until("only the subscribers' sessions are left, offline", || {
+            let sessions = broker.broker.client_list();
+            sessions.len() == 2 && sessions.iter().all(|session| !session.connected)
+        })
+        .await;
+        for session in broker.broker.client_list() {
+            assert!(session.clientid.contains("-s"), "{session:?}");
+            assert_eq!(session.clean_start, clean_start, "{version}: {session:?}");
+            assert_eq!(session.session_expiry, expiry, "{version}: {session:?}");
+            assert_eq!(session.subscriptions, 1, "{session:?}");
+        }
+    }
 }

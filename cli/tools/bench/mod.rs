@@ -93,6 +93,13 @@ pub struct BenchArgs {
     /// All publishers send to PREFIX itself.
     #[arg(long)]
     shared_topic: bool,
+    /// Subscribers keep their session after they disconnect, so a broker with persistence
+    /// stores what it queues for them: MQTT 3.1.1 clean session 0; MQTT 5 clean start with a
+    /// Session Expiry Interval of 3600 s. Client ids are new each run, so a run never resumes
+    /// an earlier one's session; the sessions stay in the broker after the run (a 3.1.1 one
+    /// until the broker expires or drops it).
+    #[arg(long)]
+    persistent: bool,
     /// Subscribers join this consumer group: each message goes to one of them.
     #[arg(long, value_name = "NAME")]
     group: Option<String>,
@@ -307,6 +314,7 @@ fn request(args: &BenchArgs, preset: Option<Preset>, qos: QoS) -> Result<Request
         sub_qos: args.sub_qos,
         topic: args.topic.clone(),
         shared_topic: args.shared_topic,
+        persistent: args.persistent,
         group: args.group.clone().map(|name| (name, args.group_syntax)),
         inflight: args.inflight,
         rate: args.rate,

@@ -7,7 +7,7 @@
 //! | key | meaning |
 //! |-----|---------|
 //! | `scenario`, `preset`, `version`, `transport` | what ran |
-//! | `qos`, `sub_qos`, `size`, `publishers`, `subscribers`, `messages` (per publisher), `group`, `shared_topic`, `inflight`, `rate_limit` (msg/s or null) | its shape |
+//! | `qos`, `sub_qos`, `size`, `publishers`, `subscribers`, `messages` (per publisher), `group`, `shared_topic`, `persistent` (subscribers keep their sessions), `inflight`, `rate_limit` (msg/s or null) | its shape |
 //! | `sent`, `acked` | publications written, and confirmed (PUBACK/PUBCOMP; QoS 0: the final PINGRESP) |
 //! | `expected`, `received`, `unique`, `lost`, `dup`, `ooo`, `foreign` | deliveries: wanted, arrived (duplicates included), distinct, missing, duplicated, out of order, not from this run |
 //! | `pub_secs`, `pub_rate` | from the start to the last publisher's final confirmation; sent / pub_secs |
@@ -57,6 +57,7 @@ fn fields(scenario: &Scenario, outcome: &Outcome) -> JsonLine {
             scenario.group.as_ref().map(|(_, name)| name.as_str()),
         )
         .boolean("shared_topic", scenario.shared_topic)
+        .boolean("persistent", scenario.persistent)
         .integer("inflight", scenario.inflight as u64)
         .optional_number("rate_limit", scenario.rate, 1)
         .integer("sent", outcome.sent)
@@ -196,13 +197,18 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 /// The table of a run, for people.
 pub fn table(scenario: &Scenario, outcome: &Outcome) -> String {
     let mut out = String::new();
+    let kept = if scenario.persistent {
+        ", persistent sessions"
+    } else {
+        ""
+    };
     let subscribers = match &scenario.group {
         Some((_, name)) => format!(
-            "{} subscriber(s) in group \"{name}\", QoS {}",
+            "{} subscriber(s) in group \"{name}\", QoS {}{kept}",
             scenario.subscribers, scenario.sub_qos as u8
         ),
         None => format!(
-            "{} subscriber(s), QoS {}",
+            "{} subscriber(s), QoS {}{kept}",
             scenario.subscribers, scenario.sub_qos as u8
         ),
     };

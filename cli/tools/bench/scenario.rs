@@ -13,6 +13,9 @@ use crate::client::{ConnectOptions, Endpoint};
 use crate::tools::ToolError;
 use crate::tools::args::AuthArgs;
 
+/// The Session Expiry Interval of `--persistent` MQTT 5 subscribers: longer than any run.
+const PERSISTENT_EXPIRY_SECS: u32 = 3600;
+
 /// The most memory the subscribers' sequence bitmaps may take together.
 const MAX_BITMAP_BYTES: u64 = 2 << 30;
 
@@ -89,6 +92,8 @@ pub struct Request {
     pub sub_qos: Option<QoS>,
     pub topic: Option<String>,
     pub shared_topic: bool,
+    /// Subscribers keep their sessions (`--persistent`).
+    pub persistent: bool,
     pub group: Option<(String, GroupSyntax)>,
     pub inflight: usize,
     pub rate: Option<f64>,
@@ -119,6 +124,8 @@ pub struct Scenario {
     /// Publishers send to `{topic}/{index}`, or all to `{topic}` with a shared topic.
     pub topic: String,
     pub shared_topic: bool,
+    /// Subscribers keep their sessions: see [`Scenario::keep_session`].
+    pub persistent: bool,
     /// The consumer group, as the filter prefix (`$share/NAME`), and its name.
     pub group: Option<(String, String)>,
     pub inflight: usize,
@@ -225,6 +232,9 @@ impl Scenario {
             if group.is_some() {
                 name.push_str(" group");
             }
+            if request.persistent {
+                name.push_str(" persistent");
+            }
             if request.slow_ack.is_some() {
                 name.push_str(" isolation");
             }
@@ -241,6 +251,7 @@ impl Scenario {
             sub_qos,
             topic,
             shared_topic: request.shared_topic,
+            persistent: request.persistent,
             group,
             inflight: request.inflight,
             rate: request.rate,
@@ -323,6 +334,7 @@ impl Scenario {
 
     /// The CONNECT of one bench client (`role` is `p` or `s`). Keep alive is long (300 s) so an
     /// idle subscriber needs no pings during a run, but not 0: some brokers (rumqttd) refuse 0.
+    /// Subscribers keep their session if the run asks for it; publishers never do.
     pub fn connect_options(&self, role: char, index: usize) -> ConnectOptions {
         let mut options = ConnectOptions::new(
             self.version,
@@ -330,7 +342,26 @@ impl Scenario {
         );
         options.keep_alive = 300;
         self.auth.apply(&mut options);
+        if role == 's' {
+            self.keep_session(&mut options);
+        }
         options
+    }
+
+    /// Makes a subscriber's session outlive its connection with `--persistent`, in the terms of
+    /// `options.version`. The client id is new each run, so there is no earlier session to
+    /// resume: MQTT 5 starts clean and asks for an expiry; 3.1.1 has only clean session 0.
+    pub fn keep_session(&self, options: &mut ConnectOptions) {
+        if !self.persistent {
+            return;
+        }
+        if options.version.is_v5() {
+            options.clean_start = true;
+            options.session_expiry = Some(PERSISTENT_EXPIRY_SECS);
+        } else {
+            options.clean_start = false;
+            options.session_expiry = None;
+        }
     }
 
     pub fn version_name(&self) -> &'static str {

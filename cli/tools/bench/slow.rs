@@ -58,6 +58,8 @@ impl SlowSubscriber {
     ) -> Result<SlowSubscriber, ToolError> {
         let mut options = scenario.connect_options('s', 0);
         options.version = ProtocolVersion::V5;
+        // Again, now in MQTT 5's terms.
+        scenario.keep_session(&mut options);
         options.client_id = format!("{}-slow", scenario.client_prefix);
         options.receive_maximum = Some(1);
         let filter = format!("{}/#", scenario.topic);
