@@ -490,7 +490,7 @@ impl<'a> Client<'a> {
                 }
             }
         }
-        let (outcomes, room) = {
+        let (outcomes, room, saved) = {
             let Some(mut session) = self.session() else {
                 return Some(End::Closed(reason::SESSION_TAKEN_OVER));
             };
@@ -498,10 +498,11 @@ impl<'a> Client<'a> {
                 .iter()
                 .map(|&(filter, options)| self.subscribe_one(&mut session, filter, options, id))
                 .collect();
-            if outcomes.iter().any(Result::is_ok) {
+            let saved = outcomes.iter().any(Result::is_ok) && session.is_persisted();
+            if saved {
                 session.save();
             }
-            (outcomes, session.room(&self.broker.bounds))
+            (outcomes, session.room(&self.broker.bounds), saved)
         };
         let mut reasons = Vec::with_capacity(subscribe.filters.len());
         for (filter, options) in &subscribe.filters {
@@ -547,11 +548,24 @@ impl<'a> Client<'a> {
             .map(|(&(filter, options), _)| (filter, options.qos))
             .collect();
         let retained = self.retained_for(&wanted, id, room);
-        self.outbox.send(Packet::SubAck(SubAck {
+        let suback = Packet::SubAck(SubAck {
             packet_id: subscribe.packet_id,
             reasons,
             properties,
-        }));
+        });
+        if saved && let Some(persist) = self.broker.persist.get().filter(|p| p.immediate()) {
+            // The SUBACK (and the retained messages after it) once the subscription is on
+            // disk: a restart must not bring the session back without it.
+            persist.answer(
+                suback,
+                retained,
+                Arc::clone(self.outbox),
+                Arc::clone(&self.session),
+                self.broker.bounds,
+            );
+            return None;
+        }
+        self.outbox.send(suback);
         // Retained messages go after the SUBACK, which is why they are queued only now.
         if !retained.is_empty() {
             if let Some(mut session) = self.session() {
@@ -700,16 +714,27 @@ impl<'a> Client<'a> {
                 reason::NO_SUBSCRIPTION_EXISTED
             });
         }
-        if reasons.contains(&reason::SUCCESS) {
+        let saved = reasons.contains(&reason::SUCCESS) && session.is_persisted();
+        if saved {
             session.save();
         }
         drop(session);
-        self.outbox.send(Packet::UnsubAck(UnsubAck {
+        let unsuback = Packet::UnsubAck(UnsubAck {
             packet_id: unsubscribe.packet_id,
             // 3.1.1 UNSUBACK has no payload.
             reasons: if self.v5() { reasons } else { Vec::new() },
             properties: Properties::default(),
-        }));
+        });
+        match self.broker.persist.get().filter(|p| saved && p.immediate()) {
+            Some(persist) => persist.answer(
+                unsuback,
+                Vec::new(),
+                Arc::clone(self.outbox),
+                Arc::clone(&self.session),
+                self.broker.bounds,
+            ),
+            None => self.outbox.send(unsuback),
+        }
         None
     }
 

@@ -24,10 +24,12 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use crate::protocol::{self, Packet, ProtocolVersion, Publish, QoS, SubscriptionOptions, Will};
 use crate::store::{Durable, Encode, Mode, Store, Table};
 
-use super::flow::{Forward, Waiter};
+use super::flow::{Bounds, Forward, Waiter};
 use super::groups::GroupRef;
 use super::handover::{MovedMessage, MovedSubscription};
 use super::message::{Delivery, Message};
+use super::outbox::Outbox;
+use super::session::SessionHandle;
 use super::version::Version;
 
 /// The first byte of every record: its layout.
@@ -82,6 +84,27 @@ impl Persist {
         }
     }
 
+    /// Sends `answer` (a SUBACK or UNSUBACK) once the session's record written before it is
+    /// on disk, and then queues the retained messages that follow a SUBACK. Sent even if the
+    /// write failed (SUBACK has no way to say "not stored"); the failure is logged and counted
+    /// by the store.
+    pub fn answer(
+        &self,
+        answer: Packet,
+        retained: Vec<Delivery>,
+        outbox: Arc<Outbox>,
+        session: Arc<SessionHandle>,
+        bounds: Bounds,
+    ) {
+        self.store.sync(Box::new(Answer {
+            answer,
+            retained,
+            outbox,
+            session,
+            bounds,
+        }));
+    }
+
     /// Holds a publisher's acknowledgement until what was written for its message is on disk
     /// (`immediate`); a failed write makes it negative ([`super::flow::Waiter`]).
     pub fn hold(&self, forward: Forward) {
@@ -99,6 +122,47 @@ impl Durable for Held {
         } else {
             self.0.fail(crate::protocol::reason::UNSPECIFIED_ERROR);
         }
+    }
+}
+
+/// A SUBACK or UNSUBACK waiting for the session's record ([`Persist::answer`]).
+struct Answer {
+    answer: Packet,
+    retained: Vec<Delivery>,
+    outbox: Arc<Outbox>,
+    session: Arc<SessionHandle>,
+    bounds: Bounds,
+}
+
+impl Durable for Answer {
+    fn done(self: Box<Self>, _stored: bool) {
+        let Answer {
+            answer,
+            retained,
+            outbox,
+            session,
+            bounds,
+        } = *self;
+        outbox.send(answer);
+        if retained.is_empty() {
+            return;
+        }
+        let mut state = session.lock();
+        // The room was reserved when they were looked up; one that no longer fits is dropped
+        // as a full queue drops it.
+        let mut dropped = 0;
+        for delivery in retained {
+            dropped += usize::from(!state.enqueue(delivery, &bounds));
+        }
+        drop(state);
+        if dropped > 0 {
+            tracing::debug!(
+                client_id = session.client_id(),
+                dropped,
+                "retained messages for a new subscription found the queue full"
+            );
+        }
+        outbox.wake();
     }
 }
 

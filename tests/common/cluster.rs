@@ -176,8 +176,24 @@ impl Node {
     }
 
     /// SIGSTOP: the node stops dead, its sockets open, as a hung or paused machine does.
+    /// Returns once the kernel shows it stopped: the signal is asynchronous, and a node busy
+    /// on a CPU could otherwise still answer a request sent right after.
     pub fn freeze(&self) {
         self.signal("-STOP");
+        let pid = self.child.as_ref().expect("node running").id();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // The state follows the command name, which is in parentheses.
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().next());
+            if state == Some("T") || std::time::Instant::now() > deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// SIGCONT: a frozen node runs on.
