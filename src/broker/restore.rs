@@ -26,6 +26,7 @@ use super::handover::{MovedMessage, SessionImage};
 use super::message::Message;
 use super::persist::{self, LoadedSession, Persist, Persisted};
 use super::session::SessionHandle;
+use super::version::LOGICAL_BITS;
 
 /// What a start-up read back, for its log line.
 #[derive(Debug, Default)]
@@ -96,8 +97,17 @@ impl Broker {
             .unwrap_or(0)
             + 1;
         // Retained messages first, read straight into the store's memory (they are on disk).
+        let period = self.retained_store().tombstone_period();
         for (topic, value) in retained {
             match persist::read_retained(&value) {
+                // A clear's tombstone past its period (counted from the clear's clock
+                // reading) is not needed any more.
+                Ok(Some((publish, version)))
+                    if publish.payload.is_empty()
+                        && persist::since(version.hlc >> LOGICAL_BITS) >= period =>
+                {
+                    store.delete(Table::Retained, topic);
+                }
                 Ok(Some((publish, version))) => {
                     let mut message = Message::from_route(publish);
                     message.retain = true;

@@ -108,6 +108,11 @@ impl Retained {
         self.expire_tombstones(Instant::now());
     }
 
+    /// How long a clear's tombstone is kept.
+    pub fn tombstone_period(&self) -> Duration {
+        self.tombstone_period
+    }
+
     /// Stores `message` as its topic's retained message; an empty payload clears it
     /// (MQTT-3.3.1-10, 3.3.1-11), leaving a tombstone if it has a version. A message with a
     /// version is applied only if it is newer than the topic's message or tombstone. When
