@@ -5,15 +5,17 @@
 //! announced to the other nodes), messages in flight first — sent again with DUP and their
 //! packet ids when the client resumes — then the queued ones in order, and the inbound QoS 2
 //! ids. They are taken in through the same door as a session moved from another node
-//! ([`Broker::adopt`]), so they are checked the same way (filters against this node's limits and
+//! ([`Broker::take_in`]), so they are checked the same way (filters against this node's limits and
 //! ACL, messages against its queue bounds). Their clocks run on from when the client left: a
 //! session whose expiry passed while the node was down ends now and a Will whose delay passed
 //! goes out now (the expiry task does both as soon as the node serves); a session whose client
 //! was still connected when the node stopped counts as left at start-up.
 //!
 //! Each restored message is written again under a new key and its old record deleted, so that
-//! keys stay unique without carrying a counter in the file. Records that cannot be read are
-//! logged, counted and deleted; they never stop the start.
+//! keys stay unique without carrying a counter in the file; the store's writer starts only
+//! after the restore, so all of that is one transaction (a crash in the middle of it leaves
+//! the store as it was). Records that cannot be read are logged, counted and deleted; they
+//! never stop the start.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -44,7 +46,7 @@ impl Broker {
     /// The sessions read back from the store whose clients have not connected since, with
     /// when each last connected: a peer that joins is told, so that a newer copy it holds wins
     /// (docs/ARCHITECTURE.md, "Persistence").
-    pub fn restored_sessions(&self) -> Vec<(Arc<str>, u64)> {
+    pub(crate) fn restored_sessions(&self) -> Vec<(Arc<str>, u64)> {
         let handles: Vec<Arc<SessionHandle>> = self.sessions().values().cloned().collect();
         handles
             .into_iter()
@@ -57,7 +59,7 @@ impl Broker {
     }
 
     /// When the client of `client_id`'s session here last connected, if there is one.
-    pub fn session_connected_at(&self, client_id: &str) -> Option<u64> {
+    pub(crate) fn session_connected_at(&self, client_id: &str) -> Option<u64> {
         let handle = self.sessions().get(client_id).cloned()?;
         let connected_at = handle.lock().connected_at();
         Some(connected_at)
@@ -132,7 +134,7 @@ impl Broker {
                 by_session.entry(session).or_default().push((key, value));
             }
         }
-        let flights: HashMap<Vec<u8>, Vec<u8>> = flights.into_iter().collect();
+        let mut flights: HashMap<Vec<u8>, Vec<u8>> = flights.into_iter().collect();
         let mut inbound_ids: HashMap<u64, Vec<u16>> = HashMap::new();
         for (key, _) in &inbound {
             if let Some((session, id)) = persist::split_key(key) {
@@ -147,9 +149,10 @@ impl Broker {
             let mut in_flight = Vec::new();
             let mut queued = Vec::new();
             for (key, value) in records {
+                let flight = flights.remove(&key);
                 let read = persist::read_message(&value).and_then(|mut moved| {
-                    if let Some(flight) = flights.get(&key) {
-                        moved.in_flight = Some(persist::read_flight(flight)?);
+                    if let Some(flight) = flight {
+                        moved.in_flight = Some(persist::read_flight(&flight)?);
                     }
                     Ok(moved)
                 });
@@ -173,11 +176,15 @@ impl Broker {
             }
             restored.sessions += 1;
         }
-        // Records of no session: it ended between their write and its record's delete.
+        // Records of no session (it ended between their write and its record's delete) or
+        // of no message.
         for (key, _) in by_session.into_values().flatten() {
             restored.damaged += 1;
             store.delete(Table::Flights, key.clone());
             store.delete(Table::Messages, key);
+        }
+        for key in flights.into_keys() {
+            store.delete(Table::Flights, key);
         }
         for session in inbound_ids.into_keys() {
             store.delete_prefix(Table::Inbound, session.to_be_bytes().to_vec());
