@@ -33,7 +33,10 @@ pub fn run(database: Database, file: &Path, shared: &Shared, mode: Mode) {
         };
         let failing = failed_at.is_some();
         for op in ops {
-            if failing && batch.bytes() > MAX_FAILING_BYTES && matches!(op, Op::Put(..)) {
+            if failing
+                && batch.bytes() > MAX_FAILING_BYTES
+                && matches!(op, Op::Put(Table::Messages, ..))
+            {
                 shared.figures.dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
