@@ -1,7 +1,8 @@
 //! The server: listeners, broker and shutdown wired together.
 //!
 //! [`Server::bind`] opens every listener the configuration names (so an address in use or a
-//! bad certificate is reported before anything runs); [`Server::run`] accepts connections
+//! bad certificate is reported before anything runs), the MQTT ones after the store has been
+//! read back, so that a client that can connect finds what the store held; [`Server::run`] accepts connections
 //! until told to stop, then shuts down gracefully: stop accepting, tell every client (MQTT 5
 //! clients get DISCONNECT 0x8B), wait a bounded time for connections to close, then let the
 //! cluster's routes send what is queued on them and close, within the same bound.
@@ -84,26 +85,9 @@ impl Server {
             None
         };
 
-        let mut listeners = Vec::new();
-        for (key, kind, addr) in wanted {
-            if addr.is_empty() {
-                continue;
-            }
-            let addr: SocketAddr = addr.parse().map_err(|_| StartError::Address {
-                key,
-                addr: addr.clone(),
-            })?;
-            let tls = tls.clone().filter(|_| kind.needs_tls());
-            let listener = Listener::bind(kind, addr, tls)
-                .await
-                .map_err(|source| StartError::Transport { key, source })?;
-            tracing::info!(%addr, kind = kind.name(), "listening");
-            listeners.push(listener);
-        }
         let auth = Auth::load(&config.auth, config.tls.use_identity_as_username)?;
         // Opened before anything serves: a store that cannot be trusted stops the start.
         let opened = open_store(&config.storage)?;
-        warn_if_open(config, &listeners, &auth);
         let cluster = if config.cluster.listen.is_empty() {
             None
         } else {
@@ -136,6 +120,24 @@ impl Server {
             }
             None => None,
         };
+        // The MQTT listeners last: a client that can connect finds everything the store held.
+        let mut listeners = Vec::new();
+        for (key, kind, addr) in wanted {
+            if addr.is_empty() {
+                continue;
+            }
+            let addr: SocketAddr = addr.parse().map_err(|_| StartError::Address {
+                key,
+                addr: addr.clone(),
+            })?;
+            let tls = tls.clone().filter(|_| kind.needs_tls());
+            let listener = Listener::bind(kind, addr, tls)
+                .await
+                .map_err(|source| StartError::Transport { key, source })?;
+            tracing::info!(%addr, kind = kind.name(), "listening");
+            listeners.push(listener);
+        }
+        warn_if_open(config, &listeners, broker.auth());
         let http = Http::bind(
             &config.http,
             &config.node.name,
