@@ -3,6 +3,8 @@ gracefully (SIGTERM) gives a persistent session back with the QoS 1 messages que
 and keeps its retained messages. (Crashes — SIGKILL at any moment — are tests/persistence.rs's.)
 """
 
+import time
+
 from test_session import connect_persistent
 
 
@@ -21,6 +23,11 @@ def test_graceful_restart_keeps_queued_messages_and_retained(broker_factory, tmp
 
     assert broker.terminate() == 0, "a graceful stop exits 0"
     broker.start()  # the same configuration, so the same store
+    # The port is bound before the store is read: wait for this start's line.
+    deadline = time.monotonic() + 10
+    while broker.log().count("store loaded") < 2:
+        assert time.monotonic() < deadline, f"no store loaded line for the restart:\n{broker.log()}"
+        time.sleep(0.02)
     assert broker.log().count("store loaded") == 2, "one store load per start"
 
     back, connack = connect_persistent(broker, "paho-persist", version, clean=False)
