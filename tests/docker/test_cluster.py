@@ -523,10 +523,12 @@ def test_rolling_restart_under_qos1_traffic(cluster):
 
     - a node that shuts down gracefully first sends what is queued on its routes, so restarting
       the publisher's node or a third node loses no acknowledged message;
-    - a persistent session lives on its node and goes with it, so restarting the subscriber's
-      node loses what was queued or in flight for it there, and what was published before it
-      had subscribed again on another node (and that node's interest reached the publisher's):
-      only acknowledged messages inside that window may be missing.
+    - the subscriber moves to another node while its own restarts and gets a new session
+      there (its old node cannot hand it over while it is down; the restarted node's stored
+      copy then loses to the newer one), so what was queued or in flight for it on the
+      restarting node, and what was published before it had subscribed again elsewhere (and
+      that node's interest reached the publisher's), may be missing: only acknowledged
+      messages inside that window.
     """
     topic = "rolling/t"
     receiver = Receiver(topic)
