@@ -239,9 +239,7 @@ impl Drop for Stored {
         if let Some(copy) = &self.publisher {
             copy.settle(true);
         }
-        // Flights first: a message written and deleted in one batch takes its flight state
-        // with it (`store::batch`).
-        self.persist.store.delete(Table::Flights, self.key.to_vec());
+        // Its flight state goes with it (`store::batch`).
         self.persist
             .store
             .delete(Table::Messages, self.key.to_vec());

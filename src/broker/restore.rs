@@ -156,8 +156,8 @@ impl Broker {
                     }
                     Ok(moved)
                 });
-                // The record goes either way: a readable one is written again below.
-                store.delete(Table::Flights, key.clone());
+                // The record (and its flight state) goes either way: a readable one is written
+                // again below.
                 store.delete(Table::Messages, key);
                 match read {
                     Ok(moved) if moved.in_flight.is_some() => in_flight.push(moved),
@@ -180,7 +180,6 @@ impl Broker {
         // of no message.
         for (key, _) in by_session.into_values().flatten() {
             restored.damaged += 1;
-            store.delete(Table::Flights, key.clone());
             store.delete(Table::Messages, key);
         }
         for key in flights.into_keys() {

@@ -35,10 +35,6 @@ impl Batch {
         self.prefixes.is_empty() && self.tables.iter().all(BTreeMap::is_empty)
     }
 
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-
     /// Folds one write in.
     pub fn add(&mut self, op: Op) {
         match op {
@@ -59,7 +55,13 @@ impl Batch {
                     let flight = self.tables[Table::Flights.index()].remove(&key);
                     self.forget(flight);
                 } else {
-                    let old = entries.insert(key, Action::Delete);
+                    if table == Table::Messages {
+                        // A message's delete takes its flight state with it.
+                        let flight =
+                            self.tables[Table::Flights.index()].insert(key.clone(), Action::Delete);
+                        self.forget(flight);
+                    }
+                    let old = self.tables[table.index()].insert(key, Action::Delete);
                     self.forget(old);
                 }
             }
@@ -76,6 +78,18 @@ impl Batch {
                 self.prefixes.push((table, prefix));
             }
         }
+    }
+
+    /// Folds one write in unless it is a message write and the batch already holds `limit`
+    /// bytes (while commits fail, [`super::MAX_FAILING_BYTES`]); returns whether it was taken.
+    /// Deletes, session records, flight state and inbound ids are always taken: they are small,
+    /// and dropping one would leave the disk saying what memory no longer does.
+    pub fn add_within(&mut self, op: Op, limit: usize) -> bool {
+        if self.bytes > limit && matches!(op, Op::Put(Table::Messages, ..)) {
+            return false;
+        }
+        self.add(op);
+        true
     }
 
     /// Takes the batch's contents, leaving it empty.
@@ -132,7 +146,7 @@ mod tests {
         batch.add(delete(Table::Flights, b"m1"));
         batch.add(delete(Table::Messages, b"m1"));
         assert!(batch.is_empty());
-        assert_eq!(batch.bytes(), 0);
+        assert_eq!(batch.bytes, 0);
     }
 
     #[test]
@@ -148,6 +162,40 @@ mod tests {
                 (Table::Flights, b"m1".to_vec(), false)
             ]
         );
+    }
+
+    #[test]
+    fn a_message_delete_alone_deletes_its_flight_state_too() {
+        let mut batch = Batch::default();
+        batch.add(put(Table::Flights, b"m1"));
+        batch.add(delete(Table::Messages, b"m1"));
+        assert_eq!(
+            keys(batch),
+            [
+                (Table::Messages, b"m1".to_vec(), false),
+                (Table::Flights, b"m1".to_vec(), false)
+            ]
+        );
+    }
+
+    #[test]
+    fn past_its_limit_a_batch_drops_message_writes_only() {
+        let mut batch = Batch::default();
+        assert!(batch.add_within(put(Table::Messages, b"m1"), 2));
+        assert!(
+            !batch.add_within(put(Table::Messages, b"m2"), 2),
+            "over 2 bytes"
+        );
+        assert!(batch.add_within(put(Table::Sessions, b"c"), 2));
+        assert!(batch.add_within(put(Table::Flights, b"m1"), 2));
+        assert!(batch.add_within(delete(Table::Messages, b"m0"), 2));
+        let written: Vec<(Table, Vec<u8>)> = keys(batch)
+            .into_iter()
+            .map(|(table, key, _)| (table, key))
+            .collect();
+        assert!(!written.contains(&(Table::Messages, b"m2".to_vec())));
+        assert!(written.contains(&(Table::Sessions, b"c".to_vec())));
+        assert!(written.contains(&(Table::Messages, b"m0".to_vec())));
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub enum Table {
     /// a message deleted in the batch that wrote it never reaches the disk.
     Messages,
     /// The packet id and state of messages in flight, keyed like [`Table::Messages`]; written
-    /// only while its message exists.
+    /// only while its message exists, and deleted with it (a message's delete takes it along).
     Flights,
     /// Inbound QoS 2 packet ids not yet released, by (session, packet id).
     Inbound,

@@ -33,14 +33,11 @@ pub fn run(database: Database, file: &Path, shared: &Shared, mode: Mode) {
         };
         let failing = failed_at.is_some();
         for op in ops {
-            if failing
-                && batch.bytes() > MAX_FAILING_BYTES
-                && matches!(op, Op::Put(Table::Messages, ..))
-            {
+            if !failing {
+                batch.add(op);
+            } else if !batch.add_within(op, MAX_FAILING_BYTES) {
                 shared.figures.dropped.fetch_add(1, Ordering::Relaxed);
-                continue;
             }
-            batch.add(op);
         }
         let stored = if batch.is_empty() {
             !failing
