@@ -18,12 +18,14 @@ struct Broker {
     lines: mpsc::Receiver<String>,
 }
 
-/// `supermq -c FILE` with `log` as the file's `[log]` section, on an ephemeral port, with no
-/// `SUPERMQ_` variable or `RUST_LOG` inherited; and the file, to remove.
+/// `supermq -c FILE` with `log` as the file's `[log]` section, on an ephemeral port and without
+/// the HTTP listener (its fixed default port would make this file's tests, run in parallel,
+/// refuse each other), with no `SUPERMQ_` variable or `RUST_LOG` inherited; and the file, to
+/// remove.
 fn command(test: &str, log: &str) -> (Command, PathBuf) {
     let config =
         std::env::temp_dir().join(format!("supermq-log-{test}-{}.conf", std::process::id()));
-    let text = format!("[mqtt]\ntcp = \"127.0.0.1:0\"\n[log]\n{log}\n");
+    let text = format!("[mqtt]\ntcp = \"127.0.0.1:0\"\n[http]\nlisten = \"\"\n[log]\n{log}\n");
     std::fs::write(&config, text).expect("config written");
     let mut command = Command::new(env!("CARGO_BIN_EXE_supermq"));
     command.arg("-c").arg(&config).env_remove("RUST_LOG");
