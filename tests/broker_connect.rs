@@ -138,11 +138,16 @@ async fn empty_client_id_gets_assigned_client_identifier_in_5_0() {
     let (mut first, connack) = TestClient::connect(broker.addr, V5, "", true).await;
     let assigned = connack
         .properties
+        .into_values()
         .assigned_client_identifier
         .expect("Assigned Client Identifier in CONNACK");
     assert!(!assigned.is_empty());
     let (_second, connack) = TestClient::connect(broker.addr, V5, "", true).await;
-    let other = connack.properties.assigned_client_identifier.unwrap();
+    let other = connack
+        .properties
+        .into_values()
+        .assigned_client_identifier
+        .unwrap();
     assert_ne!(assigned, other, "two clients got the same identifier");
     round_trip(&mut first, "assigned/t").await;
 }

@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{TestBroker, TestClient, config};
-use supermq::protocol::{Ack, Packet, Properties, ProtocolVersion, QoS};
+use supermq::protocol::{Ack, Packet, PropertyValues, ProtocolVersion, QoS};
 
 fn small_queue(wait_ms: u64) -> supermq::config::Config {
     let mut config = config();
@@ -22,10 +22,11 @@ fn small_queue(wait_ms: u64) -> supermq::config::Config {
 /// A v5 subscriber that lets only one QoS 1 message be in flight at a time.
 async fn slow_subscriber(broker: &TestBroker, id: &str) -> TestClient {
     let mut connect = common::connect_packet(ProtocolVersion::V5, id);
-    connect.properties = Properties {
+    connect.properties = PropertyValues {
         receive_maximum: Some(1),
-        ..Properties::default()
-    };
+        ..PropertyValues::default()
+    }
+    .into();
     let (mut client, connack) = TestClient::connect_with(broker.addr, connect).await;
     assert_eq!(connack.code, 0);
     client.subscribe("flow/#", QoS::AtLeastOnce).await;
@@ -148,10 +149,11 @@ async fn stalled_subscriber_drops_after_the_wait_and_stops_holding_publishers_up
 async fn qos0_publisher_is_held_back_too_instead_of_losing_messages() {
     let broker = TestBroker::start(small_queue(5_000)).await;
     let mut connect = common::connect_packet(ProtocolVersion::V5, "q0sub");
-    connect.properties = Properties {
+    connect.properties = PropertyValues {
         receive_maximum: Some(1),
-        ..Properties::default()
-    };
+        ..PropertyValues::default()
+    }
+    .into();
     let (mut subscriber, _) = TestClient::connect_with(broker.addr, connect).await;
     subscriber.subscribe("flow/#", QoS::AtMostOnce).await;
     let (mut publisher, _) =

@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use supermq::protocol::{
-    Ack, Packet, Properties, ProtocolVersion, Publish, QoS, Unsubscribe, reason,
+    Ack, Packet, Properties, PropertyValues, ProtocolVersion, Publish, QoS, Unsubscribe, reason,
 };
 
 use ProtocolVersion::{V5, V311};
@@ -173,10 +173,11 @@ async fn overlapping_subscriptions_carry_all_subscription_identifiers() {
     let broker = TestBroker::start_default().await;
     let mut subscriber = TestClient::v5(broker.addr, "sub").await;
     for (id, filter) in [(11, "ids/+"), (22, "ids/#"), (33, "other/#")] {
-        let properties = Properties {
+        let properties = PropertyValues {
             subscription_identifiers: vec![id],
-            ..Properties::default()
-        };
+            ..PropertyValues::default()
+        }
+        .into();
         let suback = subscriber
             .subscribe_with(1, vec![(filter.to_string(), qos(AtLeastOnce))], properties)
             .await;

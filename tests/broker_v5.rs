@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use supermq::protocol::{
-    Ack, Packet, Properties, ProtocolVersion, QoS, SubscriptionOptions, reason,
+    Ack, Packet, Properties, PropertyValues, ProtocolVersion, QoS, SubscriptionOptions, reason,
 };
 
 use ProtocolVersion::V5;
@@ -358,10 +358,11 @@ async fn a_publish_that_fits_only_without_its_alias_goes_without_it() {
 }
 
 async fn subscribe_with_id(client: &mut TestClient, filter: &str, id: Option<u32>) {
-    let properties = Properties {
+    let properties = PropertyValues {
         subscription_identifiers: id.into_iter().collect(),
-        ..Properties::default()
-    };
+        ..PropertyValues::default()
+    }
+    .into();
     let suback = client
         .subscribe_with(1, vec![(filter.to_string(), qos(AtLeastOnce))], properties)
         .await;

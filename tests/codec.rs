@@ -12,7 +12,7 @@
 use bytes::{Bytes, BytesMut};
 use rand::rngs::SmallRng;
 use rand::{Rng, RngExt, SeedableRng};
-use supermq::protocol::properties::Properties;
+use supermq::protocol::properties::{Properties, PropertyValues};
 use supermq::protocol::*;
 
 use ProtocolVersion::{V5, V31, V311};
@@ -114,8 +114,8 @@ fn user_properties() -> Vec<(String, String)> {
     vec![(s("k"), s("v")), (s("k"), s("v2")), (s(""), s("ü€"))]
 }
 
-fn connect_properties() -> Properties {
-    Properties {
+fn connect_properties() -> PropertyValues {
+    PropertyValues {
         session_expiry_interval: Some(3600),
         authentication_method: Some(s("SCRAM-SHA-1")),
         authentication_data: Some(Bytes::from_static(b"\x00\xffdata")),
@@ -125,39 +125,39 @@ fn connect_properties() -> Properties {
         topic_alias_maximum: Some(10),
         user_properties: user_properties(),
         maximum_packet_size: Some(1 << 20),
-        ..Properties::default()
+        ..PropertyValues::default()
     }
 }
 
-fn message_properties() -> Properties {
-    Properties {
+fn message_properties() -> PropertyValues {
+    PropertyValues {
         payload_format_indicator: Some(1),
         message_expiry_interval: Some(u32::MAX),
         content_type: Some(s("text/plain")),
         response_topic: Some(s("reply/here")),
         correlation_data: Some(Bytes::from_static(b"\x01\x02")),
         user_properties: user_properties(),
-        ..Properties::default()
+        ..PropertyValues::default()
     }
 }
 
-fn will_properties() -> Properties {
-    Properties {
+fn will_properties() -> PropertyValues {
+    PropertyValues {
         will_delay_interval: Some(30),
         ..message_properties()
     }
 }
 
-fn publish_properties() -> Properties {
-    Properties {
+fn publish_properties() -> PropertyValues {
+    PropertyValues {
         subscription_identifiers: vec![1, 268_435_455, 127, 128],
         topic_alias: Some(65535),
         ..message_properties()
     }
 }
 
-fn connack_properties() -> Properties {
-    Properties {
+fn connack_properties() -> PropertyValues {
+    PropertyValues {
         session_expiry_interval: Some(0),
         assigned_client_identifier: Some(s("auto-1")),
         server_keep_alive: Some(30),
@@ -175,22 +175,22 @@ fn connack_properties() -> Properties {
         wildcard_subscription_available: Some(1),
         subscription_identifier_available: Some(0),
         shared_subscription_available: Some(1),
-        ..Properties::default()
+        ..PropertyValues::default()
     }
 }
 
-fn reply_properties() -> Properties {
-    Properties {
+fn reply_properties() -> PropertyValues {
+    PropertyValues {
         reason_string: Some(s("why")),
         user_properties: user_properties(),
-        ..Properties::default()
+        ..PropertyValues::default()
     }
 }
 
-fn user_only() -> Properties {
-    Properties {
+fn user_only() -> PropertyValues {
+    PropertyValues {
         user_properties: user_properties(),
-        ..Properties::default()
+        ..PropertyValues::default()
     }
 }
 
@@ -228,7 +228,13 @@ fn options(qos: QoS) -> SubscriptionOptions {
 fn samples(version: ProtocolVersion) -> Vec<Packet> {
     let v5 = version.is_v5();
     // Properties and reason codes only exist in 5.0.
-    let props = |p: Properties| if v5 { p } else { Properties::default() };
+    let props = |p: PropertyValues| {
+        if v5 {
+            Properties::from(p)
+        } else {
+            Properties::default()
+        }
+    };
     let code = |c: u8| if v5 { c } else { 0 };
     let mut packets = vec![
         Packet::Connect(Box::new(connect(version, "c1"))),
@@ -296,7 +302,7 @@ fn samples(version: ProtocolVersion) -> Vec<Packet> {
                 (s("$SYS/#"), options(QoS::ExactlyOnce)),
                 (s("a//b"), options(QoS::AtMostOnce)),
             ],
-            properties: props(Properties {
+            properties: props(PropertyValues {
                 subscription_identifiers: vec![268_435_455],
                 ..user_only()
             }),
@@ -358,10 +364,11 @@ fn v5_only_samples() -> Vec<Packet> {
             ..connect(V5, "p")
         })),
         Packet::Publish(Publish {
-            properties: Properties {
+            properties: PropertyValues {
                 topic_alias: Some(1),
-                ..Properties::default()
-            },
+                ..PropertyValues::default()
+            }
+            .into(),
             ..publish(QoS::AtMostOnce, 0, "", b"aliased")
         }),
         Packet::Subscribe(Subscribe {
@@ -391,24 +398,26 @@ fn v5_only_samples() -> Vec<Packet> {
         Packet::Disconnect(Disconnect::new(reason::DISCONNECT_WITH_WILL)),
         Packet::Disconnect(Disconnect {
             reason: 0,
-            properties: user_only(),
+            properties: user_only().into(),
         }),
         Packet::Disconnect(Disconnect {
             reason: reason::SESSION_TAKEN_OVER,
-            properties: Properties {
+            properties: PropertyValues {
                 session_expiry_interval: Some(10),
                 server_reference: Some(s("elsewhere")),
                 ..reply_properties()
-            },
+            }
+            .into(),
         }),
         Packet::Auth(Auth::default()),
         Packet::Auth(Auth {
             reason: reason::CONTINUE_AUTHENTICATION,
-            properties: Properties {
+            properties: PropertyValues {
                 authentication_method: Some(s("SCRAM-SHA-1")),
                 authentication_data: Some(Bytes::from_static(b"challenge")),
                 ..reply_properties()
-            },
+            }
+            .into(),
         }),
         Packet::Auth(Auth {
             reason: reason::REAUTHENTICATE,
@@ -528,10 +537,11 @@ fn v5_uses_the_shortest_forms() {
             Packet::PubComp(Ack {
                 packet_id: 1,
                 reason: 0,
-                properties: Properties {
+                properties: PropertyValues {
                     reason_string: Some(s("x")),
-                    ..Properties::default()
-                },
+                    ..PropertyValues::default()
+                }
+                .into(),
             }),
             "70 08 00 01 00 04 1f 00 01 78",
         ),
@@ -567,7 +577,7 @@ fn before_v5_the_v5_fields_are_left_out() {
     let ack = Ack {
         packet_id: 1,
         reason: 0x80,
-        properties: reply_properties(),
+        properties: reply_properties().into(),
     };
     let cases = [
         (Packet::PubAck(ack.clone()), "40 02 00 01"),
@@ -576,14 +586,14 @@ fn before_v5_the_v5_fields_are_left_out() {
             Packet::UnsubAck(UnsubAck {
                 packet_id: 1,
                 reasons: vec![0x11],
-                properties: reply_properties(),
+                properties: reply_properties().into(),
             }),
             "b0 02 00 01",
         ),
         (
             Packet::Disconnect(Disconnect {
                 reason: 0x8E,
-                properties: user_only(),
+                properties: user_only().into(),
             }),
             "e0 00",
         ),
@@ -591,7 +601,7 @@ fn before_v5_the_v5_fields_are_left_out() {
             Packet::ConnAck(ConnAck {
                 session_present: true,
                 code: 0,
-                properties: connack_properties(),
+                properties: connack_properties().into(),
             }),
             "20 02 01 00",
         ),
@@ -599,13 +609,13 @@ fn before_v5_the_v5_fields_are_left_out() {
             Packet::SubAck(SubAck {
                 packet_id: 1,
                 reasons: vec![1, 0x80],
-                properties: reply_properties(),
+                properties: reply_properties().into(),
             }),
             "90 04 00 01 01 80",
         ),
         (
             Packet::Publish(Publish {
-                properties: publish_properties(),
+                properties: publish_properties().into(),
                 ..publish(QoS::AtLeastOnce, 1, "t", b"p")
             }),
             "32 06 00 01 74 00 01 70",
@@ -662,10 +672,11 @@ fn encode_refuses_what_cannot_be_written() {
     let too_long_topic = Packet::Publish(publish(QoS::AtMostOnce, 0, &long, b""));
     let too_long_property = Packet::Disconnect(Disconnect {
         reason: 0,
-        properties: Properties {
+        properties: PropertyValues {
             reason_string: Some(long.clone()),
-            ..Properties::default()
-        },
+            ..PropertyValues::default()
+        }
+        .into(),
     });
     let too_long_password = Packet::Connect(Box::new(Connect {
         username: Some(s("u")),
@@ -675,10 +686,11 @@ fn encode_refuses_what_cannot_be_written() {
     let too_big_identifier = Packet::Subscribe(Subscribe {
         packet_id: 1,
         filters: vec![(s("t"), options(QoS::AtMostOnce))],
-        properties: Properties {
+        properties: PropertyValues {
             subscription_identifiers: vec![268_435_456],
-            ..Properties::default()
-        },
+            ..PropertyValues::default()
+        }
+        .into(),
     });
     // The payload's pages are never touched: only its length is read before refusing.
     let too_big_payload = Packet::Publish(Publish {
@@ -752,10 +764,11 @@ fn known_good_wire_bytes() {
             V311,
             v5_connect,
             Packet::Connect(Box::new(Connect {
-                properties: Properties {
+                properties: PropertyValues {
                     session_expiry_interval: Some(60),
-                    ..Properties::default()
-                },
+                    ..PropertyValues::default()
+                }
+                .into(),
                 ..connect(V5, "")
             })),
         ),
@@ -786,11 +799,12 @@ fn known_good_wire_bytes() {
             V5,
             pkt(0x20, "00 00 06 22 00 0a 21 00 14"),
             Packet::ConnAck(ConnAck {
-                properties: Properties {
+                properties: PropertyValues {
                     topic_alias_maximum: Some(10),
                     receive_maximum: Some(20),
-                    ..Properties::default()
-                },
+                    ..PropertyValues::default()
+                }
+                .into(),
                 ..ConnAck::default()
             }),
         ),
@@ -807,10 +821,11 @@ fn known_good_wire_bytes() {
             V5,
             pkt(0x30, "00 00 03 23 00 05 68 69"),
             Packet::Publish(Publish {
-                properties: Properties {
+                properties: PropertyValues {
                     topic_alias: Some(5),
-                    ..Properties::default()
-                },
+                    ..PropertyValues::default()
+                }
+                .into(),
                 ..publish(QoS::AtMostOnce, 0, "", b"hi")
             }),
         ),
@@ -818,10 +833,11 @@ fn known_good_wire_bytes() {
             V5,
             pkt(0x30, "'t 04 0b 01 0b 02 68 69"),
             Packet::Publish(Publish {
-                properties: Properties {
+                properties: PropertyValues {
                     subscription_identifiers: vec![1, 2],
-                    ..Properties::default()
-                },
+                    ..PropertyValues::default()
+                }
+                .into(),
                 ..publish(QoS::AtMostOnce, 0, "t", b"hi")
             }),
         ),
@@ -1377,7 +1393,7 @@ fn encode_publish_matches_the_packet_it_stands_for() {
     for version in [V31, V311, V5] {
         for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
             // What the broker stores: the expiry is kept as a deadline, not as a property.
-            let stored = Properties {
+            let stored = PropertyValues {
                 message_expiry_interval: None,
                 ..message_properties()
             };
@@ -1404,7 +1420,7 @@ fn encode_publish_matches_the_packet_it_stands_for() {
                 topic: s("a/b"),
                 packet_id: delivered.packet_id,
                 properties: if version == V5 {
-                    expected
+                    expected.into()
                 } else {
                     Properties::default()
                 },

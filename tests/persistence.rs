@@ -308,10 +308,11 @@ fn with_will(id: &str, topic: &str, delay: u32) -> Connect {
         payload: bytes::Bytes::from_static(b"gone"),
         qos: QoS::AtLeastOnce,
         retain: false,
-        properties: protocol::Properties {
+        properties: protocol::PropertyValues {
             will_delay_interval: Some(delay),
-            ..protocol::Properties::default()
-        },
+            ..protocol::PropertyValues::default()
+        }
+        .into(),
     });
     connect
 }

@@ -210,7 +210,7 @@ impl Client {
                 } else {
                     "failure"
                 },
-                reason: suback.properties.reason_string,
+                reason: suback.properties.into_values().reason_string,
             }),
             None => Ok(suback.reasons),
         }
@@ -373,7 +373,7 @@ impl Client {
             Packet::Disconnect(disconnect) => Err(ClientError::Disconnected {
                 code: disconnect.reason,
                 name: reason::name(disconnect.reason),
-                reason: disconnect.properties.reason_string,
+                reason: disconnect.properties.into_values().reason_string,
             }),
             answer @ (Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_)) => {
                 Ok(Handled::Answer(answer))
@@ -412,7 +412,7 @@ impl Client {
             packet,
             code: ack.reason,
             name: reason::name(ack.reason),
-            reason: ack.properties.reason_string,
+            reason: ack.properties.into_values().reason_string,
         })
     }
 

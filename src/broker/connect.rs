@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use crate::auth::Denied;
 use crate::config::Limits;
-use crate::protocol::{ConnAck, Connect, Properties, ProtocolVersion, Will, reason, topic};
+use crate::protocol::{
+    ConnAck, Connect, Properties, PropertyValues, ProtocolVersion, Will, reason, topic,
+};
 
 /// The agreed terms of an accepted connection.
 #[derive(Debug)]
@@ -91,10 +93,11 @@ impl Refusal {
             ConnAck {
                 session_present: false,
                 code: self.code,
-                properties: Properties {
+                properties: PropertyValues {
                     reason_string: Some(self.why.to_string()),
-                    ..Properties::default()
-                },
+                    ..PropertyValues::default()
+                }
+                .into(),
             }
         } else {
             ConnAck {

@@ -618,8 +618,10 @@ fn encode_control(packet: &Packet, version: ProtocolVersion, max: usize, buf: &m
             buf.truncate(start);
             let mut bare = packet.clone();
             if let Some(properties) = bare.properties_mut() {
-                properties.reason_string = None;
-                properties.user_properties.clear();
+                properties.edit(|p| {
+                    p.reason_string = None;
+                    p.user_properties.clear();
+                });
             }
             if protocol::encode(&bare, version, buf).is_err() {
                 buf.truncate(start);
@@ -903,6 +905,7 @@ mod sizes {
             ("Session", std::mem::size_of::<Session>(), 320),
             ("SessionHandle", std::mem::size_of::<SessionHandle>(), 400),
             ("Outbox", std::mem::size_of::<Outbox>(), 256),
+            ("Message", std::mem::size_of::<super::super::Message>(), 128),
         ];
         for (what, size, bound) in sizes {
             println!("{what}: {size} bytes (bound {bound})");

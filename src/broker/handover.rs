@@ -256,7 +256,10 @@ fn moved(delivery: &Delivery, in_flight: Option<(u16, bool)>, now: Instant) -> M
 /// A travelled message as a delivery again.
 fn delivery(moved: MovedMessage) -> (Delivery, Option<(u16, bool)>) {
     let mut publish = moved.publish;
-    let subscription_ids = std::mem::take(&mut publish.properties.subscription_identifiers);
+    let subscription_ids = publish
+        .properties
+        .edit(|p| std::mem::take(&mut p.subscription_identifiers))
+        .unwrap_or_default();
     let (qos, retain) = (publish.qos, publish.retain);
     let delivery = Delivery {
         message: Arc::new(Message::from_publish(publish, 0)),

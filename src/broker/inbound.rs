@@ -269,7 +269,7 @@ impl<'a> Client<'a> {
 
     /// Replaces a 5.0 topic alias by its topic, or records a new alias (§3.3.2.3.4).
     fn resolve_alias(&mut self, publish: &mut Publish) -> Option<End> {
-        let alias = publish.properties.topic_alias.take()?;
+        let alias = publish.properties.edit(|p| p.topic_alias.take())??;
         if alias == 0 || alias > self.broker.limits.max_topic_aliases {
             return Some(self.close(reason::TOPIC_ALIAS_INVALID, "topic alias out of range"));
         }

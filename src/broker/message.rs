@@ -44,9 +44,10 @@ impl Message {
     pub fn from_publish(publish: Publish, origin: u64) -> Message {
         let mut properties = publish.properties;
         let expires_at = take_expiry(&mut properties);
-        properties.topic_alias = None;
-        properties.subscription_identifiers.clear();
-        // Built in place: the properties are a few hundred bytes, moved once more per helper.
+        properties.edit(|p| {
+            p.topic_alias = None;
+            p.subscription_identifiers.clear();
+        });
         Message {
             size: publish.topic.len() + publish.payload.len() + weight(&properties),
             topic: publish.topic,
@@ -64,7 +65,7 @@ impl Message {
     pub fn from_will(will: Will, origin: u64) -> Message {
         let mut properties = will.properties;
         let expires_at = take_expiry(&mut properties);
-        properties.will_delay_interval = None;
+        properties.edit(|p| p.will_delay_interval = None);
         Message {
             size: will.topic.len() + will.payload.len() + weight(&properties),
             topic: will.topic,
@@ -88,7 +89,9 @@ impl Message {
     /// `cluster::frame::Outgoing`.)
     pub fn to_publish(&self, now: Instant) -> Publish {
         let mut properties = self.properties.clone();
-        properties.message_expiry_interval = self.remaining_expiry(now);
+        if let Some(left) = self.remaining_expiry(now) {
+            properties.message_expiry_interval = Some(left);
+        }
         Publish {
             dup: false,
             qos: self.qos,
@@ -140,8 +143,8 @@ fn weight(properties: &Properties) -> usize {
 
 fn take_expiry(properties: &mut Properties) -> Option<Instant> {
     properties
-        .message_expiry_interval
-        .take()
+        .edit(|p| p.message_expiry_interval.take())
+        .flatten()
         .map(|secs| Instant::now() + Duration::from_secs(u64::from(secs)))
 }
 

@@ -542,14 +542,14 @@ impl Broker {
     /// its topic; it is delivered either way.
     pub(crate) fn deliver_from_route(
         &self,
-        publish: Box<Publish>,
+        publish: Publish,
         version: Option<Version>,
         plain: bool,
         groups: &[GroupRef],
         redirected: bool,
         backlog: &Arc<Backlog>,
     ) {
-        let message = Arc::new(self.versioned(Message::from_route(*publish), version));
+        let message = Arc::new(self.versioned(Message::from_route(publish), version));
         if message.retain {
             // Nobody waits for a route's message to be on disk: it is the publisher's node
             // that answers the publisher.
@@ -596,8 +596,8 @@ impl Broker {
     /// A retained message or clear (empty payload) a peer holds, sent when the route opened:
     /// applied only if its version is newer than this node's message or tombstone for the
     /// topic. Never delivered.
-    pub(crate) fn retained_from_route(&self, publish: Box<Publish>, version: Version) {
-        let mut message = self.versioned(Message::from_route(*publish), Some(version));
+    pub(crate) fn retained_from_route(&self, publish: Publish, version: Version) {
+        let mut message = self.versioned(Message::from_route(publish), Some(version));
         message.retain = true;
         self.retain(&Arc::new(message));
     }

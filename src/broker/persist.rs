@@ -689,7 +689,7 @@ fn take_publish(value: &mut &[u8], what: &'static str) -> Result<Publish, Record
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Properties;
+    use crate::protocol::PropertyValues;
 
     #[test]
     fn keys_split_back_into_their_numbers() {
@@ -706,11 +706,12 @@ mod tests {
                 packet_id: 5,
                 topic: "a/b".into(),
                 payload: Bytes::from_static(b"hello"),
-                properties: Properties {
+                properties: PropertyValues {
                     user_properties: vec![("k".into(), "v".into())],
                     message_expiry_interval: Some(3600),
-                    ..Properties::default()
-                },
+                    ..PropertyValues::default()
+                }
+                .into(),
                 ..Publish::default()
             },
             1,
@@ -751,10 +752,11 @@ mod tests {
     #[test]
     fn an_expired_message_is_not_read_back_as_alive() {
         let mut publish = Publish {
-            properties: Properties {
+            properties: PropertyValues {
                 message_expiry_interval: Some(10),
-                ..Properties::default()
-            },
+                ..PropertyValues::default()
+            }
+            .into(),
             ..Publish::default()
         };
         assert!(!age(&mut publish, wall_ms() - 11_000));

@@ -105,22 +105,20 @@ pub enum Frame {
     /// A published message. `plain`: deliver to the receiver's plain subscribers; `groups`:
     /// the groups whose member the receiver must pick; `redirected`: the sender got it from
     /// another node whose group members were gone, so the receiver must not pass it on again.
-    /// Boxed, as is `Retained`'s: a [`Publish`] is over 400 bytes, and a frame passes through
-    /// several functions on its way to delivery, each move a copy. `version`: the retained
-    /// set's or clear's version, sent with (and only with) RETAIN.
+    /// `version`: the retained set's or clear's version, sent with (and only with) RETAIN.
     Message {
         plain: bool,
         redirected: bool,
         groups: Vec<GroupRef>,
         version: Option<Version>,
-        publish: Box<Publish>,
+        publish: Publish,
     },
     /// A retained message, or the tombstone of a clear (empty payload), from the sender's
     /// store, sent when a route opens: applied if its version is newer than the receiver's
     /// for the topic, never delivered as a new publish.
     Retained {
         version: Version,
-        publish: Box<Publish>,
+        publish: Publish,
     },
     /// New peers to dial (discovery).
     Peers(Vec<String>),
@@ -438,12 +436,12 @@ impl Frame {
                     redirected: flags & 2 != 0,
                     groups,
                     version,
-                    publish: Box::new(take_publish(&mut body, max_packet)?),
+                    publish: take_publish(&mut body, max_packet)?,
                 }
             }
             kind::RETAINED => Frame::Retained {
                 version: take_version(&mut body, "RETAINED")?,
-                publish: Box::new(take_publish(&mut body, max_packet)?),
+                publish: take_publish(&mut body, max_packet)?,
             },
             kind::PEERS => Frame::Peers(take_list(&mut body, "PEERS")?),
             kind::SYNCED => Frame::Synced,
@@ -791,7 +789,7 @@ fn take_publish(body: &mut BytesMut, max_packet: usize) -> Result<Publish, Frame
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::QoS;
+    use crate::protocol::{PropertyValues, QoS};
 
     fn round_trip(frame: Frame) {
         let bytes = frame.encode().expect("encode");
@@ -860,24 +858,24 @@ mod tests {
                 hlc: 0x0123_4567_89ab_cdef,
                 node: "n2".into(),
             }),
-            publish: Box::new(publish.clone()),
+            publish: publish.clone(),
         });
         round_trip(Frame::Message {
             plain: false,
             redirected: false,
             groups: Vec::new(),
             version: None,
-            publish: Box::new(Publish {
+            publish: Publish {
                 topic: "x".into(),
                 ..Publish::default()
-            }),
+            },
         });
         round_trip(Frame::Retained {
             version: Version {
                 hlc: 7,
                 node: "n1".into(),
             },
-            publish: Box::new(publish),
+            publish,
         });
         round_trip(Frame::Peers(vec!["x:1".into()]));
         round_trip(Frame::ClientConnected {
@@ -942,11 +940,12 @@ mod tests {
             group: "g".into(),
             filter: "a/#".into(),
         }];
-        let properties = Properties {
+        let properties = PropertyValues {
             content_type: Some("text/plain".into()),
             user_properties: vec![("k".into(), "v".into())],
-            ..Properties::default()
-        };
+            ..PropertyValues::default()
+        }
+        .into();
         let version = Version {
             hlc: 42,
             node: "n1".into(),
@@ -988,7 +987,7 @@ mod tests {
                 redirected: false,
                 groups: groups.clone(),
                 version: version.cloned(),
-                publish: Box::new(publish),
+                publish,
             };
             let bytes = outgoing.encode().expect("encodes");
             let length = u32::from_be_bytes(*bytes.first_chunk().expect("a length"));
@@ -1010,11 +1009,11 @@ mod tests {
                     redirected: false,
                     groups: Vec::new(),
                     version: None,
-                    publish: Box::new(Publish {
+                    publish: Publish {
                         topic: format!("t/{i}"),
                         payload: Bytes::from(vec![7u8; i * 50]),
                         ..Publish::default()
-                    }),
+                    },
                 },
             })
             .collect();
@@ -1108,12 +1107,12 @@ mod tests {
                 hlc: 1_700_000_000_000 << 16 | 1,
                 node: "n1".into(),
             },
-            publish: Box::new(Publish {
+            publish: Publish {
                 retain: true,
                 topic: "a/b".into(),
                 payload: Bytes::from_static(b"hi"),
                 ..Publish::default()
-            }),
+            },
         };
         let bytes = frame.encode().expect("encodes");
         assert_eq!(

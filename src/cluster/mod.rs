@@ -427,7 +427,7 @@ impl Cluster {
     /// (what full queues cannot take waits on the route's backlog, or is dropped).
     fn deliver(
         &self,
-        publish: Box<Publish>,
+        publish: Publish,
         version: Option<Version>,
         plain: bool,
         groups: &[GroupRef],
@@ -440,7 +440,7 @@ impl Cluster {
         }
     }
 
-    fn store_retained(&self, publish: Box<Publish>, version: Version) {
+    fn store_retained(&self, publish: Publish, version: Version) {
         if let Some(broker) = self.broker.upgrade() {
             broker.retained_from_route(publish, version);
         }

@@ -62,10 +62,7 @@ impl Cluster {
                 let frames: Vec<_> = found
                     .into_iter()
                     .filter_map(|(publish, version)| {
-                        route::encode(&Frame::Retained {
-                            version,
-                            publish: Box::new(publish),
-                        })
+                        route::encode(&Frame::Retained { version, publish })
                     })
                     .collect();
                 sent += frames.len();

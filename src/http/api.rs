@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::broker::{ClientInfo, MAX_TAPS, SubscriptionInfo, Tapped, is_sys_topic, within_limits};
 use crate::cluster::RouteFigures;
-use crate::protocol::{Properties, Publish, QoS, topic};
+use crate::protocol::{Properties, PropertyValues, Publish, QoS, topic};
 
 use super::{ApiError, GATHER_WAIT, NodeInfo, Shared};
 
@@ -597,15 +597,16 @@ fn publish_request(shared: &Shared, body: &[u8]) -> Result<Publish, ApiError> {
         ),
         None => None,
     };
-    let properties = Properties {
+    let properties = PropertyValues {
         payload_format_indicator: p.payload_format_indicator,
         message_expiry_interval: p.message_expiry_interval,
         content_type: p.content_type,
         response_topic: p.response_topic,
         correlation_data,
         user_properties: p.user_properties.into_iter().collect(),
-        ..Properties::default()
-    };
+        ..PropertyValues::default()
+    }
+    .into();
     if payload.len() > shared.broker.limits().max_packet_size as usize {
         return Err(bad("payload larger than limits.max_packet_size".into()));
     }

@@ -13,7 +13,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::properties::{Properties, id};
+use super::properties::{PropertyValues, id};
 use super::{
     Ack, Connect, EncodeError, Packet, ProtocolVersion, Publish, QoS, Subscribe,
     SubscriptionOptions,
@@ -79,7 +79,7 @@ pub enum TopicAlias {
 /// subscription identifiers itself (the delivery's are written instead).
 pub fn encode_publish(
     topic: &str,
-    properties: &Properties,
+    properties: &PropertyValues,
     payload: &[u8],
     delivered: &Delivered<'_>,
     version: ProtocolVersion,
@@ -109,7 +109,7 @@ pub fn encode_publish(
 
 struct PublishParts<'a> {
     topic: &'a str,
-    properties: &'a Properties,
+    properties: &'a PropertyValues,
     payload: &'a [u8],
     delivered: &'a Delivered<'a>,
 }
@@ -347,9 +347,9 @@ fn ack(s: &mut impl Sink, a: &Ack, v5: bool) -> Result<(), EncodeError> {
 fn optional_reason_and_properties(
     s: &mut impl Sink,
     reason: u8,
-    p: &Properties,
+    p: &PropertyValues,
 ) -> Result<(), EncodeError> {
-    let no_properties = *p == Properties::default();
+    let no_properties = p.is_empty();
     if reason == 0 && no_properties {
         return Ok(());
     }
@@ -371,19 +371,19 @@ fn subscription_options(o: &SubscriptionOptions, v5: bool) -> u8 {
     if v5 { o.to_byte() } else { o.qos as u8 }
 }
 
-fn properties_if(present: bool, s: &mut impl Sink, p: &Properties) -> Result<(), EncodeError> {
+fn properties_if(present: bool, s: &mut impl Sink, p: &PropertyValues) -> Result<(), EncodeError> {
     if present { properties(s, p) } else { Ok(()) }
 }
 
 /// A property block: its length, then the properties in the order of their identifiers.
-fn properties(s: &mut impl Sink, p: &Properties) -> Result<(), EncodeError> {
+fn properties(s: &mut impl Sink, p: &PropertyValues) -> Result<(), EncodeError> {
     let mut counter = Counter(0);
     property_list(&mut counter, p)?;
     varint(s, counter.0)?;
     property_list(s, p)
 }
 
-fn property_list(s: &mut impl Sink, p: &Properties) -> Result<(), EncodeError> {
+fn property_list(s: &mut impl Sink, p: &PropertyValues) -> Result<(), EncodeError> {
     put_u8(s, id::PAYLOAD_FORMAT_INDICATOR, p.payload_format_indicator);
     put_u32(s, id::MESSAGE_EXPIRY_INTERVAL, p.message_expiry_interval);
     put_string(s, id::CONTENT_TYPE, &p.content_type)?;

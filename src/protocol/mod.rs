@@ -20,4 +20,4 @@ pub use decode::{connect_version, decode, packet_size};
 pub use encode::{Delivered, TopicAlias, encode, encode_publish};
 pub use error::{DecodeError, EncodeError};
 pub use packet::*;
-pub use properties::Properties;
+pub use properties::{Properties, PropertyValues};

@@ -275,3 +275,28 @@ pub struct Auth {
     pub reason: u8,
     pub properties: Properties,
 }
+
+/// Every received packet and every answer is moved through the broker by value, so its size
+/// is paid on each hop: with the properties inline a PUBACK was 408 bytes (~9% of the broker's
+/// time went to copying them, docs/BENCHMARKS.md, issue 16). These bounds keep it small; raise
+/// one only with a measurement.
+#[cfg(test)]
+mod sizes {
+    use super::*;
+
+    #[test]
+    fn packets_stay_small() {
+        let sizes = [
+            ("Packet", std::mem::size_of::<Packet>(), 72),
+            ("Publish", std::mem::size_of::<Publish>(), 72),
+            ("Ack", std::mem::size_of::<Ack>(), 16),
+            ("Properties", std::mem::size_of::<Properties>(), 8),
+        ];
+        for (what, size, bound) in sizes {
+            assert!(
+                size <= bound,
+                "{what} is {size} bytes, over its bound of {bound}"
+            );
+        }
+    }
+}

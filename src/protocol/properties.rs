@@ -1,14 +1,96 @@
-//! MQTT 5.0 properties (§2.2.2): one struct with a field per property.
+//! MQTT 5.0 properties (§2.2.2): one struct with a field per property, and the box that
+//! packets carry it in.
 //!
 //! Every packet type allows only some properties; the decoder reads them all into this one
 //! struct and then rejects any that the packet type does not allow, so the rest of the broker
 //! never sees a property in the wrong place. Older protocol versions leave it at the default.
+//!
+//! Most packets carry no property at all — every packet of MQTT 3.1.1, a plain PUBACK, most
+//! PUBLISHes — yet the full set is a few hundred bytes. Packets and messages therefore hold
+//! [`Properties`], one pointer that is null when there are none, so a packet moves a few dozen
+//! bytes through the broker instead of several hundred (docs/BENCHMARKS.md, issue 16).
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
 
 use bytes::Bytes;
 
+/// A packet's properties: no allocation while there are none, one box once there is one.
+///
+/// Reading goes through to [`PropertyValues`] (an absent set reads as the empty one); writing
+/// a field through `DerefMut` allocates the box, so code that may find nothing to change uses
+/// [`Properties::edit`] instead.
+#[derive(Clone, Default)]
+pub struct Properties(Option<Box<PropertyValues>>);
+
+/// What an absent set reads as.
+static EMPTY: PropertyValues = PropertyValues::EMPTY;
+
+impl Properties {
+    /// True when no property is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.as_deref().is_none_or(|values| *values == EMPTY)
+    }
+
+    /// The values, taken out of their box (the empty set if there was none).
+    pub fn into_values(self) -> PropertyValues {
+        self.0.map(|values| *values).unwrap_or_default()
+    }
+
+    /// Changes the values if any are set, and frees the box if that leaves it empty; `None`
+    /// (and no allocation) when there were none. For code that removes or takes properties.
+    pub fn edit<R>(&mut self, change: impl FnOnce(&mut PropertyValues) -> R) -> Option<R> {
+        let values = self.0.as_deref_mut()?;
+        let result = change(values);
+        if *values == EMPTY {
+            self.0 = None;
+        }
+        Some(result)
+    }
+}
+
+impl Deref for Properties {
+    type Target = PropertyValues;
+
+    fn deref(&self) -> &PropertyValues {
+        self.0.as_deref().unwrap_or(&EMPTY)
+    }
+}
+
+impl DerefMut for Properties {
+    fn deref_mut(&mut self) -> &mut PropertyValues {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+impl From<PropertyValues> for Properties {
+    fn from(values: PropertyValues) -> Properties {
+        if values == EMPTY {
+            Properties(None)
+        } else {
+            Properties(Some(Box::new(values)))
+        }
+    }
+}
+
+/// Equal when the same properties are set: a box left empty equals no box.
+impl PartialEq for Properties {
+    fn eq(&self, other: &Properties) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Properties {}
+
+impl fmt::Debug for Properties {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
 /// All MQTT 5.0 properties. `None` (or an empty list) means absent.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Properties {
+pub struct PropertyValues {
     /// 0x01, PUBLISH and Will: 0 unspecified bytes, 1 UTF-8.
     pub payload_format_indicator: Option<u8>,
     /// 0x02, PUBLISH and Will: lifetime in seconds.
@@ -63,6 +145,44 @@ pub struct Properties {
     pub subscription_identifier_available: Option<u8>,
     /// 0x2A, CONNACK.
     pub shared_subscription_available: Option<u8>,
+}
+
+impl PropertyValues {
+    /// True when no property is set.
+    pub fn is_empty(&self) -> bool {
+        *self == PropertyValues::EMPTY
+    }
+
+    /// No property set; what [`Default`] gives, usable in a `static`.
+    const EMPTY: PropertyValues = PropertyValues {
+        payload_format_indicator: None,
+        message_expiry_interval: None,
+        content_type: None,
+        response_topic: None,
+        correlation_data: None,
+        subscription_identifiers: Vec::new(),
+        session_expiry_interval: None,
+        assigned_client_identifier: None,
+        server_keep_alive: None,
+        authentication_method: None,
+        authentication_data: None,
+        request_problem_information: None,
+        will_delay_interval: None,
+        request_response_information: None,
+        response_information: None,
+        server_reference: None,
+        reason_string: None,
+        receive_maximum: None,
+        topic_alias_maximum: None,
+        topic_alias: None,
+        maximum_qos: None,
+        retain_available: None,
+        user_properties: Vec::new(),
+        maximum_packet_size: None,
+        wildcard_subscription_available: None,
+        subscription_identifier_available: None,
+        shared_subscription_available: None,
+    };
 }
 
 /// The property identifiers of MQTT 5.0 §2.2.2.2, shared by the decoder and the encoder.

@@ -146,7 +146,7 @@ pub fn unexpected(frame: &[u8], version: ProtocolVersion) -> ClientError {
         Ok(Some(Packet::Disconnect(disconnect))) => ClientError::Disconnected {
             code: disconnect.reason,
             name: reason::name(disconnect.reason),
-            reason: disconnect.properties.reason_string,
+            reason: disconnect.properties.into_values().reason_string,
         },
         Ok(Some(packet)) => ClientError::Unexpected(packet.name()),
         Ok(None) => ClientError::Decode(DecodeError::Truncated),
