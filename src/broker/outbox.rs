@@ -136,8 +136,8 @@ impl Outbox {
     }
 
     /// Takes the queued control packets (in order) and says if the connection is to end after
-    /// them. The queue itself is handed over, not drained: a packet is some 400 bytes, and a
-    /// queue that kept its room after the CONNACK would cost every idle connection kilobytes.
+    /// them. The queue itself is handed over, not drained: a queue that kept its room after
+    /// the CONNACK would cost every idle connection its capacity in packets.
     pub fn take(&self) -> (VecDeque<Packet>, Option<Close>) {
         let mut state = self.state();
         let control = std::mem::take(&mut state.control);
