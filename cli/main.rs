@@ -134,11 +134,12 @@ fn run_broker(path: Option<&Path>) -> ExitCode {
         }
     };
     init_logging(&config.log);
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if config.node.threads > 0 {
-        builder.worker_threads(config.node.threads);
-    }
-    let runtime = match builder.enable_all().build() {
+    let threads = config.node.worker_threads();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("supermq: cannot start the runtime: {error}");
@@ -154,7 +155,7 @@ fn run_broker(path: Option<&Path>) -> ExitCode {
             }
         };
         tokio::spawn(reload_on_hangup(std::sync::Arc::clone(server.broker())));
-        tracing::info!(node = %config.node.name, version = env!("CARGO_PKG_VERSION"), "supermq started");
+        tracing::info!(node = %config.node.name, version = env!("CARGO_PKG_VERSION"), threads, "supermq started");
         server.run(shutdown_signal()).await;
         ExitCode::SUCCESS
     })

@@ -43,8 +43,26 @@ pub struct Config {
 pub struct NodeConfig {
     /// Unique in the cluster; defaults to the host name.
     pub name: String,
-    /// Worker threads of the runtime; 0 means one per CPU core.
+    /// Worker threads of the runtime; 0 means [`NodeConfig::worker_threads`]'s default.
     pub threads: usize,
+}
+
+impl NodeConfig {
+    /// The runtime's worker threads: `threads`, or for 0 one per CPU core but one, and at
+    /// least one. A thread per core leaves none for what a broker's work also needs — the
+    /// kernel's TCP stack (loopback and softirq work runs in the sender's and receiver's
+    /// time), the clients on the same host, the store's writer — and a worker that must be
+    /// woken on another core for every batch costs more than the batch: on 2 cores one
+    /// worker delivered 1→1 QoS 1 at 1.4 s of CPU per million against 2.7 s with two, and
+    /// faster (docs/BENCHMARKS.md, issue 16).
+    pub fn worker_threads(&self) -> usize {
+        if self.threads > 0 {
+            return self.threads;
+        }
+        std::thread::available_parallelism()
+            .map_or(1, |cores| cores.get().saturating_sub(1))
+            .max(1)
+    }
 }
 
 impl Default for NodeConfig {
