@@ -150,7 +150,13 @@ impl Group {
 
 #[derive(Default)]
 struct Node {
+    /// The children for literal levels.
     children: HashMap<Box<str>, Node>,
+    /// The `+` and `#` children, kept apart: matching looks for both at every level of every
+    /// topic, and a field is read where a map lookup hashes the level (two of every three
+    /// hashes a publish cost, issue 16).
+    plus: Option<Box<Node>>,
+    hash: Option<Box<Node>>,
     subscribers: Subscribers,
     /// Consumer groups on this node's filter, by name.
     groups: HashMap<Box<str>, Group>,
@@ -158,7 +164,45 @@ struct Node {
 
 impl Node {
     fn is_empty(&self) -> bool {
-        self.children.is_empty() && self.subscribers.is_empty() && self.groups.is_empty()
+        self.children.is_empty()
+            && self.plus.is_none()
+            && self.hash.is_none()
+            && self.subscribers.is_empty()
+            && self.groups.is_empty()
+    }
+
+    fn child(&self, level: &str) -> Option<&Node> {
+        match level {
+            "+" => self.plus.as_deref(),
+            "#" => self.hash.as_deref(),
+            _ => self.children.get(level),
+        }
+    }
+
+    fn child_mut(&mut self, level: &str) -> Option<&mut Node> {
+        match level {
+            "+" => self.plus.as_deref_mut(),
+            "#" => self.hash.as_deref_mut(),
+            _ => self.children.get_mut(level),
+        }
+    }
+
+    fn child_or_new(&mut self, level: &str) -> &mut Node {
+        match level {
+            "+" => self.plus.get_or_insert_default(),
+            "#" => self.hash.get_or_insert_default(),
+            _ => self.children.entry(level.into()).or_default(),
+        }
+    }
+
+    fn remove_child(&mut self, level: &str) {
+        match level {
+            "+" => self.plus = None,
+            "#" => self.hash = None,
+            _ => {
+                self.children.remove(level);
+            }
+        }
     }
 }
 
@@ -198,7 +242,7 @@ impl Router {
         };
         let mut node = &mut self.root;
         for level in levels.split('/') {
-            node = node.children.entry(level.into()).or_default();
+            node = node.child_or_new(level);
         }
         let subscriber = Subscriber {
             session: Arc::clone(session),
@@ -266,7 +310,7 @@ impl Router {
     fn node(&self, filter: &str) -> Option<&Node> {
         filter
             .split('/')
-            .try_fold(&self.root, |node, level| node.children.get(level))
+            .try_fold(&self.root, |node, level| node.child(level))
     }
 
     /// True if any consumer group has members here.
@@ -291,11 +335,21 @@ impl Router {
     /// Every session with a subscription matching `topic`, one entry per session.
     /// Subscriptions with No Local are skipped for the publishing session `origin`.
     pub fn matches(&self, topic: &str, origin: u64) -> Vec<Match> {
-        let mut found: Vec<&Subscriber> = Vec::new();
+        let mut found: Vec<Match> = Vec::new();
         visit(&self.root, topic, &mut |node| {
-            found.extend(node.subscribers.list.iter())
+            found.extend(
+                node.subscribers
+                    .list
+                    .iter()
+                    .filter(|s| !(s.options.no_local && s.session.id() == origin))
+                    .map(|s| Match {
+                        session: Arc::clone(&s.session),
+                        qos: s.options.qos,
+                        retain_as_published: s.options.retain_as_published,
+                        subscription_ids: s.subscription_id.into_iter().collect(),
+                    }),
+            )
         });
-        found.retain(|s| !(s.options.no_local && s.session.id() == origin));
         merge(found)
     }
 }
@@ -322,63 +376,64 @@ fn remove(
         }
         return removed;
     };
-    let Some(child) = node.children.get_mut(*first) else {
+    let Some(child) = node.child_mut(first) else {
         return false;
     };
     let removed = remove(child, rest, group, session_id, groups);
     // Prune empty branches so the trie does not keep the shape of every filter ever used.
     if child.is_empty() {
-        node.children.remove(*first);
+        node.remove_child(first);
     }
     removed
 }
 
 /// Calls `f` on every node whose filter matches `topic`.
 fn visit<'a>(root: &'a Node, topic: &str, f: &mut impl FnMut(&'a Node)) {
-    let levels: Vec<&str> = topic.split('/').collect();
     // MQTT-4.7.2-1: a topic starting with '$' is not matched by a leading wildcard.
-    collect(root, &levels, !topic.starts_with('$'), f);
+    collect(root, topic.split('/'), !topic.starts_with('$'), f);
 }
 
-fn collect<'a>(node: &'a Node, levels: &[&str], wildcards: bool, f: &mut impl FnMut(&'a Node)) {
-    if wildcards && let Some(hash) = node.children.get("#") {
+/// `levels` is the rest of the topic, as an iterator (cloned where the walk branches) rather
+/// than a list: a publish need not allocate one.
+fn collect<'a>(
+    node: &'a Node,
+    mut levels: std::str::Split<'_, char>,
+    wildcards: bool,
+    f: &mut impl FnMut(&'a Node),
+) {
+    if wildcards && let Some(hash) = node.hash.as_deref() {
         // '#' matches the parent level too: "a/#" matches "a" (MQTT-4.7.1-2).
         f(hash);
     }
-    let Some((first, rest)) = levels.split_first() else {
+    let Some(first) = levels.next() else {
         f(node);
         return;
     };
-    if let Some(child) = node.children.get(*first) {
-        collect(child, rest, true, f);
+    if let Some(child) = node.children.get(first) {
+        collect(child, levels.clone(), true, f);
     }
-    if wildcards && let Some(plus) = node.children.get("+") {
-        collect(plus, rest, true, f);
+    if wildcards && let Some(plus) = node.plus.as_deref() {
+        collect(plus, levels, true, f);
     }
 }
 
 /// Merges the subscriptions of each session into one [`Match`], so a client with overlapping
 /// subscriptions gets a message once, at the highest QoS, with all subscription identifiers.
-fn merge(mut found: Vec<&Subscriber>) -> Vec<Match> {
-    found.sort_unstable_by_key(|s| s.session.id());
-    let mut out: Vec<Match> = Vec::with_capacity(found.len());
-    for s in found {
-        let opts = s.options;
-        match out.last_mut() {
-            Some(m) if m.session.id() == s.session.id() => {
-                m.qos = m.qos.max(opts.qos);
-                m.retain_as_published |= opts.retain_as_published;
-                m.subscription_ids.extend(s.subscription_id);
+/// In place: a publish allocates one list of matches, however many it has.
+fn merge(mut found: Vec<Match>) -> Vec<Match> {
+    if found.len() > 1 {
+        found.sort_unstable_by_key(|m| m.session.id());
+        found.dedup_by(|later, kept| {
+            if later.session.id() != kept.session.id() {
+                return false;
             }
-            _ => out.push(Match {
-                session: Arc::clone(&s.session),
-                qos: opts.qos,
-                retain_as_published: opts.retain_as_published,
-                subscription_ids: s.subscription_id.into_iter().collect(),
-            }),
-        }
+            kept.qos = kept.qos.max(later.qos);
+            kept.retain_as_published |= later.retain_as_published;
+            kept.subscription_ids.append(&mut later.subscription_ids);
+            true
+        });
     }
-    out
+    found
 }
 
 #[cfg(test)]
