@@ -178,7 +178,7 @@ def scenario_list(quick):
          ["--pubs", "1000", "--subs", "1", "-n", n(1000), "-q", "1", "--shared-topic"]),
         ("fanout100", "fan-out 1→100 QoS0", ["recv_rate"],
          ["--pubs", "1", "--subs", "100", "-n", n(20000), "-q", "0", "--shared-topic"]),
-        ("latency", "latency 1→1 QoS1 at 5k msg/s", ["p50_us", "p99_us"],
+        ("latency", "latency 1→1 QoS1 at 5k msg/s", ["p50_us", "p99_us", "p999_us"],
          ["--pubs", "1", "--subs", "1", "--rate", "5000", "-n", n(25000), "-q", "1"]),
         ("conns", f"idle connections ({conns}), memory per connection", ["bytes_per_conn"],
          ["conns", "-n", str(conns), "--keep-alive", "300"]),
@@ -612,7 +612,8 @@ def progress(record):
     res = record["result"] or {}
     parts = []
     for key, fmt in (("recv_rate", "{:,.0f} msg/s"), ("p50_us", "p50 {:,.0f} µs"),
-                     ("p99_us", "p99 {:,.0f} µs"), ("lost", "lost {:,}"),
+                     ("p99_us", "p99 {:,.0f} µs"), ("p999_us", "p99.9 {:,.0f} µs"),
+                     ("lost", "lost {:,}"),
                      ("bytes_per_conn", "{:,.0f} B/conn")):
         if res.get(key) is not None:
             parts.append(fmt.format(res[key]))
@@ -627,13 +628,13 @@ def progress(record):
 # ---------------------------------------------------------------------------------------------
 # The table
 
-LOWER_IS_BETTER = {"p50_us", "p99_us", "bytes_per_conn"}
+LOWER_IS_BETTER = {"p50_us", "p99_us", "p999_us", "bytes_per_conn"}
 
 
 def fmt_value(metric, value):
     if value is None:
         return "n/a"
-    if metric in ("p50_us", "p99_us"):
+    if metric in ("p50_us", "p99_us", "p999_us"):
         return f"{value / 1000:.2f} ms" if value >= 10000 else f"{value:,.0f} µs"
     if metric == "bytes_per_conn":
         return f"{value / 1024:.1f} KiB"
@@ -730,7 +731,8 @@ def table(runs, scenarios, brokers, header):
     out.append("|" + "|".join(["---"] + ["---:"] * (len(cols) - 1)) + "|")
     for sid, label, metrics, _ in scenarios:
         for metric in metrics:
-            name = {"p50_us": f"{label}: p50", "p99_us": f"{label}: p99"}.get(metric, label)
+            name = {"p50_us": f"{label}: p50", "p99_us": f"{label}: p99",
+                    "p999_us": f"{label}: p99.9"}.get(metric, label)
             row, values = [name], {}
             for broker in brokers:
                 value, count = median_of(sid, broker, metric)

@@ -12,7 +12,7 @@
 //! | `expected`, `received`, `unique`, `lost`, `dup`, `ooo`, `foreign` | deliveries: wanted, arrived (duplicates included), distinct, missing, duplicated, out of order, not from this run |
 //! | `pub_secs`, `pub_rate` | from the start to the last publisher's final confirmation; sent / pub_secs |
 //! | `recv_secs`, `recv_rate` | from the start to the last delivery; received / recv_secs |
-//! | `p50_us`, `p90_us`, `p99_us`, `max_us`, `mean_us` | latency from send to receipt, microseconds |
+//! | `p50_us`, `p90_us`, `p99_us`, `p999_us`, `max_us`, `mean_us` | latency from send to receipt, microseconds (`p999_us`: the 99.9th percentile) |
 //! | `drained` | everything expected arrived before the drain timeout |
 //! | `client_cpu`, `broker_cpu` | average CPU cores used by the bench and by `--broker-pid` |
 //!
@@ -80,6 +80,7 @@ fn fields(scenario: &Scenario, outcome: &Outcome) -> JsonLine {
         .optional_number("p50_us", micros(latency.quantile(0.50)), 1)
         .optional_number("p90_us", micros(latency.quantile(0.90)), 1)
         .optional_number("p99_us", micros(latency.quantile(0.99)), 1)
+        .optional_number("p999_us", micros(latency.quantile(0.999)), 1)
         .optional_number("max_us", micros(latency.max()), 1)
         .optional_number("mean_us", latency.mean().map(|nanos| nanos / 1000.0), 1)
         .boolean("drained", outcome.drained)
@@ -282,10 +283,11 @@ pub fn table(scenario: &Scenario, outcome: &Outcome) -> String {
         };
         let _ = writeln!(
             out,
-            "latency us   p50 {}, p90 {}, p99 {}, max {}",
+            "latency us   p50 {}, p90 {}, p99 {}, p99.9 {}, max {}",
             micros(latency.quantile(0.50)),
             micros(latency.quantile(0.90)),
             micros(latency.quantile(0.99)),
+            micros(latency.quantile(0.999)),
             micros(latency.max())
         );
     }
