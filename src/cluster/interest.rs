@@ -26,7 +26,12 @@ pub struct InterestFull(pub usize);
 
 #[derive(Default)]
 struct Node {
+    /// The children for literal levels.
     children: HashMap<Box<str>, Node>,
+    /// The `+` and `#` children, kept apart as in the router: matching looks for both at
+    /// every level of every forwarded topic, and a field costs no hash.
+    plus: Option<Box<Node>>,
+    hash: Option<Box<Node>>,
     /// The filter ending here, once something was declared on it.
     filter: Option<Box<str>>,
     plain: bool,
@@ -37,16 +42,62 @@ struct Node {
 /// Frees a subtree with a loop: the maps' own drop would recurse once per level.
 impl Drop for Node {
     fn drop(&mut self) {
-        let mut below: Vec<Node> = self.children.drain().map(|(_, child)| child).collect();
+        let mut below: Vec<Node> = self.take_children();
         while let Some(mut node) = below.pop() {
-            below.extend(node.children.drain().map(|(_, child)| child));
+            below.extend(node.take_children());
         }
     }
 }
 
 impl Node {
     fn is_empty(&self) -> bool {
-        self.children.is_empty() && !self.plain && self.groups.is_empty()
+        self.child_count() == 0 && !self.plain && self.groups.is_empty()
+    }
+
+    fn child_count(&self) -> usize {
+        self.children.len() + usize::from(self.plus.is_some()) + usize::from(self.hash.is_some())
+    }
+
+    fn child(&self, level: &str) -> Option<&Node> {
+        match level {
+            "+" => self.plus.as_deref(),
+            "#" => self.hash.as_deref(),
+            _ => self.children.get(level),
+        }
+    }
+
+    fn child_mut(&mut self, level: &str) -> Option<&mut Node> {
+        match level {
+            "+" => self.plus.as_deref_mut(),
+            "#" => self.hash.as_deref_mut(),
+            _ => self.children.get_mut(level),
+        }
+    }
+
+    fn child_or_new(&mut self, level: &str) -> &mut Node {
+        match level {
+            "+" => self.plus.get_or_insert_default(),
+            "#" => self.hash.get_or_insert_default(),
+            _ => self.children.entry(level.into()).or_default(),
+        }
+    }
+
+    fn remove_child(&mut self, level: &str) {
+        match level {
+            "+" => self.plus = None,
+            "#" => self.hash = None,
+            _ => {
+                self.children.remove(level);
+            }
+        }
+    }
+
+    /// Every child, taken out (for the loop that drops a subtree).
+    fn take_children(&mut self) -> Vec<Node> {
+        let mut taken: Vec<Node> = self.children.drain().map(|(_, child)| child).collect();
+        taken.extend(self.plus.take().map(|child| *child));
+        taken.extend(self.hash.take().map(|child| *child));
+        taken
     }
 
     /// (plain filters, groups) declared on this node: 0 or 1, and any number.
@@ -129,7 +180,7 @@ impl Interest {
     fn find(&self, filter: &str) -> Option<&Node> {
         filter
             .split('/')
-            .try_fold(&self.root, |node, level| node.children.get(level))
+            .try_fold(&self.root, |node, level| node.child(level))
     }
 
     /// Applies `f` to the node of `filter` (created if missing), keeps the entry counts, and
@@ -137,7 +188,7 @@ impl Interest {
     fn apply(&mut self, filter: &str, f: impl FnOnce(&mut Node)) {
         let mut node = &mut self.root;
         for level in filter.split('/') {
-            node = node.children.entry(level.into()).or_default();
+            node = node.child_or_new(level);
         }
         let before = node.entries();
         f(node);
@@ -157,10 +208,10 @@ impl Interest {
         let mut cut = 0;
         let mut node = &self.root;
         for (depth, level) in filter.split('/').enumerate() {
-            if node.children.len() > 1 || node.plain || !node.groups.is_empty() {
+            if node.child_count() > 1 || node.plain || !node.groups.is_empty() {
                 cut = depth;
             }
-            let Some(child) = node.children.get(level) else {
+            let Some(child) = node.child(level) else {
                 return;
             };
             node = child;
@@ -168,13 +219,13 @@ impl Interest {
         let mut levels = filter.split('/');
         let mut node = &mut self.root;
         for level in levels.by_ref().take(cut) {
-            let Some(child) = node.children.get_mut(level) else {
+            let Some(child) = node.child_mut(level) else {
                 return;
             };
             node = child;
         }
         if let Some(level) = levels.next() {
-            node.children.remove(level);
+            node.remove_child(level);
         }
     }
 
@@ -223,7 +274,7 @@ fn collect<'a>(
     wildcards: bool,
     visit: &mut impl FnMut(&'a Node),
 ) {
-    if wildcards && let Some(hash) = node.children.get("#") {
+    if wildcards && let Some(hash) = node.hash.as_deref() {
         visit(hash);
     }
     let Some(levels) = rest else {
@@ -237,7 +288,7 @@ fn collect<'a>(
     if let Some(child) = node.children.get(first) {
         collect(child, rest, true, visit);
     }
-    if wildcards && let Some(plus) = node.children.get("+") {
+    if wildcards && let Some(plus) = node.plus.as_deref() {
         collect(plus, rest, true, visit);
     }
 }

@@ -401,10 +401,19 @@ async fn read_loop<R: AsyncRead + Unpin>(
     // The number of the next MESSAGE frame; the peer sends SEQ before its first.
     let mut next_seq = route.link.received() + 1;
     loop {
-        let frame = match tokio::time::timeout(timeout, reader.next()).await {
-            Err(_) => return RouteEnd::Silent(timeout),
-            Ok(Err(error)) => return error.into(),
-            Ok(Ok(frame)) => frame,
+        // A frame already buffered needs no read, and so no timer: arming one for every
+        // frame cost a clock read and a timer entry per message (issue 16).
+        let next = if reader.has_frame() {
+            reader.next().await
+        } else {
+            match tokio::time::timeout(timeout, reader.next()).await {
+                Err(_) => return RouteEnd::Silent(timeout),
+                Ok(next) => next,
+            }
+        };
+        let frame = match next {
+            Err(error) => return error.into(),
+            Ok(frame) => frame,
         };
         if matches!(frame, Frame::Message { .. }) {
             route.figures.in_msgs.fetch_add(1, Ordering::Relaxed);
