@@ -229,6 +229,11 @@ impl Interest {
         }
     }
 
+    /// True if the peer declared any consumer group.
+    pub fn has_groups(&self) -> bool {
+        self.grouped > 0
+    }
+
     /// The members the peer has in each of its groups whose filter matches `topic`.
     pub fn groups(&self, topic: &str, mut found: impl FnMut(&str, &str, Members)) {
         if self.grouped == 0 {

@@ -30,7 +30,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -61,6 +61,9 @@ pub struct Link {
     pub epoch: u64,
     limits: LinkLimits,
     interest: RwLock<Interest>,
+    /// The peer declared a consumer group: kept beside the lock, so that a publish on a
+    /// cluster without groups (most) need not lock every link's interest to find none.
+    grouped: AtomicBool,
     out: Mutex<Out>,
     /// The highest message number taken from the peer.
     received: AtomicU64,
@@ -109,6 +112,7 @@ impl Link {
             epoch,
             limits,
             interest: RwLock::new(Interest::new(limits.max_interest)),
+            grouped: AtomicBool::new(false),
             out: Mutex::new(Out {
                 next: 1,
                 unacked: VecDeque::new(),
@@ -283,10 +287,20 @@ impl Link {
         self.interest.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn interest_mut(&self) -> RwLockWriteGuard<'_, Interest> {
-        self.interest
+    /// Changes the peer's interest (or replaces it, with `*interest = ...`).
+    pub fn change_interest<R>(&self, change: impl FnOnce(&mut Interest) -> R) -> R {
+        let mut interest = self
+            .interest
             .write()
-            .unwrap_or_else(PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner);
+        let result = change(&mut interest);
+        self.grouped.store(interest.has_groups(), Ordering::Relaxed);
+        result
+    }
+
+    /// True if the peer declared any consumer group.
+    pub fn has_groups(&self) -> bool {
+        self.grouped.load(Ordering::Relaxed)
     }
 
     fn count_drop(&self, why: &'static str) {

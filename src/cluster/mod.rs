@@ -655,7 +655,7 @@ impl Peers for Cluster {
 
     fn remote_groups(&self, topic: &str) -> Vec<RemoteGroup> {
         let mut found: Vec<RemoteGroup> = Vec::new();
-        for link in self.links().iter() {
+        for link in self.links().iter().filter(|link| link.has_groups()) {
             link.interest().groups(topic, |group, filter, members| {
                 let i = match found
                     .iter()

@@ -316,7 +316,7 @@ impl Route {
             Some(interest) => change(interest),
             None => {
                 drop(fresh);
-                change(&mut self.link.interest_mut())
+                self.link.change_interest(change)
             }
         }
     }
@@ -329,7 +329,7 @@ impl Route {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some(interest) = fresh {
-            *self.link.interest_mut() = interest;
+            self.link.change_interest(|kept| *kept = interest);
         }
     }
 
