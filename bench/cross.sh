@@ -8,17 +8,18 @@
 #
 #   bench/cross.sh            ROUNDS=3 N=100000 by default
 #
-# Uses the release build (honouring CARGO_TARGET_DIR) and the loopback ports of cluster/ (MQTT
-# 1883-1885, routes 9991-9993), which must be free.
+# Uses the release build (honouring CARGO_TARGET_DIR), or SUPERMQ_BIN (not built: for a
+# before/after of two builds), and the loopback ports of cluster/ (MQTT 1883-1885, routes
+# 9991-9993), which must be free.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ROUNDS=${ROUNDS:-3}
 N=${N:-100000}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-BIN=$TARGET/release/supermq
+BIN=${SUPERMQ_BIN:-$TARGET/release/supermq}
 
-(cd "$ROOT" && cargo build --release --locked --quiet)
+[ -n "${SUPERMQ_BIN:-}" ] || (cd "$ROOT" && cargo build --release --locked --quiet)
 trap '"$ROOT/cluster/cluster.sh" stop >/dev/null 2>&1 || true' EXIT
 RESULTS=$(mktemp)
 
