@@ -8,7 +8,7 @@
 #
 #   bench/cross.sh            ROUNDS=3 N=100000 by default
 #
-# Uses the release build (honouring CARGO_TARGET_DIR), or SUPERMQ_BIN (not built: for a
+# Uses the release build (honouring CARGO_TARGET_DIR), or BROKER_BIN (not built: for a
 # before/after of two builds), and the loopback ports of cluster/ (MQTT 1883-1885, routes
 # 9991-9993), which must be free.
 set -euo pipefail
@@ -17,9 +17,9 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ROUNDS=${ROUNDS:-3}
 N=${N:-100000}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-BIN=${SUPERMQ_BIN:-$TARGET/release/supermq}
+BIN=${BROKER_BIN:-$TARGET/release/supermq}
 
-[ -n "${SUPERMQ_BIN:-}" ] || (cd "$ROOT" && cargo build --release --locked --quiet)
+[ -n "${BROKER_BIN:-}" ] || (cd "$ROOT" && cargo build --release --locked --quiet)
 trap '"$ROOT/cluster/cluster.sh" stop >/dev/null 2>&1 || true' EXIT
 RESULTS=$(mktemp)
 
