@@ -215,3 +215,55 @@ pub mod id {
     pub const SUBSCRIPTION_IDENTIFIER_AVAILABLE: u8 = 0x29;
     pub const SHARED_SUBSCRIPTION_AVAILABLE: u8 = 0x2A;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_properties_hold_no_box_and_read_as_the_empty_set() {
+        let none = Properties::default();
+        assert!(none.is_empty());
+        assert_eq!(none.reason_string, None);
+        assert!(none.user_properties.is_empty());
+        assert_eq!(none, Properties::from(PropertyValues::default()));
+        assert!(Properties::from(PropertyValues::default()).0.is_none());
+    }
+
+    #[test]
+    fn writing_a_field_boxes_the_set() {
+        let mut properties = Properties(None);
+        properties.topic_alias = Some(3);
+        assert!(!properties.is_empty());
+        assert!(properties.0.is_some());
+        assert_eq!(properties.topic_alias, Some(3));
+    }
+
+    #[test]
+    fn editing_never_allocates_and_frees_an_emptied_box() {
+        let mut none = Properties::default();
+        assert_eq!(none.edit(|p| p.topic_alias.take()), None);
+        assert!(none.0.is_none(), "an edit of no properties allocated");
+
+        let mut properties = Properties::from(PropertyValues {
+            topic_alias: Some(7),
+            content_type: Some("text/plain".into()),
+            ..PropertyValues::default()
+        });
+        assert_eq!(properties.edit(|p| p.topic_alias.take()), Some(Some(7)));
+        assert!(properties.0.is_some(), "the content type is left");
+        properties.edit(|p| p.content_type = None);
+        assert!(properties.0.is_none(), "an emptied box is freed");
+        assert_eq!(properties, Properties::default());
+    }
+
+    #[test]
+    fn an_empty_box_equals_no_box() {
+        let mut emptied = Properties(None);
+        emptied.reason_string = Some("x".into());
+        emptied.reason_string = None;
+        assert!(emptied.0.is_some());
+        assert_eq!(emptied, Properties::default());
+        assert!(emptied.is_empty());
+    }
+}
