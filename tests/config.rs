@@ -821,3 +821,16 @@ fn a_list_from_the_environment_may_be_a_toml_array_for_items_with_commas() {
     let (_, message) = error("", &[("SUPERMQ_HTTP_API_KEYS", "[not toml")]);
     assert!(message.contains("SUPERMQ_HTTP_API_KEYS"), "{message}");
 }
+
+#[test]
+fn worker_threads_are_the_setting_or_one_per_core_but_one() {
+    let (_, set) = load_text("[node]\nthreads = 3\n", &[]);
+    assert_eq!(set.expect("valid").node.worker_threads(), 3);
+    let (_, default) = load_text("", &[]);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(
+        default.expect("valid").node.worker_threads(),
+        cores.saturating_sub(1).max(1),
+        "{cores} cores"
+    );
+}
