@@ -29,7 +29,7 @@ static EMPTY: PropertyValues = PropertyValues::EMPTY;
 impl Properties {
     /// True when no property is set.
     pub fn is_empty(&self) -> bool {
-        self.0.as_deref().is_none_or(|values| *values == EMPTY)
+        self.0.as_deref().is_none_or(PropertyValues::is_empty)
     }
 
     /// The values, taken out of their box (the empty set if there was none).
@@ -42,7 +42,7 @@ impl Properties {
     pub fn edit<R>(&mut self, change: impl FnOnce(&mut PropertyValues) -> R) -> Option<R> {
         let values = self.0.as_deref_mut()?;
         let result = change(values);
-        if *values == EMPTY {
+        if values.is_empty() {
             self.0 = None;
         }
         Some(result)
@@ -65,7 +65,7 @@ impl DerefMut for Properties {
 
 impl From<PropertyValues> for Properties {
     fn from(values: PropertyValues) -> Properties {
-        if values == EMPTY {
+        if values.is_empty() {
             Properties(None)
         } else {
             Properties(Some(Box::new(values)))
