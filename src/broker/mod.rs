@@ -14,8 +14,10 @@
 //! - `registry` is the table of sessions by client id (takeover, resumption, wills), and
 //!   `expiry` the one table of disconnected sessions waiting to end or to send their Will;
 //!   `handover` moves a session between nodes when its client connects to another;
-//! - `router` is the subscription trie that finds the subscribers of a topic; `groups` parses
-//!   consumer group filters and chooses the member that gets each message, here or on a peer;
+//! - `router` is the subscription trie that finds the subscribers of a topic (`branches`: the
+//!   branches below one of its nodes, shared with the cluster's trie of a peer's interest);
+//!   `groups` parses consumer group filters and chooses the member that gets each message, here
+//!   or on a peer;
 //! - `peers` is the interface to the other nodes of a cluster ([`Peers`]), which the broker
 //!   defines and the cluster implements: the broker never names the cluster
 //!   (docs/ARCHITECTURE.md, "The broker and the cluster");
@@ -34,6 +36,7 @@
 mod admin;
 mod admission;
 mod aliases;
+mod branches;
 mod connect;
 mod connection;
 mod expiry;
@@ -75,6 +78,7 @@ use crate::protocol::{Publish, QoS, SubscriptionOptions, reason};
 
 pub use admin::{ClientInfo, RetainedInfo, SubscriptionInfo};
 pub use admission::{Arrival, Counted};
+pub(crate) use branches::Branches;
 pub(crate) use connect::{is_sys_topic, within_limits};
 pub use connection::serve;
 pub use expiry::run as expire_sessions;

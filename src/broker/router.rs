@@ -12,6 +12,7 @@ use std::sync::atomic::AtomicUsize;
 
 use crate::protocol::{QoS, SubscriptionOptions};
 
+use super::branches::Branches;
 use super::groups::{self, Filter};
 use super::session::SessionHandle;
 
@@ -150,13 +151,7 @@ impl Group {
 
 #[derive(Default)]
 struct Node {
-    /// The children for literal levels.
-    children: HashMap<Box<str>, Node>,
-    /// The `+` and `#` children, kept apart: matching looks for both at every level of every
-    /// topic, and a field is read where a map lookup hashes the level (two of every three
-    /// hashes a publish cost, issue 16).
-    plus: Option<Box<Node>>,
-    hash: Option<Box<Node>>,
+    children: Branches<Node>,
     subscribers: Subscribers,
     /// Consumer groups on this node's filter, by name.
     groups: HashMap<Box<str>, Group>,
@@ -164,45 +159,7 @@ struct Node {
 
 impl Node {
     fn is_empty(&self) -> bool {
-        self.children.is_empty()
-            && self.plus.is_none()
-            && self.hash.is_none()
-            && self.subscribers.is_empty()
-            && self.groups.is_empty()
-    }
-
-    fn child(&self, level: &str) -> Option<&Node> {
-        match level {
-            "+" => self.plus.as_deref(),
-            "#" => self.hash.as_deref(),
-            _ => self.children.get(level),
-        }
-    }
-
-    fn child_mut(&mut self, level: &str) -> Option<&mut Node> {
-        match level {
-            "+" => self.plus.as_deref_mut(),
-            "#" => self.hash.as_deref_mut(),
-            _ => self.children.get_mut(level),
-        }
-    }
-
-    fn child_or_new(&mut self, level: &str) -> &mut Node {
-        match level {
-            "+" => self.plus.get_or_insert_default(),
-            "#" => self.hash.get_or_insert_default(),
-            _ => self.children.entry(level.into()).or_default(),
-        }
-    }
-
-    fn remove_child(&mut self, level: &str) {
-        match level {
-            "+" => self.plus = None,
-            "#" => self.hash = None,
-            _ => {
-                self.children.remove(level);
-            }
-        }
+        self.children.is_empty() && self.subscribers.is_empty() && self.groups.is_empty()
     }
 }
 
@@ -242,7 +199,7 @@ impl Router {
         };
         let mut node = &mut self.root;
         for level in levels.split('/') {
-            node = node.child_or_new(level);
+            node = node.children.get_or_default(level);
         }
         let subscriber = Subscriber {
             session: Arc::clone(session),
@@ -310,7 +267,7 @@ impl Router {
     fn node(&self, filter: &str) -> Option<&Node> {
         filter
             .split('/')
-            .try_fold(&self.root, |node, level| node.child(level))
+            .try_fold(&self.root, |node, level| node.children.get(level))
     }
 
     /// True if any consumer group has members here.
@@ -376,13 +333,13 @@ fn remove(
         }
         return removed;
     };
-    let Some(child) = node.child_mut(first) else {
+    let Some(child) = node.children.get_mut(first) else {
         return false;
     };
     let removed = remove(child, rest, group, session_id, groups);
     // Prune empty branches so the trie does not keep the shape of every filter ever used.
     if child.is_empty() {
-        node.remove_child(first);
+        node.children.remove(first);
     }
     removed
 }
@@ -401,7 +358,7 @@ fn collect<'a>(
     wildcards: bool,
     f: &mut impl FnMut(&'a Node),
 ) {
-    if wildcards && let Some(hash) = node.hash.as_deref() {
+    if wildcards && let Some(hash) = node.children.hash() {
         // '#' matches the parent level too: "a/#" matches "a" (MQTT-4.7.1-2).
         f(hash);
     }
@@ -409,10 +366,10 @@ fn collect<'a>(
         f(node);
         return;
     };
-    if let Some(child) = node.children.get(first) {
+    if let Some(child) = node.children.literal(first) {
         collect(child, levels.clone(), true, f);
     }
-    if wildcards && let Some(plus) = node.plus.as_deref() {
+    if wildcards && let Some(plus) = node.children.plus() {
         collect(plus, levels, true, f);
     }
 }

@@ -1,5 +1,5 @@
 //! What one peer is interested in: its plain filters and its consumer groups with their
-//! member counts, in a trie like the local router's.
+//! member counts, in a trie like the local router's (with its branches, [`Branches`]).
 //!
 //! Each route owns one [`Interest`]; it is filled from the peer's interest frames and dropped
 //! with the route, so nothing learned from a peer outlives its route. Matching walks only the
@@ -11,6 +11,8 @@
 //! here ([`super::validate`]), which is what bounds the matching walk's recursion.
 
 use std::collections::HashMap;
+
+use crate::broker::Branches;
 
 /// A group's members on one node: connected, and waiting offline in persistent sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -26,12 +28,7 @@ pub struct InterestFull(pub usize);
 
 #[derive(Default)]
 struct Node {
-    /// The children for literal levels.
-    children: HashMap<Box<str>, Node>,
-    /// The `+` and `#` children, kept apart as in the router: matching looks for both at
-    /// every level of every forwarded topic, and a field costs no hash.
-    plus: Option<Box<Node>>,
-    hash: Option<Box<Node>>,
+    children: Branches<Node>,
     /// The filter ending here, once something was declared on it.
     filter: Option<Box<str>>,
     plain: bool,
@@ -42,62 +39,16 @@ struct Node {
 /// Frees a subtree with a loop: the maps' own drop would recurse once per level.
 impl Drop for Node {
     fn drop(&mut self) {
-        let mut below: Vec<Node> = self.take_children();
+        let mut below: Vec<Node> = self.children.take_all();
         while let Some(mut node) = below.pop() {
-            below.extend(node.take_children());
+            below.extend(node.children.take_all());
         }
     }
 }
 
 impl Node {
     fn is_empty(&self) -> bool {
-        self.child_count() == 0 && !self.plain && self.groups.is_empty()
-    }
-
-    fn child_count(&self) -> usize {
-        self.children.len() + usize::from(self.plus.is_some()) + usize::from(self.hash.is_some())
-    }
-
-    fn child(&self, level: &str) -> Option<&Node> {
-        match level {
-            "+" => self.plus.as_deref(),
-            "#" => self.hash.as_deref(),
-            _ => self.children.get(level),
-        }
-    }
-
-    fn child_mut(&mut self, level: &str) -> Option<&mut Node> {
-        match level {
-            "+" => self.plus.as_deref_mut(),
-            "#" => self.hash.as_deref_mut(),
-            _ => self.children.get_mut(level),
-        }
-    }
-
-    fn child_or_new(&mut self, level: &str) -> &mut Node {
-        match level {
-            "+" => self.plus.get_or_insert_default(),
-            "#" => self.hash.get_or_insert_default(),
-            _ => self.children.entry(level.into()).or_default(),
-        }
-    }
-
-    fn remove_child(&mut self, level: &str) {
-        match level {
-            "+" => self.plus = None,
-            "#" => self.hash = None,
-            _ => {
-                self.children.remove(level);
-            }
-        }
-    }
-
-    /// Every child, taken out (for the loop that drops a subtree).
-    fn take_children(&mut self) -> Vec<Node> {
-        let mut taken: Vec<Node> = self.children.drain().map(|(_, child)| child).collect();
-        taken.extend(self.plus.take().map(|child| *child));
-        taken.extend(self.hash.take().map(|child| *child));
-        taken
+        self.children.is_empty() && !self.plain && self.groups.is_empty()
     }
 
     /// (plain filters, groups) declared on this node: 0 or 1, and any number.
@@ -180,7 +131,7 @@ impl Interest {
     fn find(&self, filter: &str) -> Option<&Node> {
         filter
             .split('/')
-            .try_fold(&self.root, |node, level| node.child(level))
+            .try_fold(&self.root, |node, level| node.children.get(level))
     }
 
     /// Applies `f` to the node of `filter` (created if missing), keeps the entry counts, and
@@ -188,7 +139,7 @@ impl Interest {
     fn apply(&mut self, filter: &str, f: impl FnOnce(&mut Node)) {
         let mut node = &mut self.root;
         for level in filter.split('/') {
-            node = node.child_or_new(level);
+            node = node.children.get_or_default(level);
         }
         let before = node.entries();
         f(node);
@@ -208,10 +159,10 @@ impl Interest {
         let mut cut = 0;
         let mut node = &self.root;
         for (depth, level) in filter.split('/').enumerate() {
-            if node.child_count() > 1 || node.plain || !node.groups.is_empty() {
+            if node.children.len() > 1 || node.plain || !node.groups.is_empty() {
                 cut = depth;
             }
-            let Some(child) = node.child(level) else {
+            let Some(child) = node.children.get(level) else {
                 return;
             };
             node = child;
@@ -219,13 +170,13 @@ impl Interest {
         let mut levels = filter.split('/');
         let mut node = &mut self.root;
         for level in levels.by_ref().take(cut) {
-            let Some(child) = node.child_mut(level) else {
+            let Some(child) = node.children.get_mut(level) else {
                 return;
             };
             node = child;
         }
         if let Some(level) = levels.next() {
-            node.remove_child(level);
+            node.children.remove(level);
         }
     }
 
@@ -279,7 +230,7 @@ fn collect<'a>(
     wildcards: bool,
     visit: &mut impl FnMut(&'a Node),
 ) {
-    if wildcards && let Some(hash) = node.hash.as_deref() {
+    if wildcards && let Some(hash) = node.children.hash() {
         visit(hash);
     }
     let Some(levels) = rest else {
@@ -290,10 +241,10 @@ fn collect<'a>(
         Some((first, rest)) => (first, Some(rest)),
         None => (levels, None),
     };
-    if let Some(child) = node.children.get(first) {
+    if let Some(child) = node.children.literal(first) {
         collect(child, rest, true, visit);
     }
-    if wildcards && let Some(plus) = node.plus.as_deref() {
+    if wildcards && let Some(plus) = node.children.plus() {
         collect(plus, rest, true, visit);
     }
 }
