@@ -239,3 +239,141 @@ async fn refused_items_and_evicted_handshakes_are_counted() {
     );
     assert_eq!(cluster.peers(), ["peer"], "the route stayed up");
 }
+
+/// A publisher on one node that outruns a subscriber on another is paced to it, at QoS 0 as
+/// at QoS 1, instead of filling the route's backlog until messages are dropped: node b holds
+/// its route acknowledgements back while its backlog is past the pace mark, and node a holds
+/// back the publishers of messages to a peer that is behind (`cluster::link`). With a backlog
+/// of 512 KiB and 20 MB published (more than the sockets between can buffer), nothing is
+/// dropped anywhere and everything arrives in order.
+#[tokio::test]
+async fn a_publisher_on_another_node_is_paced_to_a_slow_subscriber_and_loses_nothing() {
+    const COUNT: u32 = 20_000;
+    const BACKLOG: usize = 512 * 1024;
+    let (ra, rb) = (free_port(), free_port());
+    // The nodes of a cluster share their configuration: a's pace follows the backlog too.
+    let mut config_a = in_process_node("a", ra, &[]);
+    config_a.cluster.route_backlog_bytes = BACKLOG;
+    let a = TestBroker::start(config_a).await;
+    let mut config_b = in_process_node("b", rb, &[ra]);
+    config_b.limits.max_queued_messages = 100;
+    config_b.cluster.route_backlog_bytes = BACKLOG;
+    let b = TestBroker::start(config_b).await;
+    let mut sub = common::TestClient::v5(b.addr, "sub").await;
+    sub.subscribe("paced/#", QoS::AtMostOnce).await;
+    let mut publisher = common::TestClient::v5(a.addr, "pub").await;
+    wait_for_interest(&mut publisher, "paced/probe").await;
+    assert_eq!(sub.recv_publish().await.topic, "paced/probe");
+
+    // As fast as the socket takes them, from a task of its own: the publisher is held back by
+    // its node not reading it.
+    let sending = tokio::spawn(async move {
+        for n in 0..COUNT {
+            let mut payload = n.to_be_bytes().to_vec();
+            payload.resize(1000, b'.');
+            let publish = common::publish_packet("paced/1", &payload, QoS::AtMostOnce, false, 0);
+            publisher.send_publish(publish).await;
+        }
+        publisher
+    });
+    // A subscriber slower than the route: a pause every 100 messages.
+    for n in 0..COUNT {
+        let publish = sub.recv_publish().await;
+        assert_eq!(
+            publish.payload[..4],
+            n.to_be_bytes(),
+            "message {n} in order"
+        );
+        if n % 100 == 99 {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
+    let mut publisher = sending.await.expect("the publisher task");
+    publisher.ping().await;
+    let stats = b.broker.stats();
+    assert_eq!(stats.dropped_route_backlog.get(), 0);
+    assert_eq!(stats.dropped_slow_consumer.get(), 0);
+    assert_eq!(stats.dropped_queue_full.get(), 0);
+    assert_eq!(a.cluster.as_ref().map(|c| c.dropped()), Some(0));
+    // And it was the pace that did it.
+    assert!(
+        route_to(&b, "a").acks_held > 0,
+        "b held acknowledgements back"
+    );
+    assert!(route_to(&a, "b").paced > 0, "a held its publisher back");
+}
+
+/// The figures of `broker`'s route to `peer`.
+fn route_to(broker: &TestBroker, peer: &str) -> supermq::cluster::RouteFigures {
+    let cluster = broker.cluster.as_ref().expect("the cluster runs");
+    let routes = cluster.route_figures();
+    routes
+        .into_iter()
+        .find(|r| r.peer == peer)
+        .expect("a route to the peer")
+}
+
+/// The pace has a bound: a subscriber on node b that reads nothing fills its queue and the
+/// route's backlog, and b holds its acknowledgements back — for at most a quarter of
+/// `ack_timeout_ms` at a time, and only until the stuck one is declared slow and what it kept
+/// waiting is dropped. So the publisher on node a is slowed, never stopped, and a subscriber
+/// beside the stuck one gets every message.
+#[tokio::test]
+async fn a_stuck_subscriber_slows_a_publisher_on_another_node_for_a_bounded_while_only() {
+    const COUNT: u32 = 3_000;
+    const BACKLOG: usize = 64 * 1024;
+    let (ra, rb) = (free_port(), free_port());
+    let mut config_a = in_process_node("a", ra, &[]);
+    config_a.cluster.route_backlog_bytes = BACKLOG;
+    config_a.cluster.ack_timeout_ms = 1000;
+    let a = TestBroker::start(config_a).await;
+    let mut config_b = in_process_node("b", rb, &[ra]);
+    config_b.cluster.route_backlog_bytes = BACKLOG;
+    config_b.cluster.ack_timeout_ms = 1000;
+    config_b.limits.max_queued_messages = 10;
+    config_b.limits.queue_full_wait_ms = 500;
+    let b = TestBroker::start(config_b).await;
+    let mut stuck = common::TestClient::v5(b.addr, "stuck").await;
+    stuck.subscribe("stuck/#", QoS::AtMostOnce).await;
+    let mut fast = common::TestClient::v5(b.addr, "fast").await;
+    fast.subscribe("y/#", QoS::AtMostOnce).await;
+    let mut publisher = common::TestClient::v5(a.addr, "pub").await;
+    wait_for_interest(&mut publisher, "stuck/probe").await;
+    wait_for_interest(&mut publisher, "y/probe").await;
+    assert_eq!(fast.recv_publish().await.topic, "y/probe");
+
+    // 12 MB for the stuck subscriber: more than its socket can buffer.
+    let started = tokio::time::Instant::now();
+    let sending = tokio::spawn(async move {
+        for n in 0..COUNT {
+            let big = common::publish_packet("stuck/1", &[0; 4096], QoS::AtMostOnce, false, 0);
+            publisher.send_publish(big).await;
+            let small = common::publish_packet("y/1", &n.to_be_bytes(), QoS::AtMostOnce, false, 0);
+            publisher.send_publish(small).await;
+        }
+        publisher
+    });
+    for n in 0..COUNT {
+        let publish = fast.recv_publish().await;
+        assert_eq!(
+            publish.payload.as_ref(),
+            n.to_be_bytes(),
+            "message {n} in order"
+        );
+    }
+    let mut publisher = sending.await.expect("the publisher task");
+    publisher.ping().await;
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
+    let stats = b.broker.stats();
+    assert!(
+        stats.slow_consumers.get() >= 1,
+        "the stuck one is declared slow"
+    );
+    assert!(stats.dropped_slow_consumer.get() > 0);
+    assert_eq!(a.cluster.as_ref().map(|c| c.dropped()), Some(0));
+    assert!(
+        route_to(&b, "a").acks_held > 0,
+        "b held acknowledgements back"
+    );
+}

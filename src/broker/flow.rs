@@ -137,6 +137,14 @@ pub struct Waiter {
     session: Option<Arc<SessionHandle>>,
 }
 
+#[cfg(test)]
+impl Waiter {
+    /// A waiter whose acks go nowhere, for the tests of what holds a publisher back.
+    pub(crate) fn detached() -> Arc<Waiter> {
+        Arc::new(Waiter::new(Arc::new(Outbox::default()), true, None))
+    }
+}
+
 #[derive(Default)]
 struct Acks {
     waiting: Vec<Waiting>,
@@ -406,16 +414,41 @@ pub async fn settle(
 }
 
 /// The bytes one route's messages hold parked in full sessions (`cluster.route_backlog_bytes`).
+///
+/// The budget also paces the peer: past [`Backlog::PACE_BYTES`] (or half the budget, if
+/// that is less) the route's acknowledgements wait until the backlog has drained to half of
+/// that, for at most a bound the route sets, and the peer holds back its publishers once it
+/// has too many messages unacknowledged (see `cluster::link`). So a publisher on another node
+/// is paced to a slow subscriber here as a local one is, instead of running ahead until the
+/// budget is spent and its messages are dropped.
 pub struct Backlog {
     bytes: AtomicUsize,
     max: usize,
+    /// Above this, the route is paced ([`Backlog::is_paced`]).
+    mark: usize,
+    paced: AtomicBool,
+    /// The backlog drained to half the mark while paced.
+    eased: Notify,
 }
 
 impl Backlog {
+    /// Parked bytes of one route's messages past which its acknowledgements wait.
+    pub const PACE_BYTES: usize = 256 * 1024;
+
+    /// What a peer may send beyond what this node acknowledged, for a backlog of `max` bytes:
+    /// with the mark, within the budget (a held-back publisher adds at most its own window,
+    /// `PUBLISHER_WINDOW_BYTES`).
+    pub fn window(max: usize) -> usize {
+        Backlog::PACE_BYTES.min(max / 4)
+    }
+
     pub fn new(max: usize) -> Arc<Backlog> {
         Arc::new(Backlog {
             bytes: AtomicUsize::new(0),
             max,
+            mark: Backlog::PACE_BYTES.min(max / 2),
+            paced: AtomicBool::new(false),
+            eased: Notify::new(),
         })
     }
 
@@ -436,6 +469,9 @@ impl Backlog {
                 Err(now) => used = now,
             }
         }
+        if used + bytes > self.mark && !self.paced.load(Ordering::Relaxed) {
+            self.paced.store(true, Ordering::Release);
+        }
         Some(Claim::Route {
             backlog: Arc::clone(self),
             bytes,
@@ -443,7 +479,22 @@ impl Backlog {
     }
 
     fn release(&self, bytes: usize) {
-        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        let left = self.bytes.fetch_sub(bytes, Ordering::AcqRel) - bytes;
+        if left <= self.mark / 2 && self.paced.swap(false, Ordering::AcqRel) {
+            self.eased.notify_one();
+        }
+    }
+
+    /// Whether the route's acknowledgements wait: more than the mark is parked, and it has
+    /// not drained to half of it since.
+    pub fn is_paced(&self) -> bool {
+        self.paced.load(Ordering::Acquire)
+    }
+
+    /// Waits until the backlog stops being paced (or was not): a permit is kept if it eased
+    /// while nobody waited.
+    pub async fn eased(&self) {
+        self.eased.notified().await;
     }
 }
 
@@ -494,6 +545,26 @@ mod tests {
         drop(first);
         drop(second);
         assert_eq!(backlog.bytes.load(Ordering::Acquire), 0);
+    }
+
+    #[tokio::test]
+    async fn a_backlog_paces_past_its_mark_until_it_drains_to_half_of_it() {
+        // A budget of 1000: the mark is half of it, 500.
+        let backlog = Backlog::new(1000);
+        let first = backlog.claim(300).expect("room");
+        assert!(!backlog.is_paced(), "within the mark");
+        let second = backlog.claim(300).expect("room");
+        assert!(backlog.is_paced(), "past the mark");
+        drop(second);
+        assert!(backlog.is_paced(), "300 left: not yet half the mark");
+        let eased = backlog.eased();
+        drop(first);
+        assert!(!backlog.is_paced(), "drained");
+        tokio::time::timeout(Duration::from_secs(5), eased)
+            .await
+            .expect("eased is told");
+        assert_eq!(Backlog::window(1000), 250);
+        assert_eq!(Backlog::window(1 << 30), Backlog::PACE_BYTES);
     }
 
     #[tokio::test]

@@ -74,7 +74,7 @@ use tokio::sync::watch;
 
 use crate::auth::Auth;
 use crate::config::Limits;
-use crate::protocol::{Publish, QoS, SubscriptionOptions, reason};
+use crate::protocol::{Publish, SubscriptionOptions, reason};
 
 pub use admin::{ClientInfo, RetainedInfo, SubscriptionInfo};
 pub use admission::{Arrival, Counted};
@@ -83,7 +83,7 @@ pub(crate) use connect::{is_sys_topic, within_limits};
 pub use connection::serve;
 pub use expiry::run as expire_sessions;
 pub(crate) use flow::Backlog;
-pub use flow::{Forward, Waiter};
+pub use flow::{Claim, Forward, Waiter};
 pub use groups::GroupRef;
 pub use handover::{Fetched, MovedMessage, MovedSubscription, SessionImage};
 pub use keepalive::sweep as keep_alive_sweep;
@@ -386,7 +386,7 @@ impl Broker {
             // Groups with members only on other nodes.
             assigned.extend(remote.iter().filter_map(|r| self.choose_peer(r)));
             let publisher = match sender {
-                Sender::Publisher(waiter) if message.qos != QoS::AtMostOnce => Some(waiter),
+                Sender::Publisher(waiter) => Some(waiter),
                 _ => None,
             };
             // A node's `$SYS` tree is its own, published apart (`sys`); and no client, Will

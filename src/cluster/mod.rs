@@ -76,7 +76,7 @@ use frame::{Frame, Info, Outgoing};
 use handover::{Handovers, SessionBounds};
 pub use inspect::{Gathered, Inspector};
 use interest::Members;
-use link::{Link, LinkLimits, Sent};
+use link::{Link, LinkLimits, Publisher, Sent};
 use route::Route;
 use tls::RouteTls;
 pub(crate) use validate::{MAX_NAME, check_address, check_node_name};
@@ -111,6 +111,13 @@ pub struct RouteFigures {
     pub pending_bytes: usize,
     /// Messages for the peer dropped (a full queue or replay buffer, no ack in time).
     pub dropped: u64,
+    /// Messages whose local publisher was held back because the peer was behind.
+    #[serde(default)]
+    pub paced: u64,
+    /// Times this node held its acknowledgement to the peer back, pacing it, because the
+    /// peer's messages kept waiting beside full local queues passed the mark.
+    #[serde(default)]
+    pub acks_held: u64,
 }
 
 /// Heartbeat and redial timings, from the configuration.
@@ -282,6 +289,7 @@ impl Bound {
                 replay_bytes: c.route_replay_bytes,
                 ack_timeout: Duration::from_millis(c.ack_timeout_ms),
                 max_interest: c.max_peer_interest,
+                pace_bytes: crate::broker::Backlog::window(c.route_backlog_bytes),
             },
             grace: Duration::from_millis(c.peer_grace_ms),
             acks_wait_for_peers: c.acks == "cluster",
@@ -404,6 +412,8 @@ impl Cluster {
                     out_bytes: f.out_bytes.load(Ordering::Relaxed),
                     pending_bytes: route.pending_bytes(),
                     dropped: route.dropped() + route.link.dropped(),
+                    paced: route.link.paced(),
+                    acks_held: f.acks_held.load(Ordering::Relaxed),
                 }
             })
             .collect();
@@ -691,7 +701,14 @@ impl Peers for Cluster {
     ) -> usize {
         let links = self.links();
         let keep = message.qos != QoS::AtMostOnce;
-        let publisher = publisher.filter(|_| self.acks_wait_for_peers);
+        // A QoS 1/2 publisher is paced by its acks when they wait for the peers, and bounded
+        // by the replay buffer when they do not (`cluster.acks = "local"` promises the ack
+        // once the message is queued here); a QoS 0 one is held back while a peer is behind.
+        let publisher = match publisher {
+            Some(waiter) if keep && self.acks_wait_for_peers => Publisher::Acked(waiter),
+            Some(waiter) if !keep => Publisher::Paced(waiter),
+            _ => Publisher::None,
+        };
         // Most peers get the same frame: encode once per flavour (with or without delivery);
         // a peer assigned a group gets its own.
         let mut encoded: [Option<Bytes>; 2] = [None, None];
@@ -717,10 +734,10 @@ impl Peers for Cluster {
                 encode_message(message, plain, false, &chosen)
             };
             if let Some(bytes) = bytes {
-                // Only a copy for delivery holds the publisher's ack; a retained message for
-                // a peer's store alone does not.
-                let waiter = publisher.filter(|_| deliver);
-                if link.send(bytes, keep, waiter) == Sent::Yes && deliver {
+                // Only a copy for delivery holds the publisher's ack or paces it; a retained
+                // message for a peer's store alone does not.
+                let publisher = if deliver { publisher } else { Publisher::None };
+                if link.send(bytes, keep, publisher) == Sent::Yes && deliver {
                     sent += 1;
                 }
             }
@@ -739,7 +756,7 @@ impl Peers for Cluster {
             encode_message(message, false, true, std::slice::from_ref(group)),
         ) {
             (Some(link), Some(bytes)) => {
-                link.send(bytes, message.qos != QoS::AtMostOnce, None) == Sent::Yes
+                link.send(bytes, message.qos != QoS::AtMostOnce, Publisher::None) == Sent::Yes
             }
             _ => false,
         }

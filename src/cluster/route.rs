@@ -10,7 +10,9 @@
 //! the peer's picture would go wrong: a peer that lets that many pile up is disconnected
 //! instead, and gets the full picture again when the route comes back.
 //! [`run`] drives the connection with two halves: the writer drains the queue (many frames per
-//! system call), acknowledges what the reader took, and sends a heartbeat when the route has
+//! system call), acknowledges what the reader took (holding the acknowledgement back, for a
+//! bounded while, when the backlog paces the peer: docs/ARCHITECTURE.md, "Pace across a
+//! route"), and sends a heartbeat when the route has
 //! been idle for `heartbeat_ms`; the reader applies the peer's frames and closes the route
 //! when nothing arrives within `heartbeat_timeout_ms`. A route is ended either at once
 //! ([`Route::close`]) or, on a graceful shutdown, after the writer has sent everything already
@@ -78,6 +80,8 @@ pub struct Figures {
     pub out_bytes: AtomicU64,
     /// The last round trip a PING measured, in microseconds (0: none yet).
     pub rtt_us: AtomicU64,
+    /// Times an acknowledgement to the peer was held back (the backlog paced it).
+    pub acks_held: AtomicU64,
     /// When the last PING went, in microseconds after `since`.
     ping_sent: AtomicU64,
 }
@@ -91,6 +95,7 @@ impl Default for Figures {
             in_bytes: AtomicU64::new(0),
             out_bytes: AtomicU64::new(0),
             rtt_us: AtomicU64::new(0),
+            acks_held: AtomicU64::new(0),
             ping_sent: AtomicU64::new(0),
         }
     }
@@ -613,7 +618,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         Err(error) => return RouteEnd::Write(std::io::Error::other(error)),
     };
     let figures = &route.figures;
+    let max_hold = route.link.max_ack_hold();
     let mut acked = 0;
+    // Since when an acknowledgement is held back, while the backlog paces the peer.
+    let mut holding: Option<Instant> = None;
     loop {
         if route.pong_due.swap(false, Ordering::AcqRel) {
             if let Err(error) = writer.write_all(&pong).await {
@@ -624,7 +632,18 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 .fetch_add(pong.len() as u64, Ordering::Relaxed);
         }
         let due = route.ack_due.load(Ordering::Acquire);
-        if due > acked {
+        if due > acked && route.backlog.is_paced() {
+            let since = *holding.get_or_insert_with(|| {
+                figures.acks_held.fetch_add(1, Ordering::Relaxed);
+                Instant::now()
+            });
+            if since.elapsed() >= max_hold {
+                holding = None;
+            }
+        } else {
+            holding = None;
+        }
+        if due > acked && holding.is_none() {
             match Frame::Ack(due).encode() {
                 Ok(ack) => {
                     if let Err(error) = writer.write_all(&ack).await {
@@ -661,10 +680,17 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                     Err(error) => error.into(),
                 };
             }
-            if tokio::time::timeout(heartbeat, route.wake.notified())
-                .await
-                .is_err()
-            {
+            // An acknowledgement held back goes once the backlog eases, or at the hold's end.
+            let wait = holding.map_or(heartbeat, |since| {
+                heartbeat.min(max_hold.saturating_sub(since.elapsed()))
+            });
+            let woken = async {
+                tokio::select! {
+                    () = route.wake.notified() => {}
+                    () = route.backlog.eased(), if holding.is_some() => {}
+                }
+            };
+            if tokio::time::timeout(wait, woken).await.is_err() && holding.is_none() {
                 figures
                     .ping_sent
                     .store(figures.micros().max(1), Ordering::Release);
@@ -701,6 +727,7 @@ mod tests {
             replay_bytes: 1024,
             ack_timeout: Duration::from_secs(1),
             max_interest: 10,
+            pace_bytes: 1024,
         };
         Link::new("peer".into(), 1, limits)
     }

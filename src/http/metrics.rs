@@ -152,7 +152,7 @@ pub(super) fn render(shared: &Shared) -> String {
             gauge(routes.len()),
         );
         type Figure = fn(&RouteFigures) -> u64;
-        let per_peer: [(&str, &str, Figure); 5] = [
+        let per_peer: [(&str, &str, Figure); 7] = [
             (
                 "supermq_route_in_messages",
                 "Messages received from the peer",
@@ -177,6 +177,16 @@ pub(super) fn render(shared: &Shared) -> String {
                 "supermq_route_dropped",
                 "Messages for the peer dropped",
                 |r| r.dropped,
+            ),
+            (
+                "supermq_route_paced_messages",
+                "Messages whose local publisher was held back because the peer was behind",
+                |r| r.paced,
+            ),
+            (
+                "supermq_route_acks_held",
+                "Times an acknowledgement to the peer was held back to pace it",
+                |r| r.acks_held,
             ),
         ];
         for (name, help, figure) in per_peer {
