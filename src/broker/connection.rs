@@ -67,6 +67,11 @@ const LINGER_CHUNK: usize = 4096;
 const MIN_READ_CHUNK: usize = 256;
 const MAX_READ_CHUNK: usize = 64 * 1024;
 
+/// A read of at least this many bytes makes the reader let the other tasks go before it
+/// handles the rest (see [`run`]); a smaller one, an ack or a few publishes, is not worth the
+/// turn (it cost QoS 1 16% more CPU per delivery when every read yielded).
+const YIELD_AFTER: usize = 16 * 1024;
+
 /// A write buffer that grew past this for one large batch is given back once written.
 const KEEP_BUFFER: usize = 64 * 1024;
 
@@ -341,7 +346,7 @@ where
             loop {
                 // In a block of its own: the packet must not stay in this future's state while
                 // it waits below.
-                let mut end = {
+                let (mut end, read) = {
                     let next = reader.next(version).await;
                     let arrived = reader.take_arrived();
                     if arrived > 0 {
@@ -350,8 +355,14 @@ where
                         outbox.keep_alive().heard(broker.clock.now());
                         broker.stats.bytes_received.add(arrived as u64);
                     }
-                    take(&mut client, next, &session)
+                    (take(&mut client, next, &session), arrived >= YIELD_AFTER)
                 };
+                if read && end.is_none() {
+                    // After a large read, the other tasks go first: it holds up to 64 KiB of
+                    // publishes, and handling them all in one turn kept the writers they feed
+                    // (subscribers', routes') waiting, and the nodes downstream idle.
+                    tokio::task::yield_now().await;
+                }
                 while end.is_none() && (client.is_blocked() || outbox.is_full()) {
                     // The broker holds the reader up: that is no silence of the client's.
                     outbox.keep_alive().pause();

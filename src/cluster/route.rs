@@ -435,6 +435,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
             // once what it wrote to this node's store is on disk, when there is one
             // (`storage.durability = "immediate"`), so an ack means stored here too.
             cluster.acknowledge_when_stored(route, route.link.received());
+            // One batch per turn: on a node with one worker, a reader that went straight on
+            // to the next read kept the acknowledgement and the subscribers' writers waiting
+            // behind it, and the peer idle (cross-node QoS 0 +15%: docs/BENCHMARKS.md).
+            tokio::task::yield_now().await;
         }
     }
 }
