@@ -417,10 +417,10 @@ pub async fn settle(
 ///
 /// The budget also paces the peer: past [`Backlog::PACE_BYTES`] (or half the budget, if
 /// that is less) the route's acknowledgements wait until the backlog has drained to half of
-/// that, for at most a bound the route sets, and the peer holds back its publishers once it
-/// has too many messages unacknowledged (see `cluster::link`). So a publisher on another node
-/// is paced to a slow subscriber here as a local one is, instead of running ahead until the
-/// budget is spent and its messages are dropped.
+/// that, for at most a bound the route sets, and the peer holds back its QoS 0 publishers once
+/// it has too many bytes unacknowledged (see `cluster::link`; QoS 1/2 ones wait for their
+/// acks). So a publisher on another node is paced to a slow subscriber here as a local one is,
+/// instead of running ahead until the budget is spent and its messages are dropped.
 pub struct Backlog {
     bytes: AtomicUsize,
     max: usize,

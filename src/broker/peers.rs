@@ -63,7 +63,7 @@ pub trait Peers: Send + Sync {
     /// and to the peers `assigned` its groups, once per peer; a retained message goes to
     /// every peer, so each node's retained store stays complete. Returns how many peers were
     /// sent it for delivery. `publisher` is the local client that published it, if one did:
-    /// it is held back while a peer it sends to is behind (at any QoS), and a QoS 1/2 copy for
+    /// at QoS 0 it is held back while a peer it sends to is behind, and a QoS 1/2 copy for
     /// delivery holds its ack until the peer has taken it ([`Waiter::forwarded`]), unless the
     /// cluster acknowledges once a message is queued here (`cluster.acks = "local"`).
     /// Never given a `$SYS` message: a node's tree is its own (`super::sys`).

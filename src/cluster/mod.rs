@@ -115,7 +115,7 @@ pub struct RouteFigures {
     #[serde(default)]
     pub paced: u64,
     /// Times this node held its acknowledgement to the peer back, pacing it, because the
-    /// peer's messages kept waiting beside full local queues passed the mark.
+    /// peer's messages waiting beside full local queues were past the mark.
     #[serde(default)]
     pub acks_held: u64,
 }
