@@ -240,25 +240,20 @@ async fn refused_items_and_evicted_handshakes_are_counted() {
     assert_eq!(cluster.peers(), ["peer"], "the route stayed up");
 }
 
-/// A publisher on one node that outruns a subscriber on another is paced to it, at QoS 0 as
-/// at QoS 1, instead of filling the route's backlog until messages are dropped: node b holds
-/// its route acknowledgements back while its backlog is past the pace mark, and node a holds
-/// back the publishers of messages to a peer that is behind (`cluster::link`). With a backlog
-/// of 512 KiB and 20 MB published (more than the sockets between can buffer), nothing is
-/// dropped anywhere and everything arrives in order.
+/// A QoS 0 publisher on one node that outruns a subscriber on another is paced to it, as a
+/// QoS 1 one is by its acks, instead of filling the route's backlog until messages are
+/// dropped: node b holds its route acknowledgements back while its backlog is past the pace
+/// mark, and node a holds back the publishers of messages to a peer that is behind
+/// (`cluster::link`). With a backlog of 512 KiB and 20 MB published (more than the sockets
+/// between can buffer), nothing is dropped anywhere and everything arrives in order.
 #[tokio::test]
 async fn a_publisher_on_another_node_is_paced_to_a_slow_subscriber_and_loses_nothing() {
     const COUNT: u32 = 20_000;
-    const BACKLOG: usize = 512 * 1024;
-    let (ra, rb) = (free_port(), free_port());
-    // The nodes of a cluster share their configuration: a's pace follows the backlog too.
-    let mut config_a = in_process_node("a", ra, &[]);
-    config_a.cluster.route_backlog_bytes = BACKLOG;
-    let a = TestBroker::start(config_a).await;
-    let mut config_b = in_process_node("b", rb, &[ra]);
-    config_b.limits.max_queued_messages = 100;
-    config_b.cluster.route_backlog_bytes = BACKLOG;
-    let b = TestBroker::start(config_b).await;
+    let (a, b) = two_nodes(|config| {
+        config.cluster.route_backlog_bytes = 512 * 1024;
+        config.limits.max_queued_messages = 100;
+    })
+    .await;
     let mut sub = common::TestClient::v5(b.addr, "sub").await;
     sub.subscribe("paced/#", QoS::AtMostOnce).await;
     let mut publisher = common::TestClient::v5(a.addr, "pub").await;
@@ -303,6 +298,18 @@ async fn a_publisher_on_another_node_is_paced_to_a_slow_subscriber_and_loses_not
     assert!(route_to(&a, "b").paced > 0, "a held its publisher back");
 }
 
+/// Nodes a and b, b dialling a, both changed by `change`: the nodes of a cluster share their
+/// configuration (a's pace follows the backlog's size too).
+async fn two_nodes(change: impl Fn(&mut supermq::config::Config)) -> (TestBroker, TestBroker) {
+    let (ra, rb) = (free_port(), free_port());
+    let mut config_a = in_process_node("a", ra, &[]);
+    change(&mut config_a);
+    let a = TestBroker::start(config_a).await;
+    let mut config_b = in_process_node("b", rb, &[ra]);
+    change(&mut config_b);
+    (a, TestBroker::start(config_b).await)
+}
+
 /// The figures of `broker`'s route to `peer`.
 fn route_to(broker: &TestBroker, peer: &str) -> supermq::cluster::RouteFigures {
     let cluster = broker.cluster.as_ref().expect("the cluster runs");
@@ -321,18 +328,13 @@ fn route_to(broker: &TestBroker, peer: &str) -> supermq::cluster::RouteFigures {
 #[tokio::test]
 async fn a_stuck_subscriber_slows_a_publisher_on_another_node_for_a_bounded_while_only() {
     const COUNT: u32 = 3_000;
-    const BACKLOG: usize = 64 * 1024;
-    let (ra, rb) = (free_port(), free_port());
-    let mut config_a = in_process_node("a", ra, &[]);
-    config_a.cluster.route_backlog_bytes = BACKLOG;
-    config_a.cluster.ack_timeout_ms = 1000;
-    let a = TestBroker::start(config_a).await;
-    let mut config_b = in_process_node("b", rb, &[ra]);
-    config_b.cluster.route_backlog_bytes = BACKLOG;
-    config_b.cluster.ack_timeout_ms = 1000;
-    config_b.limits.max_queued_messages = 10;
-    config_b.limits.queue_full_wait_ms = 500;
-    let b = TestBroker::start(config_b).await;
+    let (a, b) = two_nodes(|config| {
+        config.cluster.route_backlog_bytes = 64 * 1024;
+        config.cluster.ack_timeout_ms = 1000;
+        config.limits.max_queued_messages = 10;
+        config.limits.queue_full_wait_ms = 500;
+    })
+    .await;
     let mut stuck = common::TestClient::v5(b.addr, "stuck").await;
     stuck.subscribe("stuck/#", QoS::AtMostOnce).await;
     let mut fast = common::TestClient::v5(b.addr, "fast").await;

@@ -468,12 +468,17 @@ mod tests {
         Bytes::from(vec![n; 10])
     }
 
-    #[test]
-    fn a_qos0_publisher_is_held_back_while_the_peer_is_behind_until_it_acknowledges() {
-        let link = link(1 << 20, Duration::from_secs(1));
+    /// A link with a route up, a pace window of 1024 bytes, and a local publisher.
+    fn attached_with_publisher(ack_timeout: Duration) -> (Arc<Link>, Arc<Route>, Arc<Waiter>) {
+        let link = link(1 << 20, ack_timeout);
         let route = route(&link);
         link.attach(&route);
-        let waiter = Waiter::detached();
+        (link, route, Waiter::detached())
+    }
+
+    #[test]
+    fn a_qos0_publisher_is_held_back_while_the_peer_is_behind_until_it_acknowledges() {
+        let (link, route, waiter) = attached_with_publisher(Duration::from_secs(1));
         let frame = Bytes::from(vec![0; 100]);
         // A window of 1024 bytes: the first ten 100-byte frames are within it.
         for _ in 0..10 {
@@ -520,10 +525,7 @@ mod tests {
 
     #[test]
     fn a_publisher_held_back_goes_on_when_the_peer_never_acknowledges() {
-        let link = link(1 << 20, Duration::from_millis(200));
-        let route = route(&link);
-        link.attach(&route);
-        let waiter = Waiter::detached();
+        let (link, _route, waiter) = attached_with_publisher(Duration::from_millis(200));
         for _ in 0..12 {
             link.send(Bytes::from(vec![0; 100]), false, Publisher::Paced(&waiter));
         }
