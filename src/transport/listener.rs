@@ -10,10 +10,30 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use super::read_budget::{Budgeted, ReadBudget};
+
+/// Connections the kernel may hold completed for a listener before the broker accepts them
+/// (capped by `net.core.somaxconn`). A storm of connecting clients — a restart, a network
+/// flap — must find room: past a full queue Linux drops the handshake's last ACK, and a client
+/// that sends nothing first is then connected on its side and forgotten on ours. The default
+/// of 128 did that to one socket of 300 opened at once in about one run in twenty
+/// (tests/hostile/connections.rs, `refused_connections_do_not_flood_the_log`).
+const BACKLOG: u32 = 4096;
+
+/// A listening socket on `addr`, address reuse on as `TcpListener::bind` sets it.
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
 use super::{Boxed, Kind, TransportError, websocket};
 
 /// A bound listener of one [`Kind`].
@@ -73,7 +93,7 @@ impl Listener {
             }
         };
         let bind_error = |error| TransportError::Bind { kind, addr, error };
-        let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+        let listener = listen(addr).map_err(bind_error)?;
         // With port 0 the kernel picks the port; remember the real one for logs and tests.
         let local_addr = listener.local_addr().map_err(bind_error)?;
         Ok(Listener {

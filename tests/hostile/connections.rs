@@ -348,7 +348,11 @@ async fn send_until_closed(addr: std::net::SocketAddr, bytes: &[u8]) {
     // Generous: 300 sockets at once on a CI machine busy with other builds can take the
     // broker several seconds to answer and close; what matters is that it does.
     let closed = tokio::time::timeout(WAIT * 3, stream.read_to_end(&mut rest)).await;
-    assert!(closed.is_ok(), "the broker keeps a socket it refused");
+    let local = stream.local_addr().ok();
+    assert!(
+        closed.is_ok(),
+        "the broker keeps a socket it refused: {local:?} to {addr}, after {bytes:?}"
+    );
 }
 
 /// Every way a connection can be refused before it is a client, repeated by a flood: each
