@@ -346,7 +346,7 @@ where
             loop {
                 // In a block of its own: the packet must not stay in this future's state while
                 // it waits below.
-                let (mut end, read) = {
+                let (mut end, large_read) = {
                     let next = reader.next(version).await;
                     let arrived = reader.take_arrived();
                     if arrived > 0 {
@@ -357,7 +357,7 @@ where
                     }
                     (take(&mut client, next, &session), arrived >= YIELD_AFTER)
                 };
-                if read && end.is_none() {
+                if large_read && end.is_none() {
                     // After a large read, the other tasks go first: it holds up to 64 KiB of
                     // publishes, and handling them all in one turn kept the writers they feed
                     // (subscribers', routes') waiting, and the nodes downstream idle.

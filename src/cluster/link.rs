@@ -278,6 +278,11 @@ impl Link {
         let mut taken = Vec::new();
         let mut released = Vec::new();
         let mut out = self.out();
+        if up_to.saturating_add(1) >= out.next {
+            // Everything sent is acknowledged (the common case: one ACK per batch read).
+            out.acked_bytes = out.sent_bytes;
+            out.points.clear();
+        }
         while out.points.front().is_some_and(|&(seq, _)| seq <= up_to) {
             if let Some((_, bytes)) = out.points.pop_front() {
                 out.acked_bytes = bytes;
@@ -521,6 +526,33 @@ mod tests {
             0,
             "nobody waits for a peer without a route"
         );
+    }
+
+    #[test]
+    fn the_pace_keeps_a_bounded_number_of_points_and_an_ack_of_everything_ends_it() {
+        let link = link(1 << 20, Duration::from_secs(1));
+        let route = Route::new(Arc::clone(&link), "a:1".into(), true, 1 << 30, 10, 1024);
+        link.attach(&route);
+        let waiter = Waiter::detached();
+        // One frame per step: a point each, past the cap.
+        let frame = Bytes::from(vec![0; PACE_STEP as usize]);
+        let count = PACE_POINTS as u64 + 100;
+        for _ in 0..count {
+            link.send(frame.clone(), false, Publisher::None);
+        }
+        assert_eq!(
+            link.out().points.len(),
+            PACE_POINTS,
+            "no more points past the cap"
+        );
+        link.send(frame.clone(), false, Publisher::Paced(&waiter));
+        assert_eq!(waiter.outstanding(), 1, "behind");
+        // The peer took everything sent: it is not behind, whatever points were kept.
+        link.acked(count + 1);
+        assert_eq!(waiter.outstanding(), 0);
+        let small = Bytes::from(vec![0; 100]);
+        link.send(small, false, Publisher::Paced(&waiter));
+        assert_eq!(waiter.outstanding(), 0, "within the window again");
     }
 
     #[test]

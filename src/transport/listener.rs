@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use super::read_budget::{Budgeted, ReadBudget};
+use super::{Boxed, Kind, TransportError, websocket};
 
 /// Connections the kernel may hold completed for a listener before the broker accepts them
 /// (capped by `net.core.somaxconn`). A storm of connecting clients — a restart, a network
@@ -34,7 +35,6 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.bind(addr)?;
     socket.listen(BACKLOG)
 }
-use super::{Boxed, Kind, TransportError, websocket};
 
 /// A bound listener of one [`Kind`].
 pub struct Listener {
