@@ -192,6 +192,7 @@ impl Server {
             .map(|listener| tokio::spawn(accept_loop(listener, Arc::clone(&self.broker))))
             .collect();
         let keep_alive = tokio::spawn(broker::keep_alive_sweep(Arc::clone(&self.broker)));
+        let idle = tokio::spawn(broker::watch_idle_connections(Arc::clone(&self.broker)));
         let expiry = tokio::spawn(broker::expire_sessions(Arc::clone(&self.broker)));
         let stopping = tokio::sync::watch::channel(false).0;
         let http = self.http.take().map(|http| {
@@ -235,6 +236,8 @@ impl Server {
         if let Some(http) = http {
             http.abort();
         }
+        // Last, as the connections that rest until then need it to see their client.
+        idle.abort();
         tracing::info!(open = self.broker.connection_count(), "stopped");
     }
 }

@@ -28,16 +28,22 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use futures_util::FutureExt;
+use futures_util::future::Either;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::runtime::Handle;
 
 use crate::auth::Credentials;
-use crate::protocol::{self, DecodeError, Disconnect, Packet, ProtocolVersion, reason};
+use crate::protocol::{self, DecodeError, Disconnect, Packet, ProtocolVersion, Will, reason};
 use crate::transport::{BudgetSpent, Duplex, MessageTooLarge};
 
 use super::Broker;
@@ -80,42 +86,120 @@ const KEEP_BUFFER: usize = 64 * 1024;
 /// `count` and `arrival` come from [`Broker::admit`]: the connection is counted until it
 /// closes, and pending (evictable, under its deadline) until its CONNECT is answered.
 ///
-/// A task keeps room for its largest state for as long as it lives, and most connections
-/// spend their life idle: so the wait for CONNECT and its answer run boxed, and are freed
-/// once the client is connected, as is the boxed `arrival`.
-///
-/// It returns an `async move` block rather than being an `async fn`: an async fn keeps its
-/// arguments twice in its state (as passed and as bound), a block that captures them once.
-#[allow(clippy::manual_async_fn)] // on purpose: see above
+/// A task keeps room for its largest state for as long as it lives: so the start (the wait
+/// for CONNECT, its answer, the session's set-up) runs boxed and is freed once the client is
+/// connected, as is the boxed `arrival`; and the two phases are chained rather than awaited
+/// one after the other in one `async` block, which would keep the stream and the count twice
+/// (as its own and as the connected phase's).
 pub fn serve<S: Duplex>(
+    count: Counted,
+    stream: S,
+    arrival: Box<Arrival>,
+) -> impl Future<Output = ()> {
+    Box::pin(start(count, stream, arrival)).then(|started| match started {
+        Some((count, stream, live, unread)) => Either::Left(connected(count, stream, live, unread)),
+        None => Either::Right(std::future::ready(())),
+    })
+}
+
+/// Reads CONNECT, answers it and sets the session up; returns what the connected phase
+/// takes, or `None` once the connection has been refused or has gone.
+async fn start<S: Duplex>(
     mut count: Counted,
     mut stream: S,
     arrival: Box<Arrival>,
-) -> impl Future<Output = ()> {
-    async move {
-        let (read_half, write_half) = stream.halves();
-        let accepted = accept(&mut count, read_half, write_half, arrival);
-        let Some((terms, reader, writer)) = Box::pin(accepted).await else {
-            return;
-        };
-        let end = run(count.broker(), terms, reader, writer).await;
-        if let End::Closed(_) = end {
-            // The broker closed it, with a reason the client should get to read. Boxed: it
-            // happens once, at the end.
-            let (mut read_half, _) = stream.halves();
-            Box::pin(linger(&mut read_half)).await;
+) -> Option<(Counted, S, Live, BytesMut)> {
+    let (read_half, write_half) = stream.halves();
+    let (terms, unread) = accept(&mut count, read_half, write_half, arrival).await?;
+    let Some(live) = attach(count.broker(), terms, &mut stream).await else {
+        // Refused, with a reason the client should get to read.
+        let (mut read_half, _) = stream.halves();
+        linger(&mut read_half).await;
+        return None;
+    };
+    Some((count, stream, live, unread))
+}
+
+/// Gives a connection that rested ([`super::idle`]) a task again, on `runtime`: it goes on
+/// where it was. Takes its socket back into the reactor here rather than in the task, so
+/// that the task is the connected phase and nothing more.
+pub fn wake(resting: Resting, runtime: &Handle) {
+    let Resting {
+        stream,
+        count,
+        live,
+    } = resting;
+    // Counted quiet from now: a wake-up with nothing to do does not send it back at once.
+    live.outbox.keep_alive().woke();
+    let _context = runtime.enter();
+    match TcpStream::from_std(stream) {
+        Ok(stream) => {
+            runtime.spawn(connected(count, stream, live, BytesMut::new()));
+        }
+        Err(error) => {
+            let client_id = live.session.client_id();
+            tracing::debug!(client_id, %error, "cannot serve a rested connection again");
+            // In a task: this may run in a waker, under the caller's locks.
+            runtime.spawn(async move { close(count.broker(), live, &End::Lost) });
         }
     }
 }
 
-/// Reads CONNECT (by the arrival's deadline) and negotiates. Returns the terms and the
-/// stream's halves, or `None` once the connection has been refused or has gone.
+/// A connected client's state between its turns as a task: what its reader and writer keep
+/// across packets, owned, so that the connection can rest without a task
+/// ([`super::idle`]). Small for the same reason: it is most of what a resting connection
+/// costs.
+pub struct Live {
+    client: Client,
+    outbox: Arc<Outbox>,
+    session: Arc<SessionHandle>,
+    generation: u64,
+    /// Boxed: a Will is large and rarely there.
+    will: Option<Box<Will>>,
+    version: ProtocolVersion,
+    /// The client's Maximum Packet Size; u32 as in the protocol, to keep the state small.
+    max_packet_out: u32,
+    /// Topic aliases towards the client, if it takes them; boxed, as most clients do not.
+    aliases: Option<Box<Aliases>>,
+}
+
+/// A connection at rest: its socket, out of tokio's reactor, and its state.
+pub struct Resting {
+    stream: std::net::TcpStream,
+    count: Counted,
+    live: Live,
+}
+
+impl Resting {
+    pub fn fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+
+    pub fn broker(&self) -> &Arc<Broker> {
+        self.count.broker()
+    }
+
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.live.outbox
+    }
+}
+
+/// How a connection's turn as a task ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Turn {
+    End(End),
+    /// Asked to rest, with nothing half done.
+    Rest,
+}
+
+/// Reads CONNECT (by the arrival's deadline) and negotiates. Returns the terms and what the
+/// client sent after its CONNECT, or `None` once the connection has been refused or has gone.
 async fn accept<R, W>(
     count: &mut Counted,
     read_half: R,
     mut write_half: W,
     mut arrival: Box<Arrival>,
-) -> Option<(Box<Terms>, PacketReader<R>, W)>
+) -> Option<(Box<Terms>, BytesMut)>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -243,10 +327,13 @@ where
                     // a connection logs name the client themselves.
                     tracing::debug!(client_id = %terms.client_id, %peer, "CONNECT accepted");
                     arrival.accepted();
-                    reader.set_max_packet_size(broker.limits.max_packet_size);
-                    // Boxed: the connected phase keeps its arguments for its whole life, and
-                    // the terms are only needed at its start.
-                    return Some((Box::new(terms), reader, write_half));
+                    // The CONNECT (and whatever came with it) counts as received.
+                    broker
+                        .stats
+                        .bytes_received
+                        .add(reader.take_arrived() as u64);
+                    // Boxed: the set-up takes them, and a task keeps room for what it holds.
+                    return Some((Box::new(terms), reader.buf));
                 }
                 Err(refusal) => {
                     count.disconnect();
@@ -266,151 +353,265 @@ where
     None
 }
 
-/// The connected phase: session attached, reader and writer running.
-/// An `async move` block for the reason [`serve`] gives.
-#[allow(clippy::manual_async_fn)]
-fn run<R, W>(
+/// Opens the client's session, queues its CONNACK and makes its connected state; on a
+/// refusal, answers it and returns `None` (the caller lingers, as for any close).
+async fn attach<S: Duplex>(
     broker: &Arc<Broker>,
     terms: Box<Terms>,
+    stream: &mut S,
+) -> Option<Live> {
+    let rests = S::RESTS && broker.idle.is_on();
+    let keep_alive = Watch::new(terms.idle_timeout(), broker.clock.now(), rests);
+    let outbox = Arc::new(Outbox::new(keep_alive));
+    let mut terms = terms;
+    // A resuming client whose session is on another node gets it moved here.
+    let moved = if terms.clean_start {
+        None
+    } else {
+        broker
+            .fetch_session(&terms.client_id, terms.username.as_deref())
+            .await
+    };
+    let opened = match broker.open_session(&terms, Arc::clone(&outbox), moved) {
+        Ok(opened) => opened,
+        Err(refusal) => {
+            let (_, mut writer) = stream.halves();
+            refuse_session(broker, &mut writer, &terms, &refusal).await;
+            return None;
+        }
+    };
+    broker.online.insert(&outbox);
+    outbox.send(Packet::ConnAck(
+        terms.connack(opened.present, &broker.limits),
+    ));
+    broker.stats.connections_accepted.inc();
+    tracing::debug!(
+        client_id = %terms.client_id,
+        version = ?terms.version,
+        present = opened.present,
+        "connected"
+    );
+    let will = terms.will.take().map(Box::new);
+    let session = Arc::clone(&opened.session);
+    let generation = opened.generation;
+    let client = Client::new(broker, &terms, opened, &outbox);
+    Some(Live {
+        client,
+        outbox,
+        session,
+        generation,
+        will,
+        version: terms.version,
+        max_packet_out: u32::try_from(terms.max_packet_out).unwrap_or(u32::MAX),
+        aliases: (terms.aliases_out > 0).then(|| Box::new(Aliases::new(terms.aliases_out))),
+    })
+}
+
+/// The connected phase, over as many turns as the connection takes: it serves the client as
+/// a task until the connection ends, or until it is asked to rest and can (plain TCP):
+/// then it goes to rest and this task ends ([`super::idle`]).
+#[allow(clippy::manual_async_fn)] // an `async move` block for the reason `serve` gives
+fn connected<S: Duplex>(
+    count: Counted,
+    mut stream: S,
+    mut live: Live,
+    unread: BytesMut,
+) -> impl Future<Output = ()> {
+    async move {
+        let max_size = count.broker().limits.max_packet_size;
+        // The first turn takes what was read after the CONNECT (moved in, not kept here).
+        let (read_half, write_half) = stream.halves();
+        let reader = PacketReader::with_buffer(read_half, unread, max_size);
+        let mut turn = run(count.broker(), &mut live, reader, write_half).await;
+        let end = loop {
+            match turn {
+                Turn::End(end) => break end,
+                Turn::Rest => match stream.into_tcp() {
+                    Ok(tcp) => return rest(count, tcp, live),
+                    // Cannot rest: on as a task.
+                    Err(same) => stream = same,
+                },
+            }
+            let (read_half, write_half) = stream.halves();
+            let reader = PacketReader::new(read_half, max_size);
+            turn = run(count.broker(), &mut live, reader, write_half).await;
+        };
+        close(count.broker(), live, &end);
+        if let End::Closed(_) = end {
+            // The broker closed it, with a reason the client should get to read. Boxed: it
+            // happens once, at the end.
+            let (mut read_half, _) = stream.halves();
+            Box::pin(linger(&mut read_half)).await;
+        }
+    }
+}
+
+/// Puts a connection to rest: its socket out of tokio's reactor, its state to
+/// [`super::idle`]; this task then ends.
+fn rest(count: Counted, tcp: TcpStream, live: Live) {
+    let broker = Arc::clone(count.broker());
+    match tcp.into_std() {
+        Ok(stream) => {
+            let resting = Resting {
+                stream,
+                count,
+                live,
+            };
+            broker.idle.rest(resting);
+        }
+        Err(error) => {
+            // Taking it out of the reactor failed, and closed it.
+            let client_id = live.session.client_id();
+            tracing::debug!(client_id, %error, "cannot rest the connection; closed");
+            close(&broker, live, &End::Lost);
+        }
+    }
+}
+
+/// What ends every connected connection: it leaves the keep-alive watch, and its session is
+/// detached, with the Will published if the way it ended calls for it.
+fn close(broker: &Arc<Broker>, live: Live, end: &End) {
+    let Live {
+        outbox,
+        session,
+        generation,
+        will,
+        ..
+    } = live;
+    broker.online.remove(&outbox);
+    if *end == End::Closed(reason::KEEP_ALIVE_TIMEOUT) {
+        tracing::info!(
+            client_id = session.client_id(),
+            "keep alive timeout; closed"
+        );
+    }
+    tracing::debug!(client_id = session.client_id(), ?end, "connection closed");
+    let will = will.filter(|_| end.publishes_will()).map(|will| *will);
+    broker.close_session(&session, generation, will);
+}
+
+/// One turn of the connected phase as a task: the reader and the writer side by side until
+/// the connection ends or rests. An `async move` block for the reason [`serve`] gives.
+#[allow(clippy::manual_async_fn)]
+fn run<'a, R, W>(
+    broker: &'a Arc<Broker>,
+    live: &'a mut Live,
     mut reader: PacketReader<R>,
-    mut writer: W,
-) -> impl Future<Output = End>
+    writer: W,
+) -> impl Future<Output = Turn> + 'a
 where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    R: AsyncRead + Unpin + 'a,
+    W: AsyncWrite + Unpin + 'a,
 {
     async move {
-        let keep_alive = Watch::new(terms.idle_timeout(), broker.clock.now());
-        let outbox = Arc::new(Outbox::new(keep_alive));
-        // In a block: what only the set-up needs must not stay in the connection's state.
-        let (mut client, session, generation, will, version, max_packet_out, aliases_out) = {
-            let mut terms = terms;
-            // A resuming client whose session is on another node gets it moved here. Boxed:
-            // the wait is rare, and its state would otherwise live in every connection.
-            let moved = if terms.clean_start {
-                None
-            } else {
-                Box::pin(broker.fetch_session(&terms.client_id, terms.username.as_deref())).await
-            };
-            let opened = broker.open_session(&terms, Arc::clone(&outbox), moved);
-            let opened = match opened {
-                Ok(opened) => opened,
-                Err(refusal) => {
-                    // Boxed: it happens once, at the end.
-                    Box::pin(refuse_session(broker, &mut writer, &terms, &refusal)).await;
-                    return End::Closed(refusal.code);
-                }
-            };
-            broker.online.insert(&outbox);
-            outbox.send(Packet::ConnAck(
-                terms.connack(opened.present, &broker.limits),
-            ));
-            broker.stats.connections_accepted.inc();
-            tracing::debug!(
-                client_id = %terms.client_id,
-                version = ?terms.version,
-                present = opened.present,
-                "connected"
-            );
-            // Boxed: a Will is large and rarely there.
-            let will = terms.will.take().map(Box::new);
-            let session = Arc::clone(&opened.session);
-            let generation = opened.generation;
-            let client = Client::new(broker, &terms, opened, &outbox);
-            (
-                client,
-                session,
-                generation,
-                will,
-                terms.version,
-                terms.max_packet_out,
-                terms.aliases_out,
-            )
-        };
+        let Live {
+            client,
+            outbox,
+            session,
+            generation,
+            version,
+            max_packet_out,
+            aliases,
+            ..
+        } = live;
+        let version = *version;
+        // Whether the reader waits for a packet with nothing else to do: the one point where
+        // the connection may rest (the writer asks, see `Writer::run`).
+        let reader_at_rest = AtomicBool::new(false);
         let mut writer = Writer {
             io: writer,
             buf: BytesMut::new(),
-            outbox: &outbox,
-            session: &session,
-            generation,
+            outbox,
+            session,
+            generation: *generation,
             version,
-            max_packet_out: u32::try_from(max_packet_out).unwrap_or(u32::MAX),
-            aliases: (aliases_out > 0).then(|| Box::new(Aliases::new(aliases_out))),
+            max_packet_out: *max_packet_out,
+            aliases,
             broker,
+            reader_at_rest: &reader_at_rest,
         };
-        // Both futures are pinned where they are made: a future moved into place after it is
-        // made would be kept twice in this function's state, which is the connection's memory
-        // while it lives.
-        let mut writer_task = std::pin::pin!(writer.run());
-        let mut reader_task = std::pin::pin!(async {
-            loop {
-                // In a block of its own: the packet must not stay in this future's state while
-                // it waits below.
-                let (mut end, large_read) = {
-                    let next = reader.next(version).await;
-                    let arrived = reader.take_arrived();
-                    if arrived > 0 {
-                        // Once per read, not per packet: the clock costs a system call's
-                        // worth of time. (Keep alive is watched by `keepalive::sweep`.)
-                        outbox.keep_alive().heard(broker.clock.now());
-                        broker.stats.bytes_received.add(arrived as u64);
+        loop {
+            // Both futures are pinned where they are made: a future moved into place after
+            // it is made would be kept twice in this function's state, which is the
+            // connection's memory while it lives. In a block, so that they are dropped (and
+            // their borrows end) before the reader is looked at below.
+            let turn = {
+                let mut writer_task = std::pin::pin!(writer.run());
+                let mut reader_task = std::pin::pin!(async {
+                    loop {
+                        // In a block of its own: the packet must not stay in this future's
+                        // state while it waits below.
+                        let (mut end, large_read) = {
+                            let at_rest = reader.buf.is_empty();
+                            reader_at_rest.store(at_rest, Ordering::Relaxed);
+                            if at_rest && outbox.keep_alive().asked_to_rest() {
+                                // The writer decides, once it has nothing to send either.
+                                outbox.wake();
+                            }
+                            let next = reader.next(version).await;
+                            reader_at_rest.store(false, Ordering::Relaxed);
+                            let arrived = reader.take_arrived();
+                            if arrived > 0 {
+                                // Once per read, not per packet: the clock costs a system
+                                // call's worth of time. (Keep alive is watched by
+                                // `keepalive::sweep`.)
+                                outbox.keep_alive().heard(broker.clock.now());
+                                broker.stats.bytes_received.add(arrived as u64);
+                            }
+                            (take(client, next, session), arrived >= YIELD_AFTER)
+                        };
+                        if large_read && end.is_none() {
+                            // After a large read, the other tasks go first: it holds up to
+                            // 64 KiB of publishes, and handling them all in one turn kept the
+                            // writers they feed (subscribers', routes') waiting, and the
+                            // nodes downstream idle.
+                            tokio::task::yield_now().await;
+                        }
+                        while end.is_none() && (client.is_blocked() || outbox.is_full()) {
+                            // The broker holds the reader up: that is no silence of the
+                            // client's.
+                            outbox.keep_alive().pause();
+                            // Boxed: being held is rare, and its state is large.
+                            let held = held(client, &mut reader, outbox, session, version);
+                            end = Box::pin(held).await;
+                            outbox.keep_alive().heard(broker.clock.now());
+                        }
+                        if let Some(end) = end {
+                            // What was read while held, if the connection ended then.
+                            broker
+                                .stats
+                                .bytes_received
+                                .add(reader.take_arrived() as u64);
+                            break end;
+                        }
                     }
-                    (take(&mut client, next, &session), arrived >= YIELD_AFTER)
-                };
-                if large_read && end.is_none() {
-                    // After a large read, the other tasks go first: it holds up to 64 KiB of
-                    // publishes, and handling them all in one turn kept the writers they feed
-                    // (subscribers', routes') waiting, and the nodes downstream idle.
-                    tokio::task::yield_now().await;
+                });
+                tokio::select! {
+                    end = &mut reader_task => {
+                        if end != End::Lost {
+                            // Let the writer send what is queued (and the DISCONNECT, if any)
+                            // first. Boxed: it happens once, at the end.
+                            let flush = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, &mut writer_task);
+                            let _ = Box::pin(flush).await;
+                        }
+                        Turn::End(end)
+                    }
+                    turn = &mut writer_task => turn,
                 }
-                while end.is_none() && (client.is_blocked() || outbox.is_full()) {
-                    // The broker holds the reader up: that is no silence of the client's.
-                    outbox.keep_alive().pause();
-                    // Boxed: being held is rare, and its state is large.
-                    end =
-                        Box::pin(held(&mut client, &mut reader, &outbox, &session, version)).await;
-                    outbox.keep_alive().heard(broker.clock.now());
-                }
-                if let Some(end) = end {
-                    // What was read while held, if the connection ended then.
-                    broker
-                        .stats
-                        .bytes_received
-                        .add(reader.take_arrived() as u64);
-                    break end;
-                }
+            };
+            match turn {
+                // Half a packet came in meanwhile: not at rest after all. The reader asks
+                // again once it has read it.
+                Turn::Rest if !reader.buf.is_empty() => outbox.keep_alive().stir(),
+                turn => return turn,
             }
-        });
-
-        let end = tokio::select! {
-            end = &mut reader_task => {
-                if end != End::Lost {
-                    // Let the writer send what is queued (and the DISCONNECT, if any) first.
-                    // Boxed: it happens once, at the end.
-                    let flush = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, &mut writer_task);
-                    let _ = Box::pin(flush).await;
-                }
-                end
-            }
-            closed = &mut writer_task => closed,
-        };
-        broker.online.remove(&outbox);
-        if end == End::Closed(reason::KEEP_ALIVE_TIMEOUT) {
-            tracing::info!(
-                client_id = session.client_id(),
-                "keep alive timeout; closed"
-            );
         }
-        tracing::debug!(client_id = session.client_id(), ?end, "connection closed");
-        let will = will.filter(|_| end.publishes_will()).map(|will| *will);
-        broker.close_session(&session, generation, will);
-        end
     }
 }
 
 /// Handles what the reader got: a packet, the end of the stream, or an error.
 fn take(
-    client: &mut Client<'_>,
+    client: &mut Client,
     next: Result<Option<Packet>, ReadError>,
     session: &SessionHandle,
 ) -> Option<End> {
@@ -435,7 +636,7 @@ fn take(
 /// packets and [`SET_ASIDE_BYTES`], and handled once the hold is over. Returns how the
 /// connection ends, if it does.
 async fn held<R: AsyncRead + Unpin>(
-    client: &mut Client<'_>,
+    client: &mut Client,
     reader: &mut PacketReader<R>,
     outbox: &Outbox,
     session: &SessionHandle,
@@ -516,11 +717,12 @@ struct Writer<'a, W> {
     session: &'a SessionHandle,
     generation: u64,
     version: ProtocolVersion,
-    /// The client's Maximum Packet Size; u32 as in the protocol, to keep the writer small.
+    /// The client's Maximum Packet Size ([`Live`]).
     max_packet_out: u32,
-    /// Topic aliases towards the client, if it takes them; boxed, as most clients do not.
-    aliases: Option<Box<Aliases>>,
+    aliases: &'a mut Option<Box<Aliases>>,
     broker: &'a Broker,
+    /// Whether the reader is at the point where the connection may rest ([`run`]).
+    reader_at_rest: &'a AtomicBool,
 }
 
 impl<W: AsyncWrite + Unpin> Writer<'_, W> {
@@ -528,10 +730,11 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
         usize::try_from(self.max_packet_out).unwrap_or(usize::MAX)
     }
 
-    /// Writes until the connection is to close; returns how it ended. Borrows the writer, so
-    /// that its fields are kept once, in the connection's state, and not again in this
-    /// future's.
-    async fn run(&mut self) -> End {
+    /// Writes until the connection is to close, or to rest: asked to ([`super::idle`]), it
+    /// does once it has nothing to write while the reader waits for a packet with nothing
+    /// read. Borrows the writer, so that its fields are kept once, in the connection's state,
+    /// and not again in this future's.
+    async fn run(&mut self) -> Turn {
         loop {
             // In a block of its own, so that none of it is kept in this future's state across
             // the waits below.
@@ -544,7 +747,7 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
                 let (more, sys_bytes) = self.fill();
                 if let Some(close) = close {
                     // Boxed: it runs once, and would otherwise make every connection larger.
-                    return Box::pin(self.finish(close, sys_bytes)).await;
+                    return Turn::End(Box::pin(self.finish(close, sys_bytes)).await);
                 }
                 // Counted once per write, not per packet, and before it: a count kept across
                 // the write would make every connection's state larger. (A write that fails
@@ -555,11 +758,23 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
             };
             if !self.buf.is_empty() {
                 if let Err(end) = self.write().await {
-                    return end;
+                    return Turn::End(end);
                 }
                 recycle(&mut self.buf);
+                self.outbox.keep_alive().stir();
             }
             if more {
+                continue;
+            }
+            // Otherwise the reader asks again (wakes the writer) when it gets there.
+            if self.outbox.keep_alive().asked_to_rest()
+                && self.reader_at_rest.load(Ordering::Relaxed)
+            {
+                // A wake-up since the look above may bring work: look again first. (One
+                // after this is kept for the rest, see `Outbox::rest`.)
+                if !self.outbox.take_wake() {
+                    return Turn::Rest;
+                }
                 continue;
             }
             self.outbox.woken().await;
@@ -843,20 +1058,18 @@ struct PacketReader<R> {
 
 impl<R: AsyncRead + Unpin> PacketReader<R> {
     fn new(io: R, max_packet_size: u32) -> Self {
-        let mut reader = PacketReader {
-            io,
-            buf: BytesMut::new(),
-            arrived: 0,
-            chunk: MIN_READ_CHUNK,
-            max_packet_size: 0,
-        };
-        reader.set_max_packet_size(max_packet_size);
-        reader
+        PacketReader::with_buffer(io, BytesMut::new(), max_packet_size)
     }
 
-    /// Bounds the packets read from now on.
-    fn set_max_packet_size(&mut self, max_packet_size: u32) {
-        self.max_packet_size = usize::try_from(max_packet_size).unwrap_or(usize::MAX);
+    /// A reader that starts with `buf`: what was read before (after the CONNECT).
+    fn with_buffer(io: R, buf: BytesMut, max_packet_size: u32) -> Self {
+        PacketReader {
+            io,
+            buf,
+            arrived: 0,
+            chunk: MIN_READ_CHUNK,
+            max_packet_size: usize::try_from(max_packet_size).unwrap_or(usize::MAX),
+        }
     }
 
     /// The next packet, or `None` at the end of the stream. Cancel-safe: bytes read are kept
@@ -929,11 +1142,12 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
 
 /// The idle-connection work (docs/BENCHMARKS.md, optimisation 5 and issue 16) rests on type
 /// sizes that a new field, a compiler upgrade or a refactor could silently undo: these bounds
-/// catch it. tokio allocates a task as a 128-byte-aligned cell, so the connection future's
-/// bound keeps the release build's cell in the 768-byte class (it was 896 with a future of 720
+/// catch it. A plain TCP connection at rest holds its [`Resting`] (in the idle module's
+/// sleeper) and its session and outbox; one with a task (busy, or TLS and WebSocket) its task
+/// too. tokio allocates a task as a 128-byte-aligned cell, so the connection future's bound
+/// keeps the release build's cell in the 768-byte class (it was 896 with a future of 720
 /// bytes; this debug build's future is ~25 bytes larger than the release one). Raise one only
-/// with a measurement of what an idle connection costs after the change (`supermq bench
-/// conns`).
+/// with a measurement of what a connection costs after the change (`supermq bench conns`).
 #[cfg(test)]
 mod sizes {
     use std::net::SocketAddr;
@@ -955,6 +1169,7 @@ mod sizes {
         let task = serve(count, stream, arrival);
         let sizes = [
             ("connection future", std::mem::size_of_val(&task), 672),
+            ("Resting", std::mem::size_of::<Resting>(), 160),
             ("Session", std::mem::size_of::<Session>(), 320),
             ("SessionHandle", std::mem::size_of::<SessionHandle>(), 400),
             ("Outbox", std::mem::size_of::<Outbox>(), 256),

@@ -50,9 +50,9 @@ impl End {
 const REASONS_SHOWN: usize = 8;
 
 /// A connected client, as the reader sees it.
-pub struct Client<'a> {
-    broker: &'a Broker,
-    outbox: &'a Arc<Outbox>,
+pub struct Client {
+    broker: Arc<Broker>,
+    outbox: Arc<Outbox>,
     session: Arc<SessionHandle>,
     generation: u64,
     version: ProtocolVersion,
@@ -77,11 +77,31 @@ struct Hold {
     sessions: Vec<Arc<SessionHandle>>,
 }
 
-impl<'a> Client<'a> {
-    pub fn new(broker: &'a Broker, terms: &Terms, opened: Opened, outbox: &'a Arc<Outbox>) -> Self {
+/// A client's [`Hold`], made on first use. A function of the fields it needs rather than a
+/// method, so that the caller can go on using the client's other fields meanwhile.
+fn made_hold<'h>(
+    hold: &'h mut Option<Box<Hold>>,
+    outbox: &Arc<Outbox>,
+    version: ProtocolVersion,
+    session: &Arc<SessionHandle>,
+) -> &'h mut Hold {
+    hold.get_or_insert_with(|| {
+        Box::new(Hold {
+            waiter: Arc::new(Waiter::new(
+                Arc::clone(outbox),
+                version.is_v5(),
+                Some(Arc::clone(session)),
+            )),
+            sessions: Vec::new(),
+        })
+    })
+}
+
+impl Client {
+    pub fn new(broker: &Arc<Broker>, terms: &Terms, opened: Opened, outbox: &Arc<Outbox>) -> Self {
         Client {
-            broker,
-            outbox,
+            broker: Arc::clone(broker),
+            outbox: Arc::clone(outbox),
             session: opened.session,
             generation: opened.generation,
             version: terms.version,
@@ -355,9 +375,9 @@ impl<'a> Client<'a> {
     fn route(&mut self, publish: Publish, wrote_id: bool) -> usize {
         let qos = publish.qos;
         let origin = self.session.id();
-        let persist = self.broker.persist.get().filter(|p| p.immediate());
-        let broker = self.broker;
-        let hold = self.hold();
+        let hold = made_hold(&mut self.hold, &self.outbox, self.version, &self.session);
+        let broker = &self.broker;
+        let persist = broker.persist.get().filter(|p| p.immediate());
         if hold.waiter.outstanding() == 0 {
             hold.sessions.clear();
         }
@@ -382,16 +402,7 @@ impl<'a> Client<'a> {
 
     /// The client's waiter, made on first use.
     fn hold(&mut self) -> &mut Hold {
-        self.hold.get_or_insert_with(|| {
-            Box::new(Hold {
-                waiter: Arc::new(Waiter::new(
-                    Arc::clone(self.outbox),
-                    self.version.is_v5(),
-                    Some(Arc::clone(&self.session)),
-                )),
-                sessions: Vec::new(),
-            })
-        })
+        made_hold(&mut self.hold, &self.outbox, self.version, &self.session)
     }
 
     /// Sends a PUBACK or PUBREC: now, or after the parked deliveries it must follow (the
@@ -415,11 +426,11 @@ impl<'a> Client<'a> {
     /// socket is not read meanwhile) instead of losing messages, for at most
     /// `limits.queue_full_wait_ms` ([`super::flow`]). Does not borrow the client, so that its
     /// acknowledgements can be handled meanwhile.
-    pub fn settle(&self) -> Option<impl Future<Output = ()> + use<'a>> {
+    pub fn settle(&self) -> Option<impl Future<Output = ()> + use<>> {
         let hold = self.hold.as_ref()?;
         let waiter = Arc::clone(&hold.waiter);
         let sessions = hold.sessions.clone();
-        let broker = self.broker;
+        let broker = Arc::clone(&self.broker);
         Some(async move { flow::settle(&waiter, &sessions, &broker.bounds, &broker.stats).await })
     }
 
@@ -559,7 +570,7 @@ impl<'a> Client<'a> {
             persist.answer(
                 suback,
                 retained,
-                Arc::clone(self.outbox),
+                Arc::clone(&self.outbox),
                 Arc::clone(&self.session),
                 self.broker.bounds,
             );
@@ -729,7 +740,7 @@ impl<'a> Client<'a> {
             Some(persist) => persist.answer(
                 unsuback,
                 Vec::new(),
-                Arc::clone(self.outbox),
+                Arc::clone(&self.outbox),
                 Arc::clone(&self.session),
                 self.broker.bounds,
             ),

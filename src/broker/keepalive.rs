@@ -17,7 +17,7 @@
 //! no session lock. About 5 ns per connection, 0.05 ms per tick at 10,000 connections.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -36,6 +36,20 @@ const REPORT_EVERY: u64 = 40;
 
 /// `heard` while the broker holds the reader up: never expires.
 const PAUSED: u64 = u64::MAX;
+
+/// Whole ticks without a read or a write after which the sweep asks a connection to rest
+/// ([`super::idle`]): 1 s. A connection busier than that never rests, so a message stream
+/// pays nothing for it; one quieter pays a wake-up per message, a few microseconds.
+const QUIET_TICKS: u8 = 4;
+/// `quiet` of a new connection: asked to rest as soon as it has nothing to do after its
+/// CONNACK, until it first does. Clients tend to connect in crowds and then go quiet, and a
+/// crowd of tasks waiting for the sweep would be a crowd of task cells: freed later, but kept
+/// by the allocator, so the process would stay as large as if they had never rested.
+const FRESH: u8 = u8::MAX - 2;
+/// `quiet` once the sweep has asked the connection to rest (and while it rests).
+const ASKED: u8 = u8::MAX - 1;
+/// `quiet` for a connection that cannot rest: it is never asked.
+const NEVER: u8 = u8::MAX;
 
 /// The broker's clock for keep alive: whole ticks since it started.
 pub struct Clock {
@@ -56,26 +70,72 @@ impl Clock {
     }
 }
 
-/// One connection's keep alive: when it was last heard from, and how long it may be silent.
+/// One connection's keep alive: when it was last heard from, and how long it may be silent;
+/// and how long it has been quiet (nothing read or written), to ask it to rest.
 pub struct Watch {
     heard: AtomicU64,
-    /// Ticks of silence allowed; 0 for a client without keep alive.
-    limit: u64,
+    /// Ticks of silence allowed; 0 for a client without keep alive. (A u32 is 34 years of
+    /// ticks, and keeps the watch, in every connection's outbox, at 16 bytes.)
+    limit: u32,
+    /// Sweeps since the connection last read or wrote, up to [`QUIET_TICKS`]; or [`ASKED`],
+    /// or [`NEVER`].
+    quiet: AtomicU8,
 }
 
 impl Watch {
-    /// A watch for a connection that may be silent for `idle` (none: forever), heard now.
-    pub fn new(idle: Option<Duration>, now: u64) -> Watch {
+    /// A watch for a connection that may be silent for `idle` (none: forever), heard now;
+    /// one that `rests` is asked to rest when quiet.
+    pub fn new(idle: Option<Duration>, now: u64, rests: bool) -> Watch {
         let limit = idle.map_or(0, |idle| idle.as_millis().div_ceil(TICK.as_millis()));
         Watch {
             heard: AtomicU64::new(now),
-            limit: u64::try_from(limit).unwrap_or(u64::MAX),
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
+            quiet: AtomicU8::new(if rests { FRESH } else { NEVER }),
         }
     }
 
     /// The client was heard from at tick `now` (also ends a pause).
     pub fn heard(&self, now: u64) {
         self.heard.store(now, Ordering::Relaxed);
+        self.stir();
+    }
+
+    /// The connection read or wrote: its quiet starts again (a fresh one stays asked). A load,
+    /// and a store only after a sweep counted it quiet, so a busy connection's traffic does
+    /// not write here.
+    pub fn stir(&self) {
+        let quiet = self.quiet.load(Ordering::Relaxed);
+        if quiet != 0 && quiet != NEVER && quiet != FRESH {
+            self.quiet.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// The connection got up from a rest: its quiet is counted from now.
+    pub fn woke(&self) {
+        if self.quiet.load(Ordering::Relaxed) != NEVER {
+            self.quiet.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the connection is asked to rest: by the sweep, or as a fresh one.
+    pub fn asked_to_rest(&self) -> bool {
+        matches!(self.quiet.load(Ordering::Relaxed), ASKED | FRESH)
+    }
+
+    /// One more sweep without traffic; true when that makes the connection quiet enough to be
+    /// asked to rest (once: until it is [`Watch::stir`]red).
+    fn drowse(&self) -> bool {
+        let quiet = self.quiet.load(Ordering::Relaxed);
+        let next = match quiet {
+            ASKED | FRESH | NEVER => return false,
+            quiet if quiet < QUIET_TICKS => quiet + 1,
+            _ => ASKED,
+        };
+        // Lost to a concurrent stir: counted again from 0, as it should be.
+        let swapped =
+            self.quiet
+                .compare_exchange(quiet, next, Ordering::Relaxed, Ordering::Relaxed);
+        swapped.is_ok() && next == ASKED
     }
 
     /// The broker holds the reader up (a full queue): silence does not count until the next
@@ -88,16 +148,17 @@ impl Watch {
     /// tick covers `heard` having been rounded down.
     fn expired(&self, now: u64) -> bool {
         let heard = self.heard.load(Ordering::Relaxed);
-        self.limit > 0 && heard != PAUSED && now.saturating_sub(heard) > self.limit
+        self.limit > 0 && heard != PAUSED && now.saturating_sub(heard) > u64::from(self.limit)
     }
 }
 
 impl Default for Watch {
-    /// No keep alive.
+    /// No keep alive, and never asked to rest.
     fn default() -> Watch {
         Watch {
             heard: AtomicU64::new(0),
             limit: 0,
+            quiet: AtomicU8::new(NEVER),
         }
     }
 }
@@ -116,13 +177,20 @@ impl Online {
         self.0.remove(&key(outbox));
     }
 
-    /// The connections silent for longer than their keep alive allows, at tick `now`.
-    fn silent(&self, now: u64) -> Vec<Arc<Outbox>> {
-        self.0
-            .iter()
-            .filter(|entry| entry.value().keep_alive().expired(now))
-            .map(|entry| Arc::clone(entry.value()))
-            .collect()
+    /// The connections silent for longer than their keep alive allows, at tick `now`. When
+    /// `rest` is on, the others that have been quiet long enough are asked to rest
+    /// ([`super::idle`]): their writer is woken to see it.
+    fn sweep(&self, now: u64, rest: bool) -> Vec<Arc<Outbox>> {
+        let mut silent = Vec::new();
+        for entry in self.0.iter() {
+            let outbox = entry.value();
+            if outbox.keep_alive().expired(now) {
+                silent.push(Arc::clone(outbox));
+            } else if rest && outbox.keep_alive().drowse() {
+                outbox.wake();
+            }
+        }
+        silent
     }
 }
 
@@ -131,7 +199,7 @@ fn key(outbox: &Arc<Outbox>) -> usize {
 }
 
 /// Closes silent connections, once per tick (250 ms), for as long as the broker runs (each
-/// connection logs its own close, with its client id), declares slow the sessions that have
+/// connection logs its own close, with its client id), asks quiet ones to rest, declares slow the sessions that have
 /// kept messages waiting for too long (see `flow`), and every 10 s logs the messages
 /// dropped meanwhile.
 pub async fn sweep(broker: Arc<Broker>) {
@@ -143,7 +211,8 @@ pub async fn sweep(broker: Arc<Broker>) {
         if tick % REPORT_EVERY == 0 {
             drops.report(&broker.stats);
         }
-        for outbox in broker.online.silent(broker.clock.now()) {
+        let rest = broker.idle.is_on();
+        for outbox in broker.online.sweep(broker.clock.now(), rest) {
             outbox.close(reason::KEEP_ALIVE_TIMEOUT, "keep alive timeout");
         }
         // The same tick times out subscribers that keep messages waiting too long.
@@ -158,7 +227,7 @@ mod tests {
     #[test]
     fn a_watch_expires_only_after_its_limit_and_one_tick_more() {
         // 1.5 s is 6 ticks; heard at tick 10.
-        let watch = Watch::new(Some(Duration::from_millis(1500)), 10);
+        let watch = Watch::new(Some(Duration::from_millis(1500)), 10, true);
         assert!(!watch.expired(10));
         assert!(!watch.expired(16));
         assert!(watch.expired(17));
@@ -166,24 +235,68 @@ mod tests {
 
     #[test]
     fn a_limit_is_rounded_up_to_whole_ticks() {
-        let watch = Watch::new(Some(Duration::from_millis(1100)), 0);
+        let watch = Watch::new(Some(Duration::from_millis(1100)), 0, true);
         assert!(!watch.expired(5));
         assert!(watch.expired(6));
     }
 
     #[test]
     fn hearing_from_the_client_restarts_the_count() {
-        let watch = Watch::new(Some(Duration::from_millis(1000)), 0);
+        let watch = Watch::new(Some(Duration::from_millis(1000)), 0, true);
         watch.heard(4);
         assert!(!watch.expired(8));
         assert!(watch.expired(9));
     }
 
     #[test]
+    fn a_fresh_connection_is_asked_to_rest_until_it_first_wakes() {
+        let watch = Watch::new(None, 0, true);
+        assert!(watch.asked_to_rest());
+        watch.stir();
+        assert!(
+            watch.asked_to_rest(),
+            "its CONNACK and first packets do not count"
+        );
+        assert!(!watch.drowse(), "the sweep does not ask it again");
+        watch.woke();
+        assert!(!watch.asked_to_rest());
+    }
+
+    #[test]
+    fn a_quiet_connection_is_asked_to_rest_once_until_it_stirs() {
+        let watch = Watch::new(None, 0, true);
+        watch.woke();
+        let sweeps = |n| (0..n).filter(|_| watch.drowse()).count();
+        assert_eq!(sweeps(usize::from(QUIET_TICKS)), 0);
+        assert_eq!(
+            sweeps(10),
+            1,
+            "asked once, on the sweep after the quiet ticks"
+        );
+        assert!(watch.asked_to_rest());
+        watch.stir();
+        assert!(!watch.asked_to_rest());
+        assert_eq!(
+            sweeps(usize::from(QUIET_TICKS)),
+            0,
+            "a stir starts the count again"
+        );
+        assert_eq!(sweeps(1), 1);
+    }
+
+    #[test]
+    fn a_connection_that_cannot_rest_is_never_asked() {
+        let watch = Watch::new(None, 0, false);
+        assert!((0..100).all(|_| !watch.drowse()));
+        watch.stir();
+        assert!(!watch.asked_to_rest());
+    }
+
+    #[test]
     fn a_paused_watch_or_one_without_keep_alive_never_expires() {
-        let watch = Watch::new(Some(Duration::from_millis(1000)), 0);
+        let watch = Watch::new(Some(Duration::from_millis(1000)), 0, true);
         watch.pause();
         assert!(!watch.expired(1_000_000));
-        assert!(!Watch::new(None, 0).expired(1_000_000));
+        assert!(!Watch::new(None, 0, true).expired(1_000_000));
     }
 }

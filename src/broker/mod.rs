@@ -43,6 +43,7 @@ mod expiry;
 mod flow;
 mod groups;
 mod handover;
+mod idle;
 mod inbound;
 mod keepalive;
 mod log_limit;
@@ -86,6 +87,7 @@ pub(crate) use flow::Backlog;
 pub use flow::{Claim, Forward, Waiter};
 pub use groups::GroupRef;
 pub use handover::{Fetched, MovedMessage, MovedSubscription, SessionImage};
+pub use idle::watch as watch_idle_connections;
 pub use keepalive::sweep as keep_alive_sweep;
 pub(crate) use log_limit::LogLimit;
 pub use peers::{Assigned, PeerId, Peers, RemoteGroup};
@@ -165,6 +167,8 @@ pub struct Broker {
     expiry: expiry::Expiry,
     /// The connected clients, for keep alive.
     online: keepalive::Online,
+    /// The connections at rest, without a task ([`idle`]).
+    idle: idle::Idle,
     /// Sessions keeping messages waiting for room, for the same sweep to time out.
     waits: flow::Waits,
     stats: Stats,
@@ -215,6 +219,7 @@ impl Broker {
             clock: keepalive::Clock::new(),
             expiry: expiry::Expiry::default(),
             online: keepalive::Online::default(),
+            idle: idle::Idle::default(),
             waits: flow::Waits::default(),
             stats: Stats::default(),
             taps: Taps::default(),
@@ -240,6 +245,11 @@ impl Broker {
     /// The authentication and ACL rules in force, to reload on SIGHUP.
     pub fn auth(&self) -> &Auth {
         &self.auth
+    }
+
+    /// Connections resting without a task ([`idle`]): connected, and quiet for a while.
+    pub fn resting_count(&self) -> usize {
+        self.idle.resting()
     }
 
     /// Sessions known, connected or not.

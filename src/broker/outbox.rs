@@ -8,8 +8,12 @@
 //! client is owed is never thrown away.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::{Poll, Waker};
 
+use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
 use crate::protocol::Packet;
@@ -24,11 +28,17 @@ const CONTROL_LIMIT: usize = 1024;
 /// Every connection has one for its whole life, so it is kept small: the two rare waits, a
 /// reader's for room in a full queue and a stuck writer's for a close, share one
 /// [`Notify`] (each checks its own condition when woken), and the close reason is boxed.
+///
+/// The writer's wake-up is a waker slot and a flag rather than a `Notify`: a connection at
+/// rest has no task to wake ([`super::idle`]), and its slot holds the waker that gives it one.
 #[derive(Default)]
 pub struct Outbox {
     state: Mutex<State>,
-    /// The writer's wake-up: control packets or session messages to send, or a close.
-    wake: Notify,
+    /// Whom to wake when there are control packets or session messages to send, or a close:
+    /// the writer, or the waker of a connection at rest.
+    writer: AtomicWaker,
+    /// Set by a wake-up, taken by the writer: one sent while nobody waits is kept.
+    woken: AtomicBool,
     /// The control queue got room, or the connection was closed.
     changed: Notify,
     /// When the client was last heard from, for the broker's keep alive sweep.
@@ -72,7 +82,7 @@ impl Outbox {
     /// Queues a packet for the client and wakes the writer.
     pub fn send(&self, packet: Packet) {
         self.state().control.push_back(packet);
-        self.wake.notify_one();
+        self.wake();
     }
 
     /// Queues packets for the client, in order, and wakes the writer once.
@@ -83,7 +93,7 @@ impl Outbox {
         let added = state.control.len() > before;
         drop(state);
         if added {
-            self.wake.notify_one();
+            self.wake();
         }
     }
 
@@ -106,7 +116,7 @@ impl Outbox {
             state.close = Some(Box::new(close));
         }
         drop(state);
-        self.wake.notify_one();
+        self.wake();
     }
 
     /// Completes, with its reason code, once [`Outbox::close`] has been called: a write in
@@ -126,13 +136,35 @@ impl Outbox {
 
     /// Wakes the writer: there are session messages to send.
     pub fn wake(&self) {
-        self.wake.notify_one();
+        self.woken.store(true, Ordering::Release);
+        self.writer.wake();
     }
 
     /// Waits until the writer is woken. A wake-up sent while nobody waits is kept, so none
     /// is lost between the writer's last check and this call.
-    pub async fn woken(&self) {
-        self.wake.notified().await;
+    pub fn woken(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| {
+            // Registered before the check, so a wake-up in between is not missed.
+            self.writer.register(cx.waker());
+            if self.woken.swap(false, Ordering::AcqRel) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+
+    /// Takes a wake-up sent since the writer last waited, if any, without waiting.
+    pub fn take_wake(&self) -> bool {
+        self.woken.swap(false, Ordering::AcqRel)
+    }
+
+    /// Hands the wake-up to `waker`, the one of a connection going to rest. Returns whether
+    /// a wake-up came since the writer last looked: then the connection has work and should
+    /// not rest. (A later one wakes `waker`.)
+    pub fn rest(&self, waker: &Waker) -> bool {
+        self.writer.register(waker);
+        self.woken.load(Ordering::Acquire)
     }
 
     /// Takes the queued control packets (in order) and says if the connection is to end after

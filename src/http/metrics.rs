@@ -30,6 +30,11 @@ pub(super) fn render(shared: &Shared) -> String {
         gauge(broker.connection_count()),
     );
     registry.register(
+        "supermq_connections_resting",
+        "Client connections quiet for a while, resting without a task of their own",
+        gauge(broker.resting_count()),
+    );
+    registry.register(
         "supermq_sessions",
         "Sessions, connected or waiting for their client",
         gauge(broker.session_count()),

@@ -55,7 +55,7 @@ pub struct Boxed(pub BoxStream);
 
 /// A byte stream that one task reads and writes at the same time, through two halves that
 /// borrow it. Plain TCP splits for free; other streams share a lock between the halves.
-pub trait Duplex: Send + 'static {
+pub trait Duplex: Sized + Send + 'static {
     type Reader<'a>: AsyncRead + Unpin + Send
     where
         Self: 'a;
@@ -63,15 +63,28 @@ pub trait Duplex: Send + 'static {
     where
         Self: 'a;
 
+    /// Whether [`Duplex::into_tcp`] gives the socket: only a stream that is a socket and
+    /// nothing more can rest without its task while idle (the broker's `idle` module).
+    const RESTS: bool;
+
     fn halves(&mut self) -> (Self::Reader<'_>, Self::Writer<'_>);
+
+    /// The plain TCP socket this stream is, or the stream back.
+    fn into_tcp(self) -> Result<TcpStream, Self>;
 }
 
 impl Duplex for TcpStream {
     type Reader<'a> = tcp::ReadHalf<'a>;
     type Writer<'a> = tcp::WriteHalf<'a>;
 
+    const RESTS: bool = true;
+
     fn halves(&mut self) -> (tcp::ReadHalf<'_>, tcp::WriteHalf<'_>) {
         self.split()
+    }
+
+    fn into_tcp(self) -> Result<TcpStream, Self> {
+        Ok(self)
     }
 }
 
@@ -79,8 +92,15 @@ impl Duplex for Boxed {
     type Reader<'a> = ReadHalf<&'a mut BoxStream>;
     type Writer<'a> = WriteHalf<&'a mut BoxStream>;
 
+    /// TLS and WebSocket keep state of their own above the socket.
+    const RESTS: bool = false;
+
     fn halves(&mut self) -> (Self::Reader<'_>, Self::Writer<'_>) {
         tokio::io::split(&mut self.0)
+    }
+
+    fn into_tcp(self) -> Result<TcpStream, Self> {
+        Err(self)
     }
 }
 
