@@ -136,21 +136,29 @@ impl Outbox {
 
     /// Wakes the writer: there are session messages to send.
     pub fn wake(&self) {
-        self.woken.store(true, Ordering::Release);
-        self.writer.wake();
+        // Already woken and not yet seen: whoever set the flag wakes the writer, which looks
+        // at the flag before it waits. (Many publishers wake one subscriber's writer.)
+        if !self.woken.swap(true, Ordering::AcqRel) {
+            self.writer.wake();
+        }
     }
 
     /// Waits until the writer is woken. A wake-up sent while nobody waits is kept, so none
     /// is lost between the writer's last check and this call.
     pub fn woken(&self) -> impl Future<Output = ()> + '_ {
         std::future::poll_fn(|cx| {
-            // Registered before the check, so a wake-up in between is not missed.
-            self.writer.register(cx.waker());
-            if self.woken.swap(false, Ordering::AcqRel) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
+            if self.take_wake() {
+                return Poll::Ready(());
             }
+            // Registered before the second look, so a wake-up in between is not missed.
+            self.writer.register(cx.waker());
+            if self.take_wake() {
+                // Nobody waits after all: a waker left behind would make every later
+                // wake-up poll the busy connection for nothing.
+                self.writer.take();
+                return Poll::Ready(());
+            }
+            Poll::Pending
         })
     }
 
