@@ -3,7 +3,7 @@
 //! [`serve`] reads CONNECT (by the deadline set at accept, while the socket is pending: see
 //! [`super::admission`]; a CONNECT larger than `limits.max_connect_size` is refused from its
 //! fixed header, so a socket that has proved nothing holds little), negotiates, attaches the
-//! session, and then runs two halves side by side in the connection's one task:
+//! session, and then runs two halves side by side in the connection's task:
 //! - the reader decodes packets and handles them ([`super::inbound`]), and notes when the
 //!   client was last heard from (keep alive is checked by [`super::keepalive`]) and how many
 //!   bytes it read, once per read rather than per packet; while the broker holds the client
@@ -20,11 +20,14 @@
 //! discarding for a short, bounded while ([`linger`]), so the client reads the reason instead
 //! of a reset.
 //!
-//! Most connections spend their life idle, and an idle connection costs what its task holds
-//! (a task keeps room for its largest state for as long as it lives) plus its buffers. So the
-//! rare and large states (the wait for CONNECT, waiting for room, the close, the linger) run
-//! boxed, no buffer is kept while idle, and the code is shaped to keep the task small: see the
-//! notes at [`serve`] and [`run`], and docs/BENCHMARKS.md for the figures.
+//! Most connections spend their life idle. A plain TCP connection with nothing to do rests
+//! ([`super::idle`]): the connected state it keeps between packets ([`Live`]) outlives its task,
+//! which ends, and a new task takes it up where it was when something comes for it; so the
+//! connected phase runs in turns ([`connected`]). While it has a task, a connection costs what
+//! the task holds (a task keeps room for its largest state for as long as it lives) plus its
+//! buffers. So the rare and large states (the wait for CONNECT, waiting for room, the close,
+//! the linger) run boxed, no buffer is kept while idle, and the code is shaped to keep the task
+//! small: see the notes at [`serve`] and [`run`], and docs/BENCHMARKS.md for the figures.
 
 use std::collections::VecDeque;
 use std::future::Future;

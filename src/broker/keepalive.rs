@@ -12,6 +12,10 @@
 //! ticks (plus the sweep's own delay) after its 1.5 × keep alive. While the broker itself
 //! holds a reader up (flow control, [`Watch::pause`]), the time does not count.
 //!
+//! The same watch counts how long a connection has been quiet (neither read nor written), in
+//! sweeps: past a second the sweep asks it to rest without a task ([`super::idle`]), waking its
+//! writer to see it.
+//!
 //! The sweep's work is proportional to the connected clients, not to every session the
 //! broker keeps: it walks a table of connected outboxes, one shard lock at a time, and takes
 //! no session lock. About 5 ns per connection, 0.05 ms per tick at 10,000 connections.
