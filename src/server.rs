@@ -186,13 +186,14 @@ impl Server {
     /// Serves until `shutdown` completes, then shuts down gracefully.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let cluster: Option<Arc<Cluster>> = self.cluster.take().map(cluster::Attached::start);
+        // Made before the first connection is accepted: it turns resting on.
+        let idle = tokio::spawn(broker::watch_idle_connections(Arc::clone(&self.broker)));
         let accepting: Vec<_> = self
             .listeners
             .into_iter()
             .map(|listener| tokio::spawn(accept_loop(listener, Arc::clone(&self.broker))))
             .collect();
         let keep_alive = tokio::spawn(broker::keep_alive_sweep(Arc::clone(&self.broker)));
-        let idle = tokio::spawn(broker::watch_idle_connections(Arc::clone(&self.broker)));
         let expiry = tokio::spawn(broker::expire_sessions(Arc::clone(&self.broker)));
         let stopping = tokio::sync::watch::channel(false).0;
         let http = self.http.take().map(|http| {

@@ -578,13 +578,12 @@ where
                             let held = held(client, &mut reader, outbox, session, version);
                             end = Box::pin(held).await;
                             outbox.keep_alive().heard(broker.clock.now());
+                            // What was read while held: counted now, as the connection may
+                            // end or rest before its next read.
+                            let arrived = reader.take_arrived();
+                            broker.stats.bytes_received.add(arrived as u64);
                         }
                         if let Some(end) = end {
-                            // What was read while held, if the connection ended then.
-                            broker
-                                .stats
-                                .bytes_received
-                                .add(reader.take_arrived() as u64);
                             break end;
                         }
                     }
@@ -604,8 +603,11 @@ where
             };
             match turn {
                 // Half a packet came in meanwhile: not at rest after all. The reader asks
-                // again once it has read it.
-                Turn::Rest if !reader.buf.is_empty() => outbox.keep_alive().stir(),
+                // again once it has read it (and says again where it is).
+                Turn::Rest if !reader.buf.is_empty() => {
+                    reader_at_rest.store(false, Ordering::Relaxed);
+                    outbox.keep_alive().stir();
+                }
                 turn => return turn,
             }
         }

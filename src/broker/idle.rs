@@ -8,7 +8,7 @@
 //! for a second) it asks it to rest; the connection does so only from a point where nothing
 //! is half done: its reader waits for a packet with nothing buffered, its writer has nothing
 //! to send ([`super::connection`]). It then hands what it owns ([`Resting`]: the socket, the
-//! client's and the writer's state, a few hundred bytes) to this module and its task ends.
+//! client's and the writer's state, 144 bytes) to this module and its task ends.
 //!
 //! Two things give it a task again, whichever comes first:
 //! - its socket becomes readable (a packet, or the client closing): the socket sits in an
@@ -22,6 +22,7 @@
 //! to rest only when `watch` runs (the server starts it); TLS and WebSocket connections keep
 //! their task (their stream has state of its own besides the socket).
 
+use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -53,13 +54,19 @@ struct Started {
     runtime: tokio::runtime::Handle,
 }
 
-/// The resting connections by token (their index here, the epoll event's data), with the
-/// free indexes to reuse: 8 bytes a connection, and a token that needs no lookup.
+/// The resting connections by index, with the free indexes to reuse: 8 bytes a connection.
+/// A sleeper's token (the epoll event's data) is its index and, above it, the count of the
+/// sleepers put to bed before it, so that an event read just before a sleeper got up is not
+/// taken for one of the next sleeper in the same bed.
 #[derive(Default)]
 struct Beds {
     sleepers: Vec<Option<Arc<Sleeper>>>,
     free: Vec<usize>,
+    made: u64,
 }
+
+/// Bits of a token that are the bed's index.
+const INDEX_BITS: u32 = 32;
 
 /// One connection at rest. It is the waker its outbox holds; the epoll set knows it by
 /// `token`.
@@ -89,6 +96,11 @@ impl Idle {
         beds.sleepers.len() - beds.free.len()
     }
 
+    /// The bed a token names.
+    fn index(token: usize) -> usize {
+        token & ((1 << INDEX_BITS) - 1)
+    }
+
     fn beds(&self) -> MutexGuard<'_, Beds> {
         self.beds.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -97,26 +109,34 @@ impl Idle {
     /// that cannot rest (resting is off, or the socket cannot be watched) goes on as a new
     /// task. Called from the connection's task, which ends.
     pub fn rest(&self, resting: Resting) {
-        let Some(started) = self.started.get().filter(|_| self.is_on()) else {
+        let Some(started) = self.started.get() else {
             return connection::wake(resting, &tokio::runtime::Handle::current());
         };
         let fd = resting.fd();
         let outbox = Arc::clone(resting.outbox());
         let sleeper = {
             let mut beds = self.beds();
-            let token = match beds.free.pop() {
-                Some(token) => token,
+            // Looked at under the lock `stop` takes too: a sleeper put to bed after `stop`
+            // looked at the beds would have nobody to watch its socket.
+            if !self.is_on() {
+                drop(beds);
+                return connection::wake(resting, &started.runtime);
+            }
+            let index = match beds.free.pop() {
+                Some(index) => index,
                 None => {
                     beds.sleepers.push(None);
                     beds.sleepers.len() - 1
                 }
             };
+            beds.made += 1;
+            let made = usize::try_from(beds.made).unwrap_or(0);
             let sleeper = Arc::new(Sleeper {
-                token,
+                token: index | made.wrapping_shl(INDEX_BITS),
                 state: AtomicU8::new(SETTLING),
                 resting: Mutex::new(Some(resting)),
             });
-            beds.sleepers[token] = Some(Arc::clone(&sleeper));
+            beds.sleepers[index] = Some(Arc::clone(&sleeper));
             sleeper
         };
         // The socket is watched first: once the outbox holds the sleeper's waker, a wake-up
@@ -152,17 +172,23 @@ impl Idle {
     }
 
     fn free(&self, token: usize) {
+        let index = Idle::index(token);
         let mut beds = self.beds();
-        if let Some(slot) = beds.sleepers.get_mut(token)
+        if let Some(slot) = beds.sleepers.get_mut(index)
             && slot.take().is_some()
         {
-            beds.free.push(token);
+            beds.free.push(index);
         }
     }
 
     /// Wakes the connection resting under `token` (its socket is readable).
     fn wake(&self, token: usize) {
-        let sleeper = self.beds().sleepers.get(token).and_then(Clone::clone);
+        let sleeper = self
+            .beds()
+            .sleepers
+            .get(Idle::index(token))
+            .and_then(Clone::clone)
+            .filter(|sleeper| sleeper.token == token);
         if let Some(sleeper) = sleeper {
             sleeper.wake_up();
         }
@@ -170,8 +196,11 @@ impl Idle {
 
     /// Wakes every resting connection and asks no more to rest: [`watch`] has ended.
     fn stop(&self) {
-        self.on.store(false, Ordering::Relaxed);
-        let sleepers: Vec<Arc<Sleeper>> = self.beds().sleepers.iter().flatten().cloned().collect();
+        let sleepers: Vec<Arc<Sleeper>> = {
+            let beds = self.beds();
+            self.on.store(false, Ordering::Relaxed);
+            beds.sleepers.iter().flatten().cloned().collect()
+        };
         for sleeper in sleepers {
             sleeper.wake_up();
         }
@@ -190,16 +219,21 @@ impl Sleeper {
             return;
         };
         let broker = Arc::clone(resting.broker());
-        if let Some(started) = broker.idle.started.get() {
-            // It may fail only if the socket is already closed, which its task will find.
-            let _ = started.registry.deregister(&mut SourceFd(&resting.fd()));
-            broker.idle.free(self.token);
-            connection::wake(resting, &started.runtime);
-        }
+        let idle = &broker.idle;
+        let started = idle
+            .started
+            .get()
+            .expect("a connection rests only once the watch has started");
+        // It may fail only if the socket is already closed, which its task will find.
+        let _ = started.registry.deregister(&mut SourceFd(&resting.fd()));
+        idle.free(self.token);
+        connection::wake(resting, &started.runtime);
     }
 
     /// Gets the connection up, or, while it is still settling, leaves that to the one
-    /// settling it. Never waits: it may be called from inside the registration it races.
+    /// settling it: it never waits for the registration it races, and may be called from
+    /// inside it. (Getting up takes the beds' and the sleeper's locks for a moment; no
+    /// waker is called while either is held.)
     fn wake_up(&self) {
         let mut state = self.state.load(Ordering::Acquire);
         loop {
@@ -231,17 +265,26 @@ impl Wake for Sleeper {
 }
 
 /// Watches the resting connections' sockets and gets up those that become readable, for as
-/// long as the broker runs. Connections rest only while this runs; when it ends (the
-/// runtime shuts down), the ones at rest are woken.
-pub async fn watch(broker: Arc<Broker>) {
-    let _stop = Stop(Arc::clone(&broker));
-    let mut poll = match open(&broker) {
-        Ok(poll) => poll,
-        Err(error) => {
-            tracing::warn!(%error, "cannot watch idle connections: they keep their task");
-            return;
+/// long as the broker runs. Connections rest only while this runs: it turns resting on when
+/// called (in the runtime, before any connection is accepted), and when the future ends (the
+/// runtime shuts down, or it is aborted), the ones at rest are woken.
+pub fn watch(broker: Arc<Broker>) -> impl Future<Output = ()> {
+    let opened = open(&broker);
+    async move {
+        match opened {
+            Ok(poll) => {
+                let _stop = Stop(Arc::clone(&broker));
+                drain(&broker, poll).await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch idle connections: they keep their task");
+            }
         }
-    };
+    }
+}
+
+/// Gets up the connections whose sockets the epoll set says are readable, until it fails.
+async fn drain(broker: &Broker, mut poll: AsyncFd<mio::Poll>) {
     let mut events = Events::with_capacity(EVENTS);
     loop {
         let Ok(mut ready) = poll.readable_mut().await else {
@@ -282,10 +325,11 @@ fn open(broker: &Broker) -> io::Result<AsyncFd<mio::Poll>> {
         .idle
         .started
         .set(Started { registry, runtime })
-        .is_ok()
+        .is_err()
     {
-        broker.idle.on.store(true, Ordering::Relaxed);
+        return Err(io::Error::other("already watched"));
     }
+    broker.idle.on.store(true, Ordering::Relaxed);
     Ok(poll)
 }
 
@@ -295,5 +339,24 @@ struct Stop(Arc<Broker>);
 impl Drop for Stop {
     fn drop(&mut self) {
         self.0.idle.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a resting connection holds besides its session and outbox: its sleeper (its
+    /// `Resting`, bounded in `connection::sizes`, with the state to wake it), in an `Arc`,
+    /// and its slot in the beds. Raise the bound only with a measurement (`supermq bench
+    /// conns`).
+    #[test]
+    fn a_sleeper_stays_small() {
+        let size = std::mem::size_of::<Sleeper>();
+        println!("Sleeper: {size} bytes (bound 176)");
+        assert!(
+            size <= 176,
+            "Sleeper is {size} bytes, over its bound of 176"
+        );
     }
 }

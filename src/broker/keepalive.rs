@@ -81,8 +81,8 @@ pub struct Watch {
     /// Ticks of silence allowed; 0 for a client without keep alive. (A u32 is 34 years of
     /// ticks, and keeps the watch, in every connection's outbox, at 16 bytes.)
     limit: u32,
-    /// Sweeps since the connection last read or wrote, up to [`QUIET_TICKS`]; or [`ASKED`],
-    /// or [`NEVER`].
+    /// Sweeps since the connection last read or wrote, up to [`QUIET_TICKS`]; or [`FRESH`],
+    /// [`ASKED`] or [`NEVER`].
     quiet: AtomicU8,
 }
 
@@ -203,9 +203,9 @@ fn key(outbox: &Arc<Outbox>) -> usize {
 }
 
 /// Closes silent connections, once per tick (250 ms), for as long as the broker runs (each
-/// connection logs its own close, with its client id), asks quiet ones to rest, declares slow the sessions that have
-/// kept messages waiting for too long (see `flow`), and every 10 s logs the messages
-/// dropped meanwhile.
+/// connection logs its own close, with its client id), asks quiet ones to rest, declares
+/// slow the sessions that have kept messages waiting for too long (see `flow`), and every
+/// 10 s logs the messages dropped meanwhile.
 pub async fn sweep(broker: Arc<Broker>) {
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
