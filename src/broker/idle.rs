@@ -139,9 +139,9 @@ impl Idle {
             beds.sleepers[index] = Some(Arc::clone(&sleeper));
             sleeper
         };
-        // The socket is watched first: once the outbox holds the sleeper's waker, a wake-up
-        // may get the connection up at any moment, and it must not find itself still in the
-        // epoll set afterwards.
+        // Watched by the epoll set and by the outbox before it settles: a wake-up from either
+        // meanwhile is left to the end of the settling (`state`), so the connection never
+        // gets up while it is still being registered.
         let watched =
             started
                 .registry
@@ -175,8 +175,9 @@ impl Idle {
         let index = Idle::index(token);
         let mut beds = self.beds();
         if let Some(slot) = beds.sleepers.get_mut(index)
-            && slot.take().is_some()
+            && slot.as_ref().is_some_and(|sleeper| sleeper.token == token)
         {
+            *slot = None;
             beds.free.push(index);
         }
     }
