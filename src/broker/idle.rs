@@ -62,7 +62,7 @@ struct Started {
 struct Beds {
     sleepers: Vec<Option<Arc<Sleeper>>>,
     free: Vec<usize>,
-    made: u64,
+    made: usize,
 }
 
 /// Bits of a token that are the bed's index.
@@ -129,10 +129,9 @@ impl Idle {
                     beds.sleepers.len() - 1
                 }
             };
-            beds.made += 1;
-            let made = usize::try_from(beds.made).unwrap_or(0);
+            beds.made = beds.made.wrapping_add(1);
             let sleeper = Arc::new(Sleeper {
-                token: index | made.wrapping_shl(INDEX_BITS),
+                token: index | beds.made.wrapping_shl(INDEX_BITS),
                 state: AtomicU8::new(SETTLING),
                 resting: Mutex::new(Some(resting)),
             });
